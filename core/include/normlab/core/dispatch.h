@@ -1,0 +1,48 @@
+#pragma once
+// Per-device function tables, in the spirit of PyTorch's DispatchStub. Backends fill them through
+// one explicit registration function each (see core/src/backends.cpp, the only file that knows
+// which backends were built); self-registering static objects are avoided because static
+// libraries silently drop them.
+#include <array>
+
+#include "normlab/core/device.h"
+#include "normlab/core/error.h"
+
+namespace nl {
+
+// Runs every backend's registration function once; called lazily by the first stub lookup.
+void ensure_backends_registered();
+// A short description of what this build contains, for error messages ("cpu", "cpu, cuda").
+const char* built_backends();
+
+template <typename Fn>
+class DispatchStub;
+
+template <typename R, typename... Args>
+class DispatchStub<R(Args...)> {
+ public:
+  using FnPtr = R (*)(Args...);
+
+  explicit constexpr DispatchStub(const char* name) : name_(name) {}
+  DispatchStub(const DispatchStub&) = delete;
+  DispatchStub& operator=(const DispatchStub&) = delete;
+
+  void set(DeviceType type, FnPtr fn) { table_[static_cast<size_t>(type)] = fn; }
+
+  FnPtr get(Device device) const {
+    ensure_backends_registered();
+    FnPtr fn = table_[static_cast<size_t>(device.type)];
+    NL_CHECK(fn != nullptr, "op '", name_, "' has no kernel for device ", device,
+             " (this build has backends: ", built_backends(), ")");
+    return fn;
+  }
+
+  R operator()(Device device, Args... args) const { return get(device)(args...); }
+  const char* name() const { return name_; }
+
+ private:
+  const char* name_;
+  std::array<FnPtr, kNumDeviceTypes> table_{};
+};
+
+}  // namespace nl

@@ -1,0 +1,52 @@
+#pragma once
+// Functional ops with autograd. Each checks its inputs (shape, dtype, device) with an error that
+// names the op and the offending shape, dispatches to the input device's kernel, and records a
+// tape node when an input requires grad. Activations are NCHW float32.
+#include <cstdint>
+#include <optional>
+
+#include "normlab/core/rng.h"
+#include "normlab/core/tensor.h"
+
+namespace nl {
+
+// Elementwise (same shapes, no broadcasting) and reductions.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor sum(const Tensor& x);  // all elements, 0-dim result
+Tensor relu(const Tensor& x);
+// Zeroes each element with probability p and scales the rest by 1/(1-p) when training;
+// identity otherwise. Draws from gen (the default generator when null).
+Tensor dropout(const Tensor& x, float p, bool training, Generator* gen = nullptr);
+
+// x [N, C, H, W], w [K, C, R, S], bias [K] or undefined.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), int64_t stride = 1,
+              int64_t padding = 0);
+
+// x [N, C, H, W] (or [N, C]); gamma/beta [C] or undefined; running_mean/var [C] or undefined
+// (then training must be true). In training, uses batch statistics and updates the running
+// statistics with momentum (unbiased variance, as PyTorch); in eval, uses the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  float momentum = 0.1f, float eps = 1e-5f);
+// x [N, C, ...]; groups divides C; gamma/beta [C]. groups = 1 is LayerNorm over (C, H, W) with a
+// per-channel affine, groups = C is InstanceNorm.
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta,
+                  float eps = 1e-5f);
+// Normalises over the last dimension D; gamma/beta [D] or undefined.
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+
+// kernel x kernel windows with the given stride (PyTorch's floor mode, no padding).
+Tensor max_pool2d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);
+Tensor global_avg_pool(const Tensor& x);  // [N, C, H, W] -> [N, C, 1, 1]
+
+// x [M, K], w [N, K], bias [N] or undefined -> [M, N].
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
+// Over the last dimension of x [M, C].
+Tensor log_softmax(const Tensor& x);
+// Mean over M of -logp[i, target[i]]; target is int32 [M] with values in [0, C).
+Tensor nll_loss(const Tensor& logp, const Tensor& target);
+Tensor cross_entropy(const Tensor& logits, const Tensor& target);
+
+}  // namespace nl

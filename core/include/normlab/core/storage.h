@@ -1,0 +1,40 @@
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "normlab/core/device.h"
+
+namespace nl {
+
+// Raw memory of one device. A backend registers one Allocator per device type.
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* ptr, size_t nbytes) noexcept = 0;
+};
+
+void set_allocator(DeviceType type, Allocator* allocator);
+// Throws a clear error when the device type has no allocator in this build.
+Allocator& get_allocator(Device device);
+
+// A refcounted block of device memory shared by tensors that view it.
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  Allocator* allocator_ = nullptr;
+};
+
+}  // namespace nl

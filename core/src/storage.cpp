@@ -1,0 +1,38 @@
+#include "normlab/core/storage.h"
+
+#include <array>
+
+#include "normlab/core/dispatch.h"
+#include "normlab/core/error.h"
+
+namespace nl {
+namespace {
+std::array<Allocator*, kNumDeviceTypes>& allocators() {
+  static std::array<Allocator*, kNumDeviceTypes> table{};
+  return table;
+}
+}  // namespace
+
+void set_allocator(DeviceType type, Allocator* allocator) {
+  allocators()[static_cast<size_t>(type)] = allocator;
+}
+
+Allocator& get_allocator(Device device) {
+  ensure_backends_registered();
+  Allocator* a = allocators()[static_cast<size_t>(device.type)];
+  NL_CHECK(a != nullptr, "device ", device, " is not available (this build has backends: ",
+           built_backends(), ")");
+  return *a;
+}
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  allocator_ = &get_allocator(device);
+  // Zero-byte tensors still get a distinct, valid pointer so views of them behave uniformly.
+  data_ = allocator_->allocate(nbytes == 0 ? 1 : nbytes);
+}
+
+Storage::~Storage() {
+  if (data_) allocator_->deallocate(data_, nbytes_ == 0 ? 1 : nbytes_);
+}
+
+}  // namespace nl

@@ -1,0 +1,37 @@
+// Definitions of the stubs declared in kernels/stubs.h.
+#include "kernels/stubs.h"
+
+#define NL_DEFINE_STUB(name) ::nl::DispatchStub<name##_fn> name##_stub{#name}
+
+namespace nl {
+NL_DEFINE_STUB(copy_bytes);
+NL_DEFINE_STUB(copy_strided);
+NL_DEFINE_STUB(fill);
+NL_DEFINE_STUB(add_fwd);
+NL_DEFINE_STUB(mul_fwd);
+NL_DEFINE_STUB(sum_fwd);
+NL_DEFINE_STUB(sum_bwd);
+NL_DEFINE_STUB(relu_fwd);
+NL_DEFINE_STUB(relu_bwd);
+NL_DEFINE_STUB(dropout_fwd);
+NL_DEFINE_STUB(dropout_bwd);
+NL_DEFINE_STUB(conv2d_fwd);
+NL_DEFINE_STUB(conv2d_bwd);
+NL_DEFINE_STUB(batch_norm_fwd);
+NL_DEFINE_STUB(batch_norm_bwd);
+NL_DEFINE_STUB(group_norm_fwd);
+NL_DEFINE_STUB(group_norm_bwd);
+NL_DEFINE_STUB(layer_norm_fwd);
+NL_DEFINE_STUB(layer_norm_bwd);
+NL_DEFINE_STUB(max_pool2d_fwd);
+NL_DEFINE_STUB(max_pool2d_bwd);
+NL_DEFINE_STUB(global_avg_pool_fwd);
+NL_DEFINE_STUB(global_avg_pool_bwd);
+NL_DEFINE_STUB(linear_fwd);
+NL_DEFINE_STUB(linear_bwd);
+NL_DEFINE_STUB(log_softmax_fwd);
+NL_DEFINE_STUB(log_softmax_bwd);
+NL_DEFINE_STUB(nll_loss_fwd);
+NL_DEFINE_STUB(nll_loss_bwd);
+NL_DEFINE_STUB(sgd_step);
+}  // namespace nl

@@ -1,0 +1,42 @@
+// log-softmax and negative log-likelihood, forward and backward.
+#include <cmath>
+
+#include "kernels/cpu/eigen_types.h"
+#include "kernels/stubs.h"
+
+namespace nl::cpu {
+
+void log_softmax_fwd(int64_t M, int64_t C, const float* x, float* y) {
+  for (int64_t i = 0; i < M; ++i) {
+    const float* xr = x + i * C;
+    float mx = xr[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, xr[c]);
+    double s = 0.0;  // shifted by the max, so exp never overflows
+    for (int64_t c = 0; c < C; ++c) s += std::exp(static_cast<double>(xr[c] - mx));
+    const float lse = mx + static_cast<float>(std::log(s));
+    for (int64_t c = 0; c < C; ++c) y[i * C + c] = xr[c] - lse;
+  }
+}
+
+void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, float* dx) {
+  for (int64_t i = 0; i < M; ++i) {
+    double s = 0.0;
+    for (int64_t c = 0; c < C; ++c) s += dy[i * C + c];
+    for (int64_t c = 0; c < C; ++c)
+      dx[i * C + c] = dy[i * C + c] - std::exp(y[i * C + c]) * static_cast<float>(s);
+  }
+}
+
+void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
+  double s = 0.0;
+  for (int64_t i = 0; i < M; ++i) s += logp[i * C + target[i]];
+  loss[0] = static_cast<float>(-s / static_cast<double>(M));
+}
+
+void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
+  MapR(dlogp, M, C).setZero();
+  const float g = -dloss[0] / static_cast<float>(M);
+  for (int64_t i = 0; i < M; ++i) dlogp[i * C + target[i]] = g;
+}
+
+}  // namespace nl::cpu

@@ -1,0 +1,58 @@
+// CPU allocator and the memory kernels: byte copies, strided gathers, fills.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/stubs.h"
+#include "normlab/core/error.h"
+#include "normlab/core/storage.h"
+
+namespace nl::cpu {
+
+class CpuAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    // 64-byte alignment: a cache line, and enough for any SIMD width Eigen picks.
+    size_t rounded = (nbytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    NL_CHECK(p != nullptr, "out of memory: could not allocate ", nbytes, " bytes on cpu");
+    return p;
+  }
+  void deallocate(void* ptr, size_t) noexcept override { std::free(ptr); }
+};
+
+Allocator& allocator() {
+  static CpuAllocator a;
+  return a;
+}
+
+void copy_bytes(void* dst, const void* src, size_t nbytes, Device, Device) {
+  if (nbytes) std::memcpy(dst, src, nbytes);
+}
+
+void copy_strided(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst) {
+  // Odometer over the logical index; the innermost dimension is a tight strided loop.
+  int64_t nd = p.ndim;
+  if (p.numel == 0) return;
+  if (nd == 0) {
+    dst[0] = src[0];
+    return;
+  }
+  int64_t idx[kMaxDims] = {0};
+  int64_t inner = p.shape[nd - 1], inner_stride = p.src_strides[nd - 1];
+  for (int64_t out = 0; out < p.numel; out += inner) {
+    int64_t off = 0;
+    for (int64_t d = 0; d < nd - 1; ++d) off += idx[d] * p.src_strides[d];
+    for (int64_t i = 0; i < inner; ++i) dst[out + i] = src[off + i * inner_stride];
+    for (int64_t d = nd - 2; d >= 0; --d) {
+      if (++idx[d] < p.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+void fill(int64_t n, float value, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = value;
+}
+
+}  // namespace nl::cpu

@@ -1,0 +1,57 @@
+#pragma once
+// Plain parameter structs shared by every backend: kernels see these and raw pointers, never a
+// Tensor, so the same signatures serve the Eigen kernels and the CUDA launchers.
+#include <cstdint>
+
+namespace nl {
+
+struct Conv2dParams {
+  int64_t N, C, H, W;  // input
+  int64_t K, R, S;     // K output channels, R x S filter
+  int64_t stride_h, stride_w, pad_h, pad_w;
+  int64_t P, Q;  // output height and width
+};
+
+// Statistics over sets of elements, then y = gamma * (x - mean) * rstd + beta.
+// BatchNorm: sets are (N, HxW) per channel. GroupNorm: (C/G, HxW) per (sample, group).
+// LayerNorm over the last dimension: N rows of C elements, with HxW = 1 and G = 1.
+struct NormParams {
+  int64_t N = 0, C = 0, HxW = 1, G = 1;
+  float eps = 1e-5f;
+  float momentum = 0.1f;  // BatchNorm running statistics
+  bool training = true;   // BatchNorm: batch statistics (true) or running statistics (false)
+};
+
+struct Pool2dParams {
+  int64_t N, C, H, W;
+  int64_t kernel, stride;
+  int64_t P, Q;
+};
+
+struct LinearParams {
+  int64_t M, K, N;  // x [M, K], w [N, K], y [M, N]
+};
+
+struct DropoutParams {
+  int64_t n;
+  float p;  // probability of zeroing an element
+  uint64_t seed, offset;  // Philox stream of this call
+};
+
+struct SgdParams {
+  int64_t n;
+  float lr, momentum, dampening, weight_decay;
+  bool nesterov;
+  bool first_step;  // the momentum buffer starts as the first update (PyTorch semantics)
+};
+
+// For copying a strided view into dense memory (up to kMaxDims dimensions).
+inline constexpr int kMaxDims = 8;
+struct StridedCopyParams {
+  int64_t ndim;
+  int64_t shape[kMaxDims];
+  int64_t src_strides[kMaxDims];
+  int64_t numel;
+};
+
+}  // namespace nl

@@ -1,0 +1,93 @@
+#pragma once
+// Every kernel entry point, as a dispatch stub with one function pointer per device.
+// Conventions for all kernels: inputs are dense (contiguous) float32 unless said otherwise;
+// outputs are overwritten (=), never accumulated into (+=), so callers need not zero them;
+// optional outputs and inputs (bias, gamma, beta, dx, dw, ...) may be null and are then skipped
+// (a null gamma means 1, a null beta means 0).
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/params.h"
+#include "normlab/core/dispatch.h"
+
+#define NL_DECLARE_STUB(name, ...) \
+  using name##_fn = __VA_ARGS__;   \
+  extern ::nl::DispatchStub<name##_fn> name##_stub
+
+namespace nl {
+
+// Memory: dst/src on their own devices; the stub runs on the non-CPU one of the two.
+NL_DECLARE_STUB(copy_bytes, void(void* dst, const void* src, size_t nbytes, Device dst_device,
+                                 Device src_device));
+// Gathers a strided view of 4-byte elements into dense memory.
+NL_DECLARE_STUB(copy_strided, void(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst));
+NL_DECLARE_STUB(fill, void(int64_t n, float value, float* y));
+
+// Elementwise and reductions.
+NL_DECLARE_STUB(add_fwd, void(int64_t n, const float* a, const float* b, float* y));
+NL_DECLARE_STUB(mul_fwd, void(int64_t n, const float* a, const float* b, float* y));
+NL_DECLARE_STUB(sum_fwd, void(int64_t n, const float* x, float* y));    // y[0] = sum(x)
+NL_DECLARE_STUB(sum_bwd, void(int64_t n, const float* dy, float* dx));  // dx[i] = dy[0]
+NL_DECLARE_STUB(relu_fwd, void(int64_t n, const float* x, float* y));
+// Uses the output y (not x) for the mask, so x need not be kept alive.
+NL_DECLARE_STUB(relu_bwd, void(int64_t n, const float* y, const float* dy, float* dx));
+// The mask is recomputed from (seed, offset) in backward instead of being stored.
+NL_DECLARE_STUB(dropout_fwd, void(const DropoutParams& p, const float* x, float* y));
+NL_DECLARE_STUB(dropout_bwd, void(const DropoutParams& p, const float* dy, float* dx));
+
+// Convolution, NCHW activations and KCRS weights.
+NL_DECLARE_STUB(conv2d_fwd, void(const Conv2dParams& p, const float* x, const float* w,
+                                 const float* bias, float* y));
+NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const float* w,
+                                 const float* dy, float* dx, float* dw, float* dbias));
+
+// Normalisation family. mean/rstd are saved per set: [C] for BatchNorm, [N, G] for GroupNorm,
+// [N] for LayerNorm. BatchNorm in training updates running_mean/var in place (the one
+// documented +=-like side effect); in eval it reads them and saves them as mean/rstd.
+NL_DECLARE_STUB(batch_norm_fwd,
+                void(const NormParams& p, const float* x, const float* gamma, const float* beta,
+                     float* running_mean, float* running_var, float* y, float* mean, float* rstd));
+NL_DECLARE_STUB(batch_norm_bwd,
+                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
+NL_DECLARE_STUB(group_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
+                                     const float* beta, float* y, float* mean, float* rstd));
+NL_DECLARE_STUB(group_norm_bwd,
+                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
+// LayerNorm over the last dimension: p.N rows of p.C elements, per-element gamma/beta [C].
+NL_DECLARE_STUB(layer_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
+                                     const float* beta, float* y, float* mean, float* rstd));
+NL_DECLARE_STUB(layer_norm_bwd,
+                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
+
+// Pooling. argmax holds, per output, the flat index of the winning input within its H x W plane.
+NL_DECLARE_STUB(max_pool2d_fwd, void(const Pool2dParams& p, const float* x, float* y,
+                                     int32_t* argmax));
+NL_DECLARE_STUB(max_pool2d_bwd, void(const Pool2dParams& p, const float* dy,
+                                     const int32_t* argmax, float* dx));
+NL_DECLARE_STUB(global_avg_pool_fwd, void(int64_t NC, int64_t HxW, const float* x, float* y));
+NL_DECLARE_STUB(global_avg_pool_bwd, void(int64_t NC, int64_t HxW, const float* dy, float* dx));
+
+// Linear: y = x w^T + b with w [N, K] (PyTorch's layout).
+NL_DECLARE_STUB(linear_fwd, void(const LinearParams& p, const float* x, const float* w,
+                                 const float* bias, float* y));
+NL_DECLARE_STUB(linear_bwd, void(const LinearParams& p, const float* x, const float* w,
+                                 const float* dy, float* dx, float* dw, float* dbias));
+
+// Losses over M rows of C classes.
+NL_DECLARE_STUB(log_softmax_fwd, void(int64_t M, int64_t C, const float* x, float* y));
+NL_DECLARE_STUB(log_softmax_bwd, void(int64_t M, int64_t C, const float* y, const float* dy,
+                                      float* dx));
+// loss[0] = -mean_i logp[i, target[i]]; targets are validated by the caller.
+NL_DECLARE_STUB(nll_loss_fwd, void(int64_t M, int64_t C, const float* logp, const int32_t* target,
+                                   float* loss));
+NL_DECLARE_STUB(nll_loss_bwd, void(int64_t M, int64_t C, const int32_t* target,
+                                   const float* dloss, float* dlogp));
+
+// Optimizer: one in-place SGD step (param and momentum_buf updated in place).
+NL_DECLARE_STUB(sgd_step, void(const SgdParams& p, float* param, const float* grad,
+                               float* momentum_buf));
+
+}  // namespace nl

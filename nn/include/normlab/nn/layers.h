@@ -1,0 +1,108 @@
+#pragma once
+// Layers with PyTorch's default initialisation. Every constructor that initialises weights takes
+// the Generator to draw from, so two models built from equal seeds are equal.
+#include <initializer_list>
+
+#include "normlab/core/rng.h"
+#include "normlab/nn/module.h"
+
+namespace nl::nn {
+
+// conv k x k; weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform, a = sqrt 5).
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, int64_t padding,
+         bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  Tensor weight, bias;
+  int64_t in_channels, out_channels, kernel, stride, padding;
+};
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  Tensor weight, bias;
+  int64_t in_features, out_features;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f,
+                       bool affine = true);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  Tensor weight, bias, running_mean, running_var;
+  int64_t channels;
+  float eps, momentum;
+};
+
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool affine = true);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  Tensor weight, bias;
+  int64_t groups, channels;
+  float eps;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return "ReLU"; }
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(int64_t kernel = 2, int64_t stride = 2) : kernel(kernel), stride(stride) {}
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  int64_t kernel, stride;
+};
+
+class GlobalAvgPool : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return "GlobalAvgPool"; }
+};
+
+// [N, ...] -> [N, prod(...)]
+class Flatten : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return "Flatten"; }
+};
+
+class Dropout : public Module {
+ public:
+  explicit Dropout(float p, Generator* gen = nullptr) : p(p), gen(gen) {}
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  float p;
+  Generator* gen;  // null: the default generator
+};
+
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+  Sequential& add(std::shared_ptr<Module> m);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return "Sequential"; }
+};
+
+// out = x + body(x)
+class Residual : public Module {
+ public:
+  explicit Residual(std::shared_ptr<Module> body);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return "Residual"; }
+
+ private:
+  std::shared_ptr<Module> body_;
+};
+
+}  // namespace nl::nn

@@ -1,0 +1,148 @@
+#include "normlab/nn/layers.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "normlab/core/error.h"
+#include "normlab/core/ops.h"
+
+namespace nl::nn {
+namespace {
+// PyTorch's default for conv and linear: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in)
+// for the weight, and the bias uses the same bound.
+Tensor default_uniform(const Shape& shape, int64_t fan_in, Generator& gen) {
+  float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
+  return Tensor::uniform(shape, -bound, bound, gen);
+}
+}  // namespace
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool has_bias,
+               Generator& gen)
+    : in_channels(in), out_channels(out), kernel(k), stride(s), padding(p) {
+  NL_CHECK(in > 0 && out > 0 && k > 0 && s > 0 && p >= 0, "Conv2d: invalid configuration in=", in,
+           " out=", out, " kernel=", k, " stride=", s, " padding=", p);
+  weight = default_uniform({out, in, k, k}, in * k * k, gen);
+  register_parameter("weight", weight);
+  if (has_bias) {
+    bias = default_uniform({out}, in * k * k, gen);
+    register_parameter("bias", bias);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding); }
+
+std::string Conv2d::describe() const {
+  std::ostringstream os;
+  os << "Conv2d(" << in_channels << ", " << out_channels << ", k=" << kernel;
+  if (stride != 1) os << ", s=" << stride;
+  if (padding != 0) os << ", p=" << padding;
+  if (!bias.defined()) os << ", no bias";
+  return os.str() + ")";
+}
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen)
+    : in_features(in), out_features(out) {
+  NL_CHECK(in > 0 && out > 0, "Linear: invalid configuration in=", in, " out=", out);
+  weight = default_uniform({out, in}, in, gen);
+  register_parameter("weight", weight);
+  if (has_bias) {
+    bias = default_uniform({out}, in, gen);
+    register_parameter("bias", bias);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+
+std::string Linear::describe() const {
+  std::ostringstream os;
+  os << "Linear(" << in_features << ", " << out_features << ")";
+  return os.str();
+}
+
+BatchNorm2d::BatchNorm2d(int64_t c, float eps, float momentum, bool affine)
+    : channels(c), eps(eps), momentum(momentum) {
+  NL_CHECK(c > 0, "BatchNorm2d: channels must be positive, got ", c);
+  if (affine) {
+    weight = Tensor::ones({c});
+    bias = Tensor::zeros({c});
+    register_parameter("weight", weight);
+    register_parameter("bias", bias);
+  }
+  running_mean = Tensor::zeros({c});
+  running_var = Tensor::ones({c});
+  register_buffer("running_mean", running_mean);
+  register_buffer("running_var", running_var);
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+}
+
+std::string BatchNorm2d::describe() const {
+  return "BatchNorm2d(" + std::to_string(channels) + ")";
+}
+
+GroupNorm::GroupNorm(int64_t g, int64_t c, float eps, bool affine)
+    : groups(g), channels(c), eps(eps) {
+  NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g,
+           ") must be positive and divide channels (", c, ")");
+  if (affine) {
+    weight = Tensor::ones({c});
+    bias = Tensor::zeros({c});
+    register_parameter("weight", weight);
+    register_parameter("bias", bias);
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) { return group_norm(x, groups, weight, bias, eps); }
+
+std::string GroupNorm::describe() const {
+  return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";
+}
+
+Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel, stride); }
+std::string MaxPool2d::describe() const {
+  return "MaxPool2d(" + std::to_string(kernel) + ", s=" + std::to_string(stride) + ")";
+}
+
+Tensor GlobalAvgPool::forward(const Tensor& x) { return global_avg_pool(x); }
+
+Tensor Flatten::forward(const Tensor& x) { return x.flatten(1); }
+
+Tensor Dropout::forward(const Tensor& x) { return dropout(x, p, is_training(), gen); }
+std::string Dropout::describe() const {
+  std::ostringstream os;
+  os << "Dropout(" << p << ")";
+  return os.str();
+}
+
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  for (auto& m : modules) add(m);
+}
+
+Sequential& Sequential::add(std::shared_ptr<Module> m) {
+  NL_CHECK(m != nullptr, "Sequential: null module");
+  register_module(std::to_string(children().size()), std::move(m));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& [name, m] : children()) h = m->forward(h);
+  return h;
+}
+
+Residual::Residual(std::shared_ptr<Module> body) : body_(register_module("body", std::move(body))) {
+  NL_CHECK(body_ != nullptr, "Residual: null body");
+}
+
+Tensor Residual::forward(const Tensor& x) {
+  Tensor y = body_->forward(x);
+  NL_CHECK(y.shape() == x.shape(), "Residual: body maps ", x.shape(), " to ", y.shape(),
+           "; a residual add needs equal shapes");
+  return add(x, y);
+}
+
+}  // namespace nl::nn

@@ -1,0 +1,154 @@
+// Every op's forward against a naive double-precision loop on odd shapes.
+#include "helpers.h"
+#include "normlab/core/autograd.h"
+#include "normlab/core/ops.h"
+#include "reference.h"
+
+using namespace nl;
+using namespace nl::test;
+
+TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes", "[ops][conv2d]") {
+  struct Case { int64_t N, C, H, W, K, R, stride, pad; bool bias; };
+  for (Case c : {Case{3, 6, 5, 7, 4, 3, 1, 1, true}, Case{2, 3, 7, 5, 5, 3, 2, 0, false},
+                 Case{3, 6, 5, 7, 2, 1, 1, 0, true}, Case{1, 2, 9, 8, 3, 5, 2, 2, true},
+                 Case{2, 1, 4, 4, 3, 2, 3, 1, false}}) {
+    CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad, c.bias);
+    Tensor x = randn({c.N, c.C, c.H, c.W}, 1), w = randn({c.K, c.C, c.R, c.R}, 2, 0.3f);
+    Tensor b = c.bias ? randn({c.K}, 3) : Tensor();
+    Tensor y = conv2d(x, w, b, c.stride, c.pad);
+    require_close(y, ref::conv2d(x, w, c.bias ? &b : nullptr, c.stride, c.pad), 1e-5, "conv2d");
+  }
+}
+
+TEST_CASE("batch_norm training and eval match the definition", "[ops][norm]") {
+  Tensor x = randn({3, 6, 5, 7}, 4, 2.0f, 0.7f);
+  Tensor gamma = randn({6}, 5, 0.5f, 1.0f), beta = randn({6}, 6);
+  Tensor rm = Tensor::zeros({6}), rv = Tensor::ones({6});
+  ref::Vec mean, var;
+  ref::Vec expected = ref::normalize(x, 6, [](int64_t, int64_t c) { return c; }, &gamma, &beta,
+                                     1e-5, &mean, &var);
+  Tensor y = batch_norm(x, gamma, beta, rm, rv, true, 0.1f, 1e-5f);
+  require_close(y, expected, 1e-5, "batch_norm train");
+
+  // Running statistics: momentum 0.1 from (0, 1), unbiased variance.
+  const double M = 3 * 5 * 7;
+  ref::Vec erm, erv;
+  for (int c = 0; c < 6; ++c) {
+    erm.push_back(0.1 * mean[c]);
+    erv.push_back(0.9 + 0.1 * var[c] * M / (M - 1));
+  }
+  require_close(rm, erm, 1e-5, "running_mean");
+  require_close(rv, erv, 1e-5, "running_var");
+
+  // Eval uses the running statistics.
+  ref::Vec eval_expected;
+  for (int64_t n = 0; n < 3; ++n)
+    for (int64_t c = 0; c < 6; ++c)
+      for (int64_t h = 0; h < 5; ++h)
+        for (int64_t w = 0; w < 7; ++w)
+          eval_expected.push_back((x.at({n, c, h, w}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5) *
+                                      gamma.at({c}) + beta.at({c}));
+  Tensor ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1f, 1e-5f);
+  require_close(ye, eval_expected, 1e-5, "batch_norm eval");
+}
+
+TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][norm]") {
+  Tensor x = randn({3, 6, 5, 7}, 7, 1.5f, -0.4f);
+  Tensor gamma = randn({6}, 8, 0.5f, 1.0f), beta = randn({6}, 9);
+  for (int64_t G : {1, 2, 3, 6}) {
+    CAPTURE(G);
+    int64_t Cg = 6 / G;
+    ref::Vec expected = ref::normalize(
+        x, 3 * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &gamma, &beta, 1e-5);
+    require_close(group_norm(x, G, gamma, beta), expected, 1e-5, "group_norm");
+  }
+  // Without affine parameters.
+  ref::Vec plain = ref::normalize(x, 3, [](int64_t n, int64_t) { return n; }, nullptr, nullptr, 1e-5);
+  require_close(group_norm(x, 1, Tensor(), Tensor()), plain, 1e-5, "group_norm no affine");
+}
+
+TEST_CASE("layer_norm over the last dimension matches the definition", "[ops][norm]") {
+  Tensor x = randn({5, 7}, 10, 3.0f, 1.0f), gamma = randn({7}, 11), beta = randn({7}, 12);
+  ref::Vec expected;
+  for (int64_t i = 0; i < 5; ++i) {
+    double m = 0, v = 0;
+    for (int64_t j = 0; j < 7; ++j) m += x.at({i, j}) / 7.0;
+    for (int64_t j = 0; j < 7; ++j) v += (x.at({i, j}) - m) * (x.at({i, j}) - m) / 7.0;
+    for (int64_t j = 0; j < 7; ++j)
+      expected.push_back((x.at({i, j}) - m) / std::sqrt(v + 1e-5) * gamma.at({j}) + beta.at({j}));
+  }
+  require_close(layer_norm(x, gamma, beta), expected, 1e-5, "layer_norm");
+}
+
+TEST_CASE("pooling matches the naive loop", "[ops][pool]") {
+  Tensor x = randn({3, 6, 5, 7}, 13);
+  require_close(max_pool2d(x, 2, 2), ref::max_pool2d(x, 2, 2), 0, "max_pool2d 2x2");
+  require_close(max_pool2d(x, 3, 2), ref::max_pool2d(x, 3, 2), 0, "max_pool2d 3x3 s2");
+  CHECK(max_pool2d(x).shape() == Shape{3, 6, 2, 3});  // floor mode on odd sizes
+  ref::Vec gap;
+  for (int64_t n = 0; n < 3; ++n)
+    for (int64_t c = 0; c < 6; ++c) {
+      double s = 0;
+      for (int64_t h = 0; h < 5; ++h)
+        for (int64_t w = 0; w < 7; ++w) s += x.at({n, c, h, w});
+      gap.push_back(s / 35.0);
+    }
+  Tensor g = global_avg_pool(x);
+  CHECK(g.shape() == Shape{3, 6, 1, 1});
+  require_close(g, gap, 1e-6, "global_avg_pool");
+}
+
+TEST_CASE("elementwise ops, linear and losses match the naive loop", "[ops]") {
+  Tensor a = randn({3, 5, 7}, 14), b = randn({3, 5, 7}, 15);
+  ref::Vec s, m, r;
+  double total = 0;
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 5; ++j)
+      for (int64_t k = 0; k < 7; ++k) {
+        double u = a.at({i, j, k}), v = b.at({i, j, k});
+        s.push_back(u + v), m.push_back(u * v), r.push_back(std::max(u, 0.0)), total += u;
+      }
+  require_close(add(a, b), s, 1e-7, "add");
+  require_close(mul(a, b), m, 1e-7, "mul");
+  require_close(relu(a), r, 0, "relu");
+  require_close(sum(a), {total}, 1e-6, "sum");
+
+  Tensor x = randn({4, 5}, 16), w = randn({3, 5}, 17), bias = randn({3}, 18);
+  ref::Vec lin;
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t o = 0; o < 3; ++o) {
+      double acc = bias.at({o});
+      for (int64_t k = 0; k < 5; ++k) acc += double(x.at({i, k})) * w.at({o, k});
+      lin.push_back(acc);
+    }
+  require_close(linear(x, w, bias), lin, 1e-6, "linear");
+
+  Tensor logits = randn({6, 10}, 19, 3.0f);
+  ref::Vec lsm = ref::log_softmax(logits);
+  require_close(log_softmax(logits), lsm, 1e-6, "log_softmax");
+  std::vector<int32_t> t = {3, 0, 9, 9, 1, 5};
+  double nll = 0;
+  for (int i = 0; i < 6; ++i) nll -= lsm[i * 10 + t[i]] / 6.0;
+  require_close(nll_loss(log_softmax(logits), Tensor::from_ints(t, {6})), {nll}, 1e-6, "nll_loss");
+  require_close(cross_entropy(logits, Tensor::from_ints(t, {6})), {nll}, 1e-6, "cross_entropy");
+}
+
+TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded", "[ops][dropout]") {
+  Tensor x = Tensor::ones({64, 64});
+  Generator g1(7), g2(7);
+  Tensor y1 = dropout(x, 0.25f, true, &g1), y2 = dropout(x, 0.25f, true, &g2);
+  std::vector<float> v1 = y1.to_vector(), v2 = y2.to_vector();
+  CHECK(v1 == v2);
+  int64_t zeros = 0;
+  for (float v : v1) {
+    REQUIRE((v == 0.0f || v == Approx(1.0f / 0.75f)));
+    zeros += v == 0.0f;
+  }
+  // 4096 Bernoulli(0.25) draws: mean 1024, sd 27.7; 6 sd either way.
+  CHECK(zeros > 1024 - 166);
+  CHECK(zeros < 1024 + 166);
+  // A second call continues the stream: a different mask.
+  CHECK(dropout(x, 0.25f, true, &g1).to_vector() != v1);
+  // Eval and p = 0 are the identity.
+  CHECK(dropout(x, 0.25f, false, &g1).same(x));
+}
