@@ -1,6 +1,9 @@
 # normlab_target_defaults(target): warnings and sanitizer flags for our own targets only.
 function(normlab_target_defaults target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-unused-parameter)
+  if(NORMLAB_NATIVE)
+    target_compile_options(${target} PRIVATE -march=native)
+  endif()
   if(NORMLAB_SANITIZE)
     target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer
                                               -fno-sanitize-recover=undefined)

@@ -45,6 +45,13 @@ struct SgdParams {
   bool first_step;  // the momentum buffer starts as the first update (PyTorch semantics)
 };
 
+struct AdamParams {
+  int64_t n;
+  float lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW
+  float bias_correction1, bias_correction2;  // 1 - beta^t, computed once per step on the host
+};
+
 // For copying a strided view into dense memory (up to kMaxDims dimensions).
 inline constexpr int kMaxDims = 8;
 struct StridedCopyParams {

@@ -49,4 +49,12 @@ NL_HD float philox_uniform(uint64_t seed, uint64_t offset, uint64_t i) {
   return static_cast<float>(philox_bits(seed, offset, i) >> 8) * (1.0f / 16777216.0f);
 }
 
+// Dropout keeps element i when philox_uniform(...) >= p, i.e. when its top 24 bits reach
+// ceil(p * 2^24): the integer form lets kernels skip the float conversion.
+NL_HD uint32_t philox_keep_threshold(float p) {
+  double t = static_cast<double>(p) * 16777216.0;
+  uint32_t f = static_cast<uint32_t>(t);
+  return static_cast<double>(f) < t ? f + 1 : f;
+}
+
 }  // namespace nl

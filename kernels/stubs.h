@@ -89,5 +89,7 @@ NL_DECLARE_STUB(nll_loss_bwd, void(int64_t M, int64_t C, const int32_t* target,
 // Optimizer: one in-place SGD step (param and momentum_buf updated in place).
 NL_DECLARE_STUB(sgd_step, void(const SgdParams& p, float* param, const float* grad,
                                float* momentum_buf));
+NL_DECLARE_STUB(adam_step, void(const AdamParams& p, float* param, const float* grad, float* m,
+                                float* v));
 
 }  // namespace nl

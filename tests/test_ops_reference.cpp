@@ -2,6 +2,7 @@
 #include "helpers.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/ops.h"
+#include "kernels/philox.h"
 #include "reference.h"
 
 using namespace nl;
@@ -151,4 +152,19 @@ TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded
   CHECK(dropout(x, 0.25f, true, &g1).to_vector() != v1);
   // Eval and p = 0 are the identity.
   CHECK(dropout(x, 0.25f, false, &g1).same(x));
+}
+
+TEST_CASE("dropout keeps exactly the elements whose Philox draw reaches p", "[ops][dropout]") {
+  // The kernel's integer comparison must agree with the definition u_i >= p element by element.
+  Tensor x = randn({3, 37}, 50);
+  for (float p : {0.05f, 0.3f, 0.5f}) {
+    Generator g(123);
+    const uint64_t offset = g.offset();
+    Tensor y = dropout(x, p, true, &g);
+    std::vector<float> xv = x.to_vector(), yv = y.to_vector();
+    for (size_t i = 0; i < xv.size(); ++i) {
+      const bool keep = philox_uniform(123, offset, i) >= p;
+      REQUIRE(yv[i] == (keep ? xv[i] * (1.0f / (1.0f - p)) : 0.0f));
+    }
+  }
 }

@@ -17,6 +17,11 @@ void set_allocator(DeviceType type, Allocator* allocator) {
   allocators()[static_cast<size_t>(type)] = allocator;
 }
 
+bool device_available(DeviceType type) {
+  ensure_backends_registered();
+  return allocators()[static_cast<size_t>(type)] != nullptr;
+}
+
 Allocator& get_allocator(Device device) {
   ensure_backends_registered();
   Allocator* a = allocators()[static_cast<size_t>(device.type)];

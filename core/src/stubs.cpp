@@ -34,4 +34,5 @@ NL_DEFINE_STUB(log_softmax_bwd);
 NL_DEFINE_STUB(nll_loss_fwd);
 NL_DEFINE_STUB(nll_loss_bwd);
 NL_DEFINE_STUB(sgd_step);
+NL_DEFINE_STUB(adam_step);
 }  // namespace nl

@@ -1,4 +1,5 @@
 // conv2d forward and backward (data, weight, bias) as im2col + Eigen GEMM, one sample at a time.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/eigen_types.h"
@@ -11,8 +12,19 @@ bool is_pointwise(const Conv2dParams& p) {
   return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
 }
 
+// Output columns [lo, hi) whose input column ow * stride - pad + s lies inside [0, W).
+void valid_range(int64_t s, int64_t stride, int64_t pad, int64_t W, int64_t Q, int64_t& lo,
+                 int64_t& hi) {
+  // ow * stride >= pad - s  and  ow * stride <= W - 1 + pad - s
+  const int64_t a = pad - s, b = W - 1 + pad - s;
+  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  hi = b < 0 ? 0 : std::min(Q, b / stride + 1);
+  if (hi < lo) hi = lo;
+}
+
 // col [C*R*S, P*Q]: row (c, r, s) holds the input pixel each output position sees through
-// filter tap (r, s) of channel c, zero where the tap falls into the padding.
+// filter tap (r, s) of channel c, zero where the tap falls into the padding. The valid column
+// range is computed once per tap so the inner loop has no bounds checks.
 void im2col(const Conv2dParams& p, const float* x, float* col) {
   const int64_t PQ = p.P * p.Q;
   for (int64_t c = 0; c < p.C; ++c) {
@@ -20,17 +32,23 @@ void im2col(const Conv2dParams& p, const float* x, float* col) {
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
         float* row = col + ((c * p.R + r) * p.S + s) * PQ;
+        int64_t lo, hi;
+        valid_range(s, p.stride_w, p.pad_w, p.W, p.Q, lo, hi);
         for (int64_t oh = 0; oh < p.P; ++oh) {
-          int64_t ih = oh * p.stride_h - p.pad_h + r;
+          const int64_t ih = oh * p.stride_h - p.pad_h + r;
           float* out = row + oh * p.Q;
           if (ih < 0 || ih >= p.H) {
-            for (int64_t ow = 0; ow < p.Q; ++ow) out[ow] = 0.0f;
+            std::fill(out, out + p.Q, 0.0f);
             continue;
           }
-          for (int64_t ow = 0; ow < p.Q; ++ow) {
-            int64_t iw = ow * p.stride_w - p.pad_w + s;
-            out[ow] = (iw >= 0 && iw < p.W) ? xc[ih * p.W + iw] : 0.0f;
+          std::fill(out, out + lo, 0.0f);
+          const float* in = xc + ih * p.W - p.pad_w + s;
+          if (p.stride_w == 1) {
+            std::copy(in + lo, in + hi, out + lo);
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * p.stride_w];
           }
+          std::fill(out + hi, out + p.Q, 0.0f);
         }
       }
     }
@@ -40,19 +58,20 @@ void im2col(const Conv2dParams& p, const float* x, float* col) {
 // The adjoint of im2col: scatters-adds every column entry back to its input pixel.
 void col2im(const Conv2dParams& p, const float* col, float* dx) {
   const int64_t PQ = p.P * p.Q;
-  for (int64_t i = 0; i < p.C * p.H * p.W; ++i) dx[i] = 0.0f;
+  std::fill(dx, dx + p.C * p.H * p.W, 0.0f);
   for (int64_t c = 0; c < p.C; ++c) {
     float* dxc = dx + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
         const float* row = col + ((c * p.R + r) * p.S + s) * PQ;
+        int64_t lo, hi;
+        valid_range(s, p.stride_w, p.pad_w, p.W, p.Q, lo, hi);
         for (int64_t oh = 0; oh < p.P; ++oh) {
-          int64_t ih = oh * p.stride_h - p.pad_h + r;
+          const int64_t ih = oh * p.stride_h - p.pad_h + r;
           if (ih < 0 || ih >= p.H) continue;
-          for (int64_t ow = 0; ow < p.Q; ++ow) {
-            int64_t iw = ow * p.stride_w - p.pad_w + s;
-            if (iw >= 0 && iw < p.W) dxc[ih * p.W + iw] += row[oh * p.Q + ow];
-          }
+          float* out = dxc + ih * p.W - p.pad_w + s;
+          const float* in = row + oh * p.Q;
+          for (int64_t ow = lo; ow < hi; ++ow) out[ow * p.stride_w] += in[ow];
         }
       }
     }

@@ -1,7 +1,10 @@
 // CPU allocator and the memory kernels: byte copies, strided gathers, fills.
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/stubs.h"
 #include "normlab/core/error.h"
@@ -9,16 +12,54 @@
 
 namespace nl::cpu {
 
+// Keeps freed blocks for reuse by size. Training allocates the same shapes every step, so after
+// the first step nearly every request is a cache hit: no malloc, and above all no fresh pages for
+// the kernel to fault in and zero (large mallocs are mmap'd and returned on free).
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
     // 64-byte alignment: a cache line, and enough for any SIMD width Eigen picks.
-    size_t rounded = (nbytes + 63) / 64 * 64;
+    const size_t rounded = (nbytes + 63) / 64 * 64;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(rounded);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= rounded;
+        return p;
+      }
+    }
     void* p = std::aligned_alloc(64, rounded);
     NL_CHECK(p != nullptr, "out of memory: could not allocate ", nbytes, " bytes on cpu");
     return p;
   }
-  void deallocate(void* ptr, size_t) noexcept override { std::free(ptr); }
+
+  void deallocate(void* ptr, size_t nbytes) noexcept override {
+    const size_t rounded = (nbytes + 63) / 64 * 64;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cached_bytes_ + rounded > kMaxCachedBytes) {
+      std::free(ptr);
+      return;
+    }
+    try {
+      free_[rounded].push_back(ptr);
+      cached_bytes_ += rounded;
+    } catch (...) {
+      std::free(ptr);
+    }
+  }
+
+  ~CpuAllocator() override {
+    for (auto& [size, list] : free_)
+      for (void* p : list) std::free(p);
+  }
+
+ private:
+  static constexpr size_t kMaxCachedBytes = size_t(2) << 30;  // bound what idle memory we hold
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_bytes_ = 0;
 };
 
 Allocator& allocator() {

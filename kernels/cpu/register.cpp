@@ -13,7 +13,7 @@ Allocator& allocator();
   X(batch_norm_fwd) X(batch_norm_bwd) X(group_norm_fwd) X(group_norm_bwd) X(layer_norm_fwd)  \
   X(layer_norm_bwd) X(max_pool2d_fwd) X(max_pool2d_bwd) X(global_avg_pool_fwd)               \
   X(global_avg_pool_bwd) X(linear_fwd) X(linear_bwd) X(log_softmax_fwd) X(log_softmax_bwd)   \
-  X(nll_loss_fwd) X(nll_loss_bwd) X(sgd_step)
+  X(nll_loss_fwd) X(nll_loss_bwd) X(sgd_step) X(adam_step)
 
 #define NL_DECLARE_KERNEL(name) name##_fn name;
 NL_CPU_KERNELS(NL_DECLARE_KERNEL)

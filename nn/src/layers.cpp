@@ -40,6 +40,11 @@ std::string Conv2d::describe() const {
   return os.str() + ")";
 }
 
+void Conv2d::receptive_field(ReceptiveField& rf) const {
+  rf.size += (kernel - 1) * rf.jump;
+  rf.jump *= stride;
+}
+
 Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen)
     : in_features(in), out_features(out) {
   NL_CHECK(in > 0 && out > 0, "Linear: invalid configuration in=", in, " out=", out);
@@ -100,9 +105,46 @@ std::string GroupNorm::describe() const {
   return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";
 }
 
+LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, int64_t w)
+    : channels(c), height(h), width(w), eps(eps), affine(affine) {
+  NL_CHECK(c > 0, "LayerNorm: channels must be positive, got ", c);
+  if (affine == LayerNormAffine::PerElement) {
+    NL_CHECK(h > 0 && w > 0, "LayerNorm: a per-element affine needs the height and width, got ", h,
+             "x", w);
+    weight = Tensor::ones({c, h, w});
+    bias = Tensor::zeros({c, h, w});
+  } else if (affine == LayerNormAffine::PerChannel) {
+    weight = Tensor::ones({c});
+    bias = Tensor::zeros({c});
+  }
+  register_parameter("weight", weight);
+  register_parameter("bias", bias);
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  if (affine != LayerNormAffine::PerElement) return group_norm(x, 1, weight, bias, eps);
+  NL_CHECK(x.dim() == 4 && x.size(1) == channels && x.size(2) == height && x.size(3) == width,
+           "LayerNorm: built for [N, ", channels, ", ", height, ", ", width, "] inputs, got ",
+           x.shape());
+  const int64_t D = channels * height * width;
+  return layer_norm(x.reshape({x.size(0), D}), weight.view({D}), bias.view({D}), eps)
+      .view(x.shape());
+}
+
+std::string LayerNorm::describe() const {
+  const char* a = affine == LayerNormAffine::PerChannel   ? ""
+                  : affine == LayerNormAffine::PerElement ? ", per-element affine"
+                                                          : ", no affine";
+  return "LayerNorm(" + std::to_string(channels) + a + ")";
+}
+
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
 
 Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel, stride); }
+void MaxPool2d::receptive_field(ReceptiveField& rf) const {
+  rf.size += (kernel - 1) * rf.jump;
+  rf.jump *= stride;
+}
 std::string MaxPool2d::describe() const {
   return "MaxPool2d(" + std::to_string(kernel) + ", s=" + std::to_string(stride) + ")";
 }
@@ -123,9 +165,21 @@ Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
 }
 
 Sequential& Sequential::add(std::shared_ptr<Module> m) {
-  NL_CHECK(m != nullptr, "Sequential: null module");
-  register_module(std::to_string(children().size()), std::move(m));
+  return add(std::to_string(children().size()), std::move(m));
+}
+
+Sequential& Sequential::add(std::string name, std::shared_ptr<Module> m) {
+  NL_CHECK(m != nullptr, "Sequential: null module '", name, "'");
+  for (const auto& [existing, child] : children())
+    NL_CHECK(existing != name, "Sequential: two layers named '", name, "'");
+  register_module(std::move(name), std::move(m));
   return *this;
+}
+
+std::string Sequential::describe() const {
+  std::string out;
+  for (const auto& [name, m] : children()) out += (out.empty() ? "" : " > ") + m->describe();
+  return out;
 }
 
 Tensor Sequential::forward(const Tensor& x) {

@@ -22,6 +22,10 @@ void Module::collect(const std::string& prefix, bool params, NamedTensors& out) 
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, out);
 }
 
+void Module::receptive_field(ReceptiveField& rf) const {
+  for (const auto& [name, child] : children_) child->receptive_field(rf);
+}
+
 NamedTensors Module::named_parameters() const {
   NamedTensors out;
   collect("", true, out);
@@ -44,6 +48,22 @@ int64_t Module::parameter_count() const {
   int64_t n = 0;
   for (const auto& [name, t] : named_parameters()) n += t.numel();
   return n;
+}
+
+void Module::to(Device device) {
+  NoGradGuard no_grad;
+  auto move = [&](const NamedTensors& list) {
+    for (const auto& [name, t] : list) {
+      if (t.device() == device) continue;
+      Tensor moved = t.to(device);
+      t.impl()->storage = moved.impl()->storage;
+      t.impl()->strides = moved.strides();
+      t.impl()->offset = 0;
+      t.impl()->grad.reset();
+    }
+  };
+  move(named_parameters());
+  move(named_buffers());
 }
 
 void Module::train(bool on) {

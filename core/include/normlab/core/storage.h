@@ -15,6 +15,8 @@ class Allocator {
 };
 
 void set_allocator(DeviceType type, Allocator* allocator);
+// Whether this build can allocate on the device type.
+bool device_available(DeviceType type);
 // Throws a clear error when the device type has no allocator in this build.
 Allocator& get_allocator(Device device);
 

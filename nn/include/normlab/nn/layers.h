@@ -15,6 +15,7 @@ class Conv2d : public Module {
          bool bias, Generator& gen);
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
+  void receptive_field(ReceptiveField& rf) const override;
   Tensor weight, bias;
   int64_t in_channels, out_channels, kernel, stride, padding;
 };
@@ -49,6 +50,24 @@ class GroupNorm : public Module {
   float eps;
 };
 
+enum class LayerNormAffine { PerChannel, PerElement, None };
+
+// LayerNorm over (C, H, W) per sample. The default per-channel affine (C gammas and betas) makes
+// it GroupNorm with one group; PerElement is torch.nn.LayerNorm([C, H, W]) with C*H*W of each,
+// which needs H and W up front and costs C*H*W*2 parameters per layer.
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t channels, float eps = 1e-5f,
+                     LayerNormAffine affine = LayerNormAffine::PerChannel, int64_t height = 0,
+                     int64_t width = 0);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+  Tensor weight, bias;
+  int64_t channels, height, width;
+  float eps;
+  LayerNormAffine affine;
+};
+
 class ReLU : public Module {
  public:
   Tensor forward(const Tensor& x) override;
@@ -60,6 +79,7 @@ class MaxPool2d : public Module {
   explicit MaxPool2d(int64_t kernel = 2, int64_t stride = 2) : kernel(kernel), stride(stride) {}
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
+  void receptive_field(ReceptiveField& rf) const override;
   int64_t kernel, stride;
 };
 
@@ -67,6 +87,7 @@ class GlobalAvgPool : public Module {
  public:
   Tensor forward(const Tensor& x) override;
   std::string describe() const override { return "GlobalAvgPool"; }
+  void receptive_field(ReceptiveField& rf) const override { rf.global = true; }
 };
 
 // [N, ...] -> [N, prod(...)]
@@ -89,9 +110,10 @@ class Sequential : public Module {
  public:
   Sequential() = default;
   Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
-  Sequential& add(std::shared_ptr<Module> m);
+  Sequential& add(std::shared_ptr<Module> m);  // named by its index
+  Sequential& add(std::string name, std::shared_ptr<Module> m);
   Tensor forward(const Tensor& x) override;
-  std::string describe() const override { return "Sequential"; }
+  std::string describe() const override;  // its layers joined by " > " 
 };
 
 // out = x + body(x)
@@ -99,10 +121,15 @@ class Residual : public Module {
  public:
   explicit Residual(std::shared_ptr<Module> body);
   Tensor forward(const Tensor& x) override;
-  std::string describe() const override { return "Residual"; }
+  std::string describe() const override { return "x + " + body_->describe(); }
 
  private:
   std::shared_ptr<Module> body_;
 };
+
+// One row per top-level layer of `model` (a Sequential): name, description, output shape,
+// parameter count and receptive field, then the total. Runs one forward pass on zeros of
+// `input` (batch 1 is fine) in eval mode without recording.
+std::string summary(Sequential& model, const Shape& input);
 
 }  // namespace nl::nn

@@ -23,6 +23,14 @@ class Module {
   // The layer's type, e.g. "Conv2d(3, 16, k=3, p=1)", for summaries and errors.
   virtual std::string describe() const = 0;
 
+  // Receptive field bookkeeping for summaries: size of the field in input pixels and the jump
+  // (input pixels between adjacent outputs). Containers recurse; spatial layers override.
+  struct ReceptiveField {
+    int64_t size = 1, jump = 1;
+    bool global = false;
+  };
+  virtual void receptive_field(ReceptiveField& rf) const;
+
   NamedTensors named_parameters() const;  // recursive, names joined with '.'
   std::vector<Tensor> parameters() const;
   NamedTensors named_buffers() const;
@@ -30,6 +38,10 @@ class Module {
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
     return children_;
   }
+
+  // Moves every parameter and buffer to `device` in place (the tensors keep their identity, so
+  // layers and optimizers built before still see them).
+  void to(Device device);
 
   void train(bool on = true);
   void eval() { train(false); }

@@ -1,9 +1,28 @@
 #pragma once
+// Optimizers with torch.optim semantics, one fused kernel per parameter per step.
 #include <vector>
 
 #include "normlab/core/tensor.h"
 
 namespace nl::nn {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;  // parameters without a gradient are skipped, as in PyTorch
+  void zero_grad();
+
+  // What schedulers drive: the learning rate and the momentum-like coefficient (SGD's momentum,
+  // Adam's beta1), as torch's OneCycleLR does.
+  virtual float lr() const = 0;
+  virtual void set_lr(float lr) = 0;
+  virtual float momentum() const = 0;
+  virtual void set_momentum(float m) = 0;
+
+ protected:
+  std::vector<Tensor> params_;
+};
 
 struct SgdOptions {
   float lr = 0.01f;
@@ -13,18 +32,51 @@ struct SgdOptions {
   bool nesterov = false;
 };
 
-// torch.optim.SGD, one fused kernel per parameter per step.
-class SGD {
+class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, SgdOptions options);
-  void step();  // parameters without a gradient are skipped, as in PyTorch
-  void zero_grad();
-  SgdOptions& options() { return options_; }  // schedulers adjust lr and momentum here
+  void step() override;
+  float lr() const override { return options_.lr; }
+  void set_lr(float lr) override { options_.lr = lr; }
+  float momentum() const override { return options_.momentum; }
+  void set_momentum(float m) override { options_.momentum = m; }
+  const SgdOptions& options() const { return options_; }
 
  private:
-  std::vector<Tensor> params_;
   std::vector<Tensor> momentum_;  // allocated on first use, like PyTorch's lazy state
   SgdOptions options_;
 };
+
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled = false;  // true: AdamW (decay the weights directly), false: Adam (L2 in grad)
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions options);
+  void step() override;
+  float lr() const override { return options_.lr; }
+  void set_lr(float lr) override { options_.lr = lr; }
+  float momentum() const override { return options_.beta1; }
+  void set_momentum(float m) override { options_.beta1 = m; }
+  const AdamOptions& options() const { return options_; }
+
+ private:
+  std::vector<Tensor> m_, v_;
+  std::vector<int64_t> t_;
+  AdamOptions options_;
+};
+
+// AdamW is Adam with decoupled weight decay (default 1e-2, as torch.optim.AdamW).
+inline AdamOptions adamw_defaults() {
+  AdamOptions o;
+  o.weight_decay = 1e-2f;
+  o.decoupled = true;
+  return o;
+}
 
 }  // namespace nl::nn

@@ -1,0 +1,187 @@
+// compare_norms: trains the comparison CNN with BatchNorm, GroupNorm and LayerNorm on the same
+// data, seeds and initial weights, and reports them side by side.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "model.h"
+#include "normlab/core/error.h"
+#include "normlab/core/storage.h"
+#include "normlab/core/threading.h"
+#include "report.h"
+#include "trainer.h"
+
+namespace fs = std::filesystem;
+using namespace compare;
+
+namespace {
+
+struct Options {
+  std::string norms = "bn,gn,ln";
+  int64_t epochs = 20;
+  int64_t batch_size = 128;
+  float lr = 0.1f;
+  uint64_t seed = 0;
+  int64_t seeds = 1;
+  std::string dataset = "cifar10";
+  std::string data_dir;
+  bool download = false;
+  std::string device = "auto";
+  int threads = 0;
+  std::string out = "runs/compare_norms";
+  int64_t limit_train = 0, limit_test = 0;
+  bool no_progress = false;
+};
+
+std::vector<NormKind> parse_norms(const std::string& list) {
+  std::vector<NormKind> out;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    NormKind k = parse_norm(item);
+    for (NormKind seen : out) NL_CHECK(seen != k, "--norms lists '", item, "' twice");
+    out.push_back(k);
+  }
+  NL_CHECK(!out.empty(), "--norms is empty: give some of bn,gn,ln");
+  return out;
+}
+
+nl::Device pick_device(const std::string& name) {
+  if (name == "cpu") return nl::Device::cpu();
+  if (name == "cuda") {
+    NL_CHECK(nl::device_available(nl::DeviceType::CUDA),
+             "--device cuda: this build has no CUDA backend (configure with -DNORMLAB_CUDA=ON on a "
+             "machine with a GPU, or use --device cpu)");
+    return nl::Device::cuda();
+  }
+  return nl::device_available(nl::DeviceType::CUDA) ? nl::Device::cuda() : nl::Device::cpu();
+}
+
+nl::data::Dataset load(const Options& o) {
+  if (o.dataset == "fashion-mnist") {
+    return nl::data::load_fashion_mnist(o.data_dir.empty() ? nl::data::kFashionMnistDir : o.data_dir);
+  }
+  const std::string dir = o.data_dir.empty() ? "data" : o.data_dir;
+  if (!nl::data::cifar10_present(dir) && o.download) {
+    std::printf("downloading CIFAR-10 (binary version) into %s ...\n", dir.c_str());
+    nl::data::DownloadOptions d;
+    const bool tty = isatty(STDERR_FILENO);
+    auto last = std::chrono::steady_clock::now();
+    d.progress = [&](int64_t now, int64_t total) {
+      auto t = std::chrono::steady_clock::now();
+      if (t - last < std::chrono::milliseconds(tty ? 200 : 5000) && now != total) return;
+      last = t;
+      if (total > 0)
+        std::fprintf(stderr, tty ? "\r  %6.1f / %.1f MB (%3.0f%%)" : "  %.1f / %.1f MB (%.0f%%)\n",
+                     now / 1e6, total / 1e6, 100.0 * double(now) / double(total));
+    };
+    nl::data::download_cifar10(dir, d);
+    if (tty) std::fprintf(stderr, "\n");
+    std::printf("downloaded and verified (MD5 %s)\n", nl::data::kCifar10Md5);
+  }
+  return nl::data::load_cifar10(dir);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "compare_norms: train one small CNN (43,600 parameters) with BatchNorm, GroupNorm and "
+      "LayerNorm on the same data, seeds and initial weights, and report how each learns.\n"
+      "Outputs in --out: metrics.csv, results.json, curves (PNG, SVG), misclassified-image "
+      "grids, confusion matrices and report.md."};
+  app.add_option("--norms", o.norms, "Comma-separated norms to train: bn, gn (4 groups), ln (over C,H,W)")
+      ->capture_default_str();
+  app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--lr", o.lr, "Peak learning rate of the one-cycle schedule")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--seed", o.seed, "First seed (weights, data order, augmentation, dropout)")->capture_default_str();
+  app.add_option("--seeds", o.seeds, "Runs per norm, with seeds seed..seed+K-1, reported as mean ± std")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--dataset", o.dataset, "cifar10 or fashion-mnist")
+      ->capture_default_str()->check(CLI::IsMember({"cifar10", "fashion-mnist"}));
+  app.add_option("--data-dir", o.data_dir,
+                 "cifar10: folder containing cifar-10-batches-bin/ (default ./data); fashion-mnist: "
+                 "folder with the *-ubyte.gz files (default /usr/share/datasets/fashion-mnist)");
+  app.add_flag("--download", o.download, "Download CIFAR-10 into --data-dir if it is missing (~163 MB, MD5-checked)");
+  app.add_option("--device", o.device, "cpu, cuda or auto (cuda when built with it)")
+      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--out", o.out, "Output folder")->capture_default_str();
+  app.add_option("--limit-train", o.limit_train, "Use only the first N training images (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--limit-test", o.limit_test, "Use only the first N test images (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-progress", o.no_progress, "No live progress bar, even on a terminal");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const std::vector<NormKind> norms = parse_norms(o.norms);
+    const nl::Device device = pick_device(o.device);
+    nl::set_num_threads(o.threads);
+    nl::data::Dataset data = load(o);
+    data.train = data.train.head(o.limit_train);
+    data.test = data.test.head(o.limit_test);
+    fs::create_directories(o.out);
+
+    TrainConfig cfg;
+    cfg.epochs = o.epochs;
+    cfg.batch_size = o.batch_size;
+    cfg.max_lr = o.lr;
+    cfg.device = device;
+    cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
+
+    std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
+                "device %s, %d threads, seeds %llu..%llu\n",
+                data.name.c_str(), (long long)data.train.N, (long long)data.test.N,
+                (long long)o.epochs, (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda",
+                nl::get_num_threads(), (unsigned long long)o.seed,
+                (unsigned long long)(o.seed + o.seeds - 1));
+    for (NormKind k : norms) {
+      nl::Generator g(o.seed);
+      auto net = make_net(k, g, nullptr, {.in_channels = data.train.C});
+      std::printf("\n%s\n%s", norm_title(k).c_str(),
+                  nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
+    }
+
+    ReportInput rep;
+    rep.out_dir = o.out;
+    rep.data = &data;
+    rep.config = {{"norms", o.norms},     {"epochs", o.epochs}, {"batch_size", o.batch_size},
+                  {"lr", o.lr},           {"seed", o.seed},     {"seeds", o.seeds},
+                  {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
+                  {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
+                  {"limit_test", o.limit_test}};
+    for (int64_t s = 0; s < o.seeds; ++s) {
+      for (NormKind k : norms) {
+        std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)(o.seed + s));
+        std::fflush(stdout);
+        rep.runs.push_back(train_one(k, o.seed + static_cast<uint64_t>(s), data, cfg, std::cout));
+        write_metrics_csv(rep);  // after every run, so a long job shows its progress on disk
+      }
+    }
+    nlohmann::json results = write_results_json(rep);
+    bool pictures = write_plots(rep);
+    write_report_md(rep, results, pictures);
+
+    std::printf("\n%-10s %8s %18s %16s %18s\n", "norm", "params", "final test acc", "final test loss",
+                "best test acc");
+    for (NormKind k : norms) {
+      const auto& n = results["norms"][norm_key(k)];
+      std::printf("%-10s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),
+                  (long long)n["parameters"].get<int64_t>(), n["final_test_acc"]["mean"].get<double>(),
+                  n["final_test_acc"]["std"].get<double>(), n["final_test_loss"]["mean"].get<double>(),
+                  n["best_test_acc"]["mean"].get<double>(), n["best_test_acc"]["std"].get<double>());
+    }
+    std::printf("\nwrote %s/{metrics.csv, results.json, report.md%s}\n", o.out.c_str(),
+                pictures ? ", *.png, *.svg" : "");
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "compare_norms: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,134 @@
+#pragma once
+// Datasets (CIFAR-10 binary version, Fashion-MNIST IDX), download, and a batch loader with
+// seeded shuffling, per-sample augmentation, per-channel normalisation and a background thread
+// that prepares the next batch while the current step runs.
+#include <array>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "normlab/core/rng.h"
+#include "normlab/core/tensor.h"
+
+namespace nl::data {
+
+// uint8 images [N, C, H, W] with int labels.
+struct ImageSet {
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<int32_t> labels;
+  const uint8_t* image(int64_t i) const { return pixels.data() + i * C * H * W; }
+  // The first n images (all when n <= 0 or n >= N).
+  ImageSet head(int64_t n) const;
+};
+
+struct Dataset {
+  std::string name;
+  ImageSet train, test;
+  std::vector<std::string> classes;
+  std::vector<float> mean, std;  // per channel, of pixels scaled to [0, 1]
+  bool augment = false;          // the recipe's crop + flip suits this dataset
+};
+
+// --- CIFAR-10 (binary version) -------------------------------------------------------------------
+
+// One file of 3073-byte records (label, 1024 R, 1024 G, 1024 B). Any record count; a size that is
+// not a multiple of 3073 or a label above 9 is an error naming the file.
+ImageSet read_cifar10_file(const std::string& path);
+// data_dir contains cifar-10-batches-bin/ with data_batch_1..5.bin, test_batch.bin and
+// batches.meta.txt. A missing folder is an error that says how to get it (--download).
+Dataset load_cifar10(const std::string& data_dir);
+bool cifar10_present(const std::string& data_dir);
+
+inline constexpr const char* kCifar10Url = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+inline constexpr const char* kCifar10Md5 = "c32a1d4ab5d03f1284b67883e8d87530";
+
+struct DownloadOptions {
+  std::string url = kCifar10Url;
+  std::string md5 = kCifar10Md5;
+  long timeout_seconds = 600;        // whole transfer
+  long connect_timeout_seconds = 20;
+  // Called with (bytes so far, total or 0 if unknown); may be empty.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+// Downloads the CIFAR-10 binary tarball, verifies its MD5, extracts it into a temporary folder
+// inside data_dir and renames it to data_dir/cifar-10-batches-bin only when everything succeeded:
+// a failure (unreachable host, HTTP error, truncated transfer, wrong checksum, bad archive) throws
+// and leaves nothing behind.
+void download_cifar10(const std::string& data_dir, const DownloadOptions& options = {});
+
+// --- Fashion-MNIST (IDX, gzip) -------------------------------------------------------------------
+
+// Where Debian's dataset-fashion-mnist package installs the files.
+inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+// Reads an IDX file (gzip-compressed or plain): magic 0x0000080N, N big-endian extents, uint8 data.
+std::vector<uint8_t> read_idx(const std::string& path, std::vector<int64_t>& dims);
+Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir);
+
+// --- Loader -------------------------------------------------------------------------------------
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  bool shuffle = true;
+  bool augment = false;  // random crop from the image zero-padded by `pad`, horizontal flip
+  int64_t pad = 4;
+  uint64_t seed = 0;     // shuffling and augmentation stream; the same for every model trained
+  bool background = true;  // prepare batches on a worker thread
+};
+
+struct Batch {
+  Tensor images;  // float32 [B, C, H, W], normalised
+  Tensor labels;  // int32 [B]
+  std::vector<int64_t> indices;  // positions in the ImageSet
+};
+
+// Iterates one epoch at a time: start_epoch(e), then next() until it returns false. Epoch e's
+// order and augmentation depend only on (seed, e), so runs are reproducible and every model sees
+// the same stream.
+class DataLoader {
+ public:
+  DataLoader(const ImageSet& set, std::vector<float> mean, std::vector<float> std,
+             LoaderOptions options);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  void start_epoch(int64_t epoch);
+  bool next(Batch& out);
+  int64_t batches_per_epoch() const;
+  int64_t size() const { return set_.N; }
+
+ private:
+  void stop();
+  void prepare(int64_t epoch);  // the epoch's order and augmentation stream
+  void produce();               // worker: prepares every batch of the epoch in order
+  Batch make_batch(int64_t b, const std::vector<int64_t>& order, Generator& gen) const;
+
+  const ImageSet& set_;
+  std::vector<float> mean_, std_;
+  LoaderOptions opt_;
+  // Hand-off between the worker and the consumer.
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Batch> ready_;
+  std::exception_ptr error_;
+  bool done_ = true, cancel_ = false;
+  std::vector<int64_t> order_;
+  std::unique_ptr<Generator> gen_;
+  int64_t next_batch_ = 0;  // without a worker
+};
+
+// Normalises a whole ImageSet into one tensor (evaluation data).
+Tensor to_tensor(const ImageSet& set, const std::vector<float>& mean, const std::vector<float>& std,
+                 int64_t begin = 0, int64_t end = -1);
+
+}  // namespace nl::data
