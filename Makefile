@@ -3,6 +3,10 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# The main job's data: the real CIFAR-10 subset beside the repository when it is there,
+# otherwise ./data, downloading CIFAR-10 if it is missing. Override with RUN_ARGS=...
+SUBSET := ../shared/data/cifar10-subset
+RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out runs/compare_norms
 
 .PHONY: all deps configure build test run clean
 
@@ -21,7 +25,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 run: build
-	$(BUILD)/examples/train_demo/train_demo
+	$(BUILD)/examples/compare_norms/compare_norms $(RUN_ARGS)
 
 clean:
 	rm -rf $(BUILD)

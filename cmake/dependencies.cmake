@@ -6,3 +6,8 @@ if(NORMLAB_BUILD_TESTS)
   find_package(Catch2 2.13 REQUIRED)
   find_package(nlohmann_json 3 REQUIRED)
 endif()
+# normlab::data: download (libcurl, OpenSSL for MD5), extraction (libarchive), IDX gzip (zlib).
+find_package(CURL REQUIRED)
+find_package(LibArchive REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(ZLIB REQUIRED)

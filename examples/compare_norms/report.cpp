@@ -252,14 +252,14 @@ bool write_plots(const ReportInput& in) {
     gp << "set terminal pngcairo size 760,680 font 'Sans,10'\n"
        << "set output 'confusion_" << key << ".png.tmp'\n"
        << "set title " << gp_quote(norm_title(k) + ": confusion matrix on the test set (first seed)") << "\n"
-       << "unset key\nset xlabel 'predicted'\nset ylabel 'true'\nset palette defined (0 'white', 1 '#08306b')\n"
+       << "unset key\nset xlabel 'predicted'\nset ylabel 'true'\nset palette defined (0 'white', 1 '#f28e2b')\n"
        << "set xrange [-0.5:" << d.classes.size() - 0.5 << "]\nset yrange [" << d.classes.size() - 0.5 << ":-0.5]\n"
        << "set xtics rotate by 45 right (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
     gp << ")\nset ytics (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
     gp << ")\nplot 'confusion_" << key << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
-       << "with labels tc rgb '#d62728'\nset output\nreset\n";
+       << "with labels tc rgb 'black'\nset output\nreset\n";
   }
   write_text_atomic(path_in(in, "plots.gp"), gp.str());
 

@@ -15,17 +15,18 @@ OneCycleLR::OneCycleLR(Optimizer& opt, float max_lr, int64_t total_steps, OneCyc
   apply(0);
 }
 
-float OneCycleLR::anneal(float start, float end, float pct) const {
-  if (o_.cos_anneal) return end + (start - end) / 2.0f * (std::cos(float(M_PI) * pct) + 1.0f);
-  return (end - start) * pct + start;
+// In double: near the end of the cycle cos(pi * pct) + 1 is tiny and float loses the rate.
+float OneCycleLR::anneal(float start, float end, double pct) const {
+  if (o_.cos_anneal) return float(end + (double(start) - end) / 2.0 * (std::cos(M_PI * pct) + 1.0));
+  return float((double(end) - start) * pct + start);
 }
 
 // PyTorch's phase walk: phase 1 ends at pct_start * total - 1 (a float), phase 2 at total - 1.
 float OneCycleLR::value_at(int64_t step, float a0, float a1, float a2) const {
   const double end1 = double(o_.pct_start) * double(total_) - 1.0;
   const double end2 = double(total_ - 1);
-  if (double(step) <= end1) return anneal(a0, a1, float(double(step) / end1));
-  return anneal(a1, a2, float((double(step) - end1) / (end2 - end1)));
+  if (double(step) <= end1) return anneal(a0, a1, double(step) / end1);
+  return anneal(a1, a2, (double(step) - end1) / (end2 - end1));
 }
 
 float OneCycleLR::lr_at(int64_t step) const {

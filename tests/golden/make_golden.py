@@ -123,6 +123,23 @@ def misc_cases(gen):
     return cases
 
 
+def schedule_cases():
+    """OneCycleLR with PyTorch's defaults: lr and momentum at every step of two schedules."""
+    cases = []
+    for max_lr, total in ((0.1, 41 * 20), (0.05, 37)):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=max_lr / 25, momentum=0.9)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total)
+        lrs, moms = [], []
+        for step in range(total):
+            lrs.append(opt.param_groups[0]["lr"])
+            moms.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            sched.step()
+        cases.append({"max_lr": max_lr, "total_steps": total, "lr": lrs, "momentum": moms})
+    return cases
+
+
 def main():
     torch.set_default_dtype(torch.float64)
     gen = torch.Generator().manual_seed(20261124)
@@ -133,6 +150,11 @@ def main():
             json.dump({"torch_version": torch.__version__, "cases": cases}, f)
         os.replace(path + ".tmp", path)
         print(f"wrote {path}: {len(cases)} cases")
+    path = os.path.join(HERE, "onecycle.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"torch_version": torch.__version__, "cases": schedule_cases()}, f)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

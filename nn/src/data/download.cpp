@@ -71,9 +71,11 @@ void fetch(const std::string& url, const fs::path& dest, const DownloadOptions& 
   NL_CHECK(std::fflush(file.get()) == 0, "download: writing ", dest.string(), " failed (disk full?)");
 }
 
-std::string md5_of(const fs::path& path) {
+}  // namespace
+
+std::string md5_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  NL_CHECK(in.good(), "cannot read ", path.string());
+  NL_CHECK(in.good(), "cannot read ", path);
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   NL_CHECK(ctx && EVP_DigestInit_ex(ctx.get(), EVP_md5(), nullptr) == 1, "MD5 is unavailable");
   std::vector<char> buf(1 << 20);
@@ -90,22 +92,28 @@ std::string md5_of(const fs::path& path) {
   return hex;
 }
 
+namespace {
+
 void extract(const fs::path& tarball, const fs::path& dest) {
   std::unique_ptr<archive, decltype(&archive_read_free)> in(archive_read_new(), archive_read_free);
   std::unique_ptr<archive, decltype(&archive_write_free)> out(archive_write_disk_new(),
                                                                archive_write_free);
   archive_read_support_filter_all(in.get());
   archive_read_support_format_all(in.get());
-  // Refuse entries that would escape dest ("..", absolute paths, symlinked parents).
+  // Refuse entries that would escape dest: ".." and symlinked parents here, absolute names
+  // below (the prefix we add makes every final path absolute, so libarchive's own absolute-path
+  // check cannot be used).
   archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                                ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                                ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+                                                ARCHIVE_EXTRACT_SECURE_SYMLINKS);
   NL_CHECK(archive_read_open_filename(in.get(), tarball.c_str(), 1 << 16) == ARCHIVE_OK,
            "cannot open archive ", tarball.string(), ": ", archive_error_string(in.get()));
   archive_entry* entry;
   int r;
   while ((r = archive_read_next_header(in.get(), &entry)) == ARCHIVE_OK) {
-    std::string target = (dest / archive_entry_pathname(entry)).string();
+    const std::string name = archive_entry_pathname(entry);
+    NL_CHECK(!name.empty() && name[0] != '/', "archive ", tarball.string(),
+             " contains an absolute path '", name, "'; refusing to extract it");
+    std::string target = (dest / name).string();
     archive_entry_set_pathname(entry, target.c_str());
     NL_CHECK(archive_write_header(out.get(), entry) == ARCHIVE_OK, "extracting ",
              archive_entry_pathname(entry), " failed: ", archive_error_string(out.get()));
@@ -140,7 +148,7 @@ void download_cifar10(const std::string& data_dir, const DownloadOptions& opt) {
   const fs::path tarball = tmp.path / "cifar-10-binary.tar.gz";
   fetch(opt.url, tarball, opt);
   if (!opt.md5.empty()) {
-    std::string got = md5_of(tarball);
+    std::string got = md5_file(tarball.string());
     NL_CHECK(got == opt.md5, "download of ", opt.url, " is corrupt: MD5 ", got, ", expected ",
              opt.md5, "; nothing was written to ", data_dir);
   }

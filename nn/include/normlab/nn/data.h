@@ -64,6 +64,8 @@ struct DownloadOptions {
 // a failure (unreachable host, HTTP error, truncated transfer, wrong checksum, bad archive) throws
 // and leaves nothing behind.
 void download_cifar10(const std::string& data_dir, const DownloadOptions& options = {});
+// Lower-case hex MD5 of a file's bytes.
+std::string md5_file(const std::string& path);
 
 // --- Fashion-MNIST (IDX, gzip) -------------------------------------------------------------------
 

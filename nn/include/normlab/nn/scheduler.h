@@ -42,7 +42,7 @@ class OneCycleLR : public Scheduler {
   void apply(int64_t step) override;
 
  private:
-  float anneal(float start, float end, float pct) const;
+  float anneal(float start, float end, double pct) const;
   float value_at(int64_t step, float a0, float a1, float a2) const;
   float max_lr_;
   int64_t total_;

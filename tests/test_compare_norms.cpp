@@ -1,0 +1,123 @@
+// A 2-epoch compare_norms run on a few hundred real CIFAR-10 images: every output file exists and
+// parses; and the app's errors for missing data and bad flags.
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "helpers.h"
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string output;
+};
+
+Run run_app(const std::string& args) {
+  const std::string cmd = std::string(NORMLAB_COMPARE_NORMS_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  REQUIRE(in.good());
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][slow]") {
+  const fs::path out = fs::temp_directory_path() / ("normlab-smoke-" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  Run r = run_app("--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
+                  " --epochs 2 --limit-train 256 --limit-test 120 --threads 1 --no-progress --out " +
+                  out.string());
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.output, Contains("total parameters: 43600"));
+  CHECK_THAT(r.output, Contains("[gn seed 0] epoch  2 | train loss"));
+
+  // metrics.csv: header + 3 norms x 2 epochs, numeric fields.
+  std::istringstream csv(slurp(out / "metrics.csv"));
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line == "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds");
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    ++rows;
+    std::istringstream fields(line);
+    std::string f;
+    std::vector<std::string> v;
+    while (std::getline(fields, f, ',')) v.push_back(f);
+    REQUIRE(v.size() == 8);
+    CHECK((v[0] == "bn" || v[0] == "gn" || v[0] == "ln"));
+    for (size_t i = 3; i < 8; ++i) CHECK(std::isfinite(std::stod(v[i])));
+  }
+  CHECK(rows == 6);
+
+  nlohmann::json j = nlohmann::json::parse(slurp(out / "results.json"));
+  for (const char* k : {"bn", "gn", "ln"}) {
+    CAPTURE(k);
+    CHECK(j["norms"][k]["parameters"] == 43600);
+    CHECK(j["norms"][k]["runs"].size() == 1);
+    double acc = j["norms"][k]["final_test_acc"]["mean"];
+    CHECK(acc >= 0.0);
+    CHECK(acc <= 100.0);
+  }
+  CHECK(j["config"]["epochs"] == 2);
+  CHECK(j["dataset"]["test_images"] == 120);
+
+  for (const char* png : {"train_loss.png", "test_loss.png", "test_accuracy.png", "misclassified_bn.png",
+                          "misclassified_gn.png", "misclassified_ln.png", "confusion_bn.png",
+                          "confusion_gn.png", "confusion_ln.png"}) {
+    CAPTURE(png);
+    std::string bytes = slurp(out / png);
+    REQUIRE(bytes.size() > 1000);
+    CHECK(bytes.substr(0, 8) == "\x89PNG\r\n\x1a\n");
+  }
+  for (const char* svg : {"train_loss.svg", "test_loss.svg", "test_accuracy.svg"}) {
+    CAPTURE(svg);
+    CHECK_THAT(slurp(out / svg), Contains("<svg") && Contains("BatchNorm") && Contains("LayerNorm"));
+  }
+  std::string md = slurp(out / "report.md");
+  CHECK_THAT(md, Contains("| GroupNorm | 43600 |"));
+  CHECK_THAT(md, Contains("![test accuracy](test_accuracy.png)"));
+  CHECK_THAT(slurp(out / "plots.gp"), Contains("misclassified_ln.dat"));
+  for (const auto& e : fs::directory_iterator(out)) CHECK(e.path().extension() != ".tmp");
+  fs::remove_all(out);
+}
+
+TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors]") {
+  const fs::path empty = fs::temp_directory_path() / ("normlab-empty-" + std::to_string(::getpid()));
+  fs::create_directories(empty);
+  Run r = run_app("--data-dir " + empty.string() + " --out " + (empty / "out").string());
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("CIFAR-10 not found") && Contains("--download"));
+  fs::remove_all(empty);
+
+  r = run_app("--norms bn,xx");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("unknown norm 'xx'"));
+  r = run_app("--epochs 0");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("--epochs"));
+  r = run_app("--dataset imagenet");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("--dataset"));
+  r = run_app("--device cuda --data-dir " + std::string(NORMLAB_CIFAR_SUBSET));
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("no CUDA backend"));
+}
