@@ -2,6 +2,7 @@
 // Shared test utilities: closeness checks with informative failures, random inputs.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +11,16 @@
 #include "normlab/core/tensor.h"
 
 namespace nl::test {
+
+// The device the op tests run on: NORMLAB_TEST_DEVICE=cuda runs the same tests on the CUDA
+// backend (emulated by cuemu where no GPU exists); otherwise the CPU.
+inline Device test_device() {
+  static const Device d = [] {
+    const char* e = std::getenv("NORMLAB_TEST_DEVICE");
+    return e && std::string(e) == "cuda" ? Device::cuda() : Device::cpu();
+  }();
+  return d;
+}
 
 // Largest violation of |a - b| <= atol + rtol * |b|, as a ratio (<= 1 passes), with the index.
 struct Closeness {
@@ -64,7 +75,7 @@ inline Tensor randn(const Shape& s, uint64_t seed, float scale = 1.0f, float shi
   Generator g(seed);
   std::vector<float> v(static_cast<size_t>(s.numel()));
   for (float& x : v) x = g.next_normal() * scale + shift;
-  return Tensor::from_vector(v, s);
+  return Tensor::from_vector(v, s, test_device());
 }
 
 }  // namespace nl::test

@@ -9,8 +9,8 @@ using namespace nl::test;
 using Catch::Matchers::Contains;
 
 TEST_CASE("gradients of a diamond graph add up", "[autograd]") {
-  Tensor a = Tensor::from_vector({1, 2, 3}, {3}).set_requires_grad();
-  Tensor b = Tensor::from_vector({4, 5, 6}, {3}).set_requires_grad();
+  Tensor a = Tensor::from_vector({1, 2, 3}, {3}, test_device()).set_requires_grad();
+  Tensor b = Tensor::from_vector({4, 5, 6}, {3}, test_device()).set_requires_grad();
   Tensor c = mul(a, b);
   Tensor loss = sum(add(mul(c, a), c));  // sum(a^2 b + a b)
   loss.backward();
@@ -21,7 +21,7 @@ TEST_CASE("gradients of a diamond graph add up", "[autograd]") {
 }
 
 TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd]") {
-  Tensor a = Tensor::from_vector({1, 2}, {2}).set_requires_grad();
+  Tensor a = Tensor::from_vector({1, 2}, {2}, test_device()).set_requires_grad();
   sum(mul(a, a)).backward();
   sum(mul(a, a)).backward();
   CHECK(a.grad().to_vector() == std::vector<float>{4, 8});
@@ -32,13 +32,13 @@ TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd]") {
 }
 
 TEST_CASE("the same tensor used twice in one op gets both contributions", "[autograd]") {
-  Tensor a = Tensor::from_vector({3}, {1}).set_requires_grad();
+  Tensor a = Tensor::from_vector({3}, {1}, test_device()).set_requires_grad();
   sum(add(a, a)).backward();
   CHECK(a.grad().to_vector() == std::vector<float>{2});
 }
 
 TEST_CASE("NoGradGuard records nothing", "[autograd]") {
-  Tensor a = Tensor::ones({2}).set_requires_grad();
+  Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
   Tensor y;
   {
     NoGradGuard g;
@@ -52,18 +52,18 @@ TEST_CASE("NoGradGuard records nothing", "[autograd]") {
 }
 
 TEST_CASE("backward through a freed graph, or from a non-scalar, is an error", "[autograd][errors]") {
-  Tensor a = Tensor::ones({2}).set_requires_grad();
+  Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
   Tensor y = mul(a, a);
   Tensor loss = sum(y);
   loss.backward();
   CHECK_THROWS_WITH(loss.backward(), Contains("a second time"));
   CHECK_THROWS_WITH(mul(a, a).backward(), Contains("gradient must be given for a non-scalar"));
-  CHECK_THROWS_WITH(mul(a, a).backward(Tensor::ones({3})), Contains("gradient of shape [3]"));
+  CHECK_THROWS_WITH(mul(a, a).backward(Tensor::ones({3}, test_device())), Contains("gradient of shape [3]"));
 }
 
 TEST_CASE("inputs that do not require grad get none and detach cuts the graph", "[autograd]") {
-  Tensor a = Tensor::ones({2}).set_requires_grad();
-  Tensor b = Tensor::full({2}, 3.0f);
+  Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
+  Tensor b = Tensor::full({2}, 3.0f, test_device());
   sum(mul(a, b)).backward();
   CHECK_FALSE(b.grad().defined());
   Tensor d = mul(a, a).detach();
@@ -72,7 +72,7 @@ TEST_CASE("inputs that do not require grad get none and detach cuts the graph", 
 }
 
 TEST_CASE("a graph no longer referenced frees its saved tensors", "[autograd]") {
-  Tensor a = Tensor::ones({1000}).set_requires_grad();
+  Tensor a = Tensor::ones({1000}, test_device()).set_requires_grad();
   std::weak_ptr<TensorImpl> saved;
   {
     Tensor h = mul(a, a);

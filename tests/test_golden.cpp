@@ -22,7 +22,7 @@ json load(const std::string& file) {
 Tensor tensor_of(const json& j) {
   std::vector<int64_t> dims = j.at("shape").get<std::vector<int64_t>>();
   std::vector<double> d = j.at("data").get<std::vector<double>>();
-  return Tensor::from_vector(std::vector<float>(d.begin(), d.end()), Shape(dims));
+  return Tensor::from_vector(std::vector<float>(d.begin(), d.end()), Shape(dims), test_device());
 }
 
 std::vector<double> values_of(const json& j) { return j.at("data").get<std::vector<double>>(); }
@@ -58,7 +58,7 @@ void check_case(const json& c, double grad_rtol) {
     Tensor logp = log_softmax(in["x"]);
     extra["logp"] = logp;
     y = nll_loss(logp, Tensor::from_ints(c.at("target").get<std::vector<int32_t>>(),
-                                         {in["x"].size(0)}));
+                                         {in["x"].size(0)}, test_device()));
   } else if (op == "linear") {
     y = linear(in["x"], in["w"], in["b"]);
   } else {

@@ -22,7 +22,7 @@ Tensor spaced(const Shape& s, uint64_t seed) {
   const int64_t half = static_cast<int64_t>(v.size() / 2);
   for (size_t i = 0; i < v.size(); ++i) v[i] = 0.05f * static_cast<float>(static_cast<int64_t>(i) - half) + 0.025f;
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[g.next_below(i)]);
-  return Tensor::from_vector(v, s);
+  return Tensor::from_vector(v, s, test_device());
 }
 
 }  // namespace
@@ -37,7 +37,7 @@ TEST_CASE("gradcheck: conv2d", "[grad][conv2d]") {
 }
 
 TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm]") {
-  Tensor rm = randn({6}, 8), rv = Tensor::full({6}, 1.3f);
+  Tensor rm = randn({6}, 8), rv = Tensor::full({6}, 1.3f, test_device());
   for (bool training : {true, false}) {
     CAPTURE(training);
     require_grad_ok(
@@ -87,7 +87,7 @@ TEST_CASE("gradcheck: linear and log_softmax and nll_loss", "[grad]") {
   require_grad_ok([](auto& v) { return linear(v[0], v[1], v[2]); },
                   {randn({4, 5}, 30), randn({3, 5}, 31), randn({3}, 32)});
   require_grad_ok([](auto& v) { return log_softmax(v[0]); }, {randn({6, 10}, 33, 2.0f)});
-  Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6});
+  Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6}, test_device());
   require_grad_ok([&](auto& v) { return nll_loss(log_softmax(v[0]), target); },
                   {randn({6, 10}, 34, 2.0f)});
 }
@@ -101,8 +101,8 @@ TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][m
     g[g.size() / 2] += 0.05f * mx;
   };
   struct Case { const char* name; GradFn f; std::vector<Tensor> in; };
-  Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6});
-  Tensor rm = Tensor::zeros({6}), rv = Tensor::ones({6});
+  Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6}, test_device());
+  Tensor rm = Tensor::zeros({6}, DType::F32, test_device()), rv = Tensor::ones({6}, test_device());
   std::vector<Case> cases = {
       {"conv2d", [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
        {randn({2, 3, 5, 7}, 1), randn({4, 3, 3, 3}, 2, 0.3f), randn({4}, 3)}},
@@ -136,7 +136,7 @@ TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch st
   auto wrong_bn = [](auto& v) {
     Tensor x = v[0];
     Tensor y;
-    Tensor rm = Tensor::zeros({x.size(1)}), rv = Tensor::ones({x.size(1)});
+    Tensor rm = Tensor::zeros({x.size(1)}, DType::F32, x.device()), rv = Tensor::ones({x.size(1)}, x.device());
     {
       NoGradGuard g;
       y = batch_norm(x, Tensor(), Tensor(), rm, rv, true);
@@ -160,7 +160,7 @@ TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch st
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = 0; c < C; ++c)
           for (int64_t i = 0; i < HW; ++i) d[(n * C + c) * HW + i] *= rstd[c];
-      return std::vector<Tensor>{Tensor::from_vector(d, dy.shape())};
+      return std::vector<Tensor>{Tensor::from_vector(d, dy.shape(), dy.device())};
     });
     return y;
   };

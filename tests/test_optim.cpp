@@ -50,13 +50,13 @@ TEST_CASE("Adam and AdamW steps match hand-computed values", "[optim]") {
   // Two steps with gradient g = 0.5 on a parameter starting at 1.
   const double lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1, g = 0.5;
   auto run = [&](bool decoupled) {
-    Tensor p = Tensor::from_vector({1.0f}, {1}).set_requires_grad();
+    Tensor p = Tensor::from_vector({1.0f}, {1}, test::test_device()).set_requires_grad();
     nn::AdamOptions o;
     o.lr = float(lr), o.weight_decay = float(wd), o.decoupled = decoupled;
     nn::Adam opt({p}, o);
     std::vector<float> out;
     for (int i = 0; i < 2; ++i) {
-      p.set_grad(Tensor::from_vector({float(g)}, {1}));
+      p.set_grad(Tensor::from_vector({float(g)}, {1}, test::test_device()));
       opt.step();
       out.push_back(p.at({0}));
     }

@@ -38,12 +38,13 @@ std::pair<Tensor, Tensor> synthetic_batch(int64_t n) {
           x[((i * 3 + c) * 8 + h) * 8 + w] = 0.3f * g.next_normal() + (q == y[i] ? 1.0f : 0.0f);
         }
   }
-  return {Tensor::from_vector(x, {n, 3, 8, 8}), Tensor::from_ints(y, {n})};
+  return {Tensor::from_vector(x, {n, 3, 8, 8}, test_device()), Tensor::from_ints(y, {n}, test_device())};
 }
 
 std::vector<float> train(int steps, uint64_t seed, std::shared_ptr<nn::Sequential>* out = nullptr) {
   Generator gen(seed);
   auto net = two_layer_cnn(gen);
+  net->to(test_device());
   auto [x, y] = synthetic_batch(32);
   nn::SGD opt(net->parameters(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f});
   std::vector<float> losses;
@@ -87,10 +88,10 @@ TEST_CASE("training is bitwise reproducible from a seed", "[train][rng]") {
 }
 
 TEST_CASE("SGD steps match hand-computed values", "[optim]") {
-  Tensor p = Tensor::from_vector({1.0f, -2.0f}, {2}).set_requires_grad();
+  Tensor p = Tensor::from_vector({1.0f, -2.0f}, {2}, test_device()).set_requires_grad();
   nn::SGD opt({p}, {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f});
   auto step = [&](std::vector<float> g) {
-    p.set_grad(Tensor::from_vector(g, {2}));
+    p.set_grad(Tensor::from_vector(g, {2}, test_device()));
     opt.step();
   };
   // Step 1: d = g + wd*p = (0.5 + 0.01, 1 - 0.02); buf = d; p -= 0.1 * buf
@@ -105,13 +106,13 @@ TEST_CASE("SGD steps match hand-computed values", "[optim]") {
   CHECK(p.at({1}) == Approx(p1 - 0.1f * b1));
 
   // Nesterov: d + momentum * buf
-  Tensor q = Tensor::from_vector({1.0f}, {1}).set_requires_grad();
+  Tensor q = Tensor::from_vector({1.0f}, {1}, test_device()).set_requires_grad();
   nn::SGD nes({q}, {.lr = 0.5f, .momentum = 0.5f, .nesterov = true});
-  q.set_grad(Tensor::from_vector({2.0f}, {1}));
+  q.set_grad(Tensor::from_vector({2.0f}, {1}, test_device()));
   nes.step();  // buf = 2; d = 2 + 0.5 * 2 = 3
   CHECK(q.at({0}) == Approx(1.0f - 1.5f));
   // A parameter without a gradient is left alone.
-  Tensor r = Tensor::from_vector({7.0f}, {1}).set_requires_grad();
+  Tensor r = Tensor::from_vector({7.0f}, {1}, test_device()).set_requires_grad();
   nn::SGD plain({r}, {.lr = 1.0f});
   plain.step();
   CHECK(r.at({0}) == 7.0f);
@@ -122,6 +123,7 @@ TEST_CASE("a state dict round-trips into a fresh model", "[nn]") {
   train(3, 5, &trained);
   Generator other(77);
   auto fresh = two_layer_cnn(other);
+  fresh->to(test_device());
   nn::StateDict sd = trained->state_dict();
   CHECK(sd.count("1.running_mean") == 1);
   CHECK(sd.count("0.weight") == 1);

@@ -247,8 +247,6 @@ int32_t* Tensor::data_i32() const {
 
 int64_t Tensor::linear_index(std::initializer_list<int64_t> index) const {
   const TensorImpl& t = checked();
-  NL_CHECK(device().is_cpu(), "element access reads host memory but the tensor is on ", device(),
-           "; copy it with .to(Device::cpu()) first");
   NL_CHECK(static_cast<int64_t>(index.size()) == t.shape.ndim(), "index with ", index.size(),
            " coordinates for a tensor of shape ", t.shape);
   int64_t off = t.offset, i = 0;
@@ -261,19 +259,34 @@ int64_t Tensor::linear_index(std::initializer_list<int64_t> index) const {
   return off;
 }
 
+// One element through copy_bytes, so element access works on every device (slowly off the
+// CPU: it is meant for tests and small host code, not loops over big tensors).
 float Tensor::at(std::initializer_list<int64_t> index) const {
-  int64_t off = linear_index(index);
-  if (dtype() == DType::I32) return static_cast<float>(static_cast<int32_t*>(impl_->storage->data())[off]);
-  return static_cast<float*>(impl_->storage->data())[off];
+  const int64_t off = linear_index(index);
+  uint32_t bits = 0;
+  copy_bytes_stub(device(), &bits, static_cast<const uint32_t*>(impl_->storage->data()) + off,
+                  sizeof bits, Device::cpu(), device());
+  if (dtype() == DType::I32) {
+    int32_t v;
+    std::memcpy(&v, &bits, sizeof v);
+    return static_cast<float>(v);
+  }
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
 }
 
 void Tensor::set(std::initializer_list<int64_t> index, float value) const {
-  int64_t off = linear_index(index);
+  const int64_t off = linear_index(index);
+  uint32_t bits;
   if (dtype() == DType::I32) {
-    static_cast<int32_t*>(impl_->storage->data())[off] = static_cast<int32_t>(value);
+    const int32_t v = static_cast<int32_t>(value);
+    std::memcpy(&bits, &v, sizeof bits);
   } else {
-    static_cast<float*>(impl_->storage->data())[off] = value;
+    std::memcpy(&bits, &value, sizeof bits);
   }
+  copy_bytes_stub(device(), static_cast<uint32_t*>(impl_->storage->data()) + off, &bits,
+                  sizeof bits, device(), Device::cpu());
 }
 
 float Tensor::item() const {

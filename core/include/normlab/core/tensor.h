@@ -65,7 +65,8 @@ class Tensor {
   // assume dense memory.
   float* data_f32() const;
   int32_t* data_i32() const;
-  // Element access for tests and small host code: CPU tensors only, bounds-checked.
+  // Element access for tests and small host code: bounds-checked, any device (one copy per
+  // call, so not for loops over large device tensors).
   float at(std::initializer_list<int64_t> index) const;
   void set(std::initializer_list<int64_t> index, float value) const;
   float item() const;  // the value of a one-element tensor (copies from the device if needed)

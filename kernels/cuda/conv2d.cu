@@ -1,0 +1,187 @@
+// conv2d forward, backward-data and backward-weight as one tiled implicit GEMM: the im2col
+// matrix is never materialised; each tile of it is gathered straight into shared memory.
+//
+//   forward:        Y[k, (n,p,q)]  = sum_(c,r,s)  W[k, (c,r,s)]   * X(c,r,s ; n,p,q)
+//   backward-data:  dX[c, (n,h,w)] = sum_(k,r,s)  W[k, (c,r,s)]   * dY(k,r,s ; n,h,w)
+//   backward-weight: dW[k, (c,r,s)] = sum_(n,p,q) dY[k, (n,p,q)]  * X(c,r,s ; n,p,q)
+//
+// Block tile 64 x 64 with a K-step of 16 staged in shared memory (8 KiB), 256 threads, each
+// computing a 4 x 4 register tile. Every output is reduced by one thread in a fixed order:
+// deterministic, no atomics (backward-weight reduces over the batch inside the GEMM).
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/reduce.cuh"
+#include "kernels/stubs.h"
+
+namespace nl::cuda {
+
+namespace {
+constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4, kThreads = 256;
+constexpr size_t kSmem = sizeof(float) * kBK * (kBM + kBN);
+}  // namespace
+
+// ---------------------------------------------------------------------------------- GEMM views
+
+struct ConvFwdOp {
+  Conv2dParams p;
+  const float *x, *w, *bias;
+  float* y;
+  __device__ int64_t M() const { return p.K; }
+  __device__ int64_t N() const { return p.N * p.P * p.Q; }
+  __device__ int64_t K() const { return p.C * p.R * p.S; }
+  __device__ float a(int64_t m, int64_t k) const { return w[m * K() + k]; }
+  __device__ float b(int64_t k, int64_t n) const {
+    const int64_t c = k / (p.R * p.S), r = k / p.S % p.R, s = k % p.S;
+    const int64_t ni = n / (p.P * p.Q), oh = n / p.Q % p.P, ow = n % p.Q;
+    const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
+    return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
+  }
+  __device__ void store(int64_t m, int64_t n, float v) const {
+    const int64_t ni = n / (p.P * p.Q), pq = n % (p.P * p.Q);
+    y[(ni * p.K + m) * p.P * p.Q + pq] = v + (bias ? bias[m] : 0.0f);
+  }
+};
+
+struct ConvBwdDataOp {
+  Conv2dParams p;
+  const float *w, *dy;
+  float* dx;
+  __device__ int64_t M() const { return p.C; }
+  __device__ int64_t N() const { return p.N * p.H * p.W; }
+  __device__ int64_t K() const { return p.K * p.R * p.S; }
+  __device__ float a(int64_t c, int64_t k) const {
+    const int64_t ko = k / (p.R * p.S), rs = k % (p.R * p.S);
+    return w[(ko * p.C + c) * p.R * p.S + rs];
+  }
+  __device__ float b(int64_t k, int64_t n) const {
+    const int64_t ko = k / (p.R * p.S), r = k / p.S % p.R, s = k % p.S;
+    const int64_t ni = n / (p.H * p.W), h = n / p.W % p.H, wc = n % p.W;
+    // Output (oh, ow) saw input (h, w) through tap (r, s) iff oh * stride - pad + r == h.
+    const int64_t th = h + p.pad_h - r, tw = wc + p.pad_w - s;
+    if (th < 0 || tw < 0 || th % p.stride_h || tw % p.stride_w) return 0.0f;
+    const int64_t oh = th / p.stride_h, ow = tw / p.stride_w;
+    return (oh < p.P && ow < p.Q) ? dy[((ni * p.K + ko) * p.P + oh) * p.Q + ow] : 0.0f;
+  }
+  __device__ void store(int64_t c, int64_t n, float v) const {
+    const int64_t ni = n / (p.H * p.W), hw = n % (p.H * p.W);
+    dx[(ni * p.C + c) * p.H * p.W + hw] = v;
+  }
+};
+
+struct ConvBwdWeightOp {
+  Conv2dParams p;
+  const float *x, *dy;
+  float* dw;
+  __device__ int64_t M() const { return p.K; }
+  __device__ int64_t N() const { return p.C * p.R * p.S; }
+  __device__ int64_t K() const { return p.N * p.P * p.Q; }
+  __device__ float a(int64_t ko, int64_t k) const {
+    const int64_t ni = k / (p.P * p.Q), pq = k % (p.P * p.Q);
+    return dy[(ni * p.K + ko) * p.P * p.Q + pq];
+  }
+  __device__ float b(int64_t k, int64_t n) const {
+    const int64_t c = n / (p.R * p.S), r = n / p.S % p.R, s = n % p.S;
+    const int64_t ni = k / (p.P * p.Q), oh = k / p.Q % p.P, ow = k % p.Q;
+    const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
+    return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
+  }
+  __device__ void store(int64_t m, int64_t n, float v) const { dw[m * N() + n] = v; }
+};
+
+// ---------------------------------------------------------------------------------- kernels
+
+template <typename Op>
+__global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op) {
+  NL_DYN_SHARED(float, smem);
+  float* As = smem;              // [kBK][kBM]
+  float* Bs = smem + kBK * kBM;  // [kBK][kBN]
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
+  const int64_t M = op.M(), N = op.N(), K = op.K();
+  float acc[kTM][kTN];
+  for (int i = 0; i < kTM; ++i)
+    for (int j = 0; j < kTN; ++j) acc[i][j] = 0.0f;
+
+  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
+      const int mm = i % kBM, kk = i / kBM;
+      As[kk * kBM + mm] = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
+    }
+    for (int i = threadIdx.x; i < kBN * kBK; i += kThreads) {
+      const int nn = i % kBN, kk = i / kBN;
+      Bs[kk * kBN + nn] = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
+    }
+    __syncthreads();  // the tile is complete before anyone reads it
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[kTM], b[kTN];
+      for (int i = 0; i < kTM; ++i) a[i] = As[kk * kBM + ty * kTM + i];
+      for (int j = 0; j < kTN; ++j) b[j] = Bs[kk * kBN + tx * kTN + j];
+      for (int i = 0; i < kTM; ++i)
+        for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();  // everyone is done reading before the next tile overwrites it
+  }
+  for (int i = 0; i < kTM; ++i)
+    for (int j = 0; j < kTN; ++j) {
+      const int64_t m = m0 + ty * kTM + i, n = n0 + tx * kTN + j;
+      if (m < M && n < N) op.store(m, n, acc[i][j]);
+    }
+}
+
+// dbias[k] = sum over (n, p, q) of dy: one block per output channel.
+__global__ void conv_bias_grad_kernel(Conv2dParams p, const float* dy, float* dbias) {
+  NL_DYN_SHARED(float, scratch);
+  const int64_t k = blockIdx.x, PQ = p.P * p.Q;
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < p.N * PQ; i += blockDim.x) s += dy[((i / PQ) * p.K + k) * PQ + i % PQ];
+  s = block_sum(s, scratch);
+  if (threadIdx.x == 0) dbias[k] = s;
+}
+
+// ---------------------------------------------------------------------------------- launchers
+
+namespace {
+template <typename Op>
+void run_gemm(const Op& op, int64_t M, int64_t N) {
+  if (M == 0 || N == 0) return;
+  const dim3 grid(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)));
+  NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op);
+}
+}  // namespace
+
+void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  run_gemm(ConvFwdOp{p, x, w, bias, y}, p.K, p.N * p.P * p.Q);
+}
+
+void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
+                float* dw, float* dbias) {
+  if (dx) run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W);
+  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S);
+  if (dbias && p.K > 0) NL_LAUNCH(conv_bias_grad_kernel, unsigned(p.K), 256, 32 * sizeof(float), p, dy, dbias);
+}
+
+// Linear is a 1x1 convolution over N = M rows of a 1x1 image: x [M, K] is NCHW with
+// (N, C, H, W) = (M, K, 1, 1) and y [M, N] is (M, N, 1, 1).
+namespace {
+Conv2dParams as_conv(const LinearParams& l) {
+  return Conv2dParams{l.M, l.K, 1, 1, l.N, 1, 1, 1, 1, 0, 0, 1, 1};
+}
+}  // namespace
+
+void linear_fwd(const LinearParams& l, const float* x, const float* w, const float* bias, float* y) {
+  conv2d_fwd(as_conv(l), x, w, bias, y);
+}
+void linear_bwd(const LinearParams& l, const float* x, const float* w, const float* dy, float* dx,
+                float* dw, float* dbias) {
+  conv2d_bwd(as_conv(l), x, w, dy, dx, dw, dbias);
+}
+
+// ---------------------------------------------------------------------------------- registration
+
+void register_conv_kernels() {
+  conv2d_fwd_stub.set(DeviceType::CUDA, &conv2d_fwd);
+  conv2d_bwd_stub.set(DeviceType::CUDA, &conv2d_bwd);
+  linear_fwd_stub.set(DeviceType::CUDA, &linear_fwd);
+  linear_bwd_stub.set(DeviceType::CUDA, &linear_bwd);
+}
+
+}  // namespace nl::cuda

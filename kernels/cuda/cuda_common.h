@@ -1,0 +1,69 @@
+#pragma once
+// Shared by every kernels/cuda/*.cu: the CUDA API (the real one under nvcc, cuemu under g++),
+// error checks that throw, the launch helper and dynamic shared memory.
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+#else
+#include "kernels/cuemu/cuemu.h"
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "normlab/core/error.h"
+#include "normlab/core/storage.h"
+
+namespace nl::cuda {
+
+// Temporary device memory from the caching allocator (never cudaMalloc on the hot path).
+class Scratch {
+ public:
+  explicit Scratch(size_t bytes)
+      : bytes_(bytes), ptr_(get_allocator(Device::cuda()).allocate(bytes)) {}
+  ~Scratch() { get_allocator(Device::cuda()).deallocate(ptr_, bytes_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* f32() const { return static_cast<float*>(ptr_); }
+
+ private:
+  size_t bytes_;
+  void* ptr_;
+};
+
+// The stream every normlab kernel runs on (the legacy default stream for now).
+inline cudaStream_t stream() { return nullptr; }
+
+[[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace nl::cuda
+
+// After every runtime call: throws nl::Error naming the call, the CUDA error and, under cuemu,
+// the failing kernel, block, thread and source line.
+#define NL_CUDA_CHECK(expr)                                                          \
+  do {                                                                               \
+    cudaError_t nl_err_ = (expr);                                                    \
+    if (nl_err_ != cudaSuccess) ::nl::cuda::throw_cuda_error(nl_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+// Launch + launch check. Host code never spells <<< >>>, so the same launcher compiles under
+// nvcc and g++.
+#if defined(__CUDACC__)
+#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                 \
+  do {                                                                             \
+    kernel<<<(grid), (block), (shmem), ::nl::cuda::stream()>>>(__VA_ARGS__);       \
+    NL_CUDA_CHECK(cudaGetLastError());                                             \
+  } while (0)
+#define NL_DYN_SHARED(T, name)                                 \
+  extern __shared__ __align__(16) unsigned char nl_dyn_smem_[]; \
+  T* name = reinterpret_cast<T*>(nl_dyn_smem_)
+#else
+#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                            \
+  do {                                                                                        \
+    ::cuemu::launch(#kernel, kernel, (grid), (block), (shmem), ::nl::cuda::stream(), __VA_ARGS__); \
+    NL_CUDA_CHECK(cudaGetLastError());                                                        \
+  } while (0)
+#define NL_DYN_SHARED(T, name) T* name = reinterpret_cast<T*>(::cuemu::dynamic_shared())
+#endif

@@ -1,0 +1,126 @@
+// Device memory: a caching allocator, copies between host and device, fills and strided gathers.
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/stubs.h"
+#include "normlab/core/storage.h"
+
+namespace nl::cuda {
+
+[[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
+  std::string detail;
+#if !defined(__CUDACC__)
+  detail = ::cuemu::last_failure();
+#endif
+  ::nl::detail::throw_error(file, line, expr, "CUDA error '", cudaGetErrorString(e), "' from ",
+                            expr, detail.empty() ? "" : " — ", detail);
+}
+
+// ---------------------------------------------------------------------------------- kernels
+
+__global__ void fill_kernel(int64_t n, float value, float* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = value;
+}
+
+__global__ void copy_strided_kernel(StridedCopyParams p, const uint32_t* src, uint32_t* dst) {
+  for (int64_t out = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; out < p.numel;
+       out += int64_t(gridDim.x) * blockDim.x) {
+    int64_t rem = out, off = 0;
+    for (int64_t d = p.ndim - 1; d >= 0; --d) {
+      off += (rem % p.shape[d]) * p.src_strides[d];
+      rem /= p.shape[d];
+    }
+    dst[out] = src[off];
+  }
+}
+
+// ---------------------------------------------------------------------------------- launchers
+
+namespace {
+constexpr int kThreads = 256;
+unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(n, kThreads), 4096)); }
+}  // namespace
+
+void fill(int64_t n, float value, float* y) {
+  if (n > 0) NL_LAUNCH(fill_kernel, grid_for(n), kThreads, 0, n, value, y);
+}
+
+void copy_strided(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst) {
+  if (p.numel > 0) NL_LAUNCH(copy_strided_kernel, grid_for(p.numel), kThreads, 0, p, src, dst);
+}
+
+void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, Device src_device) {
+  if (nbytes == 0) return;
+  const cudaMemcpyKind kind = dst_device.is_cuda()
+                                  ? (src_device.is_cuda() ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                  : cudaMemcpyDeviceToHost;
+  NL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream()));
+  // Host memory may be read or freed right after this returns.
+  if (kind != cudaMemcpyDeviceToDevice) NL_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
+// Caches freed blocks by size: cudaMalloc/cudaFree synchronise the device and cost far more than
+// a kernel, so steady-state training must not call them.
+class CudaAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    const size_t rounded = (nbytes + 511) / 512 * 512;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(rounded);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, rounded);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      release_cache();  // retry once with the cache returned to the device
+      e = cudaMalloc(&p, rounded);
+    }
+    NL_CHECK(e == cudaSuccess, "out of memory: could not allocate ", nbytes, " bytes on cuda (",
+             cudaGetErrorString(e), ")");
+    return p;
+  }
+  void deallocate(void* ptr, size_t nbytes) noexcept override {
+    const size_t rounded = (nbytes + 511) / 512 * 512;
+    std::lock_guard<std::mutex> lock(mu_);
+    try {
+      free_[rounded].push_back(ptr);
+    } catch (...) {
+      cudaFree(ptr);
+    }
+  }
+  void release_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, list] : free_)
+      for (void* p : list) cudaFree(p);
+    free_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+};
+
+Allocator& allocator() {
+  static CudaAllocator* a = new CudaAllocator;  // never destroyed: outlives static tensors
+  return *a;
+}
+
+// ---------------------------------------------------------------------------------- registration
+
+void register_memory_kernels() {
+  set_allocator(DeviceType::CUDA, &allocator());
+  copy_bytes_stub.set(DeviceType::CUDA, &copy_bytes);
+  copy_strided_stub.set(DeviceType::CUDA, &copy_strided);
+  fill_stub.set(DeviceType::CUDA, &fill);
+}
+
+}  // namespace nl::cuda

@@ -1,0 +1,471 @@
+// The cuemu scheduler (blocks, fibers, barriers, warp operations) and the runtime API subset.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuemu.h"
+#include "fiber.h"
+
+namespace cuemu {
+namespace {
+
+constexpr size_t kStackBytes = 64 * 1024;
+
+struct LaunchAbort {};  // unwinds a fiber after the launch failed
+
+enum class State { Runnable, AtBarrier, AtWarpOp, Done };
+
+struct Thread {
+  ThreadContext ctx;
+  State state = State::Runnable;
+  std::source_location site;  // where it is parked
+  // Warp operation in flight.
+  WarpOpKind kind{};
+  unsigned mask = 0;
+  uint64_t value = 0, result = 0;
+  int param = 0, width = 32;
+};
+
+struct Block {
+  const char* kernel = "";
+  std::vector<Thread> threads;
+  std::vector<unsigned char> shared;
+  const ThreadBody* body = nullptr;
+  bool failed = false;
+  Thread* running = nullptr;
+};
+
+thread_local Block* g_block = nullptr;
+
+struct Globals {
+  std::mutex mu;
+  cudaError_t last = cudaSuccess;    // cleared by cudaGetLastError
+  cudaError_t sticky = cudaSuccess;  // launch failures stay until reset_error()
+  std::string failure;
+  std::map<const void*, size_t> allocations;
+  Order order = Order::Forward;
+  uint64_t seed = 0;
+  std::vector<std::unique_ptr<Fiber>> fibers;  // stacks reused across blocks and launches
+  Globals() {
+    if (const char* env = std::getenv("NORMLAB_CUEMU_ORDER")) {
+      std::string v = env;
+      if (v.rfind("reverse", 0) == 0) order = Order::Reverse;
+      if (v.rfind("random", 0) == 0) {
+        order = Order::Random;
+        auto colon = v.find(':');
+        seed = colon == std::string::npos ? 1 : std::strtoull(v.c_str() + colon + 1, nullptr, 10);
+      }
+    }
+  }
+};
+
+Globals& g() {
+  static Globals globals;
+  return globals;
+}
+
+std::string where(const std::source_location& loc) {
+  std::string f = loc.file_name();
+  auto slash = f.find_last_of('/');
+  return (slash == std::string::npos ? f : f.substr(slash + 1)) + ":" + std::to_string(loc.line());
+}
+
+std::string thread_name(const Thread& t) {
+  std::ostringstream os;
+  os << "thread (" << t.ctx.thread_idx.x << "," << t.ctx.thread_idx.y << "," << t.ctx.thread_idx.z << ")";
+  return os.str();
+}
+
+std::string block_name(const Block& b) {
+  const dim3& i = b.threads.front().ctx.block_idx;
+  std::ostringstream os;
+  os << "kernel " << b.kernel << ", block (" << i.x << "," << i.y << "," << i.z << ")";
+  return os.str();
+}
+
+// Records a launch failure; the scheduler stops running the block.
+void fail(Block& b, const std::string& what) {
+  if (b.failed) return;
+  b.failed = true;
+  std::lock_guard<std::mutex> lock(g().mu);
+  g().failure = block_name(b) + ": " + what;
+  g().last = g().sticky = cudaErrorLaunchFailure;
+}
+
+// Inside a fiber: report, then unwind this fiber.
+[[noreturn]] void fail_here(const std::string& what) {
+  fail(*g_block, thread_name(*g_block->running) + ": " + what);
+  throw LaunchAbort{};
+}
+
+void park(State s, const std::source_location& loc) {
+  Thread* t = g_block->running;
+  t->state = s;
+  t->site = loc;
+  Fiber::yield_to_scheduler();
+  if (g_block->failed) throw LaunchAbort{};
+}
+
+void fiber_entry(void* arg) {
+  auto* t = static_cast<Thread*>(arg);
+  try {
+    (*g_block->body)();
+  } catch (const LaunchAbort&) {
+  } catch (const std::exception& e) {
+    fail(*g_block, thread_name(*t) + ": exception " + e.what());
+  }
+  t->state = State::Done;
+}
+
+std::vector<size_t> make_order(size_t n, uint64_t salt) {
+  std::vector<size_t> v(n);
+  std::iota(v.begin(), v.end(), size_t{0});
+  if (g().order == Order::Reverse) std::reverse(v.begin(), v.end());
+  if (g().order == Order::Random) {
+    uint64_t s = g().seed * 0x9E3779B97F4A7C15ull + salt + 1;
+    for (size_t i = n; i > 1; --i) {
+      s ^= s << 13, s ^= s >> 7, s ^= s << 17;  // xorshift64
+      std::swap(v[i - 1], v[s % i]);
+    }
+  }
+  return v;
+}
+
+bool in_segment(int lane, int src, int width) { return src / width == lane / width; }
+
+// Completes warp operations whose lanes have all arrived. Returns true if any completed.
+bool resolve_warps(Block& b) {
+  bool progress = false;
+  const size_t n = b.threads.size();
+  for (size_t base = 0; base < n && !b.failed; base += 32) {
+    const size_t lanes = std::min<size_t>(32, n - base);
+    for (size_t l = 0; l < lanes; ++l) {
+      Thread& t = b.threads[base + l];
+      if (t.state != State::AtWarpOp) continue;
+      // All lanes of t's mask must be parked at the same operation.
+      bool ready = true;
+      for (size_t m = 0; m < 32; ++m) {
+        if (!(t.mask >> m & 1u)) continue;
+        if (m >= lanes) {
+          fail(b, thread_name(t) + ": mask 0x" + ([&] { std::ostringstream o; o << std::hex << t.mask; return o.str(); })() +
+                      " at " + where(t.site) + " names lane " + std::to_string(m) + ", which does not exist");
+          return false;
+        }
+        Thread& o = b.threads[base + m];
+        if (o.state == State::Runnable) ready = false;
+        else if (o.state == State::Done) {
+          fail(b, thread_name(t) + " waits at " + where(t.site) + " for lane " + std::to_string(m) + ", which exited");
+          return false;
+        } else if (o.state == State::AtBarrier) {
+          fail(b, thread_name(t) + " waits at the warp operation at " + where(t.site) + " but lane " +
+                      std::to_string(m) + " is at __syncthreads at " + where(o.site));
+          return false;
+        } else if (o.kind != t.kind || o.site.line() != t.site.line() || o.mask != t.mask) {
+          fail(b, "lanes of one warp met different warp operations: " + thread_name(t) + " at " +
+                      where(t.site) + ", " + thread_name(o) + " at " + where(o.site));
+          return false;
+        }
+      }
+      if (!ready) continue;
+      // Compute every lane's result, then release them.
+      const unsigned mask = t.mask;
+      uint64_t ballot = 0;
+      for (size_t m = 0; m < 32; ++m)
+        if (mask >> m & 1u) ballot |= (b.threads[base + m].value != 0 ? 1ull : 0ull) << m;
+      for (size_t m = 0; m < 32; ++m) {
+        if (!(mask >> m & 1u)) continue;
+        Thread& me = b.threads[base + m];
+        const int lane = static_cast<int>(m), w = me.width;
+        int src = lane;
+        switch (me.kind) {
+          case WarpOpKind::Shfl: src = (lane / w) * w + (((me.param % w) + w) % w); break;
+          case WarpOpKind::ShflUp: src = lane - me.param; if (src < (lane / w) * w) src = lane; break;
+          case WarpOpKind::ShflDown: src = lane + me.param; if (src >= (lane / w + 1) * w) src = lane; break;
+          case WarpOpKind::ShflXor: src = lane ^ me.param; if (src > lane && !in_segment(lane, src, w)) src = lane; break;
+          default: break;
+        }
+        switch (me.kind) {
+          case WarpOpKind::Ballot: me.result = ballot; break;
+          case WarpOpKind::All: me.result = ballot == mask; break;
+          case WarpOpKind::Any: me.result = ballot != 0; break;
+          case WarpOpKind::SyncWarp: me.result = 0; break;
+          default:
+            if (src < 0 || src >= 32 || !(mask >> src & 1u)) {
+              fail(b, thread_name(me) + " at " + where(me.site) + " reads lane " + std::to_string(src) +
+                          ", which is not in the mask");
+              return false;
+            }
+            me.result = b.threads[base + static_cast<size_t>(src)].value;
+        }
+      }
+      for (size_t m = 0; m < 32; ++m)
+        if (mask >> m & 1u) b.threads[base + m].state = State::Runnable;
+      progress = true;
+    }
+  }
+  return progress;
+}
+
+void run_block(Block& b, const std::vector<size_t>& order) {
+  for (;;) {
+    for (size_t i : order) {
+      Thread& t = b.threads[i];
+      if (t.state != State::Runnable || b.failed) continue;
+      b.running = &t;
+      g().fibers[i]->resume();
+      b.running = nullptr;
+    }
+    if (b.failed) return;
+    if (resolve_warps(b)) continue;
+    if (b.failed) return;
+    size_t done = 0, at_barrier = 0, at_warp = 0;
+    const Thread* first_barrier = nullptr;
+    const Thread* exited = nullptr;
+    for (const Thread& t : b.threads) {
+      if (t.state == State::Done) ++done, exited = &t;
+      if (t.state == State::AtBarrier) {
+        ++at_barrier;
+        if (!first_barrier) first_barrier = &t;
+      }
+      if (t.state == State::AtWarpOp) ++at_warp;
+    }
+    if (done == b.threads.size()) return;
+    if (at_barrier + done == b.threads.size()) {
+      if (done > 0) {
+        fail(b, "barrier divergence: " + thread_name(*first_barrier) + " waits at __syncthreads at " +
+                    where(first_barrier->site) + " but " + thread_name(*exited) + " has exited");
+        return;
+      }
+      for (const Thread& t : b.threads) {
+        if (t.site.line() != first_barrier->site.line() ||
+            std::string(t.site.file_name()) != first_barrier->site.file_name()) {
+          fail(b, "barrier divergence: " + thread_name(*first_barrier) + " waits at __syncthreads at " +
+                      where(first_barrier->site) + " but " + thread_name(t) + " at " + where(t.site));
+          return;
+        }
+      }
+      for (Thread& t : b.threads) t.state = State::Runnable;
+      continue;
+    }
+    fail(b, "deadlock: " + std::to_string(at_warp) + " threads wait at warp operations and " +
+                std::to_string(at_barrier) + " at __syncthreads, and none can proceed");
+    return;
+  }
+}
+
+}  // namespace
+
+ThreadContext& current() {
+  if (!g_block || !g_block->running) {
+    static ThreadContext host;  // threadIdx outside a kernel: zeros, as in host code on a GPU
+    return host;
+  }
+  return g_block->running->ctx;
+}
+
+void* dynamic_shared() { return g_block ? g_block->shared.data() : nullptr; }
+
+void syncthreads(const std::source_location& loc) {
+  if (!g_block) return;
+  park(State::AtBarrier, loc);
+}
+
+uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int width,
+                 const std::source_location& loc) {
+  if (!g_block) return value;
+  Thread* t = g_block->running;
+  const unsigned lane = t->ctx.linear_tid % 32;
+  if (!(mask >> lane & 1u)) fail_here("lane " + std::to_string(lane) + " is not in its own mask at " + where(loc));
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    fail_here("shuffle width " + std::to_string(width) + " is not a power of two in [1, 32] at " + where(loc));
+  t->kind = kind, t->mask = mask, t->value = value, t->param = param, t->width = width;
+  park(State::AtWarpOp, loc);
+  return t->result;
+}
+
+void set_order(Order order, uint64_t seed) {
+  g().order = order;
+  g().seed = seed;
+}
+Order order() { return g().order; }
+
+std::string last_failure() {
+  std::lock_guard<std::mutex> lock(g().mu);
+  return g().failure;
+}
+
+void reset_error() {
+  std::lock_guard<std::mutex> lock(g().mu);
+  g().last = g().sticky = cudaSuccess;
+  g().failure.clear();
+}
+
+void run_launch(const char* kernel, dim3 grid, dim3 block, size_t shmem, const ThreadBody& body) {
+  const size_t nthreads = size_t(block.x) * block.y * block.z;
+  const size_t nblocks = size_t(grid.x) * grid.y * grid.z;
+  if (g().sticky != cudaSuccess) return;  // a failed context runs nothing more, as on a GPU
+  if (nthreads == 0 || nthreads > 1024 || nblocks == 0 || block.z > 64) {
+    std::lock_guard<std::mutex> lock(g().mu);
+    g().last = cudaErrorInvalidConfiguration;
+    g().failure = std::string("kernel ") + kernel + ": invalid launch configuration";
+    return;
+  }
+  while (g().fibers.size() < nthreads) g().fibers.push_back(std::make_unique<Fiber>(kStackBytes));
+  Block b;
+  b.kernel = kernel;
+  b.body = &body;
+  b.threads.resize(nthreads);
+  g_block = &b;
+  const std::vector<size_t> block_order = make_order(nblocks, 0x5bd1e995);
+  for (size_t bi : block_order) {
+    dim3 bidx(unsigned(bi % grid.x), unsigned(bi / grid.x % grid.y), unsigned(bi / (size_t(grid.x) * grid.y)));
+    b.shared.assign(shmem, 0xFF);  // uninitialised shared memory reads as NaN
+    for (size_t t = 0; t < nthreads; ++t) {
+      Thread& th = b.threads[t];
+      th = Thread{};
+      th.ctx.thread_idx = dim3(unsigned(t % block.x), unsigned(t / block.x % block.y),
+                               unsigned(t / (size_t(block.x) * block.y)));
+      th.ctx.block_idx = bidx;
+      th.ctx.block_dim = block;
+      th.ctx.grid_dim = grid;
+      th.ctx.linear_tid = unsigned(t);
+      g().fibers[t]->start(fiber_entry, &th);
+    }
+    run_block(b, make_order(nthreads, bi));
+    if (b.failed) break;
+  }
+  g_block = nullptr;
+}
+
+}  // namespace cuemu
+
+// --- runtime API ---------------------------------------------------------------------------------
+using cuemu::g;
+
+namespace {
+cudaError_t set_error(cudaError_t e) {
+  if (e != cudaSuccess) g().last = e;
+  return e;
+}
+}  // namespace
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  if (!ptr) return set_error(cudaErrorInvalidValue);
+  void* p = std::aligned_alloc(256, std::max<size_t>(256, (bytes + 255) / 256 * 256));
+  if (!p) return set_error(cudaErrorMemoryAllocation);
+  std::memset(p, 0xFF, bytes);  // uninitialised device memory reads as NaN
+  std::lock_guard<std::mutex> lock(g().mu);
+  g().allocations[p] = bytes;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g().mu);
+  auto it = g().allocations.find(ptr);
+  if (it == g().allocations.end()) {
+    g().last = cudaErrorInvalidValue;
+    return cudaErrorInvalidValue;
+  }
+  g().allocations.erase(it);
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+namespace {
+// Device ranges are checked: a copy that runs past an allocation is an error, as on a GPU.
+bool device_range_ok(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g().mu);
+  auto it = g().allocations.upper_bound(p);
+  if (it == g().allocations.begin()) return false;
+  --it;
+  auto base = static_cast<const char*>(it->first);
+  auto q = static_cast<const char*>(p);
+  return q >= base && q + bytes <= base + it->second;
+}
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if ((dst_dev && !device_range_ok(dst, bytes)) || (src_dev && !device_range_ok(src, bytes)))
+    return set_error(cudaErrorInvalidValue);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (!device_range_ok(ptr, bytes)) return set_error(cudaErrorInvalidValue);
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(ptr, value, bytes);
+}
+
+struct CUstream_st {};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point t;
+};
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  *s = new CUstream_st;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+// Launches run eagerly, so synchronising only reports what happened.
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return g().sticky; }
+cudaError_t cudaDeviceSynchronize() { return g().sticky; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->t = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return g().sticky; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  return cudaSuccess;
+}
+cudaError_t cudaGetLastError() {
+  std::lock_guard<std::mutex> lock(g().mu);
+  cudaError_t e = g().last;
+  g().last = g().sticky;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return g().last; }
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
