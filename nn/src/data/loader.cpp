@@ -38,9 +38,9 @@ Tensor to_tensor(const ImageSet& s, const std::vector<float>& mean, const std::v
   return Tensor::from_vector(v, {n, s.C, s.H, s.W});
 }
 
-DataLoader::DataLoader(const ImageSet& set, std::vector<float> mean, std::vector<float> std,
+DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float> std,
                        LoaderOptions options)
-    : set_(set), mean_(std::move(mean)), std_(std::move(std)), opt_(options) {
+    : set_(std::move(set)), mean_(std::move(mean)), std_(std::move(std)), opt_(options) {
   check_norm(set_, mean_, std_);
   NL_CHECK(opt_.batch_size > 0, "batch size must be positive, got ", opt_.batch_size);
   NL_CHECK(set_.N > 0, "the dataset is empty");

@@ -97,8 +97,9 @@ struct Batch {
 // the same stream.
 class DataLoader {
  public:
-  DataLoader(const ImageSet& set, std::vector<float> mean, std::vector<float> std,
-             LoaderOptions options);
+  // Keeps its own copy of the images (a copy costs far less than one epoch and leaves no
+  // lifetime to get wrong); std::move a set in to avoid it.
+  DataLoader(ImageSet set, std::vector<float> mean, std::vector<float> std, LoaderOptions options);
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -114,7 +115,7 @@ class DataLoader {
   void produce();               // worker: prepares every batch of the epoch in order
   Batch make_batch(int64_t b, const std::vector<int64_t>& order, Generator& gen) const;
 
-  const ImageSet& set_;
+  const ImageSet set_;
   std::vector<float> mean_, std_;
   LoaderOptions opt_;
   // Hand-off between the worker and the consumer.

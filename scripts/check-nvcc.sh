@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Compiles every kernels/cuda/*.cu with nvcc for sm_80 and sm_90 with ptxas verbose output,
+# writes the register/spill report, and fails on any register spill in a kernel (the norm and
+# conv kernels are designed to keep everything in registers; a spill means a regression).
+#   scripts/check-nvcc.sh [report-dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-build/nvcc}
+mkdir -p "$out"
+nvcc=${NVCC:-nvcc}
+command -v "$nvcc" >/dev/null || { echo "check-nvcc: nvcc not found" >&2; exit 1; }
+report="$out/ptxas-report.txt"
+: > "$report"
+status=0
+for cu in kernels/cuda/*.cu; do
+  name=$(basename "$cu" .cu)
+  if ! "$nvcc" -std=c++20 -O3 -I. -Icore/include \
+      -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+      -Xptxas -v -c "$cu" -o "$out/$name.o" > "$out/$name.log" 2>&1; then
+    echo "check-nvcc: nvcc failed on $cu:" >&2
+    cat "$out/$name.log" >&2
+    status=1
+    continue
+  fi
+  cat "$out/$name.log" >> "$report"
+done
+# One line per kernel and architecture: registers and spills.
+summary="$out/ptxas-summary.txt"
+awk '
+  /Compiling entry function/ { fn = $7; gsub(/\047/, "", fn); arch = $9; gsub(/\047/, "", arch) }
+  /spill stores/ { stack = $1; st = $5; ld = $9 }
+  /Used [0-9]+ registers/ { printf "%-6s %4s regs  stack %4s  spill stores %4s  loads %4s  %s\n", arch, $5, stack, st, ld, fn }
+' "$report" | c++filt > "$summary"
+cat "$summary"
+if grep -E "spill stores +[1-9]|loads +[1-9]" "$summary"; then
+  echo "check-nvcc: register spills above" >&2
+  status=1
+fi
+[ $status -eq 0 ] && echo "check-nvcc: $(ls kernels/cuda/*.cu | wc -l) files, $(wc -l < "$summary") kernel builds, no spills"
+exit $status

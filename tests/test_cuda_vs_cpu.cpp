@@ -1,0 +1,138 @@
+// The CUDA backend against the CPU backend on identical inputs: every op's forward and backward,
+// and two training steps of the comparison network. Hidden tag [.cuda]: these run only in the
+// cuda registrations of the suite (see tests/CMakeLists.txt).
+#include <functional>
+
+#include "helpers.h"
+#include "model.h"
+#include "normlab/core/autograd.h"
+#include "normlab/core/ops.h"
+#include "normlab/core/storage.h"
+#include "normlab/nn/data.h"
+#include "normlab/nn/optim.h"
+#include "normlab/nn/scheduler.h"
+
+using namespace nl;
+using namespace nl::test;
+
+namespace {
+
+struct OpCase {
+  const char* name;
+  std::function<Tensor(const std::vector<Tensor>&)> f;
+  std::vector<Tensor> inputs;  // CPU tensors; all float inputs get gradients
+  double rtol;                 // relative to each tensor's RMS (require_close)
+};
+
+// Runs f on both devices and compares the output and every input gradient.
+void agree(const OpCase& c) {
+  INFO("op " << c.name);
+  auto run = [&](Device d) {
+    std::vector<Tensor> in;
+    for (const Tensor& t : c.inputs) {
+      Tensor u = t.to(d);
+      if (u.dtype() == DType::F32) u.set_requires_grad(true);
+      in.push_back(u);
+    }
+    Tensor y = c.f(in);
+    Generator g(17);
+    Tensor dy = Tensor::randn(y.shape(), g, d);
+    y.backward(dy);
+    std::vector<Tensor> out{y};
+    for (const Tensor& t : in)
+      if (t.dtype() == DType::F32) out.push_back(t.grad());
+    return out;
+  };
+  std::vector<Tensor> cpu = run(Device::cpu()), gpu = run(Device::cuda());
+  REQUIRE(cpu.size() == gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    REQUIRE(gpu[i].device() == Device::cuda());
+    require_close(gpu[i], to_double(cpu[i]), c.rtol, std::string(c.name) + (i ? " grad " + std::to_string(i - 1) : " output"));
+  }
+}
+
+Tensor cpu_randn(const Shape& s, uint64_t seed, float scale = 1.0f, float shift = 0.0f) {
+  Generator g(seed);
+  std::vector<float> v(static_cast<size_t>(s.numel()));
+  for (float& x : v) x = g.next_normal() * scale + shift;
+  return Tensor::from_vector(v, s);
+}
+
+}  // namespace
+
+TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][cuda-vs-cpu]") {
+  REQUIRE(device_available(DeviceType::CUDA));
+  Tensor rm = Tensor::zeros({6}), rv = Tensor::ones({6});
+  const Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5, 2}, {7});
+  // Tolerances: float reductions in a different order than the CPU's double accumulation.
+  std::vector<OpCase> cases = {
+      {"conv2d 3x3 s1 p1", [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+       {cpu_randn({3, 5, 9, 7}, 1), cpu_randn({6, 5, 3, 3}, 2, 0.3f), cpu_randn({6}, 3)}, 1e-5},
+      {"conv2d 3x3 s2 p0", [](auto& v) { return conv2d(v[0], v[1], Tensor(), 2, 0); },
+       {cpu_randn({2, 3, 11, 8}, 4), cpu_randn({70, 3, 3, 3}, 5, 0.3f)}, 1e-5},
+      {"conv2d 1x1", [](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 0); },
+       {cpu_randn({2, 32, 6, 6}, 6), cpu_randn({16, 32, 1, 1}, 7)}, 1e-5},
+      {"batch_norm train", [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()), true); },
+       {cpu_randn({4, 6, 5, 7}, 8, 2.0f, 0.5f), cpu_randn({6}, 9, 0.5f, 1.0f), cpu_randn({6}, 10)}, 1e-5},
+      {"batch_norm eval", [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm.to(v[0].device()), rv.to(v[0].device()), false); },
+       {cpu_randn({4, 6, 5, 7}, 11), cpu_randn({6}, 12), cpu_randn({6}, 13)}, 1e-5},
+      {"group_norm G=3", [](auto& v) { return group_norm(v[0], 3, v[1], v[2]); },
+       {cpu_randn({4, 6, 5, 7}, 14, 1.5f), cpu_randn({6}, 15), cpu_randn({6}, 16)}, 1e-5},
+      {"group_norm G=1 (LayerNorm over C,H,W)", [](auto& v) { return group_norm(v[0], 1, v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 17), cpu_randn({6}, 18), cpu_randn({6}, 19)}, 1e-5},
+      {"group_norm G=C (InstanceNorm)", [](auto& v) { return group_norm(v[0], 6, v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 20), cpu_randn({6}, 21), cpu_randn({6}, 22)}, 1e-5},
+      {"layer_norm last dim", [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
+       {cpu_randn({9, 300}, 23, 2.0f, 1.0f), cpu_randn({300}, 24), cpu_randn({300}, 25)}, 1e-5},
+      {"relu", [](auto& v) { return relu(v[0]); }, {cpu_randn({3, 5, 7}, 26)}, 0},
+      {"max_pool2d 2x2", [](auto& v) { return max_pool2d(v[0]); }, {cpu_randn({3, 6, 5, 7}, 27)}, 0},
+      {"max_pool2d 3x3 s2", [](auto& v) { return max_pool2d(v[0], 3, 2); }, {cpu_randn({2, 3, 9, 7}, 28)}, 1e-6},
+      {"global_avg_pool", [](auto& v) { return global_avg_pool(v[0]); }, {cpu_randn({3, 6, 5, 7}, 29)}, 1e-6},
+      {"add", [](auto& v) { return add(v[0], v[1]); }, {cpu_randn({3, 70}, 30), cpu_randn({3, 70}, 31)}, 0},
+      {"mul", [](auto& v) { return mul(v[0], v[1]); }, {cpu_randn({3, 70}, 32), cpu_randn({3, 70}, 33)}, 0},
+      {"sum", [](auto& v) { return sum(v[0]); }, {cpu_randn({3, 70}, 34)}, 1e-5},
+      {"dropout", [](auto& v) { Generator g(5); return dropout(v[0], 0.3f, true, &g); }, {cpu_randn({5, 77}, 35)}, 0},
+      {"linear", [](auto& v) { return linear(v[0], v[1], v[2]); },
+       {cpu_randn({7, 20}, 36), cpu_randn({9, 20}, 37), cpu_randn({9}, 38)}, 1e-5},
+      {"log_softmax + nll", [&](auto& v) { return nll_loss(log_softmax(v[0]), target.to(v[0].device())); },
+       {cpu_randn({7, 10}, 39, 2.0f)}, 1e-5},
+  };
+  for (const OpCase& c : cases) agree(c);
+}
+
+TEST_CASE("two training steps of the comparison network on cuda match the CPU", "[.cuda][cuda-vs-cpu][train]") {
+  REQUIRE(device_available(DeviceType::CUDA));
+  data::Dataset d = data::load_cifar10(NORMLAB_CIFAR_SUBSET);
+  data::LoaderOptions lo;
+  lo.batch_size = 32;
+  lo.augment = true;
+  lo.background = false;
+  data::DataLoader loader(d.train.head(64), d.mean, d.std, lo);
+  for (compare::NormKind k : {compare::NormKind::Batch, compare::NormKind::Group, compare::NormKind::Layer}) {
+    INFO("norm " << compare::norm_key(k));
+    std::vector<float> losses[2];
+    for (int dev = 0; dev < 2; ++dev) {
+      const Device device = dev ? Device::cuda() : Device::cpu();
+      Generator init(0), drop(1);
+      auto net = compare::make_net(k, init, &drop);
+      net->to(device);
+      nn::SGD opt(net->parameters(), {.lr = 0.004f, .momentum = 0.95f, .weight_decay = 5e-4f});
+      nn::OneCycleLR sched(opt, 0.1f, 10);
+      loader.start_epoch(1);
+      data::Batch b;
+      while (loader.next(b)) {  // 64 images: 2 steps of 32
+        opt.zero_grad();
+        Tensor loss = nll_loss(net->forward(b.images.to(device)), b.labels.to(device));
+        loss.backward();
+        opt.step();
+        sched.step();
+        losses[dev].push_back(loss.item());
+      }
+    }
+    REQUIRE(losses[0].size() == 2);
+    for (size_t s = 0; s < 2; ++s) {
+      CAPTURE(s, losses[0][s], losses[1][s]);
+      CHECK(std::abs(losses[1][s] - losses[0][s]) <= 1e-3 * std::abs(losses[0][s]));
+    }
+  }
+}
