@@ -1,31 +1,55 @@
 # The two set-up commands: `make run` (the main job) and `make test` (every test).
-# Both install the Debian dependencies first, configure and build.
-BUILD ?= build
+# Both install the Debian dependencies first, then configure and build with CMake.
+#
+# make test runs four stages, each in its own build tree:
+#   test-cpu       the CPU build and its full suite
+#   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
+#                  forward, reverse and random thread order
+#   test-asan      the emulated build under AddressSanitizer + UndefinedBehaviorSanitizer
+#   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+CONFIGURE = cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON $(CMAKE_FLAGS)
+CTEST = ctest --output-on-failure -j $(JOBS)
 # The main job's data: the real CIFAR-10 subset beside the repository when it is there,
 # otherwise ./data, downloading CIFAR-10 if it is missing. Override with RUN_ARGS=...
 SUBSET := ../shared/data/cifar10-subset
 RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out runs/compare_norms
 
-.PHONY: all deps configure build test run clean
+.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc clean
 
 all: build
 
 deps:
 	scripts/install-deps.sh
 
-configure: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON $(CMAKE_FLAGS)
-
-build: configure
-	cmake --build $(BUILD) -j $(JOBS)
-
-test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+build: deps
+	$(CONFIGURE) -S . -B build
+	cmake --build build -j $(JOBS)
 
 run: build
-	$(BUILD)/examples/compare_norms/compare_norms $(RUN_ARGS)
+	build/examples/compare_norms/compare_norms $(RUN_ARGS)
+
+test: test-cpu test-emulate test-asan test-nvcc
+	@echo "make test: all four stages passed"
+
+test-cpu: build
+	cd build && $(CTEST)
+
+test-emulate: deps
+	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -S . -B build-emulate
+	cmake --build build-emulate -j $(JOBS)
+	cd build-emulate && $(CTEST)
+
+# Forward order only: the emulate stage already covers the three orders; this one hunts
+# memory errors, which do not depend on the order.
+test-asan: deps
+	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_SANITIZE=ON -DNORMLAB_NATIVE=OFF -S . -B build-asan
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)"
+
+test-nvcc:
+	scripts/check-nvcc.sh build-nvcc
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf build build-emulate build-asan build-nvcc

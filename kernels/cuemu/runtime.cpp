@@ -140,77 +140,97 @@ std::vector<size_t> make_order(size_t n, uint64_t salt) {
 
 bool in_segment(int lane, int src, int width) { return src / width == lane / width; }
 
-// Completes warp operations whose lanes have all arrived. Returns true if any completed.
-bool resolve_warps(Block& b) {
-  bool progress = false;
+// Completes the warp operation of the warp starting at `base` if all lanes of its mask have
+// arrived. Returns true if it completed (the lanes are runnable again).
+bool resolve_warp(Block& b, size_t base) {
   const size_t n = b.threads.size();
-  for (size_t base = 0; base < n && !b.failed; base += 32) {
-    const size_t lanes = std::min<size_t>(32, n - base);
-    for (size_t l = 0; l < lanes; ++l) {
-      Thread& t = b.threads[base + l];
-      if (t.state != State::AtWarpOp) continue;
-      // All lanes of t's mask must be parked at the same operation.
-      bool ready = true;
-      for (size_t m = 0; m < 32; ++m) {
-        if (!(t.mask >> m & 1u)) continue;
-        if (m >= lanes) {
-          fail(b, thread_name(t) + ": mask 0x" + ([&] { std::ostringstream o; o << std::hex << t.mask; return o.str(); })() +
-                      " at " + where(t.site) + " names lane " + std::to_string(m) + ", which does not exist");
-          return false;
-        }
-        Thread& o = b.threads[base + m];
-        if (o.state == State::Runnable) ready = false;
-        else if (o.state == State::Done) {
-          fail(b, thread_name(t) + " waits at " + where(t.site) + " for lane " + std::to_string(m) + ", which exited");
-          return false;
-        } else if (o.state == State::AtBarrier) {
-          fail(b, thread_name(t) + " waits at the warp operation at " + where(t.site) + " but lane " +
-                      std::to_string(m) + " is at __syncthreads at " + where(o.site));
-          return false;
-        } else if (o.kind != t.kind || o.site.line() != t.site.line() || o.mask != t.mask) {
-          fail(b, "lanes of one warp met different warp operations: " + thread_name(t) + " at " +
-                      where(t.site) + ", " + thread_name(o) + " at " + where(o.site));
-          return false;
-        }
+  const size_t lanes = std::min<size_t>(32, n - base);
+  for (size_t l = 0; l < lanes && !b.failed; ++l) {
+    Thread& t = b.threads[base + l];
+    if (t.state != State::AtWarpOp) continue;
+    // All lanes of t's mask must be parked at the same operation.
+    bool ready = true;
+    for (size_t m = 0; m < 32; ++m) {
+      if (!(t.mask >> m & 1u)) continue;
+      if (m >= lanes) {
+        std::ostringstream hex;
+        hex << std::hex << t.mask;
+        fail(b, thread_name(t) + ": mask 0x" + hex.str() + " at " + where(t.site) + " names lane " +
+                    std::to_string(m) + ", which does not exist");
+        return false;
       }
-      if (!ready) continue;
-      // Compute every lane's result, then release them.
-      const unsigned mask = t.mask;
-      uint64_t ballot = 0;
-      for (size_t m = 0; m < 32; ++m)
-        if (mask >> m & 1u) ballot |= (b.threads[base + m].value != 0 ? 1ull : 0ull) << m;
-      for (size_t m = 0; m < 32; ++m) {
-        if (!(mask >> m & 1u)) continue;
-        Thread& me = b.threads[base + m];
-        const int lane = static_cast<int>(m), w = me.width;
-        int src = lane;
-        switch (me.kind) {
-          case WarpOpKind::Shfl: src = (lane / w) * w + (((me.param % w) + w) % w); break;
-          case WarpOpKind::ShflUp: src = lane - me.param; if (src < (lane / w) * w) src = lane; break;
-          case WarpOpKind::ShflDown: src = lane + me.param; if (src >= (lane / w + 1) * w) src = lane; break;
-          case WarpOpKind::ShflXor: src = lane ^ me.param; if (src > lane && !in_segment(lane, src, w)) src = lane; break;
-          default: break;
-        }
-        switch (me.kind) {
-          case WarpOpKind::Ballot: me.result = ballot; break;
-          case WarpOpKind::All: me.result = ballot == mask; break;
-          case WarpOpKind::Any: me.result = ballot != 0; break;
-          case WarpOpKind::SyncWarp: me.result = 0; break;
-          default:
-            if (src < 0 || src >= 32 || !(mask >> src & 1u)) {
-              fail(b, thread_name(me) + " at " + where(me.site) + " reads lane " + std::to_string(src) +
-                          ", which is not in the mask");
-              return false;
-            }
-            me.result = b.threads[base + static_cast<size_t>(src)].value;
-        }
+      Thread& o = b.threads[base + m];
+      if (o.state == State::Runnable) {
+        ready = false;
+      } else if (o.state == State::Done) {
+        fail(b, thread_name(t) + " waits at " + where(t.site) + " for lane " + std::to_string(m) + ", which exited");
+        return false;
+      } else if (o.state == State::AtBarrier) {
+        fail(b, thread_name(t) + " waits at the warp operation at " + where(t.site) + " but lane " +
+                    std::to_string(m) + " is at __syncthreads at " + where(o.site));
+        return false;
+      } else if (o.kind != t.kind || o.site.line() != t.site.line() || o.mask != t.mask) {
+        fail(b, "lanes of one warp met different warp operations: " + thread_name(t) + " at " +
+                    where(t.site) + ", " + thread_name(o) + " at " + where(o.site));
+        return false;
       }
-      for (size_t m = 0; m < 32; ++m)
-        if (mask >> m & 1u) b.threads[base + m].state = State::Runnable;
-      progress = true;
     }
+    if (!ready) return false;
+    // Compute every lane's result, then release them.
+    const unsigned mask = t.mask;
+    uint64_t ballot = 0;
+    for (size_t m = 0; m < 32; ++m)
+      if (mask >> m & 1u) ballot |= (b.threads[base + m].value != 0 ? 1ull : 0ull) << m;
+    for (size_t m = 0; m < 32; ++m) {
+      if (!(mask >> m & 1u)) continue;
+      Thread& me = b.threads[base + m];
+      const int lane = static_cast<int>(m), w = me.width;
+      int src = lane;
+      switch (me.kind) {
+        case WarpOpKind::Shfl: src = (lane / w) * w + (((me.param % w) + w) % w); break;
+        case WarpOpKind::ShflUp: src = lane - me.param; if (src < (lane / w) * w) src = lane; break;
+        case WarpOpKind::ShflDown: src = lane + me.param; if (src >= (lane / w + 1) * w) src = lane; break;
+        case WarpOpKind::ShflXor: src = lane ^ me.param; if (src > lane && !in_segment(lane, src, w)) src = lane; break;
+        default: break;
+      }
+      switch (me.kind) {
+        case WarpOpKind::Ballot: me.result = ballot; break;
+        case WarpOpKind::All: me.result = ballot == mask; break;
+        case WarpOpKind::Any: me.result = ballot != 0; break;
+        case WarpOpKind::SyncWarp: me.result = 0; break;
+        default:
+          if (src < 0 || src >= 32 || !(mask >> src & 1u)) {
+            fail(b, thread_name(me) + " at " + where(me.site) + " reads lane " + std::to_string(src) +
+                        ", which is not in the mask");
+            return false;
+          }
+          me.result = b.threads[base + static_cast<size_t>(src)].value;
+      }
+    }
+    for (size_t m = 0; m < 32; ++m)
+      if (mask >> m & 1u) b.threads[base + m].state = State::Runnable;
+    return true;
   }
-  return progress;
+  return false;
+}
+
+void resume(Block& b, size_t i) {
+  b.running = &b.threads[i];
+  g().fibers[i]->resume();
+  b.running = nullptr;
+}
+
+// Runs the lanes of the warp at `base` (in the block's thread order) for as long as their warp
+// operations keep completing: a warp moves on as soon as its own lanes have met, without waiting
+// for the rest of the block, as on a GPU. Without this, every thread would reach its next
+// synchronisation point before any warp continued, hiding races between warps.
+void run_warp(Block& b, size_t base, const std::vector<size_t>& order) {
+  do {
+    for (size_t i : order) {
+      if (i < base || i >= base + 32 || b.failed) continue;
+      if (b.threads[i].state == State::Runnable) resume(b, i);
+    }
+  } while (!b.failed && resolve_warp(b, base));
 }
 
 void run_block(Block& b, const std::vector<size_t>& order) {
@@ -218,13 +238,15 @@ void run_block(Block& b, const std::vector<size_t>& order) {
     for (size_t i : order) {
       Thread& t = b.threads[i];
       if (t.state != State::Runnable || b.failed) continue;
-      b.running = &t;
-      g().fibers[i]->resume();
-      b.running = nullptr;
+      resume(b, i);
+      if (t.state == State::AtWarpOp && resolve_warp(b, i / 32 * 32)) run_warp(b, i / 32 * 32, order);
     }
     if (b.failed) return;
-    if (resolve_warps(b)) continue;
+    bool progress = false;
+    for (size_t base = 0; base < b.threads.size() && !b.failed; base += 32)
+      if (resolve_warp(b, base)) run_warp(b, base, order), progress = true;
     if (b.failed) return;
+    if (progress) continue;
     size_t done = 0, at_barrier = 0, at_warp = 0;
     const Thread* first_barrier = nullptr;
     const Thread* exited = nullptr;
