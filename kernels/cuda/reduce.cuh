@@ -16,7 +16,7 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   v = warp_sum(v);
   if (lane == 0) scratch[warp] = v;
-  /*removed*/;
+  __syncthreads();
   float total = 0.0f;
   for (int w = 0; w < warps; ++w) total += scratch[w];  // same order in every thread
   __syncthreads();
