@@ -38,6 +38,12 @@ inline cudaStream_t stream() { return nullptr; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Blocks for a grid-stride loop over n elements: enough to cover n, capped (the loop strides
+// over the rest), at least one.
+inline unsigned grid_for(int64_t n, int threads = 256, int64_t max_blocks = 4096) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), max_blocks)));
+}
+
 }  // namespace nl::cuda
 
 // After every runtime call: throws nl::Error naming the call, the CUDA error and, under cuemu,

@@ -56,7 +56,6 @@ __global__ void dropout_kernel(DropoutParams p, const float* x, float* y) {
 
 namespace {
 constexpr int kThreads = 256;
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, kThreads), 4096))); }
 }  // namespace
 
 void add_fwd(int64_t n, const float* a, const float* b, float* y) {

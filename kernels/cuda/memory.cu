@@ -41,7 +41,6 @@ __global__ void copy_strided_kernel(StridedCopyParams p, const uint32_t* src, ui
 
 namespace {
 constexpr int kThreads = 256;
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(n, kThreads), 4096)); }
 }  // namespace
 
 void fill(int64_t n, float value, float* y) {

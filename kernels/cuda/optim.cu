@@ -27,15 +27,11 @@ __global__ void adam_step_kernel(AdamParams p, float* param, const float* grad, 
   }
 }
 
-namespace {
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, 256), 1024))); }
-}  // namespace
-
 void sgd_step(const SgdParams& p, float* param, const float* grad, float* buf) {
-  if (p.n > 0) NL_LAUNCH(sgd_step_kernel, grid_for(p.n), 256, 0, p, param, grad, buf);
+  if (p.n > 0) NL_LAUNCH(sgd_step_kernel, grid_for(p.n, 256, 1024), 256, 0, p, param, grad, buf);
 }
 void adam_step(const AdamParams& p, float* param, const float* grad, float* m, float* v) {
-  if (p.n > 0) NL_LAUNCH(adam_step_kernel, grid_for(p.n), 256, 0, p, param, grad, m, v);
+  if (p.n > 0) NL_LAUNCH(adam_step_kernel, grid_for(p.n, 256, 1024), 256, 0, p, param, grad, m, v);
 }
 
 void register_optim_kernels() {

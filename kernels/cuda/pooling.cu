@@ -63,7 +63,6 @@ __global__ void global_avg_pool_bwd_kernel(int64_t NC, int64_t HxW, const float*
 
 namespace {
 constexpr int kThreads = 256;
-unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, kThreads), 4096))); }
 }  // namespace
 
 void max_pool2d_fwd(const Pool2dParams& p, const float* x, float* y, int32_t* argmax) {

@@ -31,6 +31,27 @@ void check_eps(const char* op, float eps) {
   NL_CHECK(eps > 0.0f, op, ": eps must be positive, got ", eps);
 }
 
+using NormFwdStub = DispatchStub<group_norm_fwd_fn>;
+
+// The shared tail of group_norm and layer_norm (checked inputs, stats of shape `stats`):
+// allocate, dispatch, record.
+Tensor normalize(const char* op, const NormFwdStub& fwd, const NormBwdStub& bwd, const NormParams& p,
+                 const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, const Shape& stats) {
+  Tensor x = x_in.contiguous();
+  Tensor gamma = gamma_in.defined() ? gamma_in.contiguous() : Tensor();
+  Tensor beta = beta_in.defined() ? beta_in.contiguous() : Tensor();
+  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
+  Tensor mean = Tensor::empty(stats, DType::F32, x.device());
+  Tensor rstd = Tensor::empty(stats, DType::F32, x.device());
+  fwd(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), y.data_f32(), mean.data_f32(),
+      rstd.data_f32());
+  if (any_requires_grad({&x, &gamma, &beta})) {
+    record_node(y, op, {&x, &gamma, &beta},
+                norm_backward(bwd, p, {save(x), save(gamma), mean, rstd}, needs(x), needs(gamma), needs(beta), p.C));
+  }
+  return y;
+}
+
 }  // namespace
 
 Tensor batch_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in,
@@ -87,20 +108,7 @@ Tensor group_norm(const Tensor& x_in, int64_t groups, const Tensor& gamma_in,
            ") must be >= 1 and divide the channel count ", p.C);
   check_vec(op, "weight", gamma_in, p.C);
   check_vec(op, "bias", beta_in, p.C);
-
-  Tensor x = x_in.contiguous();
-  Tensor gamma = gamma_in.defined() ? gamma_in.contiguous() : Tensor();
-  Tensor beta = beta_in.defined() ? beta_in.contiguous() : Tensor();
-  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
-  Tensor mean = Tensor::empty({p.N, p.G}, DType::F32, x.device());
-  Tensor rstd = Tensor::empty({p.N, p.G}, DType::F32, x.device());
-  group_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), y.data_f32(),
-                      mean.data_f32(), rstd.data_f32());
-  if (any_requires_grad({&x, &gamma, &beta})) {
-    record_node(y, op, {&x, &gamma, &beta},
-                norm_backward(group_norm_bwd_stub, p, {save(x), save(gamma), mean, rstd}, needs(x), needs(gamma), needs(beta), p.C));
-  }
-  return y;
+  return normalize(op, group_norm_fwd_stub, group_norm_bwd_stub, p, x_in, gamma_in, beta_in, {p.N, p.G});
 }
 
 Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, float eps) {
@@ -112,20 +120,7 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
   p.C = x_in.size(-1), p.N = x_in.numel() / std::max<int64_t>(p.C, 1), p.eps = eps;
   check_vec(op, "weight", gamma_in, p.C);
   check_vec(op, "bias", beta_in, p.C);
-
-  Tensor x = x_in.contiguous();
-  Tensor gamma = gamma_in.defined() ? gamma_in.contiguous() : Tensor();
-  Tensor beta = beta_in.defined() ? beta_in.contiguous() : Tensor();
-  Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
-  Tensor mean = Tensor::empty({p.N}, DType::F32, x.device());
-  Tensor rstd = Tensor::empty({p.N}, DType::F32, x.device());
-  layer_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), y.data_f32(),
-                      mean.data_f32(), rstd.data_f32());
-  if (any_requires_grad({&x, &gamma, &beta})) {
-    record_node(y, op, {&x, &gamma, &beta},
-                norm_backward(layer_norm_bwd_stub, p, {save(x), save(gamma), mean, rstd}, needs(x), needs(gamma), needs(beta), p.C));
-  }
-  return y;
+  return normalize(op, layer_norm_fwd_stub, layer_norm_bwd_stub, p, x_in, gamma_in, beta_in, {p.N});
 }
 
 }  // namespace nl
