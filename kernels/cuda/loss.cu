@@ -62,7 +62,7 @@ void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target
   NL_LAUNCH(nll_loss_fwd_kernel, 1, 256, 32 * sizeof(float), M, C, logp, target, loss);
 }
 void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
-  NL_LAUNCH(nll_loss_bwd_kernel, unsigned(std::min<int64_t>(ceil_div(M * C, 256), 4096)), 256, 0, M, C, target, dloss, dlogp);
+  NL_LAUNCH(nll_loss_bwd_kernel, grid_for(M * C), 256, 0, M, C, target, dloss, dlogp);
 }
 
 // ---------------------------------------------------------------------------------- registration

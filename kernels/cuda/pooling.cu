@@ -32,8 +32,11 @@ __global__ void max_pool2d_bwd_kernel(Pool2dParams p, const float* dy, const int
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t plane = i / (p.H * p.W), h = i / p.W % p.H, w = i % p.W, local = h * p.W + w;
     // Output rows whose window [oh * stride, oh * stride + kernel) contains h.
-    const int64_t oh_lo = h >= p.kernel ? (h - p.kernel) / p.stride + 1 : 0, oh_hi = std::min(p.P - 1, h / p.stride);
-    const int64_t ow_lo = w >= p.kernel ? (w - p.kernel) / p.stride + 1 : 0, ow_hi = std::min(p.Q - 1, w / p.stride);
+    // (std::min is host-only under nvcc, hence the conditionals.)
+    const int64_t oh_lo = h >= p.kernel ? (h - p.kernel) / p.stride + 1 : 0;
+    const int64_t oh_hi = h / p.stride < p.P - 1 ? h / p.stride : p.P - 1;
+    const int64_t ow_lo = w >= p.kernel ? (w - p.kernel) / p.stride + 1 : 0;
+    const int64_t ow_hi = w / p.stride < p.Q - 1 ? w / p.stride : p.Q - 1;
     float acc = 0.0f;
     for (int64_t oh = oh_lo; oh <= oh_hi; ++oh)
       for (int64_t ow = ow_lo; ow <= ow_hi; ++ow) {
