@@ -21,6 +21,15 @@ constexpr size_t kSmem = sizeof(float) * kBK * (kBM + kBN);
 
 // ---------------------------------------------------------------------------------- GEMM views
 
+// The implicit im2col matrix X̃[(c,r,s), (n,p,q)]: the input pixel that output (n, p, q) sees
+// through filter tap (r, s) of channel c, zero in the padding. Forward and backward-weight share it.
+__device__ __forceinline__ float im2col_at(const Conv2dParams& p, const float* x, int64_t crs, int64_t npq) {
+  const int64_t c = crs / (p.R * p.S), r = crs / p.S % p.R, s = crs % p.S;
+  const int64_t ni = npq / (p.P * p.Q), oh = npq / p.Q % p.P, ow = npq % p.Q;
+  const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
+  return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
+}
+
 struct ConvFwdOp {
   Conv2dParams p;
   const float *x, *w, *bias;
@@ -29,12 +38,7 @@ struct ConvFwdOp {
   __device__ int64_t N() const { return p.N * p.P * p.Q; }
   __device__ int64_t K() const { return p.C * p.R * p.S; }
   __device__ float a(int64_t m, int64_t k) const { return w[m * K() + k]; }
-  __device__ float b(int64_t k, int64_t n) const {
-    const int64_t c = k / (p.R * p.S), r = k / p.S % p.R, s = k % p.S;
-    const int64_t ni = n / (p.P * p.Q), oh = n / p.Q % p.P, ow = n % p.Q;
-    const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
-    return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
-  }
+  __device__ float b(int64_t k, int64_t n) const { return im2col_at(p, x, k, n); }
   __device__ void store(int64_t m, int64_t n, float v) const {
     const int64_t ni = n / (p.P * p.Q), pq = n % (p.P * p.Q);
     y[(ni * p.K + m) * p.P * p.Q + pq] = v + (bias ? bias[m] : 0.0f);
@@ -78,12 +82,7 @@ struct ConvBwdWeightOp {
     const int64_t ni = k / (p.P * p.Q), pq = k % (p.P * p.Q);
     return dy[(ni * p.K + ko) * p.P * p.Q + pq];
   }
-  __device__ float b(int64_t k, int64_t n) const {
-    const int64_t c = n / (p.R * p.S), r = n / p.S % p.R, s = n % p.S;
-    const int64_t ni = k / (p.P * p.Q), oh = k / p.Q % p.P, ow = k % p.Q;
-    const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
-    return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
-  }
+  __device__ float b(int64_t k, int64_t n) const { return im2col_at(p, x, n, k); }
   __device__ void store(int64_t m, int64_t n, float v) const { dw[m * N() + n] = v; }
 };
 
