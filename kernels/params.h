@@ -20,6 +20,12 @@ struct NormParams {
   float eps = 1e-5f;
   float momentum = 0.1f;  // BatchNorm running statistics
   bool training = true;   // BatchNorm: batch statistics (true) or running statistics (false)
+  // The fused epilogue of BatchNorm and GroupNorm forward: y = residual + dropout(relu(norm(x))),
+  // each part optional. Dropout draws element i of the [N, C, HxW] tensor as DropoutParams does.
+  bool relu = false;
+  float dropout = 0.0f;           // probability of zeroing; 0: no dropout
+  uint64_t seed = 0, offset = 0;  // the dropout draw's Philox stream
+  bool has_mask() const { return relu || dropout > 0.0f; }
 };
 
 struct Pool2dParams {

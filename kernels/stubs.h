@@ -44,17 +44,26 @@ NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const fl
 // Normalisation family. mean/rstd are saved per set: [C] for BatchNorm, [N, G] for GroupNorm,
 // [N] for LayerNorm. BatchNorm in training updates running_mean/var in place (the one
 // documented +=-like side effect); in eval it reads them and saves them as mean/rstd.
+//
+// BatchNorm and GroupNorm fuse the epilogue of NormParams (ReLU, dropout, residual add; residual
+// may be null). When p.has_mask(), forward writes mask[i] = 1 where output i passed ReLU and
+// dropout (one byte per element) and backward reads it: dy of the fused output then reaches the
+// norm as mask * dy / (1 - dropout). The residual's own gradient is dy itself.
 NL_DECLARE_STUB(batch_norm_fwd,
                 void(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                     float* running_mean, float* running_var, float* y, float* mean, float* rstd));
+                     const float* residual, float* running_mean, float* running_var, float* y,
+                     float* mean, float* rstd, uint8_t* mask));
 NL_DECLARE_STUB(batch_norm_bwd,
                 void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
-NL_DECLARE_STUB(group_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
-                                     const float* beta, float* y, float* mean, float* rstd));
+                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                     float* dgamma, float* dbeta));
+NL_DECLARE_STUB(group_norm_fwd,
+                void(const NormParams& p, const float* x, const float* gamma, const float* beta,
+                     const float* residual, float* y, float* mean, float* rstd, uint8_t* mask));
 NL_DECLARE_STUB(group_norm_bwd,
                 void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
+                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                     float* dgamma, float* dbeta));
 // LayerNorm over the last dimension: p.N rows of p.C elements, per-element gamma/beta [C].
 NL_DECLARE_STUB(layer_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
                                      const float* beta, float* y, float* mean, float* rstd));

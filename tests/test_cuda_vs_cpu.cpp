@@ -58,6 +58,17 @@ Tensor cpu_randn(const Shape& s, uint64_t seed, float scale = 1.0f, float shift 
   return Tensor::from_vector(v, s);
 }
 
+// v = x, gamma, beta, residual. BatchNorm when batch (g unused), else GroupNorm with g groups.
+Tensor fused(const std::vector<Tensor>& v, bool batch, float g, const Tensor& rm, const Tensor& rv) {
+  Generator gen(11);
+  NormEpilogue e;
+  e.relu = true, e.dropout = 0.2f, e.gen = &gen, e.residual = v[3];
+  if (batch)
+    return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()),
+                      true, 0.1f, 1e-5f, e);
+  return group_norm(v[0], static_cast<int64_t>(g), v[1], v[2], 1e-5f, e);
+}
+
 }  // namespace
 
 TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][cuda-vs-cpu]") {
@@ -82,6 +93,16 @@ TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][
        {cpu_randn({3, 6, 5, 7}, 17), cpu_randn({6}, 18), cpu_randn({6}, 19)}, 1e-5},
       {"group_norm G=C (InstanceNorm)", [](auto& v) { return group_norm(v[0], 6, v[1], v[2]); },
        {cpu_randn({3, 6, 5, 7}, 20), cpu_randn({6}, 21), cpu_randn({6}, 22)}, 1e-5},
+      // The fused epilogue on a scalar-path shape (HxW = 35) and a float4-path shape (HxW = 32);
+      // BatchNorm with a large mean checks the GPU's shifted one-pass statistics.
+      {"batch_norm + relu + dropout + residual, HxW 35", [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
+       {cpu_randn({4, 6, 5, 7}, 40, 2.0f, 0.5f), cpu_randn({6}, 41, 0.5f, 1.0f), cpu_randn({6}, 42), cpu_randn({4, 6, 5, 7}, 43)}, 1e-5},
+      {"batch_norm + relu + dropout + residual, HxW 32, mean 100", [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
+       {cpu_randn({4, 6, 4, 8}, 44, 2.0f, 100.0f), cpu_randn({6}, 45, 0.5f, 1.0f), cpu_randn({6}, 46), cpu_randn({4, 6, 4, 8}, 47)}, 1e-5},
+      {"group_norm G=3 + relu + dropout + residual, HxW 35", [&](auto& v) { return fused(v, false, 3.0f, rm, rv); },
+       {cpu_randn({4, 6, 5, 7}, 48, 1.5f), cpu_randn({6}, 49), cpu_randn({6}, 50), cpu_randn({4, 6, 5, 7}, 51)}, 1e-5},
+      {"group_norm G=1 + relu + dropout + residual, HxW 32", [&](auto& v) { return fused(v, false, 1.0f, rm, rv); },
+       {cpu_randn({4, 6, 4, 8}, 52, 1.5f), cpu_randn({6}, 53), cpu_randn({6}, 54), cpu_randn({4, 6, 4, 8}, 55)}, 1e-5},
       {"layer_norm last dim", [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
        {cpu_randn({9, 300}, 23, 2.0f, 1.0f), cpu_randn({300}, 24), cpu_randn({300}, 25)}, 1e-5},
       {"relu", [](auto& v) { return relu(v[0]); }, {cpu_randn({3, 5, 7}, 26)}, 0},

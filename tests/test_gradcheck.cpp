@@ -60,6 +60,24 @@ TEST_CASE("gradcheck: layer_norm over the last dimension", "[grad][norm]") {
                   {randn({5, 7}, 15, 2.0f, 1.0f), randn({7}, 16), randn({7}, 17)});
 }
 
+TEST_CASE("gradcheck: fused norm with dropout and residual", "[grad][norm][fusion]") {
+  // ReLU's kink defeats finite differences at normalised inputs; its gradient is covered by the
+  // equality with relu() above, whose own gradient is checked on spaced inputs.
+  for (int mode = 0; mode < 2; ++mode) {
+    CAPTURE(mode);
+    require_grad_ok(
+        [mode](auto& v) {
+          Generator g(99);  // the same mask on every evaluation
+          NormEpilogue e;
+          e.dropout = 0.3f, e.gen = &g, e.residual = v[3];
+          return mode == 0 ? batch_norm(v[0], v[1], v[2], Tensor(), Tensor(), true, 0.1f, 1e-5f, e)
+                           : group_norm(v[0], 3, v[1], v[2], 1e-5f, e);
+        },
+        {randn({3, 6, 5, 3}, 12, 1.2f, -0.5f), randn({6}, 13, 0.5f, 1.0f), randn({6}, 14),
+         randn({3, 6, 5, 3}, 15)});
+  }
+}
+
 TEST_CASE("gradcheck: relu pooling elementwise and views", "[grad]") {
   require_grad_ok([](auto& v) { return relu(v[0]); }, {spaced({3, 5, 7}, 18)});
   require_grad_ok([](auto& v) { return max_pool2d(v[0], 2, 2); }, {spaced({3, 6, 5, 7}, 19)});

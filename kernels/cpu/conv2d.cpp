@@ -1,15 +1,29 @@
-// conv2d forward and backward (data, weight, bias) as im2col + Eigen GEMM, one sample at a time.
+// conv2d forward and backward (data, weight, bias) as im2col + Eigen GEMM over groups of samples.
+//
+// The network's convs have few output channels (K <= 64) and small images (down to 8x8), so one
+// sample's GEMM is too small for Eigen to run well. Samples are therefore taken in groups whose
+// columns sit side by side, [C*R*S, g*P*Q] with g*P*Q >= kMinCols: the GEMMs get long, and a
+// group is also the unit a thread takes (whole samples: no two threads write one output).
+// Backward-weight sums over samples, so each group sums into its own partial dW, and partials
+// are added in group order afterwards: results do not depend on the thread count.
 #include <algorithm>
-#include <vector>
 
 #include "kernels/cpu/eigen_types.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/stubs.h"
 
 namespace nl::cpu {
 namespace {
 
+constexpr int64_t kMinCols = 1024;
+
 bool is_pointwise(const Conv2dParams& p) {
   return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+}
+
+int64_t group_size(const Conv2dParams& p) {
+  const int64_t PQ = std::max<int64_t>(p.P * p.Q, 1);
+  return std::clamp<int64_t>(kMinCols / PQ, 1, std::max<int64_t>(p.N, 1));
 }
 
 // Output columns [lo, hi) whose input column ow * stride - pad + s lies inside [0, W).
@@ -22,105 +36,160 @@ void valid_range(int64_t s, int64_t stride, int64_t pad, int64_t W, int64_t Q, i
   if (hi < lo) hi = lo;
 }
 
-// col [C*R*S, P*Q]: row (c, r, s) holds the input pixel each output position sees through
-// filter tap (r, s) of channel c, zero where the tap falls into the padding. The valid column
-// range is computed once per tap so the inner loop has no bounds checks.
-void im2col(const Conv2dParams& p, const float* x, float* col) {
-  const int64_t PQ = p.P * p.Q;
+// col rows of length P*Q at stride ld: row (c, r, s) holds the input pixel each output position
+// sees through filter tap (r, s) of channel c, zero where the tap falls into the padding. The
+// valid column range is computed once per tap so the inner loops have no bounds checks; plain
+// loops rather than memcpy/memset, which cost a call per 8 to 32 floats here.
+void im2col(const Conv2dParams& p, const float* x, float* col, int64_t ld) {
   for (int64_t c = 0; c < p.C; ++c) {
     const float* xc = x + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
-        float* row = col + ((c * p.R + r) * p.S + s) * PQ;
+        float* row = col + ((c * p.R + r) * p.S + s) * ld;
         int64_t lo, hi;
         valid_range(s, p.stride_w, p.pad_w, p.W, p.Q, lo, hi);
         for (int64_t oh = 0; oh < p.P; ++oh) {
           const int64_t ih = oh * p.stride_h - p.pad_h + r;
-          float* out = row + oh * p.Q;
+          float* __restrict out = row + oh * p.Q;
           if (ih < 0 || ih >= p.H) {
-            std::fill(out, out + p.Q, 0.0f);
+            for (int64_t ow = 0; ow < p.Q; ++ow) out[ow] = 0.0f;
             continue;
           }
-          std::fill(out, out + lo, 0.0f);
-          const float* in = xc + ih * p.W - p.pad_w + s;
+          for (int64_t ow = 0; ow < lo; ++ow) out[ow] = 0.0f;
+          const float* __restrict in = xc + ih * p.W - p.pad_w + s;
           if (p.stride_w == 1) {
-            std::copy(in + lo, in + hi, out + lo);
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * p.stride_w];
           }
-          std::fill(out + hi, out + p.Q, 0.0f);
+          for (int64_t ow = hi; ow < p.Q; ++ow) out[ow] = 0.0f;
         }
       }
     }
   }
 }
 
-// The adjoint of im2col: scatters-adds every column entry back to its input pixel.
-void col2im(const Conv2dParams& p, const float* col, float* dx) {
-  const int64_t PQ = p.P * p.Q;
+// The adjoint of im2col: scatter-adds every column entry back to its input pixel (dx = col^T).
+void col2im(const Conv2dParams& p, const float* col, int64_t ld, float* dx) {
   std::fill(dx, dx + p.C * p.H * p.W, 0.0f);
   for (int64_t c = 0; c < p.C; ++c) {
     float* dxc = dx + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
       for (int64_t s = 0; s < p.S; ++s) {
-        const float* row = col + ((c * p.R + r) * p.S + s) * PQ;
+        const float* row = col + ((c * p.R + r) * p.S + s) * ld;
         int64_t lo, hi;
         valid_range(s, p.stride_w, p.pad_w, p.W, p.Q, lo, hi);
         for (int64_t oh = 0; oh < p.P; ++oh) {
           const int64_t ih = oh * p.stride_h - p.pad_h + r;
           if (ih < 0 || ih >= p.H) continue;
-          float* out = dxc + ih * p.W - p.pad_w + s;
-          const float* in = row + oh * p.Q;
-          for (int64_t ow = lo; ow < hi; ++ow) out[ow * p.stride_w] += in[ow];
+          float* __restrict out = dxc + ih * p.W - p.pad_w + s;
+          const float* __restrict in = row + oh * p.Q;
+          if (p.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow] += in[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow * p.stride_w] += in[ow];
+          }
         }
       }
     }
   }
 }
 
+// gather_rows: [samples][rows][cols] sample-major memory to a [rows][samples * cols] group
+// matrix; scatter_rows the reverse.
+void gather_rows(const float* src, float* dst, int64_t samples, int64_t rows, int64_t cols) {
+  for (int64_t n = 0; n < samples; ++n)
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(src + (n * rows + r) * cols, src + (n * rows + r + 1) * cols,
+                dst + r * samples * cols + n * cols);
+}
+void scatter_rows(const float* src, float* dst, int64_t samples, int64_t rows, int64_t cols) {
+  for (int64_t n = 0; n < samples; ++n)
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(src + r * samples * cols + n * cols, src + r * samples * cols + (n + 1) * cols,
+                dst + (n * rows + r) * cols);
+}
+
 }  // namespace
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
-  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, CHW = p.C * p.H * p.W;
   const bool pointwise = is_pointwise(p);
-  std::vector<float> col(pointwise ? 0 : static_cast<size_t>(CRS * PQ));
+  const int64_t g = group_size(p);
   CMapR W(w, p.K, CRS);
-  for (int64_t n = 0; n < p.N; ++n) {
-    const float* xn = x + n * p.C * p.H * p.W;
-    if (!pointwise) im2col(p, xn, col.data());
-    CMapR X(pointwise ? xn : col.data(), CRS, PQ);
-    MapR Y(y + n * p.K * PQ, p.K, PQ);
-    Y.noalias() = W * X;
-    if (bias) Y.colwise() += CVecMap(bias, p.K);
-  }
+  parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
+    const int64_t ns = n1 - n0, cols = ns * PQ;
+    const float* X = x + n0 * CHW;  // a single pointwise sample is its own column matrix
+    if (!(pointwise && ns == 1)) {
+      float* col = thread_scratch(0, static_cast<size_t>(CRS * cols));
+      if (pointwise) gather_rows(x + n0 * CHW, col, ns, CRS, PQ);
+      else
+        for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
+      X = col;
+    }
+    if (ns == 1) {
+      MapR(y + n0 * p.K * PQ, p.K, PQ).noalias() = W * CMapR(X, CRS, PQ);
+    } else {
+      float* out = thread_scratch(1, static_cast<size_t>(p.K * cols));
+      MapR(out, p.K, cols).noalias() = W * CMapR(X, CRS, cols);
+      scatter_rows(out, y + n0 * p.K * PQ, ns, p.K, PQ);
+    }
+    if (bias)
+      for (int64_t n = n0; n < n1; ++n) MapR(y + n * p.K * PQ, p.K, PQ).colwise() += CVecMap(bias, p.K);
+  });
 }
 
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
-  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, KCRS = p.K * CRS, CHW = p.C * p.H * p.W;
   const bool pointwise = is_pointwise(p);
-  std::vector<float> col(pointwise || !dw ? 0 : static_cast<size_t>(CRS * PQ));
-  std::vector<float> dcol(pointwise || !dx ? 0 : static_cast<size_t>(CRS * PQ));
+  const int64_t g = group_size(p), groups = (p.N + g - 1) / g;
+  // Per-group partial dW, owned by the calling thread and reused across calls.
+  float* part_w = dw ? thread_scratch(2, static_cast<size_t>(groups * KCRS)) : nullptr;
   CMapR W(w, p.K, CRS);
-  if (dw) MapR(dw, p.K, CRS).setZero();
-  if (dbias) VecMap(dbias, p.K).setZero();
-  for (int64_t n = 0; n < p.N; ++n) {
-    const float* xn = x + n * p.C * p.H * p.W;
-    CMapR dY(dy + n * p.K * PQ, p.K, PQ);
-    if (dw) {
-      if (!pointwise) im2col(p, xn, col.data());
-      CMapR X(pointwise ? xn : col.data(), CRS, PQ);
-      MapR(dw, p.K, CRS).noalias() += dY * X.transpose();
+  parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
+    const int64_t ns = n1 - n0, cols = ns * PQ, grp = n0 / g;
+    // dY of the group as [K, cols].
+    const float* dY = dy + n0 * p.K * PQ;
+    if (ns > 1) {
+      float* buf = thread_scratch(0, static_cast<size_t>(p.K * cols));
+      gather_rows(dy + n0 * p.K * PQ, buf, ns, p.K, PQ);
+      dY = buf;
     }
-    if (dbias) VecMap(dbias, p.K) += dY.rowwise().sum();
-    if (dx) {
-      float* dxn = dx + n * p.C * p.H * p.W;
-      if (pointwise) {
-        MapR(dxn, CRS, PQ).noalias() = W.transpose() * dY;
-      } else {
-        MapR(dcol.data(), CRS, PQ).noalias() = W.transpose() * dY;
-        col2im(p, dcol.data(), dxn);
+    if (dw) {
+      const float* X = x + n0 * CHW;
+      if (!(pointwise && ns == 1)) {
+        float* col = thread_scratch(1, static_cast<size_t>(CRS * cols));
+        if (pointwise) gather_rows(x + n0 * CHW, col, ns, CRS, PQ);
+        else
+          for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
+        X = col;
       }
+      MapR(part_w + grp * KCRS, p.K, CRS).noalias() = CMapR(dY, p.K, cols) * CMapR(X, CRS, cols).transpose();
+    }
+    if (dx) {
+      if (pointwise && ns == 1) {
+        MapR(dx + n0 * CHW, CRS, PQ).noalias() = W.transpose() * CMapR(dY, p.K, PQ);
+      } else {
+        float* dcol = thread_scratch(3, static_cast<size_t>(CRS * cols));
+        MapR(dcol, CRS, cols).noalias() = W.transpose() * CMapR(dY, p.K, cols);
+        if (pointwise) scatter_rows(dcol, dx + n0 * CHW, ns, CRS, PQ);
+        else
+          for (int64_t n = n0; n < n1; ++n) col2im(p, dcol + (n - n0) * PQ, cols, dx + n * CHW);
+      }
+    }
+  });
+  if (dw) {
+    VecMap out(dw, KCRS);
+    out = CVecMap(part_w, KCRS);
+    for (int64_t c = 1; c < groups; ++c) out += CVecMap(part_w + c * KCRS, KCRS);
+  }
+  if (dbias) {
+    // Summed per channel over samples in order, apart from the GEMMs.
+    for (int64_t k = 0; k < p.K; ++k) {
+      double a = 0.0;
+      for (int64_t n = 0; n < p.N; ++n) a += CVecMap(dy + (n * p.K + k) * PQ, PQ).sum();
+      dbias[k] = static_cast<float>(a);
     }
   }
 }

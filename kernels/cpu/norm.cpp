@@ -1,55 +1,98 @@
 // The normalisation family on the CPU: BatchNorm2d, GroupNorm (LayerNorm over C,H,W is G = 1)
-// and LayerNorm over the last dimension, forward and backward.
+// and LayerNorm over the last dimension, forward and backward; BatchNorm and GroupNorm with the
+// fused ReLU / dropout / residual epilogue (kernels/stubs.h).
 //
-// Statistics are exact two-pass (mean, then centred sum of squares) accumulated in double, so
-// a large mean does not cancel the variance. Backward uses, per normalisation set of size D,
-//   dx = rstd * (g*dy - (sum(g*dy) + xhat * sum(g*dy*xhat)) / D)
-// with g the per-channel (or per-element) gamma, and dgamma = sum(dy*xhat), dbeta = sum(dy).
-// All reductions run in a fixed order, so results are deterministic.
+// Statistics are two-pass (mean, then centred sum of squares): each row of HxW contiguous
+// elements is summed in float by Eigen's vectorised reduction, rows are accumulated in double,
+// so a large mean does not cancel the variance and long sets do not drift. Backward uses, per
+// normalisation set of size D and with g the gradient that reaches the norm (dy through the mask),
+//   dx = rstd * (gamma*g - (sum(gamma*g) + xhat * sum(gamma*g*xhat)) / D)
+// and dgamma = sum(g*xhat), dbeta = sum(g). Threads take whole channels (BatchNorm) or whole
+// (sample, group) sets (GroupNorm); sums over samples are reduced in sample order afterwards, so
+// results are bitwise the same for any thread count.
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/eigen_types.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/philox_cpu.h"
 #include "kernels/stubs.h"
 
 namespace nl::cpu {
 namespace {
 
-struct Stats {
-  double mean, var;
-};
-
-// Mean and biased variance of `count` runs of `len` elements, run i starting at x + i * step.
-Stats moments(const float* x, int64_t count, int64_t len, int64_t step) {
-  double s = 0.0;
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t j = 0; j < len; ++j) s += x[i * step + j];
-  const double m = s / static_cast<double>(count * len);
-  double v = 0.0;
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t j = 0; j < len; ++j) {
-      double d = x[i * step + j] - m;
-      v += d * d;
-    }
-  return {m, v / static_cast<double>(count * len)};
-}
-
 float gamma_at(const float* gamma, int64_t c) { return gamma ? gamma[c] : 1.0f; }
 float beta_at(const float* beta, int64_t c) { return beta ? beta[c] : 0.0f; }
 
-// y = x * scale + shift over n contiguous elements.
-void affine(const float* x, float* y, int64_t n, float scale, float shift) {
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale + shift;
+double row_sum(const float* x, int64_t n) { return CVecMap(x, n).sum(); }
+
+double row_centred_sq(const float* x, int64_t n, float m) {
+  return (CVecMap(x, n).array() - m).square().sum();
 }
 
-// sum(dy) and sum(dy * x) over n contiguous elements.
-void dot_sums(const float* x, const float* dy, int64_t n, double& sdy, double& sdyx) {
-  double a = 0.0, b = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    a += dy[i];
-    b += static_cast<double>(dy[i]) * x[i];
+// The fused forward epilogue on one row [off, off + len) of the flat tensor:
+//   y = residual + dropout(relu(x * scale + shift)), mask = passed ReLU and dropout.
+struct Epilogue {
+  const NormParams& p;
+  const float* residual;
+  uint8_t* mask;
+  uint32_t threshold;
+  float keep_scale;
+
+  Epilogue(const NormParams& p, const float* residual, uint8_t* mask)
+      : p(p), residual(residual), mask(mask),
+        threshold(p.dropout > 0.0f ? philox_keep_threshold(p.dropout) : 0u),
+        keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f) {}
+
+  void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift) const {
+    // Local restrict pointers and constants: the byte mask could otherwise alias everything, and
+    // the compiler would reload the constants and refuse to vectorise.
+    const float* __restrict xr = x + off;
+    float* __restrict yr = y + off;
+    const float* __restrict rr = residual ? residual + off : nullptr;
+    if (!p.has_mask()) {
+      if (rr) {
+        for (int64_t i = 0; i < len; ++i) yr[i] = (xr[i] * scale + shift) + rr[i];
+      } else {
+        for (int64_t i = 0; i < len; ++i) yr[i] = xr[i] * scale + shift;
+      }
+      return;
+    }
+    uint8_t* __restrict m = mask + off;
+    const float ks = keep_scale;
+    const float floor = p.relu ? 0.0f : -INFINITY;  // pre > floor: passes ReLU
+    if (p.dropout > 0.0f) {
+      dropout_keep_bytes(p.seed, p.offset, threshold, off, len, m);
+      for (int64_t i = 0; i < len; ++i) {
+        const float pre = xr[i] * scale + shift;
+        const bool pass = (m[i] != 0) & (pre > floor);
+        m[i] = pass;
+        yr[i] = pass ? pre * ks : 0.0f;
+      }
+    } else {
+      for (int64_t i = 0; i < len; ++i) {
+        const float pre = xr[i] * scale + shift;
+        const bool pass = pre > floor;
+        m[i] = pass;
+        yr[i] = pass ? pre : 0.0f;
+      }
+    }
+    if (rr)
+      for (int64_t i = 0; i < len; ++i) yr[i] = yr[i] + rr[i];
   }
-  sdy = a;
-  sdyx = b;
+};
+
+// The gradient reaching the norm on one row: g = mask * dy / (1 - dropout), written to g (which
+// may alias nothing else); returns g, or dy itself when there is no mask.
+const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64_t off,
+                         int64_t len, float* g) {
+  if (!mask) return dy + off;
+  const float s = p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f;
+  const float* __restrict d = dy + off;
+  const uint8_t* __restrict m = mask + off;
+  float* __restrict out = g;
+  for (int64_t i = 0; i < len; ++i) out[i] = m[i] ? d[i] * s : 0.0f;
+  return g;
 }
 
 }  // namespace
@@ -57,123 +100,148 @@ void dot_sums(const float* x, const float* dy, int64_t n, double& sdy, double& s
 // --- BatchNorm: sets are (N, HxW) per channel -------------------------------------------------
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* running_mean, float* running_var, float* y, float* mean, float* rstd) {
+                    const float* residual, float* running_mean, float* running_var, float* y,
+                    float* mean, float* rstd, uint8_t* mask) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
-  for (int64_t c = 0; c < p.C; ++c) {
-    double m, r;
-    if (p.training) {
-      Stats st = moments(x + c * p.HxW, p.N, p.HxW, plane);
-      m = st.mean;
-      r = 1.0 / std::sqrt(st.var + p.eps);
-      if (running_mean) {
-        // PyTorch updates the running variance with the unbiased estimate.
-        double unbiased = st.var * static_cast<double>(M) / static_cast<double>(M - 1);
-        running_mean[c] = static_cast<float>((1.0 - p.momentum) * running_mean[c] + p.momentum * m);
-        running_var[c] =
-            static_cast<float>((1.0 - p.momentum) * running_var[c] + p.momentum * unbiased);
+  const Epilogue epi(p, residual, mask);
+  parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double m, r;
+      if (p.training) {
+        double s = 0.0;
+        for (int64_t n = 0; n < p.N; ++n) s += row_sum(x + n * plane + c * p.HxW, p.HxW);
+        m = s / static_cast<double>(M);
+        double q = 0.0;
+        for (int64_t n = 0; n < p.N; ++n)
+          q += row_centred_sq(x + n * plane + c * p.HxW, p.HxW, static_cast<float>(m));
+        const double var = q / static_cast<double>(M);
+        r = 1.0 / std::sqrt(var + p.eps);
+        if (running_mean) {
+          // PyTorch updates the running variance with the unbiased estimate.
+          const double unbiased = var * static_cast<double>(M) / static_cast<double>(M - 1);
+          running_mean[c] = static_cast<float>((1.0 - p.momentum) * running_mean[c] + p.momentum * m);
+          running_var[c] = static_cast<float>((1.0 - p.momentum) * running_var[c] + p.momentum * unbiased);
+        }
+      } else {
+        m = running_mean[c];
+        r = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
       }
-    } else {
-      m = running_mean[c];
-      r = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
+      mean[c] = static_cast<float>(m);
+      rstd[c] = static_cast<float>(r);
+      const float scale = static_cast<float>(gamma_at(gamma, c) * r);
+      const float shift = static_cast<float>(beta_at(beta, c) - m * gamma_at(gamma, c) * r);
+      for (int64_t n = 0; n < p.N; ++n) epi.row(x, y, n * plane + c * p.HxW, p.HxW, scale, shift);
     }
-    mean[c] = static_cast<float>(m);
-    rstd[c] = static_cast<float>(r);
-    const float scale = static_cast<float>(gamma_at(gamma, c) * r);
-    const float shift = static_cast<float>(beta_at(beta, c) - m * gamma_at(gamma, c) * r);
-    for (int64_t n = 0; n < p.N; ++n) {
-      int64_t off = n * plane + c * p.HxW;
-      affine(x + off, y + off, p.HxW, scale, shift);
-    }
-  }
+  });
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                    float* dgamma, float* dbeta) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
-  for (int64_t c = 0; c < p.C; ++c) {
-    double sdy = 0.0, sdyx = 0.0;
-    for (int64_t n = 0; n < p.N; ++n) {
-      double a, b;
-      dot_sums(x + n * plane + c * p.HxW, dy + n * plane + c * p.HxW, p.HxW, a, b);
-      sdy += a;
-      sdyx += b;
-    }
-    const double m = mean[c], r = rstd[c];
-    const double sdyxhat = (sdyx - m * sdy) * r;  // sum(dy * xhat)
-    if (dgamma) dgamma[c] = static_cast<float>(sdyxhat);
-    if (dbeta) dbeta[c] = static_cast<float>(sdy);
-    if (!dx) continue;
-    const double g = gamma_at(gamma, c);
-    // Eval mode normalises with constants, so only the direct term remains.
-    const double k1 = p.training ? sdy / M : 0.0, k2 = p.training ? sdyxhat / M : 0.0;
-    for (int64_t n = 0; n < p.N; ++n) {
-      int64_t off = n * plane + c * p.HxW;
-      for (int64_t i = 0; i < p.HxW; ++i) {
-        double xhat = (x[off + i] - m) * r;
-        dx[off + i] = static_cast<float>(g * r * (dy[off + i] - k1 - xhat * k2));
+  parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
+    float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
+    for (int64_t c = c0; c < c1; ++c) {
+      const float m = mean[c], r = rstd[c];
+      // Pass 1: the masked gradient g goes to dx (reread in pass 2) and its two sums.
+      double sg = 0.0, sgx = 0.0;
+      for (int64_t n = 0; n < p.N; ++n) {
+        const int64_t off = n * plane + c * p.HxW;
+        const float* g = masked_grad(p, dy, mask, off, p.HxW, dx ? dx + off : tmp);
+        sg += CVecMap(g, p.HxW).sum();
+        sgx += CVecMap(g, p.HxW).dot(CVecMap(x + off, p.HxW));
+      }
+      const double sgxhat = (sgx - m * sg) * r;  // sum(g * xhat)
+      if (dgamma) dgamma[c] = static_cast<float>(sgxhat);
+      if (dbeta) dbeta[c] = static_cast<float>(sg);
+      if (!dx) continue;
+      // Eval mode normalises with constants, so only the direct term remains.
+      const float k1 = p.training ? static_cast<float>(sg / M) : 0.0f;
+      const float k2 = p.training ? static_cast<float>(sgxhat / M) : 0.0f;
+      const float gr = gamma_at(gamma, c) * r;
+      for (int64_t n = 0; n < p.N; ++n) {
+        const int64_t off = n * plane + c * p.HxW;
+        const float* g = mask ? dx + off : dy + off;
+        const float* xr = x + off;
+        float* d = dx + off;
+        for (int64_t i = 0; i < p.HxW; ++i) d[i] = gr * (g[i] - k1 - (xr[i] - m) * r * k2);
       }
     }
-  }
+  });
 }
 
 // --- GroupNorm: sets are (C/G, HxW) per (sample, group), contiguous in memory ------------------
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* y, float* mean, float* rstd) {
+                    const float* residual, float* y, float* mean, float* rstd, uint8_t* mask) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
-  for (int64_t n = 0; n < p.N; ++n) {
-    for (int64_t g = 0; g < p.G; ++g) {
-      const int64_t base = (n * p.C + g * Cg) * p.HxW;
-      Stats st = moments(x + base, 1, D, D);
-      const double r = 1.0 / std::sqrt(st.var + p.eps);
-      mean[n * p.G + g] = static_cast<float>(st.mean);
-      rstd[n * p.G + g] = static_cast<float>(r);
+  const Epilogue epi(p, residual, mask);
+  parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t ng = s0; ng < s1; ++ng) {
+      const int64_t base = ng * D, g = ng % p.G;
+      double s = 0.0;
+      for (int64_t ci = 0; ci < Cg; ++ci) s += row_sum(x + base + ci * p.HxW, p.HxW);
+      const double m = s / static_cast<double>(D);
+      double q = 0.0;
+      for (int64_t ci = 0; ci < Cg; ++ci)
+        q += row_centred_sq(x + base + ci * p.HxW, p.HxW, static_cast<float>(m));
+      const double r = 1.0 / std::sqrt(q / static_cast<double>(D) + p.eps);
+      mean[ng] = static_cast<float>(m);
+      rstd[ng] = static_cast<float>(r);
       for (int64_t ci = 0; ci < Cg; ++ci) {
         const int64_t c = g * Cg + ci;
         const double gc = gamma_at(gamma, c);
-        affine(x + base + ci * p.HxW, y + base + ci * p.HxW, p.HxW, static_cast<float>(gc * r),
-               static_cast<float>(beta_at(beta, c) - st.mean * gc * r));
+        epi.row(x, y, base + ci * p.HxW, p.HxW, static_cast<float>(gc * r),
+                static_cast<float>(beta_at(beta, c) - m * gc * r));
       }
     }
-  }
+  });
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                    float* dgamma, float* dbeta) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
-  std::vector<double> dg(static_cast<size_t>(p.C), 0.0), db(static_cast<size_t>(p.C), 0.0);
-  std::vector<double> sdy(static_cast<size_t>(Cg)), sdyx(static_cast<size_t>(Cg));
-  for (int64_t n = 0; n < p.N; ++n) {
-    for (int64_t g = 0; g < p.G; ++g) {
-      const int64_t base = (n * p.C + g * Cg) * p.HxW;
-      const double m = mean[n * p.G + g], r = rstd[n * p.G + g];
-      // Per channel sums first: they give dgamma/dbeta and, weighted by gamma, the two
-      // group-wide sums dx needs, without a second pass over dy for the statistics.
-      double sum_gdy = 0.0, sum_gdy_xhat = 0.0;
+  // Per-(n, c) sums of g and g * xhat; dgamma/dbeta sum them over n in order below.
+  thread_local std::vector<double> part;
+  part.resize(static_cast<size_t>(2 * p.N * p.C));
+  double* sg_nc = part.data();
+  double* sgxhat_nc = part.data() + p.N * p.C;
+  parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
+    float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
+    for (int64_t ng = s0; ng < s1; ++ng) {
+      const int64_t base = ng * D, n = ng / p.G, g = ng % p.G;
+      const float m = mean[ng], r = rstd[ng];
+      // Per-channel sums first: they give dgamma/dbeta and, weighted by gamma, the two
+      // group-wide sums dx needs.
+      double sum_gg = 0.0, sum_gg_xhat = 0.0;
       for (int64_t ci = 0; ci < Cg; ++ci) {
-        const int64_t c = g * Cg + ci;
-        dot_sums(x + base + ci * p.HxW, dy + base + ci * p.HxW, p.HxW, sdy[ci], sdyx[ci]);
-        const double sdyxhat = (sdyx[ci] - m * sdy[ci]) * r;
-        dg[c] += sdyxhat;
-        db[c] += sdy[ci];
-        sum_gdy += gamma_at(gamma, c) * sdy[ci];
-        sum_gdy_xhat += gamma_at(gamma, c) * sdyxhat;
+        const int64_t c = g * Cg + ci, off = base + ci * p.HxW;
+        const float* gr = masked_grad(p, dy, mask, off, p.HxW, dx ? dx + off : tmp);
+        const double a = CVecMap(gr, p.HxW).sum();
+        const double b = (CVecMap(gr, p.HxW).dot(CVecMap(x + off, p.HxW)) - m * a) * r;
+        sg_nc[n * p.C + c] = a;
+        sgxhat_nc[n * p.C + c] = b;
+        sum_gg += gamma_at(gamma, c) * a;
+        sum_gg_xhat += gamma_at(gamma, c) * b;
       }
       if (!dx) continue;
-      const double k1 = sum_gdy / D, k2 = sum_gdy_xhat / D;
+      const float k1 = static_cast<float>(sum_gg / D), k2 = static_cast<float>(sum_gg_xhat / D);
       for (int64_t ci = 0; ci < Cg; ++ci) {
-        const double gc = gamma_at(gamma, g * Cg + ci);
+        const float gc = gamma_at(gamma, g * Cg + ci);
         const int64_t off = base + ci * p.HxW;
-        for (int64_t i = 0; i < p.HxW; ++i) {
-          double xhat = (x[off + i] - m) * r;
-          dx[off + i] = static_cast<float>(r * (gc * dy[off + i] - k1 - xhat * k2));
-        }
+        const float* gr = mask ? dx + off : dy + off;
+        const float* xr = x + off;
+        float* d = dx + off;
+        for (int64_t i = 0; i < p.HxW; ++i) d[i] = r * (gc * gr[i] - k1 - (xr[i] - m) * r * k2);
       }
     }
-  }
+  });
   for (int64_t c = 0; c < p.C; ++c) {
-    if (dgamma) dgamma[c] = static_cast<float>(dg[static_cast<size_t>(c)]);
-    if (dbeta) dbeta[c] = static_cast<float>(db[static_cast<size_t>(c)]);
+    double a = 0.0, b = 0.0;
+    for (int64_t n = 0; n < p.N; ++n) a += sg_nc[n * p.C + c], b += sgxhat_nc[n * p.C + c];
+    if (dgamma) dgamma[c] = static_cast<float>(b);
+    if (dbeta) dbeta[c] = static_cast<float>(a);
   }
 }
 
@@ -183,13 +251,14 @@ void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
                     float* y, float* mean, float* rstd) {
   for (int64_t row = 0; row < p.N; ++row) {
     const float* xr = x + row * p.C;
-    Stats st = moments(xr, 1, p.C, p.C);
-    const double r = 1.0 / std::sqrt(st.var + p.eps);
-    mean[row] = static_cast<float>(st.mean);
+    const double m = row_sum(xr, p.C) / static_cast<double>(p.C);
+    const double r =
+        1.0 / std::sqrt(row_centred_sq(xr, p.C, static_cast<float>(m)) / static_cast<double>(p.C) + p.eps);
+    mean[row] = static_cast<float>(m);
     rstd[row] = static_cast<float>(r);
     for (int64_t c = 0; c < p.C; ++c) {
       y[row * p.C + c] =
-          static_cast<float>((xr[c] - st.mean) * r * gamma_at(gamma, c) + beta_at(beta, c));
+          static_cast<float>((xr[c] - m) * r * gamma_at(gamma, c) + beta_at(beta, c));
     }
   }
 }

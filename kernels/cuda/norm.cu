@@ -6,8 +6,12 @@
 // atomics anywhere, so gradients are bitwise reproducible. Statistics are two-pass (mean, then
 // centred squares) over data the block re-reads from L2/global memory. See docs/kernels.md for
 // grid mappings and bytes moved.
+#include <cstdint>
+#include <initializer_list>
+
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/philox.h"
 #include "kernels/stubs.h"
 
 namespace nl::cuda {
@@ -20,62 +24,186 @@ constexpr size_t kScratch = 64 * sizeof(float);  // block_sum2 needs 2 x 32 floa
 __device__ __forceinline__ float gamma_at(const float* g, int64_t c) { return g ? g[c] : 1.0f; }
 __device__ __forceinline__ float beta_at(const float* b, int64_t c) { return b ? b[c] : 0.0f; }
 
+// ---------------------------------------------------------------------------------- epilogue
+//
+// y = residual + dropout(relu(pre)) and the byte mask, on 4 consecutive elements starting at flat
+// index i (i % 4 == 0): one Philox call gives the 4 draws (element i + l is lane l of block
+// offset + i / 4, as everywhere), one float4/uchar4 store each. kVec: the pointers are 16-byte
+// aligned and the 4 elements are in memory together, so vector loads and stores are legal.
+struct Epilogue {
+  const float* residual;
+  uint8_t* mask;
+  uint32_t threshold;
+  float keep_scale;
+};
+
+__host__ Epilogue make_epilogue(const NormParams& p, const float* residual, uint8_t* mask) {
+  const bool drop = p.dropout > 0.0f;
+  return {residual, mask, drop ? philox_keep_threshold(p.dropout) : 0u,
+          drop ? 1.0f / (1.0f - p.dropout) : 1.0f};
+}
+
+__device__ __forceinline__ void epilogue4(const NormParams& p, const Epilogue& e, int64_t i, float v[4]) {
+  if (p.relu || p.dropout > 0.0f) {
+    Philox4x32 r = {{0u, 0u, 0u, 0u}};
+    if (p.dropout > 0.0f) {
+      const uint64_t block = p.offset + uint64_t(i) / 4;
+      r = philox4x32_10({{uint32_t(block), uint32_t(block >> 32), 0u, 0u}}, uint32_t(p.seed),
+                        uint32_t(p.seed >> 32));
+    }
+    unsigned char m[4];
+    for (int l = 0; l < 4; ++l) {
+      const bool pass = (!p.relu || v[l] > 0.0f) && (p.dropout <= 0.0f || (r.v[l] >> 8) >= e.threshold);
+      m[l] = pass;
+      v[l] = pass ? v[l] * e.keep_scale : 0.0f;
+    }
+    *reinterpret_cast<uchar4*>(e.mask + i) = make_uchar4(m[0], m[1], m[2], m[3]);
+  }
+  if (e.residual) {
+    const float4 rv = *reinterpret_cast<const float4*>(e.residual + i);
+    v[0] += rv.x, v[1] += rv.y, v[2] += rv.z, v[3] += rv.w;
+  }
+}
+
+__device__ __forceinline__ float epilogue1(const NormParams& p, const Epilogue& e, int64_t i, float v) {
+  if (p.relu || p.dropout > 0.0f) {
+    const bool pass = (!p.relu || v > 0.0f) &&
+                      (p.dropout <= 0.0f || (philox_bits(p.seed, p.offset, uint64_t(i)) >> 8) >= e.threshold);
+    e.mask[i] = pass;
+    v = pass ? v * e.keep_scale : 0.0f;
+  }
+  return e.residual ? v + e.residual[i] : v;
+}
+
+// The gradient that reaches the norm: mask * dy / (1 - dropout), or dy without a mask.
+__device__ __forceinline__ float masked_dy(const float* dy, const uint8_t* mask, float keep_scale, int64_t i) {
+  return mask ? (mask[i] ? dy[i] * keep_scale : 0.0f) : dy[i];
+}
+__device__ __forceinline__ void masked_dy4(const float* dy, const uint8_t* mask, float keep_scale,
+                                           int64_t i, float g[4]) {
+  const float4 d = *reinterpret_cast<const float4*>(dy + i);
+  g[0] = d.x, g[1] = d.y, g[2] = d.z, g[3] = d.w;
+  if (!mask) return;
+  const uchar4 m = *reinterpret_cast<const uchar4*>(mask + i);
+  g[0] = m.x ? g[0] * keep_scale : 0.0f;
+  g[1] = m.y ? g[1] * keep_scale : 0.0f;
+  g[2] = m.z ? g[2] * keep_scale : 0.0f;
+  g[3] = m.w ? g[3] * keep_scale : 0.0f;
+}
+
+__device__ __forceinline__ void load4(const float* x, int64_t i, float v[4]) {
+  const float4 a = *reinterpret_cast<const float4*>(x + i);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+}
+__device__ __forceinline__ void store4(float* y, int64_t i, const float v[4]) {
+  *reinterpret_cast<float4*>(y + i) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
 // ---------------------------------------------------------------------------------- GroupNorm
 
-// One block per (n, g): the group's Cg * HxW elements are contiguous.
+// One block per (n, g): the group's Cg * HxW elements are contiguous. kVec (HxW % 4 == 0,
+// aligned pointers): each thread moves 4 elements per access, all in one channel.
+template <bool kVec>
 __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma,
-                                      const float* beta, float* y, float* mean, float* rstd) {
+                                      const float* beta, Epilogue e, float* y, float* mean,
+                                      float* rstd) {
   NL_DYN_SHARED(float, scratch);
-  const int64_t ng = blockIdx.x, n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+  const int64_t ng = blockIdx.x, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
   const float* xg = x + ng * D;
   float s = 0.0f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+  if (kVec) {
+    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+      float v[4];
+      load4(xg, i, v);
+      s += (v[0] + v[1]) + (v[2] + v[3]);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+  }
   const float m = block_sum(s, scratch) / float(D);
   float q = 0.0f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const float d = xg[i] - m;
-    q += d * d;
+  if (kVec) {
+    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+      float v[4];
+      load4(xg, i, v);
+      for (int l = 0; l < 4; ++l) q += (v[l] - m) * (v[l] - m);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) q += (xg[i] - m) * (xg[i] - m);
   }
   const float r = rsqrtf(block_sum(q, scratch) / float(D) + p.eps);
   if (threadIdx.x == 0) mean[ng] = m, rstd[ng] = r;
-  float* yg = y + ng * D;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const int64_t c = g * Cg + i / p.HxW;
-    yg[i] = (xg[i] - m) * r * gamma_at(gamma, c) + beta_at(beta, c);
+  if (kVec) {
+    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+      const int64_t c = g * Cg + i / p.HxW;
+      const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+      float v[4];
+      load4(xg, i, v);
+      for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
+      epilogue4(p, e, ng * D + i, v);
+      store4(y, ng * D + i, v);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+      const int64_t c = g * Cg + i / p.HxW;
+      const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+      y[ng * D + i] = epilogue1(p, e, ng * D + i, xg[i] * scale + shift);
+    }
   }
-  (void)n;
 }
 
-// One block per (n, g): per-channel sums sum(dy) and sum(dy * xhat) go to ds/db for the
-// dgamma/dbeta kernel, and their gamma-weighted totals give dx in the same block.
+// One block per (n, g): per-channel sums of g and g * xhat (g: dy through the mask) go to
+// db_nc/ds_nc for the dgamma/dbeta kernel, and their gamma-weighted totals give dx in the same
+// block.
+template <bool kVec>
 __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy,
                                       const float* gamma, const float* mean, const float* rstd,
-                                      float* dx, float* db_nc, float* ds_nc) {
+                                      const uint8_t* mask, float keep_scale, float* dx,
+                                      float* db_nc, float* ds_nc) {
   NL_DYN_SHARED(float, scratch);
   const int64_t ng = blockIdx.x, n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
   const float m = mean[ng], r = rstd[ng];
-  const float* xg = x + ng * D;
-  const float* dyg = dy + ng * D;
-  float sum_gdy = 0.0f, sum_gdy_xhat = 0.0f;  // identical in every thread after each block_sum2
+  const int64_t base = ng * D;
+  float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
   for (int64_t ci = 0; ci < Cg; ++ci) {
-    const int64_t c = g * Cg + ci;
+    const int64_t c = g * Cg + ci, row = base + ci * p.HxW;
     float a = 0.0f, b = 0.0f;
-    for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
-      const float d = dyg[ci * p.HxW + i];
-      a += d;
-      b += d * (xg[ci * p.HxW + i] - m) * r;
+    if (kVec) {
+      for (int64_t i = 4 * threadIdx.x; i < p.HxW; i += 4 * blockDim.x) {
+        float gv[4], xv[4];
+        masked_dy4(dy, mask, keep_scale, row + i, gv);
+        load4(x, row + i, xv);
+        for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
+        const float d = masked_dy(dy, mask, keep_scale, row + i);
+        a += d;
+        b += d * (x[row + i] - m) * r;
+      }
     }
     block_sum2(a, b, scratch);
     if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
-    sum_gdy += gamma_at(gamma, c) * a;
-    sum_gdy_xhat += gamma_at(gamma, c) * b;
+    sum_gg += gamma_at(gamma, c) * a;
+    sum_gg_xhat += gamma_at(gamma, c) * b;
   }
   if (!dx) return;
-  const float k1 = sum_gdy / float(D), k2 = sum_gdy_xhat / float(D);
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const int64_t c = g * Cg + i / p.HxW;
-    const float xhat = (xg[i] - m) * r;
-    dx[ng * D + i] = r * (gamma_at(gamma, c) * dyg[i] - k1 - xhat * k2);
+  const float k1 = sum_gg / float(D), k2 = sum_gg_xhat / float(D);
+  if (kVec) {
+    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+      const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
+      float gv[4], xv[4];
+      masked_dy4(dy, mask, keep_scale, base + i, gv);
+      load4(x, base + i, xv);
+      for (int l = 0; l < 4; ++l) gv[l] = r * (gc * gv[l] - k1 - (xv[l] - m) * r * k2);
+      store4(dx, base + i, gv);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+      const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
+      const float xhat = (x[base + i] - m) * r;
+      dx[base + i] = r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2);
+    }
   }
 }
 
@@ -91,65 +219,168 @@ __global__ void reduce_over_n_kernel(int64_t N, int64_t C, const float* db_nc, c
 }
 
 // ---------------------------------------------------------------------------------- BatchNorm
+//
+// A channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block per
+// channel left most of a GPU idle at the network's 16-32 channels. Each block writes its partial
+// sums to [C, kSplit] scratch; a block does not wait for the others (no grid-wide sync, no
+// atomics): the statistics are finished by a second tiny kernel, and the elementwise pass is a
+// third launch over the same grid. Partials are summed in split order: deterministic.
+constexpr int kSplit = 8;
 
-// One block per channel over (N, HxW). Enough for the network's shapes; splitting a channel
-// across blocks is the next step for very few channels (norm-kernels.md).
-__global__ void batch_norm_fwd_kernel(NormParams p, const float* x, const float* gamma,
-                                      const float* beta, float* running_mean, float* running_var,
-                                      float* y, float* mean, float* rstd) {
+// Element j of channel c's N * HxW: sample j / HxW, position j % HxW. kVec: HxW % 4 == 0, so 4
+// consecutive j share a sample and are contiguous.
+__device__ __forceinline__ int64_t bn_offset(const NormParams& p, int64_t c, int64_t j) {
+  return (j / p.HxW) * p.C * p.HxW + c * p.HxW + j % p.HxW;
+}
+
+// The split's share of [0, M): [begin, end), multiples of 4 (kVec needs whole quads).
+__device__ __forceinline__ void bn_split(int64_t M, int64_t& begin, int64_t& end) {
+  const int64_t quads = (M + 3) / 4, per = (quads + kSplit - 1) / kSplit;
+  begin = int64_t(blockIdx.y) * per * 4;
+  begin = begin < M ? begin : M;
+  end = begin + per * 4 < M ? begin + per * 4 : M;
+}
+
+// Pass 1 (training): per (c, split) sum of x, and sum of squares about `shift_mean` = the
+// channel's first element, which keeps the one-pass variance well conditioned.
+template <bool kVec>
+__global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* part) {
   NL_DYN_SHARED(float, scratch);
-  const int64_t c = blockIdx.x, M = p.N * p.HxW, plane = p.C * p.HxW;
-  float m, r;
-  if (p.training) {
-    float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) s += x[(i / p.HxW) * plane + c * p.HxW + i % p.HxW];
-    m = block_sum(s, scratch) / float(M);
-    float q = 0.0f;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-      const float d = x[(i / p.HxW) * plane + c * p.HxW + i % p.HxW] - m;
-      q += d * d;
-    }
-    const float var = block_sum(q, scratch) / float(M);
-    r = rsqrtf(var + p.eps);
-    if (threadIdx.x == 0 && running_mean) {
-      running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
-      running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  const float k = x[bn_offset(p, c, 0)];
+  float s = 0.0f, q = 0.0f;
+  if (kVec) {
+    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
+      float v[4];
+      load4(x, bn_offset(p, c, j), v);
+      for (int l = 0; l < 4; ++l) s += v[l] - k, q += (v[l] - k) * (v[l] - k);
     }
   } else {
-    m = running_mean[c];
-    r = rsqrtf(running_var[c] + p.eps);
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const float d = x[bn_offset(p, c, j)] - k;
+      s += d, q += d * d;
+    }
   }
-  if (threadIdx.x == 0) mean[c] = m, rstd[c] = r;
-  const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-    const int64_t off = (i / p.HxW) * plane + c * p.HxW + i % p.HxW;
-    y[off] = x[off] * scale + shift;
+  block_sum2(s, q, scratch);
+  if (threadIdx.x == 0) part[(c * kSplit + blockIdx.y) * 2] = s, part[(c * kSplit + blockIdx.y) * 2 + 1] = q;
+}
+
+// One thread per channel: mean, rstd and the running statistics from the kSplit partials.
+__global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part,
+                                         float* running_mean, float* running_var, float* mean,
+                                         float* rstd) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= p.C) return;
+  if (!p.training) {
+    mean[c] = running_mean[c];
+    rstd[c] = rsqrtf(running_var[c] + p.eps);
+    return;
+  }
+  const int64_t M = p.N * p.HxW;
+  float s = 0.0f, q = 0.0f;
+  for (int k = 0; k < kSplit; ++k) s += part[(c * kSplit + k) * 2], q += part[(c * kSplit + k) * 2 + 1];
+  const float shift_mean = s / float(M);
+  const float var = fmaxf(q / float(M) - shift_mean * shift_mean, 0.0f);
+  const float m = x[bn_offset(p, c, 0)] + shift_mean;
+  mean[c] = m;
+  rstd[c] = rsqrtf(var + p.eps);
+  if (running_mean) {
+    running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
+    running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
   }
 }
 
-__global__ void batch_norm_bwd_kernel(NormParams p, const float* x, const float* dy,
-                                      const float* gamma, const float* mean, const float* rstd,
-                                      float* dx, float* dgamma, float* dbeta) {
-  NL_DYN_SHARED(float, scratch);
-  const int64_t c = blockIdx.x, M = p.N * p.HxW, plane = p.C * p.HxW;
-  const float m = mean[c], r = rstd[c];
-  float sdy = 0.0f, sdyxhat = 0.0f;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-    const int64_t off = (i / p.HxW) * plane + c * p.HxW + i % p.HxW;
-    sdy += dy[off];
-    sdyxhat += dy[off] * (x[off] - m) * r;
+template <bool kVec>
+__global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma,
+                                        const float* beta, const float* mean, const float* rstd,
+                                        Epilogue e, float* y) {
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  const float scale = gamma_at(gamma, c) * rstd[c], shift = beta_at(beta, c) - mean[c] * scale;
+  if (kVec) {
+    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      float v[4];
+      load4(x, off, v);
+      for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
+      epilogue4(p, e, off, v);
+      store4(y, off, v);
+    }
+  } else {
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      y[off] = epilogue1(p, e, off, x[off] * scale + shift);
+    }
   }
-  block_sum2(sdy, sdyxhat, scratch);
-  if (threadIdx.x == 0) {
-    if (dgamma) dgamma[c] = sdyxhat;
-    if (dbeta) dbeta[c] = sdy;
+}
+
+// Backward pass 1: per (c, split) sums of g and g * xhat.
+template <bool kVec>
+__global__ void batch_norm_bwd_sums_kernel(NormParams p, const float* x, const float* dy,
+                                           const float* mean, const float* rstd,
+                                           const uint8_t* mask, float keep_scale, float* part) {
+  NL_DYN_SHARED(float, scratch);
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  const float m = mean[c], r = rstd[c];
+  float a = 0.0f, b = 0.0f;
+  if (kVec) {
+    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      float gv[4], xv[4];
+      masked_dy4(dy, mask, keep_scale, off, gv);
+      load4(x, off, xv);
+      for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+    }
+  } else {
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      const float gv = masked_dy(dy, mask, keep_scale, off);
+      a += gv, b += gv * (x[off] - m) * r;
+    }
+  }
+  block_sum2(a, b, scratch);
+  if (threadIdx.x == 0) part[(c * kSplit + blockIdx.y) * 2] = a, part[(c * kSplit + blockIdx.y) * 2 + 1] = b;
+}
+
+// Backward pass 2: every (c, split) block sums the kSplit partials itself (same order in every
+// block, so all agree), block (c, 0) writes dgamma/dbeta, and each block writes its dx share.
+template <bool kVec>
+__global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const float* dy,
+                                         const float* gamma, const float* mean, const float* rstd,
+                                         const uint8_t* mask, float keep_scale, const float* part,
+                                         float* dx, float* dgamma, float* dbeta) {
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  float sg = 0.0f, sgxhat = 0.0f;
+  for (int k = 0; k < kSplit; ++k) sg += part[(c * kSplit + k) * 2], sgxhat += part[(c * kSplit + k) * 2 + 1];
+  if (blockIdx.y == 0 && threadIdx.x == 0) {
+    if (dgamma) dgamma[c] = sgxhat;
+    if (dbeta) dbeta[c] = sg;
   }
   if (!dx) return;
-  const float g = gamma_at(gamma, c);
-  const float k1 = p.training ? sdy / float(M) : 0.0f, k2 = p.training ? sdyxhat / float(M) : 0.0f;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-    const int64_t off = (i / p.HxW) * plane + c * p.HxW + i % p.HxW;
-    dx[off] = g * r * (dy[off] - k1 - (x[off] - m) * r * k2);
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  const float m = mean[c], r = rstd[c], gr = gamma_at(gamma, c) * r;
+  // Eval mode normalises with constants, so only the direct term remains.
+  const float k1 = p.training ? sg / float(M) : 0.0f, k2 = p.training ? sgxhat / float(M) : 0.0f;
+  if (kVec) {
+    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      float gv[4], xv[4];
+      masked_dy4(dy, mask, keep_scale, off, gv);
+      load4(x, off, xv);
+      for (int l = 0; l < 4; ++l) gv[l] = gr * (gv[l] - k1 - (xv[l] - m) * r * k2);
+      store4(dx, off, gv);
+    }
+  } else {
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      dx[off] = gr * (masked_dy(dy, mask, keep_scale, off) - k1 - (x[off] - m) * r * k2);
+    }
   }
 }
 
@@ -210,36 +441,79 @@ __global__ void layer_norm_bwd_affine_kernel(NormParams p, const float* x, const
 
 // ---------------------------------------------------------------------------------- launchers
 
+namespace {
+// float4 paths need rows of whole quads and 16-byte aligned pointers (null ones are fine).
+bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
+  if (p.HxW % 4 != 0) return false;
+  for (const void* q : ptrs)
+    if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
+  return true;
+}
+float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f; }
+}  // namespace
+
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* y, float* mean, float* rstd) {
+                    const float* residual, float* y, float* mean, float* rstd, uint8_t* mask) {
   if (p.N * p.G == 0) return;
-  NL_LAUNCH(group_norm_fwd_kernel, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, y, mean, rstd);
+  const Epilogue e = make_epilogue(p, residual, mask);
+  if (vec_ok(p, {x, residual, y, mask}))
+    NL_LAUNCH(group_norm_fwd_kernel<true>, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
+  else
+    NL_LAUNCH(group_norm_fwd_kernel<false>, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                    float* dgamma, float* dbeta) {
   if (p.N * p.G == 0) return;
   Scratch scratch(sizeof(float) * 2 * size_t(p.N * p.C));  // db_nc then ds_nc, [N, C] each
   float* partial = scratch.f32();
-  NL_LAUNCH(group_norm_bwd_kernel, unsigned(p.N * p.G), kThreads, kScratch, p, x, dy, gamma, mean,
-            rstd, dx, partial, partial + p.N * p.C);
+  const float ks = keep_scale(p);
+  if (vec_ok(p, {x, dy, mask, dx}))
+    NL_LAUNCH(group_norm_bwd_kernel<true>, unsigned(p.N * p.G), kThreads, kScratch, p, x, dy, gamma,
+              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
+  else
+    NL_LAUNCH(group_norm_bwd_kernel<false>, unsigned(p.N * p.G), kThreads, kScratch, p, x, dy, gamma,
+              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
   if (dgamma || dbeta)
     NL_LAUNCH(reduce_over_n_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.N, p.C, partial,
               partial + p.N * p.C, dgamma, dbeta);
 }
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* running_mean, float* running_var, float* y, float* mean, float* rstd) {
+                    const float* residual, float* running_mean, float* running_var, float* y,
+                    float* mean, float* rstd, uint8_t* mask) {
   if (p.C == 0) return;
-  NL_LAUNCH(batch_norm_fwd_kernel, unsigned(p.C), kThreads, kScratch, p, x, gamma, beta,
-            running_mean, running_var, y, mean, rstd);
+  const dim3 grid(unsigned(p.C), kSplit);
+  const bool vec = vec_ok(p, {x, residual, y, mask});
+  Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
+  if (p.training) {
+    if (vec) NL_LAUNCH(batch_norm_stats_kernel<true>, grid, kThreads, kScratch, p, x, scratch.f32());
+    else NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
+  }
+  NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(),
+            running_mean, running_var, mean, rstd);
+  const Epilogue e = make_epilogue(p, residual, mask);
+  if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, e, y);
+  else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, e, y);
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                    float* dgamma, float* dbeta) {
   if (p.C == 0) return;
-  NL_LAUNCH(batch_norm_bwd_kernel, unsigned(p.C), kThreads, kScratch, p, x, dy, gamma, mean, rstd,
-            dx, dgamma, dbeta);
+  const dim3 grid(unsigned(p.C), kSplit);
+  const bool vec = vec_ok(p, {x, dy, mask, dx});
+  const float ks = keep_scale(p);
+  Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
+  float* part = scratch.f32();
+  if (vec) {
+    NL_LAUNCH(batch_norm_bwd_sums_kernel<true>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
+    NL_LAUNCH(batch_norm_bwd_dx_kernel<true>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, mask, ks, part, dx, dgamma, dbeta);
+  } else {
+    NL_LAUNCH(batch_norm_bwd_sums_kernel<false>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
+    NL_LAUNCH(batch_norm_bwd_dx_kernel<false>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, mask, ks, part, dx, dgamma, dbeta);
+  }
 }
 
 void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,

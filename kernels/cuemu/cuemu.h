@@ -38,6 +38,19 @@ struct dim3 {
 };
 using uint3 = dim3;
 
+// CUDA's vector types (vector_types.h), with the same alignment, so float4 loads keep their
+// 16-byte alignment requirement (UBSan reports a misaligned one).
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(4) uchar4 {
+  unsigned char x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char z, unsigned char w) {
+  return {x, y, z, w};
+}
+
 namespace cuemu {
 
 struct ThreadContext {

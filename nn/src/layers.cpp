@@ -1,5 +1,6 @@
 #include "normlab/nn/layers.h"
 
+#include <atomic>
 #include <cmath>
 #include <sstream>
 
@@ -79,8 +80,11 @@ BatchNorm2d::BatchNorm2d(int64_t c, float eps, float momentum, bool affine)
   register_buffer("running_var", running_var);
 }
 
-Tensor BatchNorm2d::forward(const Tensor& x) {
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
+Tensor BatchNorm2d::forward(const Tensor& x) { return forward_fused(x, {}); }
+
+Tensor BatchNorm2d::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
+                    epilogue);
 }
 
 std::string BatchNorm2d::describe() const {
@@ -99,7 +103,11 @@ GroupNorm::GroupNorm(int64_t g, int64_t c, float eps, bool affine)
   }
 }
 
-Tensor GroupNorm::forward(const Tensor& x) { return group_norm(x, groups, weight, bias, eps); }
+Tensor GroupNorm::forward(const Tensor& x) { return forward_fused(x, {}); }
+
+Tensor GroupNorm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
+  return group_norm(x, groups, weight, bias, eps, epilogue);
+}
 
 std::string GroupNorm::describe() const {
   return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";
@@ -119,6 +127,11 @@ LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, in
   }
   register_parameter("weight", weight);
   register_parameter("bias", bias);
+}
+
+Tensor LayerNorm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
+  NL_CHECK(can_fuse(), "LayerNorm: the per-element affine does not fuse with what follows");
+  return group_norm(x, 1, weight, bias, eps, epilogue);
 }
 
 Tensor LayerNorm::forward(const Tensor& x) {
@@ -182,9 +195,54 @@ std::string Sequential::describe() const {
   return out;
 }
 
-Tensor Sequential::forward(const Tensor& x) {
+namespace {
+std::atomic<bool> g_fusion{true};
+}  // namespace
+
+void set_fusion_enabled(bool on) { g_fusion = on; }
+bool fusion_enabled() { return g_fusion; }
+
+Tensor Sequential::forward(const Tensor& x) { return run(x, nullptr); }
+
+Tensor Sequential::forward_residual(const Tensor& x, const Tensor& residual) {
+  return run(x, &residual);
+}
+
+Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
+  const auto& layers = children();
+  const size_t n = layers.size();
   Tensor h = x;
-  for (auto& [name, m] : children()) h = m->forward(h);
+  bool residual_done = residual == nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    Module* m = layers[i].second.get();
+    auto* norm = dynamic_cast<FusableNorm*>(m);
+    if (!g_fusion || !norm || !norm->can_fuse()) {
+      h = m->forward(h);
+      continue;
+    }
+    // norm > [ReLU] > [Dropout], then the residual add when the run ends the Sequential.
+    NormEpilogue e;
+    size_t j = i + 1;
+    if (j < n && dynamic_cast<ReLU*>(layers[j].second.get())) e.relu = true, ++j;
+    if (j < n) {
+      if (auto* d = dynamic_cast<Dropout*>(layers[j].second.get())) {
+        e.dropout = d->is_training() ? d->p : 0.0f;
+        e.gen = d->gen;
+        ++j;
+      }
+    }
+    if (j == n && !residual_done && residual->shape() == h.shape()) {
+      e.residual = *residual;
+      residual_done = true;
+    }
+    h = norm->forward_fused(h, e);
+    i = j - 1;
+  }
+  if (!residual_done) {
+    NL_CHECK(h.shape() == residual->shape(), "Residual: body maps ", residual->shape(), " to ",
+             h.shape(), "; a residual add needs equal shapes");
+    h = nl::add(*residual, h);
+  }
   return h;
 }
 
@@ -193,6 +251,7 @@ Residual::Residual(std::shared_ptr<Module> body) : body_(register_module("body",
 }
 
 Tensor Residual::forward(const Tensor& x) {
+  if (auto* seq = dynamic_cast<Sequential*>(body_.get())) return seq->forward_residual(x, x);
   Tensor y = body_->forward(x);
   NL_CHECK(y.shape() == x.shape(), "Residual: body maps ", x.shape(), " to ", y.shape(),
            "; a residual add needs equal shapes");

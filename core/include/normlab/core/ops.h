@@ -23,16 +23,28 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator* gen = nullptr
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), int64_t stride = 1,
               int64_t padding = 0);
 
+// What follows a norm in a conv block, fused into the norm's single pass over memory:
+//   out = residual + dropout(relu(norm(x)))
+// Forward writes out and a one-byte-per-element mask; backward reads x, dy and the mask once
+// more and gives dx, dgamma, dbeta, and dy as the residual's gradient. The result equals the
+// unfused ops bit for bit, dropout mask included (same generator, same draw).
+struct NormEpilogue {
+  bool relu = false;
+  float dropout = 0.0f;      // applied as given: pass 0 in eval mode
+  Generator* gen = nullptr;  // dropout's generator; null: the default generator
+  Tensor residual;           // same shape as x; undefined: no residual add
+};
+
 // x [N, C, H, W] (or [N, C]); gamma/beta [C] or undefined; running_mean/var [C] or undefined
 // (then training must be true). In training, uses batch statistics and updates the running
 // statistics with momentum (unbiased variance, as PyTorch); in eval, uses the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
-                  float momentum = 0.1f, float eps = 1e-5f);
+                  float momentum = 0.1f, float eps = 1e-5f, const NormEpilogue& epilogue = {});
 // x [N, C, ...]; groups divides C; gamma/beta [C]. groups = 1 is LayerNorm over (C, H, W) with a
 // per-channel affine, groups = C is InstanceNorm.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta,
-                  float eps = 1e-5f);
+                  float eps = 1e-5f, const NormEpilogue& epilogue = {});
 // Normalises over the last dimension D; gamma/beta [D] or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 

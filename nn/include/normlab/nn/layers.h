@@ -3,10 +3,25 @@
 // the Generator to draw from, so two models built from equal seeds are equal.
 #include <initializer_list>
 
+#include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/nn/module.h"
 
 namespace nl::nn {
+
+// A norm that can run the ReLU, dropout and residual add following it in the same pass over
+// memory (nl::NormEpilogue). Sequential and Residual find `norm > [ReLU] > [Dropout]` runs and
+// call forward_fused; the result equals the layers run one by one, bit for bit.
+class FusableNorm {
+ public:
+  virtual ~FusableNorm() = default;
+  virtual bool can_fuse() const { return true; }
+  virtual Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) = 0;
+};
+
+// On by default; off runs every layer on its own (to compare, or to debug a layer's output).
+void set_fusion_enabled(bool on);
+bool fusion_enabled();
 
 // conv k x k; weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform, a = sqrt 5).
 class Conv2d : public Module {
@@ -29,21 +44,23 @@ class Linear : public Module {
   int64_t in_features, out_features;
 };
 
-class BatchNorm2d : public Module {
+class BatchNorm2d : public Module, public FusableNorm {
  public:
   explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f,
                        bool affine = true);
   Tensor forward(const Tensor& x) override;
+  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
   std::string describe() const override;
   Tensor weight, bias, running_mean, running_var;
   int64_t channels;
   float eps, momentum;
 };
 
-class GroupNorm : public Module {
+class GroupNorm : public Module, public FusableNorm {
  public:
   GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool affine = true);
   Tensor forward(const Tensor& x) override;
+  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
   std::string describe() const override;
   Tensor weight, bias;
   int64_t groups, channels;
@@ -55,12 +72,14 @@ enum class LayerNormAffine { PerChannel, PerElement, None };
 // LayerNorm over (C, H, W) per sample. The default per-channel affine (C gammas and betas) makes
 // it GroupNorm with one group; PerElement is torch.nn.LayerNorm([C, H, W]) with C*H*W of each,
 // which needs H and W up front and costs C*H*W*2 parameters per layer.
-class LayerNorm : public Module {
+class LayerNorm : public Module, public FusableNorm {
  public:
   explicit LayerNorm(int64_t channels, float eps = 1e-5f,
                      LayerNormAffine affine = LayerNormAffine::PerChannel, int64_t height = 0,
                      int64_t width = 0);
   Tensor forward(const Tensor& x) override;
+  bool can_fuse() const override { return affine != LayerNormAffine::PerElement; }
+  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
   std::string describe() const override;
   Tensor weight, bias;
   int64_t channels, height, width;
@@ -113,7 +132,12 @@ class Sequential : public Module {
   Sequential& add(std::shared_ptr<Module> m);  // named by its index
   Sequential& add(std::string name, std::shared_ptr<Module> m);
   Tensor forward(const Tensor& x) override;
-  std::string describe() const override;  // its layers joined by " > " 
+  // residual + forward(x), with the add fused into a trailing norm run when there is one.
+  Tensor forward_residual(const Tensor& x, const Tensor& residual);
+  std::string describe() const override;  // its layers joined by " > "
+
+ private:
+  Tensor run(const Tensor& x, const Tensor* residual);
 };
 
 // out = x + body(x)
