@@ -34,6 +34,11 @@ TEST_CASE("gradcheck: conv2d", "[grad][conv2d]") {
                   {randn({2, 3, 7, 6}, 4), randn({5, 3, 3, 3}, 5, 0.3f)});
   require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 0); },
                   {randn({3, 6, 5, 7}, 6), randn({2, 6, 1, 1}, 7)});
+  // 5x5 "same" (shifted-plane im2col/col2im) and 5x5 with pad 1 (general path).
+  require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 2); },
+                  {randn({2, 2, 6, 5}, 8), randn({3, 2, 5, 5}, 9, 0.3f)});
+  require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 1); },
+                  {randn({2, 2, 6, 5}, 10), randn({3, 2, 5, 5}, 11, 0.3f)});
 }
 
 TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm]") {

@@ -12,7 +12,10 @@ TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes"
   struct Case { int64_t N, C, H, W, K, R, stride, pad; bool bias; };
   for (Case c : {Case{3, 6, 5, 7, 4, 3, 1, 1, true}, Case{2, 3, 7, 5, 5, 3, 2, 0, false},
                  Case{3, 6, 5, 7, 2, 1, 1, 0, true}, Case{1, 2, 9, 8, 3, 5, 2, 2, true},
-                 Case{2, 1, 4, 4, 3, 2, 3, 1, false}}) {
+                 Case{2, 1, 4, 4, 3, 2, 3, 1, false},
+                 // "same" convolutions take im2col's shifted-plane path, others the general one
+                 Case{2, 3, 6, 5, 4, 5, 1, 2, true}, Case{2, 3, 6, 5, 4, 5, 1, 1, false},
+                 Case{2, 2, 1, 3, 3, 3, 1, 1, false}}) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad, c.bias);
     Tensor x = randn({c.N, c.C, c.H, c.W}, 1), w = randn({c.K, c.C, c.R, c.R}, 2, 0.3f);
     Tensor b = c.bias ? randn({c.K}, 3) : Tensor();
