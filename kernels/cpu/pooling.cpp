@@ -1,11 +1,13 @@
-// max-pool and global average pool, forward and backward.
+// max-pool and global average pool, forward and backward. Threads take whole planes.
 #include "kernels/cpu/eigen_types.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/stubs.h"
 
 namespace nl::cpu {
 
 void max_pool2d_fwd(const Pool2dParams& p, const float* x, float* y, int32_t* argmax) {
-  for (int64_t plane = 0; plane < p.N * p.C; ++plane) {
+  parallel_for(p.N * p.C, 64, [&](int64_t b, int64_t e) {
+  for (int64_t plane = b; plane < e; ++plane) {
     const float* xp = x + plane * p.H * p.W;
     for (int64_t oh = 0; oh < p.P; ++oh) {
       for (int64_t ow = 0; ow < p.Q; ++ow) {
@@ -24,14 +26,17 @@ void max_pool2d_fwd(const Pool2dParams& p, const float* x, float* y, int32_t* ar
       }
     }
   }
+  });
 }
 
 void max_pool2d_bwd(const Pool2dParams& p, const float* dy, const int32_t* argmax, float* dx) {
-  VecMap(dx, p.N * p.C * p.H * p.W).setZero();
-  // += because windows overlap when stride < kernel.
-  for (int64_t plane = 0; plane < p.N * p.C; ++plane)
-    for (int64_t o = 0; o < p.P * p.Q; ++o)
-      dx[plane * p.H * p.W + argmax[plane * p.P * p.Q + o]] += dy[plane * p.P * p.Q + o];
+  parallel_for(p.N * p.C, 64, [&](int64_t b, int64_t e) {
+    VecMap(dx + b * p.H * p.W, (e - b) * p.H * p.W).setZero();
+    // += because windows overlap when stride < kernel.
+    for (int64_t plane = b; plane < e; ++plane)
+      for (int64_t o = 0; o < p.P * p.Q; ++o)
+        dx[plane * p.H * p.W + argmax[plane * p.P * p.Q + o]] += dy[plane * p.P * p.Q + o];
+  });
 }
 
 void global_avg_pool_fwd(int64_t NC, int64_t HxW, const float* x, float* y) {
