@@ -6,10 +6,12 @@
 #   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
 #                  forward, reverse and random thread order
 #   test-asan      the emulated build under AddressSanitizer + UndefinedBehaviorSanitizer
-#   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills
+#   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
+#                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
+#                  skips cleanly without a GPU)
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
-CONFIGURE = cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON $(CMAKE_FLAGS)
+CONFIGURE = cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON -DNORMLAB_BUILD_BENCH=ON $(CMAKE_FLAGS)
 CTEST = ctest --output-on-failure -j $(JOBS)
 # The main job's data: the real CIFAR-10 subset beside the repository when it is there,
 # otherwise ./data, downloading CIFAR-10 if it is missing. Override with RUN_ARGS=...
@@ -48,8 +50,11 @@ test-asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)"
 
-test-nvcc:
+test-nvcc: deps
 	scripts/check-nvcc.sh build-nvcc
+	cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DNORMLAB_BUILD_BENCH=ON -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS) -S . -B build-cuda
+	cmake --build build-cuda -j $(JOBS) --target bench_norm_cuda
+	build-cuda/bench/bench_norm_cuda --iters 20
 
 clean:
-	rm -rf build build-emulate build-asan build-nvcc
+	rm -rf build build-emulate build-asan build-nvcc build-cuda

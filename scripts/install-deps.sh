@@ -9,6 +9,7 @@ packages=(
   catch2             # tests (v2.13 in Debian 12)
   nlohmann-json3-dev # golden fixtures, results.json
   libbenchmark-dev   # bench/
+  libdnnl-dev        # bench/bench_norm: oneDNN, the CPU norm baseline
   libcli11-dev       # compare_norms command line
   libcurl4-openssl-dev libssl-dev libarchive-dev zlib1g-dev  # dataset download and readers
   gnuplot-nox        # compare_norms charts

@@ -1,0 +1,235 @@
+// The norm family on the GPU, normlab's kernels against cuDNN 9, side by side in one binary:
+// BatchNorm, GroupNorm(4) and LayerNorm over (C, H, W); forward training, forward eval and
+// backward; the network's layer shapes at N = 128 and 512.
+//
+//   bench_norm_cuda [--iters 50]
+//
+// Timing: cudaEvents around each launch, the L2 cache flushed (a memset of twice its size)
+// before every timed iteration, median of --iters. Bandwidth: minimum bytes (forward x + y,
+// backward x + dy + dx) per second, and that as a percentage of the device's peak memory
+// bandwidth, queried from the device (2 x memory clock x bus width), never hard-coded.
+//
+// cuDNN variants: BatchNorm through the legacy cudnnBatchNormalization*Ex calls in both
+// CUDNN_BATCHNORM_SPATIAL and CUDNN_BATCHNORM_SPATIAL_PERSISTENT modes. GroupNorm: cuDNN's
+// legacy API has none; the stand-in is BatchNorm (SPATIAL) on the [1, N*G, C/G*H*W, 1] view,
+// the same per-(sample, group) statistics with a per-group affine. LayerNorm over (C, H, W):
+// here the same stand-in with G = 1 ([1, N, C*H*W, 1]); the backend-graph LayerNorm is not
+// wired up yet (docs/performance.md lists it under what remains).
+//
+// Without a GPU it prints one line saying it skipped and why, and exits 0.
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/stubs.h"
+
+namespace {
+using namespace nl;
+
+#define CK(expr)                                                                              \
+  do {                                                                                        \
+    cudaError_t e_ = (expr);                                                                  \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "bench_norm_cuda: %s failed: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+#define DNN(expr)                                                                                \
+  do {                                                                                           \
+    cudnnStatus_t s_ = (expr);                                                                   \
+    if (s_ != CUDNN_STATUS_SUCCESS) {                                                            \
+      std::fprintf(stderr, "bench_norm_cuda: %s failed: %s\n", #expr, cudnnGetErrorString(s_));  \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
+
+enum Kind { kBN, kGN, kLN };
+enum Pass { kFwdTrain, kFwdEval, kBwd };
+const char* kind_name[] = {"BN", "GN4", "LN"};
+const char* pass_name[] = {"fwd_train", "fwd_eval", "bwd"};
+
+struct Gpu {
+  double peak_gbs = 0;
+  size_t l2 = 0;
+  void* flush = nullptr;
+};
+
+struct Bufs {
+  float *x, *y, *dy, *dx, *gamma, *beta, *dgamma, *dbeta, *mean, *rstd, *rmean, *rvar;
+  uint8_t* mask;
+};
+
+float* dev_floats(size_t n, float value) {
+  float* p;
+  CK(cudaMalloc(&p, n * sizeof(float)));
+  std::vector<float> h(n, value);
+  if (value != value) {  // NaN: random normal-ish data
+    uint32_t s = 12345;
+    for (auto& v : h) s = s * 1664525u + 1013904223u, v = float(int(s >> 9) - (1 << 22)) / float(1 << 22);
+  }
+  CK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  return p;
+}
+
+template <class F>
+double median_ms(const Gpu& d, int iters, F&& launch) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  launch();  // warm-up
+  std::vector<float> t;
+  for (int i = 0; i < iters; ++i) {
+    CK(cudaMemset(d.flush, i & 0xFF, d.l2 * 2));
+    CK(cudaEventRecord(a));
+    launch();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void report(const Gpu& d, const std::string& name, double ms, int64_t bytes) {
+  const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
+  std::printf("%-58s %9.3f ms %8.1f GB/s %5.1f%% of peak\n", name.c_str(), ms, gbs, 100.0 * gbs / d.peak_gbs);
+}
+
+void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N, int64_t C,
+               int64_t HW, int iters) {
+  const int64_t n = N * C * HW, G = kind == kGN ? 4 : 1;
+  const int64_t bytes = (pass == kBwd ? 3 : 2) * n * int64_t(sizeof(float));
+  Bufs b{};
+  b.x = dev_floats(size_t(n), NAN), b.dy = dev_floats(size_t(n), NAN);
+  b.y = dev_floats(size_t(n), 0), b.dx = dev_floats(size_t(n), 0);
+  const int64_t stats = std::max(C, N * G), aff = std::max(C, N * G);
+  b.gamma = dev_floats(size_t(aff), 1), b.beta = dev_floats(size_t(aff), 0);
+  b.dgamma = dev_floats(size_t(aff), 0), b.dbeta = dev_floats(size_t(aff), 0);
+  b.mean = dev_floats(size_t(stats), 0), b.rstd = dev_floats(size_t(stats), 1);
+  b.rmean = dev_floats(size_t(stats), 0), b.rvar = dev_floats(size_t(stats), 1);
+  CK(cudaMalloc(&b.mask, size_t(n)));
+
+  NormParams p;
+  p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != kFwdEval;
+  const nl::Device cuda = nl::Device::cuda();
+  auto ours_fwd = [&] {
+    if (kind == kBN)
+      batch_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.rmean, b.rvar, b.y, b.mean, b.rstd, nullptr);
+    else
+      group_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.y, b.mean, b.rstd, nullptr);
+  };
+  ours_fwd();
+  const std::string shape = std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(HW);
+  const std::string base = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" + shape;
+  report(dev, base + "/normlab", median_ms(dev, iters, [&] {
+           if (pass != kBwd) return ours_fwd();
+           if (kind == kBN)
+             batch_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta);
+           else
+             group_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta);
+         }), bytes);
+
+  // cuDNN: BatchNorm on the real tensor, or on the [1, N*G, C/G*HW, 1] view for GN/LN.
+  cudnnTensorDescriptor_t xd, sd;
+  DNN(cudnnCreateTensorDescriptor(&xd));
+  DNN(cudnnCreateTensorDescriptor(&sd));
+  if (kind == kBN)
+    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(N), int(C), int(HW), 1));
+  else
+    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, int(N * G), int(C / G * HW), 1));
+  const std::vector<cudnnBatchNormMode_t> modes =
+      kind == kBN ? std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL, CUDNN_BATCHNORM_SPATIAL_PERSISTENT}
+                  : std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL};
+  for (cudnnBatchNormMode_t mode : modes) {
+    DNN(cudnnDeriveBNTensorDescriptor(sd, xd, mode));
+    const float one = 1.0f, zero = 0.0f;
+    const cudnnBatchNormOps_t ops = CUDNN_BATCHNORM_OPS_BN;
+    size_t ws = 0, rs = 0;
+    DNN(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(h, mode, ops, xd, nullptr, xd, sd, nullptr, &ws));
+    DNN(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(h, mode, ops, nullptr, xd, &rs));
+    size_t bws = 0;
+    DNN(cudnnGetBatchNormalizationBackwardExWorkspaceSize(h, mode, ops, xd, xd, xd, nullptr, xd, sd, nullptr, &bws));
+    void *work = nullptr, *reserve = nullptr;
+    CK(cudaMalloc(&work, std::max<size_t>({ws, bws, 16})));
+    CK(cudaMalloc(&reserve, std::max<size_t>(rs, 16)));
+    auto fwd_train = [&] {
+      DNN(cudnnBatchNormalizationForwardTrainingEx(h, mode, ops, &one, &zero, xd, b.x, nullptr, nullptr, xd, b.y, sd,
+                                                   b.gamma, b.beta, 0.1, b.rmean, b.rvar, 1e-5, b.mean, b.rstd,
+                                                   nullptr, work, std::max<size_t>(ws, 16), reserve, std::max<size_t>(rs, 16)));
+    };
+    fwd_train();
+    const std::string label = kind == kBN ? (mode == CUDNN_BATCHNORM_SPATIAL ? "/cudnn_spatial" : "/cudnn_persistent")
+                                          : "/cudnn_bn_view(stand-in)";
+    report(dev, base + label, median_ms(dev, iters, [&] {
+             if (pass == kFwdTrain) return fwd_train();
+             if (pass == kFwdEval) {
+               DNN(cudnnBatchNormalizationForwardInference(h, mode, &one, &zero, xd, b.x, xd, b.y, sd, b.gamma,
+                                                           b.beta, b.rmean, b.rvar, 1e-5));
+               return;
+             }
+             DNN(cudnnBatchNormalizationBackwardEx(h, mode, ops, &one, &zero, &one, &zero, xd, b.x, nullptr, nullptr,
+                                                   xd, b.dy, nullptr, nullptr, xd, b.dx, sd, b.gamma, b.beta,
+                                                   b.dgamma, b.dbeta, 1e-5, b.mean, b.rstd, nullptr, work,
+                                                   std::max<size_t>(bws, 16), reserve, std::max<size_t>(rs, 16)));
+           }), bytes);
+    CK(cudaFree(work));
+    CK(cudaFree(reserve));
+  }
+  DNN(cudnnDestroyTensorDescriptor(xd));
+  DNN(cudnnDestroyTensorDescriptor(sd));
+  for (float* q : {b.x, b.y, b.dy, b.dx, b.gamma, b.beta, b.dgamma, b.dbeta, b.mean, b.rstd, b.rmean, b.rvar})
+    CK(cudaFree(q));
+  CK(cudaFree(b.mask));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iters = 50;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: bench_norm_cuda [--iters N]\n");
+      return 2;
+    }
+  }
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    std::printf("bench_norm_cuda: skipped: no CUDA device (%s)\n",
+                e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices");
+    return 0;
+  }
+  Gpu dev;
+  int clock_khz = 0, bus_bits = 0, l2 = 0;
+  CK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, 0));
+  CK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, 0));
+  CK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+  dev.peak_gbs = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  dev.l2 = size_t(std::max(l2, 1 << 20));
+  CK(cudaMalloc(&dev.flush, dev.l2 * 2));
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("# %s, peak memory bandwidth %.0f GB/s (queried), L2 %zu KiB, median of %d, L2 flushed\n",
+              prop.name, dev.peak_gbs, dev.l2 / 1024, iters);
+  cudnnHandle_t h;
+  DNN(cudnnCreate(&h));
+  const int64_t shapes[][3] = {{32, 32 * 32, 0}, {32, 16 * 16, 0}, {24, 8 * 8, 0}};
+  for (int kind : {kBN, kGN, kLN})
+    for (int pass : {kFwdTrain, kFwdEval, kBwd})
+      for (int64_t N : {128, 512})
+        for (const auto& s : shapes) run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
+  DNN(cudnnDestroy(h));
+  CK(cudaFree(dev.flush));
+  return 0;
+}
