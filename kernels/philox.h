@@ -41,7 +41,9 @@ NL_HD uint32_t philox_bits(uint64_t seed, uint64_t offset, uint64_t i) {
   uint64_t block = offset + i / 4;
   Philox4x32 ctr = {{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}};
   Philox4x32 r = philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return r.v[i % 4];
+  // A select chain, not r.v[i % 4]: a dynamic index would put r in local memory on the GPU.
+  const uint64_t lane = i % 4;
+  return lane == 0 ? r.v[0] : lane == 1 ? r.v[1] : lane == 2 ? r.v[2] : r.v[3];
 }
 
 // Uniform in [0, 1) with 24 random bits: every value is exactly representable in float.
