@@ -40,6 +40,10 @@ void valid_range(int64_t s, int64_t stride, int64_t pad, int64_t W, int64_t Q, i
 // the input plane shifted by d = (r - pad_h) * W + (s - pad_w): one contiguous copy of the valid
 // rows, then the columns that fall into the left/right padding (which the flat copy filled with
 // pixels of the neighbouring row) are zeroed. Much faster than row-by-row copies of 8-32 floats.
+// The zeroing loops here cover 1 to 32 floats; GCC would turn each into a memset call, which
+// costs more than the stores.
+#define NL_NO_MEMSET_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+
 bool is_same_stride1(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
 }
@@ -50,7 +54,7 @@ void valid_rows(const Conv2dParams& p, int64_t r, int64_t& oh0, int64_t& oh1) {
   oh1 = std::clamp<int64_t>(p.H + p.pad_h - r, oh0, p.P);
 }
 
-void im2col_same(const Conv2dParams& p, const float* x, float* col, int64_t ld) {
+NL_NO_MEMSET_CALLS void im2col_same(const Conv2dParams& p, const float* x, float* col, int64_t ld) {
   const int64_t HW = p.H * p.W;
   for (int64_t c = 0; c < p.C; ++c) {
     const float* xc = x + c * HW;
@@ -80,15 +84,23 @@ void im2col_same(const Conv2dParams& p, const float* x, float* col, int64_t ld) 
 // The adjoint of im2col_same. The entries that belong to padding are zeroed in col first (they
 // are gradients of the padding, thrown away), so one flat shifted add per row is exact. col is
 // scratch, so modifying it is fine.
-void col2im_same(const Conv2dParams& p, float* col, int64_t ld, float* dx) {
+NL_NO_MEMSET_CALLS void col2im_same(const Conv2dParams& p, float* col, int64_t ld, float* dx) {
   const int64_t HW = p.H * p.W;
-  std::fill(dx, dx + p.C * HW, 0.0f);
+  // With an odd filter centred by the padding, the centre tap covers the whole plane with no
+  // shift: it initialises dx (no separate zero pass), the other taps add to it.
+  const bool centred = p.R == 2 * p.pad_h + 1 && p.S == 2 * p.pad_w + 1;
+  if (!centred) std::fill(dx, dx + p.C * HW, 0.0f);
   for (int64_t c = 0; c < p.C; ++c) {
     float* dxc = dx + c * HW;
+    if (centred) {
+      const float* __restrict centre = col + ((c * p.R + p.pad_h) * p.S + p.pad_w) * ld;
+      for (int64_t i = 0; i < HW; ++i) dxc[i] = centre[i];
+    }
     for (int64_t r = 0; r < p.R; ++r) {
       int64_t oh0, oh1;
       valid_rows(p, r, oh0, oh1);
       for (int64_t s = 0; s < p.S; ++s) {
+        if (centred && r == p.pad_h && s == p.pad_w) continue;
         float* __restrict row = col + ((c * p.R + r) * p.S + s) * ld;
         const int64_t d = (r - p.pad_h) * p.W + (s - p.pad_w);
         int64_t lo, hi;
@@ -109,7 +121,7 @@ void col2im_same(const Conv2dParams& p, float* col, int64_t ld, float* dx) {
 // sees through filter tap (r, s) of channel c, zero where the tap falls into the padding. The
 // valid column range is computed once per tap so the inner loops have no bounds checks; plain
 // loops rather than memcpy/memset, which cost a call per 8 to 32 floats here.
-void im2col(const Conv2dParams& p, const float* x, float* col, int64_t ld) {
+NL_NO_MEMSET_CALLS void im2col(const Conv2dParams& p, const float* x, float* col, int64_t ld) {
   if (is_same_stride1(p)) return im2col_same(p, x, col, ld);
   for (int64_t c = 0; c < p.C; ++c) {
     const float* xc = x + c * p.H * p.W;
