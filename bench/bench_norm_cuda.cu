@@ -13,20 +13,23 @@
 // CUDNN_BATCHNORM_SPATIAL and CUDNN_BATCHNORM_SPATIAL_PERSISTENT modes. GroupNorm: cuDNN's
 // legacy API has none; the stand-in is BatchNorm (SPATIAL) on the [1, N*G, C/G*H*W, 1] view,
 // the same per-(sample, group) statistics with a per-group affine. LayerNorm over (C, H, W):
-// here the same stand-in with G = 1 ([1, N, C*H*W, 1]); the backend-graph LayerNorm is not
-// wired up yet (docs/performance.md lists it under what remains).
+// cuDNN's backend graph API (CUDNN_LAYER_NORM, bench/cudnn_graph_layernorm.h; its affine is per
+// element), and the BN-view stand-in with G = 1 beside it.
 //
 // Without a GPU it prints one line saying it skipped and why, and exits 0.
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
 #include <algorithm>
+#include <cmath>
+#include <exception>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "cudnn_graph_layernorm.h"
 #include "kernels/stubs.h"
 
 namespace {
@@ -187,6 +190,42 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
   }
   DNN(cudnnDestroyTensorDescriptor(xd));
   DNN(cudnnDestroyTensorDescriptor(sd));
+
+  if (kind == kLN) {
+    // The backend graph LayerNorm; statistics from a training forward first when timing backward.
+    const int64_t side = int64_t(std::lround(std::sqrt(double(HW))));
+    float* scale = dev_floats(size_t(C * HW), 1), * bias = dev_floats(size_t(C * HW), 0);
+    float* dscale = dev_floats(size_t(C * HW), 0), * dbias = dev_floats(size_t(C * HW), 0);
+    float eps = 1e-5f;
+    auto ptr = [&](int64_t uid) -> void* {
+      using U = bench::GraphLayerNorm;
+      switch (uid) {
+        case U::kX: return b.x;
+        case U::kY: return b.y;
+        case U::kMean: return b.mean;
+        case U::kInvVar: return b.rstd;
+        case U::kScale: return scale;
+        case U::kBias: return bias;
+        case U::kEps: return &eps;
+        case U::kDy: return b.dy;
+        case U::kDx: return b.dx;
+        case U::kDscale: return dscale;
+        default: return dbias;
+      }
+    };
+    try {
+      bench::GraphLayerNorm train(h, N, C, side, side, 0);
+      bench::GraphLayerNorm timed(h, N, C, side, side, int(pass));
+      void* ws = nullptr;
+      CK(cudaMalloc(&ws, std::max<size_t>({train.workspace_bytes(), timed.workspace_bytes(), 16})));
+      train.run(ptr, ws);
+      report(dev, base + "/cudnn_graph_layernorm", median_ms(dev, iters, [&] { timed.run(ptr, ws); }), bytes);
+      CK(cudaFree(ws));
+    } catch (const std::exception& ex) {
+      std::printf("%-58s not run: %s\n", (base + "/cudnn_graph_layernorm").c_str(), ex.what());
+    }
+    for (float* q : {scale, bias, dscale, dbias}) CK(cudaFree(q));
+  }
   for (float* q : {b.x, b.y, b.dy, b.dx, b.gamma, b.beta, b.dgamma, b.dbeta, b.mean, b.rstd, b.rmean, b.rvar})
     CK(cudaFree(q));
   CK(cudaFree(b.mask));
