@@ -39,14 +39,15 @@ test-cpu: build
 	cd build && $(CTEST)
 
 test-emulate: deps
-	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -S . -B build-emulate
+	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_BUILD_BENCH=OFF -S . -B build-emulate
 	cmake --build build-emulate -j $(JOBS)
 	cd build-emulate && $(CTEST)
 
 # Forward order only: the emulate stage already covers the three orders; this one hunts
-# memory errors, which do not depend on the order.
+# memory errors, which do not depend on the order. The benchmarks are CPU code the first stage
+# already builds and runs; they stay out of the emulated and sanitized trees.
 test-asan: deps
-	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_SANITIZE=ON -DNORMLAB_NATIVE=OFF -S . -B build-asan
+	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_SANITIZE=ON -DNORMLAB_NATIVE=OFF -DNORMLAB_BUILD_BENCH=OFF -S . -B build-asan
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)"
 
