@@ -12,7 +12,8 @@
 // cuDNN variants: BatchNorm through the legacy cudnnBatchNormalization*Ex calls in both
 // CUDNN_BATCHNORM_SPATIAL and CUDNN_BATCHNORM_SPATIAL_PERSISTENT modes. GroupNorm: cuDNN's
 // legacy API has none; the stand-in is BatchNorm (SPATIAL) on the [1, N*G, C/G*H*W, 1] view,
-// the same per-(sample, group) statistics with a per-group affine. LayerNorm over (C, H, W):
+// the same per-(sample, group) statistics, followed in forward by a per-channel affine kernel
+// (backward times the BatchNorm part only). LayerNorm over (C, H, W):
 // cuDNN's backend graph API (CUDNN_LAYER_NORM, bench/cudnn_graph_layernorm.h; its affine is per
 // element), and the BN-view stand-in with G = 1 beside it.
 //
@@ -78,6 +79,16 @@ float* dev_floats(size_t n, float value) {
   }
   CK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   return p;
+}
+
+// The stand-in's second half for GroupNorm forward: the per-channel affine that BatchNorm on the
+// [1, N*G, C/G*HW, 1] view cannot apply (its scale/shift are per group), as a separate pass.
+__global__ void channel_affine_kernel(int64_t n, int64_t C, int64_t HW, const float* gamma,
+                                      const float* beta, float* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = (i / HW) % C;
+    y[i] = y[i] * gamma[c] + beta[c];
+  }
 }
 
 template <class F>
@@ -174,10 +185,12 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
     const std::string label = kind == kBN ? (mode == CUDNN_BATCHNORM_SPATIAL ? "/cudnn_spatial" : "/cudnn_persistent")
                                           : "/cudnn_bn_view(stand-in)";
     report(dev, base + label, median_ms(dev, iters, [&] {
-             if (pass == kFwdTrain) return fwd_train();
-             if (pass == kFwdEval) {
-               DNN(cudnnBatchNormalizationForwardInference(h, mode, &one, &zero, xd, b.x, xd, b.y, sd, b.gamma,
-                                                           b.beta, b.rmean, b.rvar, 1e-5));
+             if (pass != kBwd) {
+               if (pass == kFwdTrain) fwd_train();
+               else
+                 DNN(cudnnBatchNormalizationForwardInference(h, mode, &one, &zero, xd, b.x, xd, b.y, sd, b.gamma,
+                                                             b.beta, b.rmean, b.rvar, 1e-5));
+               if (kind == kGN) channel_affine_kernel<<<1024, 256>>>(n, C, HW, b.gamma, b.beta, b.y);
                return;
              }
              DNN(cudnnBatchNormalizationBackwardEx(h, mode, ops, &one, &zero, &one, &zero, xd, b.x, nullptr, nullptr,
