@@ -39,6 +39,11 @@ TEST_CASE("gradcheck: conv2d", "[grad][conv2d]") {
                   {randn({2, 2, 6, 5}, 8), randn({3, 2, 5, 5}, 9, 0.3f)});
   require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 1); },
                   {randn({2, 2, 6, 5}, 10), randn({3, 2, 5, 5}, 11, 0.3f)});
+  // Rows of 16 and 32 with channels in 8s: the direct 3x3 kernel forward and backward-data.
+  require_grad_ok([](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+                  {randn({2, 8, 2, 16}, 12), randn({8, 8, 3, 3}, 13, 0.3f), randn({8}, 14)});
+  require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 1); },
+                  {randn({1, 8, 1, 32}, 15), randn({16, 8, 3, 3}, 16, 0.3f)});
 }
 
 TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm]") {

@@ -15,7 +15,10 @@ TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes"
                  Case{2, 1, 4, 4, 3, 2, 3, 1, false},
                  // "same" convolutions take im2col's shifted-plane path, others the general one
                  Case{2, 3, 6, 5, 4, 5, 1, 2, true}, Case{2, 3, 6, 5, 4, 5, 1, 1, false},
-                 Case{2, 2, 1, 3, 3, 3, 1, 1, false}}) {
+                 Case{2, 2, 1, 3, 3, 3, 1, 1, false},
+                 // rows of 16 and 32 pixels, channels in 8s: the direct AVX-512 3x3 kernel
+                 Case{2, 8, 4, 16, 8, 3, 1, 1, true}, Case{1, 3, 3, 32, 16, 3, 1, 1, false},
+                 Case{3, 16, 2, 16, 24, 3, 1, 1, false}}) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad, c.bias);
     Tensor x = randn({c.N, c.C, c.H, c.W}, 1), w = randn({c.K, c.C, c.R, c.R}, 2, 0.3f);
     Tensor b = c.bias ? randn({c.K}, 3) : Tensor();

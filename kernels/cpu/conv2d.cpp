@@ -8,6 +8,7 @@
 // are added in group order afterwards: results do not depend on the thread count.
 #include <algorithm>
 
+#include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/stubs.h"
@@ -196,6 +197,7 @@ void scatter_rows(const float* src, float* dst, int64_t samples, int64_t rows, i
 }  // namespace
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (conv3x3_direct_fwd_ok(p)) return conv3x3_direct_fwd(p, x, w, bias, y);
   const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, CHW = p.C * p.H * p.W;
   const bool pointwise = is_pointwise(p);
   const int64_t g = group_size(p);
@@ -224,6 +226,16 @@ void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const flo
 
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
+  if (dx && conv3x3_direct_bwd_data_ok(p)) {
+    conv3x3_direct_bwd_data(p, w, dy, dx);
+    if (dw || dbias) conv2d_bwd(p, x, w, dy, nullptr, dw, dbias);
+    return;
+  }
+  if (dw && conv3x3_direct_bwd_weight_ok(p)) {
+    conv3x3_direct_bwd_weight(p, x, dy, dw);
+    if (dx || dbias) conv2d_bwd(p, x, w, dy, dx, nullptr, dbias);
+    return;
+  }
   const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, KCRS = p.K * CRS, CHW = p.C * p.H * p.W;
   const bool pointwise = is_pointwise(p);
   const int64_t g = group_size(p), groups = (p.N + g - 1) / g;
