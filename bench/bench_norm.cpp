@@ -124,7 +124,10 @@ void BM_onednn(benchmark::State& state) {
   memory scale(aff_md, eng, b.gamma.data()), shift(aff_md, eng, b.beta.data());
   memory dscale(aff_md, eng, b.dgamma.data()), dshift(aff_md, eng, b.dbeta.data());
   const auto flags_train = normalization_flags::use_scale | normalization_flags::use_shift;
-  const auto flags_eval = flags_train | normalization_flags::use_global_stats;
+  // Eval means different things: BatchNorm normalises with its running statistics (oneDNN's
+  // use_global_stats), while LayerNorm and GroupNorm have none and compute the sample's
+  // statistics as in training, so their oneDNN inference pass does too.
+  const auto flags_eval = kind == kBN ? flags_train | normalization_flags::use_global_stats : flags_train;
   std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},        {DNNL_ARG_DST, dst},
                                           {DNNL_ARG_MEAN, mean},      {DNNL_ARG_VARIANCE, var},
                                           {DNNL_ARG_SCALE, scale},    {DNNL_ARG_SHIFT, shift},
