@@ -6,14 +6,12 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "kernels/stubs.h"
 #include "normlab/core/rng.h"
-#include "normlab/core/threading.h"
 
 namespace {
 using namespace nl;
@@ -76,21 +74,4 @@ BENCHMARK(BM_conv)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-int main(int argc, char** argv) {
-  int threads = 0;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      threads = std::atoi(argv[++i]);
-      continue;
-    }
-    rest.push_back(argv[i]);
-  }
-  nl::set_num_threads(threads);
-  int n = int(rest.size());
-  benchmark::Initialize(&n, rest.data());
-  benchmark::AddCustomContext("threads", std::to_string(nl::get_num_threads()));
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench::run_main(argc, argv, nullptr); }

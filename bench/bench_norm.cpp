@@ -17,15 +17,13 @@
 //    an affine per group instead of per channel.
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "kernels/stubs.h"
 #include "normlab/core/rng.h"
-#include "normlab/core/threading.h"
 
 namespace {
 using namespace nl;
@@ -189,24 +187,4 @@ void register_all() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // --threads N (ours) before Google Benchmark sees the flags; both libraries use OpenMP, so
-  // one setting gives both the same thread count.
-  int threads = 0;
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-      threads = std::atoi(argv[++i]);
-      continue;
-    }
-    rest.push_back(argv[i]);
-  }
-  nl::set_num_threads(threads);
-  int n = int(rest.size());
-  benchmark::Initialize(&n, rest.data());
-  benchmark::AddCustomContext("threads", std::to_string(nl::get_num_threads()));
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return bench::run_main(argc, argv, register_all); }

@@ -194,24 +194,29 @@ void scatter_rows(const float* src, float* dst, int64_t samples, int64_t rows, i
                 dst + (n * rows + r) * cols);
 }
 
+// The column matrix of samples [n0, n1) as [C*R*S, (n1 - n0)*P*Q]: x itself for one pointwise
+// sample, else built in the calling thread's scratch `slot` (im2col, or a gather for 1x1).
+const float* group_columns(const Conv2dParams& p, const float* x, int64_t n0, int64_t n1, int slot) {
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, CHW = p.C * p.H * p.W, cols = (n1 - n0) * PQ;
+  const bool pointwise = is_pointwise(p);
+  if (pointwise && n1 - n0 == 1) return x + n0 * CHW;
+  float* col = thread_scratch(slot, static_cast<size_t>(CRS * cols));
+  if (pointwise) gather_rows(x + n0 * CHW, col, n1 - n0, CRS, PQ);
+  else
+    for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
+  return col;
+}
+
 }  // namespace
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   if (conv3x3_direct_fwd_ok(p)) return conv3x3_direct_fwd(p, x, w, bias, y);
-  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q, CHW = p.C * p.H * p.W;
-  const bool pointwise = is_pointwise(p);
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
   const int64_t g = group_size(p);
   CMapR W(w, p.K, CRS);
   parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
     const int64_t ns = n1 - n0, cols = ns * PQ;
-    const float* X = x + n0 * CHW;  // a single pointwise sample is its own column matrix
-    if (!(pointwise && ns == 1)) {
-      float* col = thread_scratch(0, static_cast<size_t>(CRS * cols));
-      if (pointwise) gather_rows(x + n0 * CHW, col, ns, CRS, PQ);
-      else
-        for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
-      X = col;
-    }
+    const float* X = group_columns(p, x, n0, n1, 0);
     if (ns == 1) {
       MapR(y + n0 * p.K * PQ, p.K, PQ).noalias() = W * CMapR(X, CRS, PQ);
     } else {
@@ -242,7 +247,8 @@ void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const flo
   // Per-group partial dW, owned by the calling thread and reused across calls.
   float* part_w = dw ? thread_scratch(2, static_cast<size_t>(groups * KCRS)) : nullptr;
   CMapR W(w, p.K, CRS);
-  parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
+  // Only dbias left (the direct kernels did dx and dW): no group matrices to build.
+  if (dw || dx) parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
     const int64_t ns = n1 - n0, cols = ns * PQ, grp = n0 / g;
     // dY of the group as [K, cols].
     const float* dY = dy + n0 * p.K * PQ;
@@ -252,14 +258,7 @@ void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const flo
       dY = buf;
     }
     if (dw) {
-      const float* X = x + n0 * CHW;
-      if (!(pointwise && ns == 1)) {
-        float* col = thread_scratch(1, static_cast<size_t>(CRS * cols));
-        if (pointwise) gather_rows(x + n0 * CHW, col, ns, CRS, PQ);
-        else
-          for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
-        X = col;
-      }
+      const float* X = group_columns(p, x, n0, n1, 1);
       MapR(part_w + grp * KCRS, p.K, CRS).noalias() = CMapR(dY, p.K, cols) * CMapR(X, CRS, cols).transpose();
     }
     if (dx) {

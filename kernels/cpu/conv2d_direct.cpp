@@ -27,6 +27,25 @@ bool shape_ok(int64_t H, int64_t W, int64_t cout) {
 #if defined(__AVX512F__)
 namespace {
 
+// Zero-bordered copy of sample n of x: [cin][H + 2][W + 2] (+ kVec floats of zeroed slack). The
+// interior is overwritten by the copy, so only the border is zeroed: one pass over the buffer.
+void pad_sample(const float* x, int64_t n, int64_t cin, int64_t H, int64_t W, float* xp) {
+  const int64_t Wp = W + 2, plane = (H + 2) * Wp;
+  for (int64_t c = 0; c < cin; ++c) {
+    float* xc = xp + c * plane;
+    std::fill(xc, xc + Wp, 0.0f);                               // top row
+    std::fill(xc + (H + 1) * Wp, xc + plane, 0.0f);             // bottom row
+    for (int64_t h = 0; h < H; ++h) {
+      float* row = xc + (h + 1) * Wp;
+      const float* src = x + ((n * cin + c) * H + h) * W;
+      row[0] = 0.0f;
+      std::copy(src, src + W, row + 1);
+      row[W + 1] = 0.0f;
+    }
+  }
+  std::fill(xp + cin * plane, xp + cin * plane + kVec, 0.0f);
+}
+
 // y[n] = conv(x[n]) for samples of `cin` channels; wpk is the packed filter
 // [cout / 8][cin][9][8] (8 consecutive floats = the 8 output channels of a block).
 void direct_conv(int64_t N, int64_t cin, int64_t cout, int64_t H, int64_t W, const float* x,
@@ -36,11 +55,7 @@ void direct_conv(int64_t N, int64_t cin, int64_t cout, int64_t H, int64_t W, con
     // The zero-bordered copy of one sample (+ slack: a tile's loads end at column W + 1).
     float* xp = thread_scratch(0, static_cast<size_t>(cin * plane + kVec));
     for (int64_t n = n0; n < n1; ++n) {
-      std::fill(xp, xp + cin * plane + kVec, 0.0f);
-      const float* xn = x + n * cin * H * W;
-      for (int64_t c = 0; c < cin; ++c)
-        for (int64_t h = 0; h < H; ++h)
-          std::copy(xn + (c * H + h) * W, xn + (c * H + h + 1) * W, xp + c * plane + (h + 1) * Wp + 1);
+      pad_sample(x, n, cin, H, W, xp);
       float* yn = y + n * cout * H * W;
       for (int64_t kb = 0; kb < cout / kBlock; ++kb) {
         const float* wb = wpk + kb * cin * kTaps * kBlock;
@@ -90,18 +105,6 @@ bool same3x3(const Conv2dParams& p) {
   return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 1 &&
          p.pad_w == 1 && p.P == p.H && p.Q == p.W;
 }
-// Zero-bordered copy of samples [n0, n1) of x, each [cin][H + 2][W + 2], one after another.
-void pad_samples(const float* x, int64_t n0, int64_t n1, int64_t cin, int64_t H, int64_t W, float* xp) {
-  const int64_t Wp = W + 2, plane = (H + 2) * Wp;
-  std::fill(xp, xp + (n1 - n0) * cin * plane + kVec, 0.0f);
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t c = 0; c < cin; ++c)
-      for (int64_t h = 0; h < H; ++h) {
-        const float* src = x + ((n * cin + c) * H + h) * W;
-        std::copy(src, src + W, xp + ((n - n0) * cin + c) * plane + (h + 1) * Wp + 1);
-      }
-}
-
 constexpr int64_t kWeightChunk = 8;  // samples per partial dW
 
 }  // namespace
@@ -117,7 +120,7 @@ void conv3x3_direct_bwd_weight(const Conv2dParams& p, const float* x, const floa
     float* xp = thread_scratch(0, static_cast<size_t>(p.C * plane + kVec));
     float* acc = thread_scratch(1, static_cast<size_t>(KC9 * kVec));
     for (int64_t n = n0; n < n1; ++n) {
-      pad_samples(x, n, n + 1, p.C, H, W, xp);
+      pad_sample(x, n, p.C, H, W, xp);
       for (int64_t c = 0; c < p.C; ++c) {
         const float* xc = xp + c * plane;
         for (int64_t k = 0; k < p.K; k += 2) {
