@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages normlab needs to build and test. Idempotent: prints what it
 # installs and does nothing when everything is present. Runs apt-get as root or through sudo.
+# Installs with --no-install-recommends, so a package that a dependency's CMake config needs but
+# Debian only recommends must be listed here: make test-fresh proves the list on a pristine
+# Debian 12 root every time CI runs.
 set -euo pipefail
 
 packages=(
@@ -10,10 +13,12 @@ packages=(
   nlohmann-json3-dev # golden fixtures, results.json
   libbenchmark-dev   # bench/
   libdnnl-dev        # bench/bench_norm: oneDNN, the CPU norm baseline
+  ocl-icd-opencl-dev # dnnl-config.cmake calls find_package(OpenCL); Debian only *recommends* it
   libcli11-dev       # compare_norms command line
   libcurl4-openssl-dev libssl-dev libarchive-dev zlib1g-dev  # dataset download and readers
   gnuplot-nox        # compare_norms charts
   dataset-fashion-mnist  # the offline dataset (tests read it too)
+  mmdebstrap         # make test-fresh: the pristine Debian 12 root
 )
 
 missing=()
