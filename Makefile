@@ -1,14 +1,20 @@
 # The two set-up commands: `make run` (the main job) and `make test` (every test).
 # Both install the Debian dependencies first, then configure and build with CMake.
 #
-# make test runs four stages, each in its own build tree:
+# make run: on a machine with nvcc and a usable GPU (scripts/detect-gpu.sh) it builds with
+# NORMLAB_CUDA=ON for that GPU's architecture in build-gpu/ and trains there; anywhere else it
+# builds the CPU tree build/. Either way the first lines say which and why.
+#
+# make test runs five stages, each in its own build tree:
 #   test-cpu       the CPU build and its full suite
 #   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
 #                  forward, reverse and random thread order
 #   test-asan      the emulated build under AddressSanitizer + UndefinedBehaviorSanitizer
 #   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
 #                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
-#                  skips cleanly without a GPU)
+#                  skips cleanly without a GPU), and scripts/gpu-check.sh --dry-run
+#   test-fresh     a pristine Debian 12 root (mmdebstrap): install-deps, test-cpu and a short
+#                  make run inside it, from the committed tree, proving the README on a new machine
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CONFIGURE = cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON -DNORMLAB_BUILD_BENCH=ON $(CMAKE_FLAGS)
@@ -18,7 +24,7 @@ CTEST = ctest --output-on-failure -j $(JOBS)
 SUBSET := ../shared/data/cifar10-subset
 RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out runs/compare_norms
 
-.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc clean
+.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc test-fresh gpu-check clean
 
 all: build
 
@@ -29,11 +35,21 @@ build: deps
 	$(CONFIGURE) -S . -B build
 	cmake --build build -j $(JOBS)
 
-run: build
-	build/examples/compare_norms/compare_norms $(RUN_ARGS)
+run: deps
+	@arch=$$(scripts/detect-gpu.sh); \
+	if [ -n "$$arch" ]; then \
+	  echo "make run: GPU build in build-gpu/ (NORMLAB_CUDA=ON, sm_$$arch)"; \
+	  cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$$arch \
+	        -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_BENCH=OFF $(CMAKE_FLAGS) -S . -B build-gpu && \
+	  cmake --build build-gpu -j $(JOBS) --target compare_norms && \
+	  build-gpu/examples/compare_norms/compare_norms $(RUN_ARGS); \
+	else \
+	  echo "make run: CPU build in build/ on $(JOBS) cores"; \
+	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS); \
+	fi
 
-test: test-cpu test-emulate test-asan test-nvcc
-	@echo "make test: all four stages passed"
+test: test-cpu test-emulate test-asan test-nvcc test-fresh
+	@echo "make test: all five stages passed"
 
 test-cpu: build
 	cd build && $(CTEST)
@@ -56,6 +72,15 @@ test-nvcc: deps
 	cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DNORMLAB_BUILD_BENCH=ON -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS) -S . -B build-cuda
 	cmake --build build-cuda -j $(JOBS) --target bench_norm_cuda
 	build-cuda/bench/bench_norm_cuda --iters 20
+	scripts/gpu-check.sh --dry-run --out build-nvcc/gpu-check
+
+# Needs root (mmdebstrap, chroot, mount), as CI and the developer machines have.
+test-fresh: deps
+	scripts/test-fresh.sh
+
+# On a GPU machine with .gpu-deps/ carried along (scripts/gpu-deps.sh makes it here).
+gpu-check:
+	scripts/gpu-check.sh
 
 clean:
-	rm -rf build build-emulate build-asan build-nvcc build-cuda
+	rm -rf build build-emulate build-asan build-nvcc build-cuda build-gpu build-gpu-check build-fresh

@@ -2,7 +2,7 @@
 // BatchNorm, GroupNorm(4) and LayerNorm over (C, H, W); forward training, forward eval and
 // backward; the network's layer shapes at N = 128 and 512.
 //
-//   bench_norm_cuda [--iters 50]
+//   bench_norm_cuda [--iters 50] [--json FILE]
 //
 // Timing: cudaEvents around each launch, the L2 cache flushed (a memset of twice its size)
 // before every timed iteration, median of --iters. Bandwidth: minimum bytes (forward x + y,
@@ -114,9 +114,38 @@ double median_ms(const Gpu& d, int iters, F&& launch) {
   return t[t.size() / 2];
 }
 
+struct Row {
+  std::string name;
+  double ms, gbs, pct;
+};
+std::vector<Row> g_rows;  // for --json
+
 void report(const Gpu& d, const std::string& name, double ms, int64_t bytes) {
   const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
   std::printf("%-58s %9.3f ms %8.1f GB/s %5.1f%% of peak\n", name.c_str(), ms, gbs, 100.0 * gbs / d.peak_gbs);
+  g_rows.push_back({name, ms, gbs, 100.0 * gbs / d.peak_gbs});
+}
+
+// The rows as one JSON object; names are our own ASCII labels, quotes escaped all the same.
+bool write_json(const char* path, const char* device, const Gpu& d, int iters) {
+  std::FILE* f = std::fopen(path, "w");
+  if (!f) return false;
+  auto esc = [](const std::string& s) {
+    std::string o;
+    for (char c : s) {
+      if (c == '"' || c == '\\') o += '\\';
+      o += c;
+    }
+    return o;
+  };
+  std::fprintf(f, "{\"device\": \"%s\", \"peak_gbs\": %.1f, \"iters\": %d, \"rows\": [\n",
+               esc(device).c_str(), d.peak_gbs, iters);
+  for (size_t i = 0; i < g_rows.size(); ++i)
+    std::fprintf(f, "  {\"name\": \"%s\", \"ms\": %.5f, \"gbs\": %.2f, \"pct_of_peak\": %.2f}%s\n",
+                 esc(g_rows[i].name).c_str(), g_rows[i].ms, g_rows[i].gbs, g_rows[i].pct,
+                 i + 1 < g_rows.size() ? "," : "");
+  std::fprintf(f, "]}\n");
+  return std::fclose(f) == 0;
 }
 
 void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N, int64_t C,
@@ -248,10 +277,12 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
 
 int main(int argc, char** argv) {
   int iters = 50;
+  const char* json = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
+    else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_norm_cuda [--iters N]\n");
+      std::fprintf(stderr, "usage: bench_norm_cuda [--iters N] [--json FILE]\n");
       return 2;
     }
   }
@@ -283,5 +314,9 @@ int main(int argc, char** argv) {
         for (const auto& s : shapes) run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
   DNN(cudnnDestroy(h));
   CK(cudaFree(dev.flush));
+  if (json && !write_json(json, prop.name, dev, iters)) {
+    std::fprintf(stderr, "bench_norm_cuda: cannot write %s\n", json);
+    return 1;
+  }
   return 0;
 }

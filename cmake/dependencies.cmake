@@ -6,8 +6,11 @@ if(NORMLAB_BUILD_TESTS)
   find_package(Catch2 2.13 REQUIRED)
   find_package(nlohmann_json 3 REQUIRED)
 endif()
-# normlab::data: download (libcurl, OpenSSL for MD5), extraction (libarchive), IDX gzip (zlib).
-find_package(CURL REQUIRED)
-find_package(LibArchive REQUIRED)
-find_package(OpenSSL REQUIRED)
+# normlab::data: IDX gzip (zlib); with NORMLAB_DOWNLOAD also download (libcurl, OpenSSL for the
+# MD5) and extraction (libarchive).
 find_package(ZLIB REQUIRED)
+if(NORMLAB_DOWNLOAD)
+  find_package(CURL REQUIRED)
+  find_package(LibArchive REQUIRED)
+  find_package(OpenSSL REQUIRED)
+endif()

@@ -7,7 +7,7 @@
 # (git archive HEAD) and ../shared, installs only what the README says a user must have first
 # (make), and inside a chroot runs:
 #   scripts/install-deps.sh  ->  make test-cpu  ->  make run (short)  ->  gpu-check.sh --dry-run
-# then checks that report.md and its pictures exist. One line per phase with its duration; the
+# and checks that report.md and its pictures exist. One line per phase with its duration; the
 # full logs stay in build-fresh/ after the root is gone.
 #
 #   scripts/test-fresh.sh            (as root: mmdebstrap --mode=root, chroot and mount need it)
@@ -141,3 +141,5 @@ phase install-deps inside 'cd /work/normlab && scripts/install-deps.sh'
 phase test-cpu     inside 'cd /work/normlab && make test-cpu'
 phase run          inside 'cd /work/normlab && make run RUN_ARGS="--data-dir ../shared/data/cifar10-subset --epochs 2 --limit-train 1024 --limit-test 256 --out runs/fresh --no-progress"'
 phase report       check_report
+# The GPU machine's travelling folder, made and checked on a machine that never had it.
+phase gpu-dry-run  inside 'cd /work/normlab && scripts/gpu-check.sh --dry-run --out build-gpu-check/summary'

@@ -48,6 +48,8 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
                   out.string());
   INFO(r.output);
   REQUIRE(r.status == 0);
+  // The first line says which backend and device run, and why.
+  CHECK(r.output.rfind("compare_norms: running on cpu, 1 thread (--device cpu)\n", 0) == 0);
   CHECK_THAT(r.output, Contains("total parameters: 43600"));
   CHECK_THAT(r.output, Contains("[gn seed 0] epoch  2 | train loss"));
 

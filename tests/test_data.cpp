@@ -1,85 +1,23 @@
-// Dataset readers (the real CIFAR-10 subset, Fashion-MNIST, corrupt files), the download path
-// against a local HTTP server, and the loader's determinism and augmentation.
-#include <archive.h>
-#include <archive_entry.h>
+// Dataset readers (the real CIFAR-10 subset, Fashion-MNIST, corrupt files) and the loader's
+// determinism and augmentation. The download path is in test_download.cpp.
 #include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "data_helpers.h"
 #include "helpers.h"
-#include "http_server.h"
 #include "normlab/core/error.h"
 #include "normlab/nn/data.h"
 
 using namespace nl;
 using namespace nl::data;
-using nl::test::LocalHttpServer;
+using namespace nl::test;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
 const std::string kSubset = NORMLAB_CIFAR_SUBSET;
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("normlab-test-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary) << bytes;
-}
-
-// n records whose label is i % 10 and whose pixels encode the record and channel.
-std::string cifar_records(int n, int label_offset = 0) {
-  std::string s;
-  for (int i = 0; i < n; ++i) {
-    s += static_cast<char>((i + label_offset) % 10);
-    for (int j = 0; j < 3072; ++j) s += static_cast<char>((i * 7 + j) % 251);
-  }
-  return s;
-}
-
-std::string make_cifar_tarball(const fs::path& where) {
-  const fs::path tar = where / "cifar-10-binary.tar.gz";
-  archive* a = archive_write_new();
-  archive_write_add_filter_gzip(a);
-  archive_write_set_format_pax_restricted(a);
-  archive_write_open_filename(a, tar.c_str());
-  auto add = [&](const std::string& name, const std::string& body) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, ("cifar-10-batches-bin/" + name).c_str());
-    archive_entry_set_size(e, static_cast<la_int64_t>(body.size()));
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_write_header(a, e);
-    archive_write_data(a, body.data(), body.size());
-    archive_entry_free(e);
-  };
-  for (int b = 1; b <= 5; ++b) add("data_batch_" + std::to_string(b) + ".bin", cifar_records(4, b));
-  add("test_batch.bin", cifar_records(3));
-  add("batches.meta.txt", "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
-  archive_write_close(a);
-  archive_write_free(a);
-  std::ifstream in(tar, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Only the pre-existing entries remain: no dataset, no temporary folder.
-void require_nothing_written(const fs::path& dir) {
-  for (const auto& e : fs::directory_iterator(dir)) FAIL("left behind: " << e.path());
-}
-
 }  // namespace
 
 TEST_CASE("the real CIFAR-10 subset reads with its known counts and first labels", "[data][cifar]") {
@@ -148,68 +86,6 @@ TEST_CASE("corrupt IDX files are rejected with the file named", "[data][fashion]
   write_bytes(t.path / "notgz.gz", std::string("\x1f\x8b garbage", 10));
   CHECK_THROWS_AS(read_idx((t.path / "notgz.gz").string(), dims), nl::Error);
   CHECK_THROWS_WITH(load_fashion_mnist(t.path.string()), Contains("dataset-fashion-mnist"));
-}
-
-TEST_CASE("download fetches, verifies and extracts from a local server", "[data][download]") {
-  TempDir src, dst;
-  std::string tarball = make_cifar_tarball(src.path);
-  LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
-  DownloadOptions o;
-  o.url = server.url();
-  o.md5 = md5_file((src.path / "cifar-10-binary.tar.gz").string());
-  int64_t last_seen = 0;
-  o.progress = [&](int64_t now, int64_t) { last_seen = now; };
-  download_cifar10(dst.path.string(), o);
-  CHECK(last_seen == static_cast<int64_t>(tarball.size()));
-  Dataset d = load_cifar10(dst.path.string());
-  CHECK(d.train.N == 20);
-  CHECK(d.test.N == 3);
-  CHECK(d.train.labels[0] == 1);  // data_batch_1 was written with label offset 1
-  // Only the dataset folder is there: the temporary folder is gone.
-  int entries = 0;
-  for (const auto& e : fs::directory_iterator(dst.path)) {
-    ++entries;
-    CHECK(e.path().filename() == "cifar-10-batches-bin");
-  }
-  CHECK(entries == 1);
-  CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("already exists"));
-}
-
-TEST_CASE("a failed download leaves nothing behind", "[data][download][errors]") {
-  TempDir src, dst;
-  std::string tarball = make_cifar_tarball(src.path);
-  const std::string good_md5 = md5_file((src.path / "cifar-10-binary.tar.gz").string());
-  DownloadOptions o;
-  o.timeout_seconds = 20;
-  o.connect_timeout_seconds = 5;
-  SECTION("wrong checksum") {
-    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
-    o.url = server.url();
-    o.md5 = std::string(32, '0');
-    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("is corrupt: MD5 " + good_md5));
-  }
-  SECTION("truncated transfer") {
-    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, /*truncate=*/true);
-    o.url = server.url();
-    o.md5 = good_md5;
-    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("failed"));
-  }
-  SECTION("HTTP 404") {
-    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
-    o.url = server.url() + ".missing";
-    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("404"));
-  }
-  SECTION("unreachable host") {
-    o.url = LocalHttpServer::unreachable_url();
-    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("failed"));
-  }
-  SECTION("not an archive") {
-    LocalHttpServer server("/cifar-10-binary.tar.gz", std::string(5000, 'x'));
-    o.url = server.url();
-    o.md5.clear();
-    CHECK_THROWS_AS(download_cifar10(dst.path.string(), o), nl::Error);
-  }
-  require_nothing_written(dst.path);
 }
 
 TEST_CASE("the loader is deterministic per (seed, epoch) with or without its worker thread", "[data][loader]") {

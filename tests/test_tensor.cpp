@@ -89,10 +89,14 @@ TEST_CASE("ops reject wrong shapes, dtypes and devices with the op's name", "[op
 
 TEST_CASE("a device without a backend is refused with the build's backends", "[dispatch][errors]") {
   if (device_available(DeviceType::CUDA)) {
-    // This build has CUDA: the same path must hand out cuda tensors instead.
+    // This build has CUDA and a device answered: the same path must hand out cuda tensors, and
+    // the description names the device (cuemu, or a real GPU with its architecture).
     CHECK(Tensor::zeros({2}, DType::F32, Device::cuda()).device() == Device::cuda());
+    CHECK_THAT(device_description(DeviceType::CUDA), Contains("cuemu") || Contains("(sm_"));
     return;
   }
+  // No allocator: either no CUDA backend, or one that found no GPU; the description says which.
+  CHECK_THAT(device_description(DeviceType::CUDA), Contains("no CUDA backend") || Contains("no usable GPU"));
   CHECK_THROWS_WITH(Tensor::zeros({2}, DType::F32, Device::cuda()),
                     Contains("device cuda:0 is not available"));
   CHECK_THROWS_WITH(Tensor::zeros({2}, DType::F32, Device::cuda()), Contains("NORMLAB_CUDA"));

@@ -11,7 +11,23 @@ std::array<Allocator*, kNumDeviceTypes>& allocators() {
   static std::array<Allocator*, kNumDeviceTypes> table{};
   return table;
 }
+std::array<std::string, kNumDeviceTypes>& descriptions() {
+  static std::array<std::string, kNumDeviceTypes> table{};
+  return table;
+}
 }  // namespace
+
+void set_device_description(DeviceType type, std::string text) {
+  descriptions()[static_cast<size_t>(type)] = std::move(text);
+}
+
+std::string device_description(DeviceType type) {
+  ensure_backends_registered();
+  const std::string& d = descriptions()[static_cast<size_t>(type)];
+  if (!d.empty()) return d;
+  if (type == DeviceType::CUDA) return std::string("this build has no CUDA backend (") + built_backends() + ")";
+  return "CPU";
+}
 
 void set_allocator(DeviceType type, Allocator* allocator) {
   allocators()[static_cast<size_t>(type)] = allocator;

@@ -51,15 +51,22 @@ std::vector<NormKind> parse_norms(const std::string& list) {
   return out;
 }
 
-nl::Device pick_device(const std::string& name) {
-  if (name == "cpu") return nl::Device::cpu();
+struct DeviceChoice {
+  nl::Device device;
+  std::string why;  // the first line the app prints: which backend and device, and why
+};
+
+DeviceChoice pick_device(const std::string& name, int threads) {
+  const bool cuda = nl::device_available(nl::DeviceType::CUDA);
+  const std::string gpu = nl::device_description(nl::DeviceType::CUDA);
+  const std::string cpu = "cpu, " + std::to_string(threads) + (threads == 1 ? " thread" : " threads");
+  if (name == "cpu") return {nl::Device::cpu(), cpu + " (--device cpu)"};
   if (name == "cuda") {
-    NL_CHECK(nl::device_available(nl::DeviceType::CUDA),
-             "--device cuda: this build has no CUDA backend (configure with -DNORMLAB_CUDA=ON on a "
-             "machine with a GPU, or use --device cpu)");
-    return nl::Device::cuda();
+    NL_CHECK(cuda, "--device cuda: ", gpu, "; use --device cpu or auto");
+    return {nl::Device::cuda(), "cuda: " + gpu + " (--device cuda)"};
   }
-  return nl::device_available(nl::DeviceType::CUDA) ? nl::Device::cuda() : nl::Device::cpu();
+  if (cuda) return {nl::Device::cuda(), "cuda: " + gpu + " (--device auto found it)"};
+  return {nl::Device::cpu(), cpu + " (--device auto: no GPU to use: " + gpu + ")"};
 }
 
 nl::data::Dataset load(const Options& o) {
@@ -110,7 +117,7 @@ int main(int argc, char** argv) {
                  "cifar10: folder containing cifar-10-batches-bin/ (default ./data); fashion-mnist: "
                  "folder with the *-ubyte.gz files (default /usr/share/datasets/fashion-mnist)");
   app.add_flag("--download", o.download, "Download CIFAR-10 into --data-dir if it is missing (~163 MB, MD5-checked)");
-  app.add_option("--device", o.device, "cpu, cuda or auto (cuda when built with it)")
+  app.add_option("--device", o.device, "cpu, cuda or auto (cuda when this build has CUDA and a GPU answers, else cpu)")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--out", o.out, "Output folder")->capture_default_str();
@@ -121,8 +128,10 @@ int main(int argc, char** argv) {
 
   try {
     const std::vector<NormKind> norms = parse_norms(o.norms);
-    const nl::Device device = pick_device(o.device);
     nl::set_num_threads(o.threads);
+    const DeviceChoice choice = pick_device(o.device, nl::get_num_threads());
+    const nl::Device device = choice.device;
+    std::printf("compare_norms: running on %s\n", choice.why.c_str());
     nl::data::Dataset data = load(o);
     data.train = data.train.head(o.limit_train);
     data.test = data.test.head(o.limit_test);

@@ -1,5 +1,7 @@
 // Device memory: a caching allocator, copies between host and device, fills and strided gathers.
+#include <cstdio>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -115,8 +117,30 @@ Allocator& allocator() {
 
 // ---------------------------------------------------------------------------------- registration
 
+// Registers the allocator only when a GPU answers: without one, device_available(CUDA) is false,
+// `--device auto` falls back to the CPU and the description says why.
 void register_memory_kernels() {
-  set_allocator(DeviceType::CUDA, &allocator());
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();  // a failed query must not surface as a later launch's error
+    set_device_description(DeviceType::CUDA,
+                           std::string("built with CUDA, but no usable GPU: ") +
+                               (e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices"));
+  } else {
+    cudaDeviceProp prop{};
+    NL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    char text[400];
+    if (prop.totalGlobalMem == 0) {  // cuemu: host memory, no SM count worth printing
+      std::snprintf(text, sizeof text, "%s", prop.name);
+    } else {
+      std::snprintf(text, sizeof text, "%s (sm_%d%d, %d SMs, %.1f GiB)%s", prop.name, prop.major,
+                    prop.minor, prop.multiProcessorCount, double(prop.totalGlobalMem) / (1 << 30),
+                    count > 1 ? ", device 0 of several" : "");
+    }
+    set_device_description(DeviceType::CUDA, text);
+    set_allocator(DeviceType::CUDA, &allocator());
+  }
   copy_bytes_stub.set(DeviceType::CUDA, &copy_bytes);
   copy_strided_stub.set(DeviceType::CUDA, &copy_strided);
   fill_stub.set(DeviceType::CUDA, &fill);

@@ -199,6 +199,14 @@ cudaError_t cudaGetLastError();   // returns and clears the last error (sticky l
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int* count);
+// The fields normlab reads, with the values of the one emulated device.
+struct cudaDeviceProp {
+  char name[256];
+  int major, minor;
+  int multiProcessorCount;
+  size_t totalGlobalMem;
+};
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 
 namespace cuemu {
 

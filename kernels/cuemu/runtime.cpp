@@ -1,4 +1,5 @@
 // The cuemu scheduler (blocks, fibers, barriers, warp operations) and the runtime API subset.
+#include <cstdio>
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -478,6 +479,16 @@ cudaError_t cudaGetLastError() {
 cudaError_t cudaPeekAtLastError() { return g().last; }
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidValue;
+  *prop = {};
+  std::snprintf(prop->name, sizeof prop->name, "%s", "cuemu (CUDA emulated on the CPU)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 1;
+  prop->totalGlobalMem = 0;  // host memory: no fixed size
   return cudaSuccess;
 }
 const char* cudaGetErrorString(cudaError_t e) {

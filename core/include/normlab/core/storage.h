@@ -1,6 +1,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "normlab/core/device.h"
 
@@ -15,8 +16,14 @@ class Allocator {
 };
 
 void set_allocator(DeviceType type, Allocator* allocator);
-// Whether this build can allocate on the device type.
+// Whether tensors can live on the device type here: its backend is built in *and* found a device
+// (a CUDA build on a machine without a usable GPU registers no allocator).
 bool device_available(DeviceType type);
+// One line for a program's first lines: what the device is ("NVIDIA H200 (sm_90, 132 SMs,
+// 139.8 GiB)") or why it is not available ("built with CUDA, but no usable GPU: ...").
+std::string device_description(DeviceType type);
+// Backends call this when they register.
+void set_device_description(DeviceType type, std::string text);
 // Throws a clear error when the device type has no allocator in this build.
 Allocator& get_allocator(Device device);
 

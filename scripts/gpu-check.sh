@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# The first real-GPU run, prepared as ONE command that finishes in about 8 minutes on a GPU
+# machine (16 cores, one H100/H200-class GPU, nvcc, CMake, ninja, Python with PyTorch, no Debian
+# dev packages, no network):
+#
+#   scripts/gpu-deps.sh                  here, once: makes .gpu-deps/ (headers, CMake configs,
+#                                        Google Benchmark, zlib, the CIFAR-10 subset)
+#   scripts/gpu-check.sh                 there, with .gpu-deps/ carried along
+#   scripts/gpu-check.sh --dry-run       anywhere: prints the plan and checks without a GPU what
+#                                        it can, above all that .gpu-deps/ is complete (CI runs it)
+#   options: --out DIR (default $OUT when set, else runs/gpu-check)
+#            --budget SECONDS (default 470: every part's time limit is cut to what is left)
+#
+# Parts, each reported PASS / FAIL / SKIP with a reason, none stopping the others:
+#   environment   GPU, driver, nvcc, CMake, ninja, g++; the GPU's architecture; cuDNN and NCCL
+#   deps          .gpu-deps/ holds every file the build needs
+#   build         NORMLAB_CUDA=ON for this GPU only, tests + benchmarks + compare_norms, all cores
+#   ctest         the full suite: CPU tests and the [cuda gpu] registrations on the GPU
+#   bench-norm    bench_norm_cuda: our norm kernels against cuDNN, GB/s and % of queried peak
+#   train-step    bench_train_step --device cuda: images/s of the comparison network's step
+#   compare       compare_norms, 3 epochs on the real subset, on the GPU and on the CPU; their
+#                 per-epoch losses compared
+# Writes into the output folder (at most 8 files, none deeper than the folder itself):
+#   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  compare_norms.json
+# Exit status: 0 when every part passed or was skipped for a stated reason, 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+dry_run=0
+out=${OUT:-runs/gpu-check}
+budget=470
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --out) [ $# -ge 2 ] || { echo "gpu-check: --out needs a folder" >&2; exit 2; }; out=$2; shift ;;
+    --budget) [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "gpu-check: --budget needs a whole number of seconds" >&2; exit 2; }; budget=$2; shift ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+deps=$repo/.gpu-deps
+build=$repo/build-gpu-check
+jobs=$(nproc)
+start=$SECONDS
+mkdir -p "$out" || { echo "gpu-check: cannot create $out" >&2; exit 2; }
+out=$(cd "$out" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+logs=$work/logs
+mkdir -p "$logs"
+trap 'rm -rf "$work"' EXIT
+
+rows=()
+failed=0
+# record PART STATUS DETAIL: one line now, one row of summary.md later.
+record() {
+  rows+=("| $1 | $2 | ${3//|/\\|} |")
+  [ "$2" = FAIL ] && failed=1
+  printf 'gpu-check: %-12s %-4s %s\n' "$1" "$2" "$3"
+}
+left() { echo $((budget - (SECONDS - start))); }
+# run_part NAME LIMIT CMD...: runs CMD with its output in logs/NAME.log, under the smaller of
+# LIMIT and the time left; returns CMD's status (124 on timeout).
+run_part() {
+  local name=$1 limit=$2
+  shift 2
+  local l
+  l=$(left)
+  [ "$l" -lt "$limit" ] && limit=$l
+  if [ "$limit" -le 5 ]; then
+    echo "not started: the time budget is spent" > "$logs/$name.log"
+    return 124
+  fi
+  timeout --kill-after=10 "$limit" "$@" > "$logs/$name.log" 2>&1
+}
+tail_of() { tail -n "${2:-5}" "$logs/$1.log" | tr '\n' ' ' | cut -c1-300; }
+
+# --- environment ------------------------------------------------------------------------------
+gpu_arch=""
+gpu_name=""
+if command -v nvidia-smi > /dev/null && q=$(nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader 2>&1 | head -1) \
+   && [[ $q =~ ^(.+),\ ([0-9]+)\.([0-9]+),\ ([^,]+),\ (.+)$ ]]; then
+  gpu_name=${BASH_REMATCH[1]}
+  gpu_arch=${BASH_REMATCH[2]}${BASH_REMATCH[3]}
+  gpu_line="$gpu_name, sm_$gpu_arch, driver ${BASH_REMATCH[4]}, ${BASH_REMATCH[5]}"
+else
+  gpu_line="no GPU: ${q:-nvidia-smi is not installed}"
+fi
+nvcc_line=$(command -v nvcc > /dev/null && nvcc --version | tail -n 2 | head -n 1 || echo "nvcc not on PATH")
+cmake_line=$(cmake --version 2> /dev/null | head -n 1 || echo "cmake missing")
+gxx_line=$(g++ --version 2> /dev/null | head -n 1 || echo "g++ missing")
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+{
+  echo "GPU: $gpu_line"
+  echo "nvcc: $nvcc_line"
+  echo "cmake: $cmake_line"
+  echo "g++: $gxx_line"
+  echo "ninja: $(command -v ninja || echo 'missing (make is used)')"
+  echo "cores: $jobs"
+} > "$logs/environment.log"
+
+# cuDNN and NCCL: in the CUDA toolkit's folders (this Debian image) or in pip's nvidia-* packages
+# beside PyTorch (the GPU machine). Prints "LIBRARY INCLUDE_DIR" or nothing.
+find_nvidia_lib() {
+  local lib=$1 header=$2 pymod=$3 d
+  local dirs=()
+  if command -v nvcc > /dev/null; then
+    local root
+    root=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+    dirs+=("$root/lib64:$root/include" "$root/lib:$root/include")
+  fi
+  dirs+=("/usr/lib/x86_64-linux-gnu:/usr/include" "/usr/local/lib:/usr/local/include")
+  if command -v python3 > /dev/null; then
+    local p
+    p=$(python3 -c "import importlib.util as u, os; s = u.find_spec('$pymod'); print(list(s.submodule_search_locations)[0] if s else '')" 2> /dev/null)
+    [ -n "$p" ] && dirs+=("$p/lib:$p/include")
+  fi
+  for d in "${dirs[@]}"; do
+    local l=${d%%:*} i=${d#*:} f
+    for f in "$l/$lib.so" "$l/$lib.so."[0-9]*; do
+      if [ -e "$f" ] && [ -e "$i/$header" ]; then
+        echo "$f $i"
+        return
+      fi
+    done
+  done
+}
+read -r cudnn_lib cudnn_inc <<< "$(find_nvidia_lib libcudnn cudnn.h nvidia.cudnn)"
+read -r nccl_lib nccl_inc <<< "$(find_nvidia_lib libnccl nccl.h nvidia.nccl)"
+{
+  echo "cuDNN: ${cudnn_lib:-not found} ${cudnn_inc:+(headers $cudnn_inc)}"
+  echo "NCCL: ${nccl_lib:-not found} ${nccl_inc:+(headers $nccl_inc)}"
+} >> "$logs/environment.log"
+cat "$logs/environment.log" | sed 's/^/gpu-check:   /'
+
+if [ $dry_run -eq 1 ]; then
+  echo "gpu-check: --dry-run: the plan (every part runs on the GPU machine; here, only the checks marked 'now')"
+  cat << EOF
+  1 environment  nvidia-smi, nvcc, cmake, ninja, g++; cuDNN and NCCL located        (now)
+  2 deps         .gpu-deps/ complete: every file in its MANIFEST                     (now; made by scripts/gpu-deps.sh if absent)
+  3 build        cmake ${generator[*]} -DNORMLAB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=<the GPU's>
+                 -DNORMLAB_DOWNLOAD=OFF -DNORMLAB_BENCH_ONEDNN=OFF, packages only from .gpu-deps/;
+                 cmake --build -j $jobs                                               (now: configure, and a probe that
+                                                                                   compiles and links against .gpu-deps/ only)
+  4 ctest        ctest -j $jobs: CPU tests + [cuda gpu] registrations; Fashion-MNIST tests left out
+                 (its 30 MB dataset is not carried; CI runs them)
+  5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json
+  6 train-step   bench_train_step --device cuda --batches 128,512 --json
+  7 compare      compare_norms --epochs 3 on the subset, --device cuda and --device cpu;
+                 per-epoch train loss within 5 % and test accuracy within 5 pp
+  output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, compare_norms.json
+          in ${OUT:-runs/gpu-check} (\$OUT when set)
+EOF
+fi
+
+if [ -n "$gpu_arch" ]; then
+  record environment PASS "$gpu_line; $nvcc_line; cuDNN ${cudnn_lib:-not found}; NCCL ${nccl_lib:-not found}"
+elif [ $dry_run -eq 1 ]; then
+  record environment SKIP "dry run: $gpu_line; $nvcc_line; cuDNN ${cudnn_lib:-not found}; NCCL ${nccl_lib:-not found}"
+else
+  record environment FAIL "$gpu_line"
+fi
+
+# --- deps -------------------------------------------------------------------------------------
+deps_ok=0
+if [ ! -f "$deps/MANIFEST" ] && [ $dry_run -eq 1 ] && command -v apt-get > /dev/null; then
+  echo "gpu-check: .gpu-deps/ is absent: making it with scripts/gpu-deps.sh"
+  scripts/gpu-deps.sh "$deps" > "$logs/gpu-deps.log" 2>&1 || true
+fi
+if [ ! -f "$deps/MANIFEST" ]; then
+  record deps FAIL ".gpu-deps/MANIFEST missing: run scripts/gpu-deps.sh on the Debian machine and carry .gpu-deps"
+else
+  missing=$(awk '$1 == "file" { print $2 }' "$deps/MANIFEST" | while read -r f; do
+    case "$f" in data/*) p=$deps/$f ;; *) p=$deps/root/$f ;; esac
+    [ -e "$p" ] || echo "$f"
+  done)
+  if [ -n "$missing" ]; then
+    record deps FAIL "missing from .gpu-deps: $(echo $missing)"
+  else
+    deps_ok=1
+    record deps PASS "$(grep -c '^file ' "$deps/MANIFEST") required files present ($(du -sh "$deps" | cut -f1))"
+  fi
+fi
+
+# --- build ------------------------------------------------------------------------------------
+# Packages come only from .gpu-deps/ (CMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY): on a machine that
+# also has them installed, a file missing from the folder still fails here, as it would there.
+cuda_mode=ON
+[ -n "$gpu_arch" ] || cuda_mode=$([ $dry_run -eq 1 ] && command -v nvcc > /dev/null && echo ON || echo OFF)
+arch=${gpu_arch:-90}
+configure=(cmake -S "$repo" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+  -DNORMLAB_CUDA=$cuda_mode -DCMAKE_CUDA_ARCHITECTURES="$arch"
+  -DNORMLAB_BUILD_TESTS=ON -DNORMLAB_BUILD_EXAMPLES=ON -DNORMLAB_BUILD_BENCH=ON
+  -DNORMLAB_DOWNLOAD=OFF -DNORMLAB_BENCH_ONEDNN=OFF
+  -DCMAKE_FIND_ROOT_PATH="$deps/root" -DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY
+  -DNORMLAB_CIFAR_SUBSET="$deps/data/cifar10-subset")
+if [ -n "$cudnn_lib" ]; then
+  configure+=(-DNORMLAB_BENCH_CUDNN=ON -DCUDNN_LIBRARY="$cudnn_lib" -DCUDNN_INCLUDE_DIR="$cudnn_inc")
+else
+  configure+=(-DNORMLAB_BENCH_CUDNN=OFF)
+fi
+# The consumer test (install + find_package(normlab)) finds the carried packages through this.
+export CMAKE_PREFIX_PATH="$deps/root/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+# cuDNN 9 loads its engine libraries from the library path.
+[ -n "$cudnn_lib" ] && export LD_LIBRARY_PATH="$(dirname "$cudnn_lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+built=0
+if [ $deps_ok -eq 0 ]; then
+  record build SKIP "no complete .gpu-deps/"
+elif [ $dry_run -eq 1 ]; then
+  rm -rf "$build"
+  if ! run_part configure 120 "${configure[@]}"; then
+    record build FAIL "configure (NORMLAB_CUDA=$cuda_mode) failed: $(grep -A3 'CMake Error' "$logs/configure.log" | head -4 | tr '\n' ' ')"
+  else
+    # A probe that includes every carried header and links the carried libraries, with the
+    # compiler's own list of the headers it read: none may come from the host's packages.
+    cat > "$work/probe.cpp" << 'EOF'
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+#include <nlohmann/json.hpp>
+#include <zlib.h>
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+int main() {
+  Eigen::Matrix2f m = Eigen::Matrix2f::Identity();
+  nlohmann::json j = {{"trace", m.trace()}};
+  CLI::App app{"probe"};
+  benchmark::Initialize(nullptr, nullptr);
+  return j["trace"] == 2.0f && zlibVersion()[0] != '\0' ? 0 : 1;
+}
+EOF
+    inc=(-isystem "$deps/root/usr/include" -isystem "$deps/root/usr/include/eigen3")
+    lib=$deps/root/usr/lib/x86_64-linux-gnu
+    if ! run_part probe 120 bash -c '
+        g++ -std=c++20 "$@" -MD -MF "'"$work"'/probe.d" -c "'"$work"'/probe.cpp" -o "'"$work"'/probe.o" &&
+        g++ "'"$work"'/probe.o" -L"'"$lib"'" -Wl,-rpath,"'"$lib"'" -lbenchmark -lz -o "'"$work"'/probe" &&
+        "'"$work"'/probe" && ldd "'"$work"'/probe"' _ "${inc[@]}"; then
+      record build FAIL "probe against .gpu-deps/ failed: $(tail_of probe 3)"
+    else
+      host_headers=$(tr ' \\' '\n\n' < "$work/probe.d" | grep -E '/(eigen3|catch2|nlohmann|CLI|benchmark)/|/z(lib|conf)\.h$' | grep -v "^$deps/" || true)
+      # At run time libz.so.1 may be the machine's own (every Linux has it, ABI-stable since
+      # 2006); Google Benchmark's library exists only in .gpu-deps/.
+      host_libs=$(grep -E 'libbenchmark\.so' "$logs/probe.log" | grep -v "$deps/" || true)
+      if [ -n "$host_headers$host_libs" ]; then
+        record build FAIL "the probe used the host's files, not .gpu-deps/: $(echo $host_headers $host_libs | cut -c1-300)"
+      else
+        record build PASS "dry run: configure (NORMLAB_CUDA=$cuda_mode, sm_$arch) with packages from .gpu-deps/ only; probe compiled, linked and ran against .gpu-deps/ only"
+      fi
+    fi
+  fi
+elif [ -z "$gpu_arch" ]; then
+  record build SKIP "no GPU"
+else
+  if run_part configure 120 "${configure[@]}" && run_part build 330 cmake --build "$build" -j "$jobs"; then
+    built=1
+    record build PASS "NORMLAB_CUDA=ON sm_$arch, $(grep -c 'Building\|Linking' "$logs/build.log") steps ($((SECONDS - start)) s since start)"
+  else
+    record build FAIL "$(grep -h -m3 -E 'error|CMake Error' "$logs/configure.log" "$logs/build.log" | tr '\n' ' ' | cut -c1-300)"
+  fi
+fi
+
+# --- ctest ------------------------------------------------------------------------------------
+if [ $built -eq 0 ]; then
+  record ctest SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
+else
+  n_gpu=$(cd "$build" && ctest -N | grep -c '\[cuda gpu\]')
+  # Fashion-MNIST's dataset (a Debian package, 30 MB) is not carried: the one test that reads it
+  # is left out (the corrupt-IDX test writes its own files and runs).
+  if (cd "$build" && run_part ctest 200 ctest --output-on-failure -j "$jobs" -E 'Fashion-MNIST reads'); then
+    record ctest PASS "$(grep -m1 'tests passed' "$logs/ctest.log"); $n_gpu on the GPU; Fashion-MNIST tests left out (dataset not carried)"
+  else
+    record ctest FAIL "$(grep -m1 'tests passed' "$logs/ctest.log" || tail_of ctest 3); failed: $(grep -E '^\s+[0-9]+ - ' "$logs/ctest.log" | head -8 | sed 's/^ *//' | tr '\n' ';' | cut -c1-400)"
+  fi
+fi
+
+# --- bench-norm -------------------------------------------------------------------------------
+if [ $built -eq 0 ]; then
+  record bench-norm SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
+elif [ ! -x "$build/bench/bench_norm_cuda" ]; then
+  record bench-norm SKIP "cuDNN not found (looked in the toolkit, /usr, /usr/local and pip's nvidia.cudnn)"
+elif run_part bench-norm 120 "$build/bench/bench_norm_cuda" --iters 20 --json "$out/bench_norm_cuda.json"; then
+  record bench-norm PASS "$(python3 - "$out/bench_norm_cuda.json" << 'EOF' 2>&1
+import json, statistics, sys
+d = json.load(open(sys.argv[1]))
+ours = [r for r in d["rows"] if "cudnn" not in r["name"].lower()]
+peer = [r for r in d["rows"] if "cudnn" in r["name"].lower()]
+med = lambda rs: statistics.median(r["pct_of_peak"] for r in rs) if rs else float("nan")
+print(f'{d["device"]}, peak {d["peak_gbs"]:.0f} GB/s: ours median {med(ours):.1f}% of peak '
+      f'({len(ours)} rows), cuDNN median {med(peer):.1f}% ({len(peer)} rows)')
+EOF
+)"
+else
+  record bench-norm FAIL "$(tail_of bench-norm 3)"
+fi
+
+# --- train-step -------------------------------------------------------------------------------
+if [ $built -eq 0 ]; then
+  record train-step SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
+elif run_part train-step 90 "$build/bench/bench_train_step" --device cuda --batches 128,512 --json; then
+  grep '^{' "$logs/train-step.log" > "$out/train_step_cuda.json"
+  record train-step PASS "$(python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("; ".join(", ".join(f"{k} {v}" for k, v in r.items() if k in ("norm", "batch", "img_per_s", "median_ms")) for r in rows))
+' "$out/train_step_cuda.json" 2>&1 | cut -c1-400)"
+else
+  record train-step FAIL "$(tail_of train-step 3)"
+fi
+
+# --- compare ----------------------------------------------------------------------------------
+if [ $built -eq 0 ]; then
+  record compare SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
+else
+  app=$build/examples/compare_norms/compare_norms
+  common=(--data-dir "$deps/data/cifar10-subset" --epochs 3 --no-progress)
+  if run_part compare-gpu 120 "$app" "${common[@]}" --device cuda --out "$work/cmp-gpu" &&
+     run_part compare-cpu 240 "$app" "${common[@]}" --device cpu --threads "$jobs" --out "$work/cmp-cpu"; then
+    verdict=$(python3 - "$work/cmp-gpu/metrics.csv" "$work/cmp-cpu/metrics.csv" "$out/compare_norms.json" << 'EOF' 2>&1
+import csv, json, sys
+gpu = {(r["norm"], r["epoch"]): r for r in csv.DictReader(open(sys.argv[1]))}
+cpu = {(r["norm"], r["epoch"]): r for r in csv.DictReader(open(sys.argv[2]))}
+rows, ok = [], set(gpu) == set(cpu)
+for key in sorted(gpu):
+    g, c = gpu[key], cpu.get(key)
+    if c is None: continue
+    rel = abs(float(g["train_loss"]) - float(c["train_loss"])) / abs(float(c["train_loss"]))
+    dacc = abs(float(g["test_acc"]) - float(c["test_acc"]))
+    ok &= rel <= 0.05 and dacc <= 5.0
+    rows.append({"norm": key[0], "epoch": int(key[1]), "train_loss_gpu": float(g["train_loss"]),
+                 "train_loss_cpu": float(c["train_loss"]), "rel_diff": rel,
+                 "test_acc_gpu": float(g["test_acc"]), "test_acc_cpu": float(c["test_acc"]),
+                 "seconds_gpu": float(g["seconds"]), "seconds_cpu": float(c["seconds"])})
+json.dump({"tolerance": {"train_loss_rel": 0.05, "test_acc_pp": 5.0}, "pass": ok, "rows": rows},
+          open(sys.argv[3], "w"), indent=1)
+worst = max(rows, key=lambda r: r["rel_diff"]) if rows else None
+print(("PASS" if ok else "FAIL") + (f' worst train-loss difference {100 * worst["rel_diff"]:.2f}% '
+      f'({worst["norm"]} epoch {worst["epoch"]}); epoch time gpu/cpu '
+      f'{sum(r["seconds_gpu"] for r in rows):.1f}/{sum(r["seconds_cpu"] for r in rows):.1f} s' if worst else " no rows"))
+EOF
+)
+    record compare "${verdict%% *}" "${verdict#* }"
+  else
+    record compare FAIL "$(tail_of compare-gpu 2) $(tail_of compare-cpu 2 2> /dev/null)"
+  fi
+fi
+
+# --- summary ----------------------------------------------------------------------------------
+{
+  echo "# gpu-check $([ $dry_run -eq 1 ] && echo '(dry run)')"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$repo" rev-parse --short HEAD 2> /dev/null || echo unknown), $((SECONDS - start)) s"
+  echo
+  echo '```'
+  cat "$logs/environment.log"
+  echo '```'
+  echo
+  echo "| part | status | detail |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "Logs of every part: logs.tar.gz. Overall: $([ $failed -eq 0 ] && echo PASS || echo FAIL)"
+} > "$out/summary.md"
+tar -czf "$out/logs.tar.gz" -C "$work" logs
+echo "gpu-check: $([ $failed -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - start)) s; summary: $out/summary.md"
+exit $failed
