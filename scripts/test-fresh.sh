@@ -43,6 +43,14 @@ mounts_below() {
   done | sort -r
 }
 
+# The running phase's process and everything it started (mmdebstrap's helpers, make's compilers).
+phase_pid=""
+kill_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+
 # Processes whose root directory is the chroot (a Ctrl-C reaches them through the terminal, a
 # TERM sent to make does not): they would keep /proc busy and write into a folder being removed.
 kill_chroot_processes() {
@@ -59,6 +67,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  [ -n "$phase_pid" ] && kill_tree "$phase_pid"
   kill_chroot_processes
   local m
   for m in $(mounts_below); do umount "$m" 2>/dev/null || { sleep 1; umount "$m"; }; done
@@ -81,7 +90,13 @@ trap 'say "terminated"; exit 143' TERM
 phase() {
   local name=$1 t0=$SECONDS rc=0
   shift
-  "$@" > "$logs/$name.log" 2>&1 || rc=$?
+  # In the background and waited for: bash runs a trap only between commands, and `wait` is one
+  # that a signal interrupts, so Ctrl-C or a TERM from make is handled at once, not after the
+  # phase (minutes of compiling) has finished by itself.
+  "$@" > "$logs/$name.log" 2>&1 &
+  phase_pid=$!
+  wait "$phase_pid" || rc=$?
+  phase_pid=""
   if [ $rc -eq 0 ]; then
     printf 'test-fresh: %-14s ok      %4d s\n' "$name" $((SECONDS - t0))
     return 0
