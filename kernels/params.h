@@ -44,6 +44,15 @@ struct DropoutParams {
   uint64_t seed, offset;  // Philox stream of this call
 };
 
+// Up to kMaxTensors float tensors checked in one launch (the NaN/Inf guard over all parameters
+// and gradients of a network).
+struct NonfiniteParams {
+  static constexpr int kMaxTensors = 64;
+  int count;  // tensors in this call
+  const float* x[kMaxTensors];
+  int64_t n[kMaxTensors];
+};
+
 struct SgdParams {
   int64_t n;
   float lr, momentum, dampening, weight_decay;

@@ -28,6 +28,8 @@ NL_DECLARE_STUB(add_fwd, void(int64_t n, const float* a, const float* b, float* 
 NL_DECLARE_STUB(mul_fwd, void(int64_t n, const float* a, const float* b, float* y));
 NL_DECLARE_STUB(sum_fwd, void(int64_t n, const float* x, float* y));    // y[0] = sum(x)
 NL_DECLARE_STUB(sum_bwd, void(int64_t n, const float* dy, float* dx));  // dx[i] = dy[0]
+// counts[t] = number of NaN and Inf elements of tensor t (counts on the tensors' device).
+NL_DECLARE_STUB(nonfinite_count, void(const NonfiniteParams& p, int32_t* counts));
 NL_DECLARE_STUB(relu_fwd, void(int64_t n, const float* x, float* y));
 // Uses the output y (not x) for the mask, so x need not be kept alive.
 NL_DECLARE_STUB(relu_bwd, void(int64_t n, const float* y, const float* dy, float* dx));

@@ -57,7 +57,7 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
   std::istringstream csv(slurp(out / "metrics.csv"));
   std::string line;
   std::getline(csv, line);
-  CHECK(line == "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds");
+  CHECK(line == "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds,status");
   int rows = 0;
   while (std::getline(csv, line)) {
     ++rows;
@@ -65,9 +65,10 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
     std::string f;
     std::vector<std::string> v;
     while (std::getline(fields, f, ',')) v.push_back(f);
-    REQUIRE(v.size() == 8);
+    REQUIRE(v.size() == 9);
     CHECK((v[0] == "bn" || v[0] == "gn" || v[0] == "ln"));
     for (size_t i = 3; i < 8; ++i) CHECK(std::isfinite(std::stod(v[i])));
+    CHECK(v[8] == "ok");
   }
   CHECK(rows == 6);
 

@@ -11,6 +11,7 @@ NL_DEFINE_STUB(add_fwd);
 NL_DEFINE_STUB(mul_fwd);
 NL_DEFINE_STUB(sum_fwd);
 NL_DEFINE_STUB(sum_bwd);
+NL_DEFINE_STUB(nonfinite_count);
 NL_DEFINE_STUB(relu_fwd);
 NL_DEFINE_STUB(relu_bwd);
 NL_DEFINE_STUB(dropout_fwd);

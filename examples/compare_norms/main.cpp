@@ -3,8 +3,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -27,7 +32,8 @@ struct Options {
   int64_t epochs = 20;
   int64_t batch_size = 128;
   float lr = 0.1f;
-  uint64_t seed = 0;
+  std::string seed = "0";  // text: parsed and range-checked by validate()
+  uint64_t first_seed = 0;
   int64_t seeds = 1;
   std::string dataset = "cifar10";
   std::string data_dir;
@@ -37,7 +43,34 @@ struct Options {
   std::string out = "runs/compare_norms";
   int64_t limit_train = 0, limit_test = 0;
   bool no_progress = false;
+  bool overwrite = false;
+  bool strict = false;
+  bool no_guard = false;
 };
+
+// Every flag checked before any work, each message naming the flag (CLI11's own range checks
+// print a 309-digit bound and let NaN through).
+void validate(Options& o) {
+  NL_CHECK(o.epochs >= 1, "--epochs must be at least 1 (got ", o.epochs, ")");
+  NL_CHECK(o.batch_size >= 1, "--batch-size must be at least 1 (got ", o.batch_size, ")");
+  NL_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr must be a positive finite number (got ", o.lr, ")");
+  NL_CHECK(o.seeds >= 1, "--seeds must be at least 1 (got ", o.seeds, ")");
+  const bool digits = !o.seed.empty() && o.seed.size() <= 20 &&
+                      o.seed.find_first_not_of("0123456789") == std::string::npos;
+  errno = 0;
+  const unsigned long long seed = digits ? std::strtoull(o.seed.c_str(), nullptr, 10) : 0;
+  NL_CHECK(digits && errno != ERANGE, "--seed must be a whole number from 0 to 18446744073709551615 (got '",
+           o.seed, "')");
+  o.first_seed = seed;
+  NL_CHECK(uint64_t(o.seeds - 1) <= UINT64_MAX - o.first_seed, "--seed ", o.seed, " with --seeds ", o.seeds,
+           " runs past the largest seed");
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  NL_CHECK(o.threads >= 0 && o.threads <= cores, "--threads must be from 0 (all cores) to ", cores,
+           ", the cores of this machine (got ", o.threads, ")");
+  NL_CHECK(o.limit_train >= 0, "--limit-train must be 0 (all) or more (got ", o.limit_train, ")");
+  NL_CHECK(o.limit_test >= 0, "--limit-test must be 0 (all) or more (got ", o.limit_test, ")");
+  NL_CHECK(!o.out.empty(), "--out must name a folder");
+}
 
 std::vector<NormKind> parse_norms(const std::string& list) {
   std::vector<NormKind> out;
@@ -105,12 +138,12 @@ int main(int argc, char** argv) {
       "grids, confusion matrices and report.md."};
   app.add_option("--norms", o.norms, "Comma-separated norms to train: bn, gn (4 groups), ln (over C,H,W)")
       ->capture_default_str();
-  app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--lr", o.lr, "Peak learning rate of the one-cycle schedule")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();
+  app.add_option("--lr", o.lr, "Peak learning rate of the one-cycle schedule")->capture_default_str();
   app.add_option("--seed", o.seed, "First seed (weights, data order, augmentation, dropout)")->capture_default_str();
   app.add_option("--seeds", o.seeds, "Runs per norm, with seeds seed..seed+K-1, reported as mean ± std")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str();
   app.add_option("--dataset", o.dataset, "cifar10 or fashion-mnist")
       ->capture_default_str()->check(CLI::IsMember({"cifar10", "fashion-mnist"}));
   app.add_option("--data-dir", o.data_dir,
@@ -119,12 +152,23 @@ int main(int argc, char** argv) {
   app.add_flag("--download", o.download, "Download CIFAR-10 into --data-dir if it is missing (~163 MB, MD5-checked)");
   app.add_option("--device", o.device, "cpu, cuda or auto (cuda when this build has CUDA and a GPU answers, else cpu)")
       ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--out", o.out, "Output folder")->capture_default_str();
-  app.add_option("--limit-train", o.limit_train, "Use only the first N training images (0: all)")->check(CLI::NonNegativeNumber);
-  app.add_option("--limit-test", o.limit_test, "Use only the first N test images (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--out", o.out, "Output folder; one run of the app owns it (see --overwrite)")->capture_default_str();
+  app.add_flag("--overwrite", o.overwrite,
+               "Replace the results of an earlier run in --out (only compare_norms' own files are removed)");
+  app.add_option("--limit-train", o.limit_train, "Use only the first N training images (0: all)");
+  app.add_option("--limit-test", o.limit_test, "Use only the first N test images (0: all)");
   app.add_flag("--no-progress", o.no_progress, "No live progress bar, even on a terminal");
+  app.add_flag("--strict", o.strict, "Exit with status 3 when a run diverged (default: 0 and a warning)");
+  app.add_flag("--no-guard", o.no_guard,
+               "Skip the per-step NaN/Inf check of every parameter and gradient (the loss is always checked)");
   CLI11_PARSE(app, argc, argv);
+  try {
+    validate(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "compare_norms: %s\n", e.what());
+    return 2;
+  }
 
   try {
     const std::vector<NormKind> norms = parse_norms(o.norms);
@@ -132,10 +176,15 @@ int main(int argc, char** argv) {
     const DeviceChoice choice = pick_device(o.device, nl::get_num_threads());
     const nl::Device device = choice.device;
     std::printf("compare_norms: running on %s\n", choice.why.c_str());
+    // The output folder first: a folder we cannot write or that holds another run's results
+    // stops the app before any data is read or any epoch is trained.
+    claim_out_dir(o.out, o.overwrite);
     nl::data::Dataset data = load(o);
     data.train = data.train.head(o.limit_train);
     data.test = data.test.head(o.limit_test);
-    fs::create_directories(o.out);
+    NL_CHECK(o.batch_size <= data.train.N, "--batch-size ", o.batch_size, " is larger than the ",
+             data.train.N, " training images", o.limit_train ? " (after --limit-train)" : "",
+             ": use at most ", data.train.N);
 
     TrainConfig cfg;
     cfg.epochs = o.epochs;
@@ -143,15 +192,16 @@ int main(int argc, char** argv) {
     cfg.max_lr = o.lr;
     cfg.device = device;
     cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
+    cfg.guard = !o.no_guard;
 
     std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
                 "device %s, %d threads, seeds %llu..%llu\n",
                 data.name.c_str(), (long long)data.train.N, (long long)data.test.N,
                 (long long)o.epochs, (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda",
-                nl::get_num_threads(), (unsigned long long)o.seed,
-                (unsigned long long)(o.seed + o.seeds - 1));
+                nl::get_num_threads(), (unsigned long long)o.first_seed,
+                (unsigned long long)(o.first_seed + o.seeds - 1));
     for (NormKind k : norms) {
-      nl::Generator g(o.seed);
+      nl::Generator g(o.first_seed);
       auto net = make_net(k, g, nullptr, {.in_channels = data.train.C});
       std::printf("\n%s\n%s", norm_title(k).c_str(),
                   nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
@@ -161,16 +211,25 @@ int main(int argc, char** argv) {
     rep.out_dir = o.out;
     rep.data = &data;
     rep.config = {{"norms", o.norms},     {"epochs", o.epochs}, {"batch_size", o.batch_size},
-                  {"lr", o.lr},           {"seed", o.seed},     {"seeds", o.seeds},
+                  {"lr", o.lr},           {"seed", o.first_seed},     {"seeds", o.seeds},
                   {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
                   {"limit_test", o.limit_test}};
     for (int64_t s = 0; s < o.seeds; ++s) {
       for (NormKind k : norms) {
-        std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)(o.seed + s));
+        const uint64_t seed = o.first_seed + static_cast<uint64_t>(s);
+        std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)seed);
         std::fflush(stdout);
-        rep.runs.push_back(train_one(k, o.seed + static_cast<uint64_t>(s), data, cfg, std::cout));
-        write_metrics_csv(rep);  // after every run, so a long job shows its progress on disk
+        // metrics.csv after every epoch (atomically): a killed job loses at most the epoch in
+        // progress, and a long one shows its progress on disk.
+        RunResult placeholder;
+        placeholder.norm = k, placeholder.seed = seed;
+        rep.runs.push_back(placeholder);
+        rep.runs.back() = train_one(k, seed, data, cfg, std::cout, [&](const RunResult& partial) {
+          rep.runs.back() = partial;
+          write_metrics_csv(rep);
+        });
+        write_metrics_csv(rep);
       }
     }
     nlohmann::json results = write_results_json(rep);
@@ -181,6 +240,11 @@ int main(int argc, char** argv) {
                 "best test acc");
     for (NormKind k : norms) {
       const auto& n = results["norms"][norm_key(k)];
+      if (n["final_test_acc"]["mean"].is_null()) {  // every seed of this norm diverged
+        std::printf("%-10s %8lld %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
+                    "diverged");
+        continue;
+      }
       std::printf("%-10s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),
                   (long long)n["parameters"].get<int64_t>(), n["final_test_acc"]["mean"].get<double>(),
                   n["final_test_acc"]["std"].get<double>(), n["final_test_loss"]["mean"].get<double>(),
@@ -188,6 +252,13 @@ int main(int argc, char** argv) {
     }
     std::printf("\nwrote %s/{metrics.csv, results.json, report.md%s}\n", o.out.c_str(),
                 pictures ? ", *.png, *.svg" : "");
+    int diverged = 0;
+    for (const RunResult& r : rep.runs) diverged += r.diverged();
+    if (diverged) {
+      std::fprintf(stderr, "compare_norms: warning: %d of %zu runs diverged (see report.md)%s\n", diverged,
+                   rep.runs.size(), o.strict ? "; exit status 3 (--strict)" : "");
+      if (o.strict) return 3;
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "compare_norms: %s\n", e.what());

@@ -1,15 +1,29 @@
 #include "report.h"
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "normlab/core/error.h"
+
+extern char** environ;
 
 namespace compare {
 namespace fs = std::filesystem;
@@ -34,6 +48,13 @@ std::vector<const RunResult*> runs_of(const ReportInput& in, NormKind k) {
   return out;
 }
 
+// The first run of the list that finished (its predictions exist), or null.
+const RunResult* first_ok(const std::vector<const RunResult*>& runs) {
+  for (const RunResult* r : runs)
+    if (!r->diverged()) return r;
+  return nullptr;
+}
+
 std::string path_in(const ReportInput& in, const std::string& name) {
   return (fs::path(in.out_dir) / name).string();
 }
@@ -44,10 +65,18 @@ std::string fmt(double v, int digits) {
   return os.str();
 }
 
-// gnuplot string literal: single quotes, with embedded single quotes doubled.
+// gnuplot string literal for any text (class names come from the data set's batches.meta.txt):
+// single quotes, inside which gnuplot performs no backtick command substitution, no macro
+// expansion and no backslash escapes; an embedded ' is doubled, and control characters (a line
+// break would end the command) become spaces. Print it with `noenhanced`, so ^ _ { } @ & ~ stay
+// literal too.
 std::string gp_quote(const std::string& s) {
   std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  for (char c : s) {
+    if (c == '\'') out += "''";
+    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) out += ' ';
+    else out += c;
+  }
   return out + "'";
 }
 
@@ -55,21 +84,120 @@ const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c"};
 
 }  // namespace
 
+std::string temp_name_for(const std::string& path) {
+  // pid + a per-process counter + the clock: unique among concurrent runs and earlier crashed
+  // ones, and never a name a user would pick. ".normlab-tmp" marks it as ours.
+  static std::atomic<uint64_t> counter{0};
+  const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+  std::ostringstream os;
+  os << path << '.' << ::getpid() << '-' << counter++ << '-' << std::hex << (t & 0xffffff) << ".normlab-tmp";
+  return os.str();
+}
+
 void write_text_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    NL_CHECK(out.good(), "cannot write ", tmp);
-    out << content;
-    out.flush();
-    NL_CHECK(out.good(), "writing ", tmp, " failed (disk full?)");
+  const std::string tmp = temp_name_for(path);
+  // O_EXCL: never open (and truncate) a file that is already there, whoever made it.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  NL_CHECK(fd >= 0, "cannot write ", tmp, ": ", std::strerror(errno));
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t w = ::write(fd, content.data() + done, content.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      NL_FAIL("writing ", tmp, " failed: ", std::strerror(e));
+    }
+    done += static_cast<size_t>(w);
   }
+  // fsync before the rename: after a crash the name shows either the old or the new content.
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    NL_FAIL("writing ", tmp, " failed: ", std::strerror(e));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    NL_FAIL("cannot move ", tmp, " to ", path, ": ", std::strerror(e));
+  }
+}
+
+bool is_own_output(const std::string& name) {
+  static const std::regex own(
+      R"((metrics\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log)"
+      R"(|(train_loss|test_loss|test_accuracy)\.(png|svg))"
+      R"(|(curves|misclassified|confusion)_[a-z0-9+]+\.(dat|txt|png)))");
+  return std::regex_match(name, own);
+}
+
+void claim_out_dir(const std::string& dir, bool overwrite) {
   std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    NL_FAIL("cannot move ", tmp, " to ", path);
+  fs::create_directories(dir, ec);
+  NL_CHECK(!ec, "--out ", dir, ": cannot create the folder: ", ec.message());
+  NL_CHECK(fs::is_directory(dir), "--out ", dir, " exists and is not a folder");
+  // One run at a time: an advisory lock held until the process ends (the kernel drops it even
+  // after a SIGKILL), so two runs started into one folder cannot mix their results.
+  static int lock_fd = -1;
+  if (lock_fd < 0) {
+    const std::string lock = (fs::path(dir) / ".compare_norms.lock").string();
+    lock_fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    NL_CHECK(lock_fd >= 0, "--out ", dir, " is not writable: cannot create ", lock, ": ", std::strerror(errno));
+    NL_CHECK(::flock(lock_fd, LOCK_EX | LOCK_NB) == 0, "--out ", dir,
+             " is in use by another compare_norms run that is still going; choose another --out");
   }
+  std::vector<fs::path> results;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (!fs::is_regular_file(e.symlink_status())) continue;  // never follow a link, never a folder
+    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".normlab-tmp") == 0) {
+      fs::remove(e.path(), ec);  // a killed run's temporary: ours by its name
+    } else if (is_own_output(name)) {
+      results.push_back(e.path());
+    }
+  }
+  if (!results.empty()) {
+    std::sort(results.begin(), results.end());
+    std::string names;
+    for (size_t i = 0; i < results.size() && i < 4; ++i) names += (i ? ", " : "") + results[i].filename().string();
+    if (results.size() > 4) names += ", ...";
+    NL_CHECK(overwrite, "--out ", dir, " already holds the results of another run (", names,
+             "): pass --overwrite to replace them (only compare_norms' own files are removed), or "
+             "choose another --out");
+    for (const fs::path& p : results) {
+      fs::remove(p, ec);
+      NL_CHECK(!ec, "--overwrite: cannot remove ", p.string(), ": ", ec.message());
+    }
+  }
+  // Writable now, not after hours of training.
+  const std::string probe = temp_name_for((fs::path(dir) / "write-test").string());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  NL_CHECK(fd >= 0, "--out ", dir, " is not writable: ", std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+int run_program(const std::vector<std::string>& argv, const std::string& dir, const std::string& log) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  // The child changes into dir and opens its log there: no shell, so no quoting of dir ever.
+  if (!dir.empty()) posix_spawn_file_actions_addchdir_np(&fa, dir.c_str());
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int e = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (e != 0) return -1;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 std::pair<double, double> mean_std(const std::vector<double>& v) {
@@ -84,12 +212,16 @@ std::pair<double, double> mean_std(const std::vector<double>& v) {
 
 void write_metrics_csv(const ReportInput& in) {
   std::ostringstream os;
-  os << "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds\n";
-  for (const RunResult& r : in.runs)
+  os << "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds,status\n";
+  for (const RunResult& r : in.runs) {
     for (const EpochStats& e : r.epochs)
       os << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << fmt(e.train_loss, 6)
          << ',' << fmt(e.train_acc, 4) << ',' << fmt(e.test_loss, 6) << ',' << fmt(e.test_acc, 4)
-         << ',' << fmt(e.seconds, 3) << '\n';
+         << ',' << fmt(e.seconds, 3) << ",ok\n";
+    // The epoch a run diverged in gets a row of its own with no numbers (its reason is in
+    // results.json and report.md).
+    if (r.diverged()) os << norm_key(r.norm) << ',' << r.seed << ',' << r.diverged_epoch << ",,,,,,diverged\n";
+  }
   write_text_atomic(path_in(in, "metrics.csv"), os.str());
 }
 
@@ -103,28 +235,34 @@ json write_results_json(const ReportInput& in) {
   for (NormKind k : norms_in(in)) {
     json n;
     std::vector<double> finals, final_losses, final_train, bests, secs;
+    n["runs"] = json::array();
     for (const RunResult* r : runs_of(in, k)) {
-      const EpochStats& last = r->epochs.back();
-      const EpochStats* best = &r->epochs.front();
-      for (const EpochStats& e : r->epochs)
-        if (e.test_acc > best->test_acc) best = &e;
       n["parameters"] = r->parameters;
-      n["runs"].push_back({{"seed", r->seed},
-                           {"final", {{"epoch", last.epoch},
-                                      {"train_loss", last.train_loss},
-                                      {"train_acc", last.train_acc},
-                                      {"test_loss", last.test_loss},
-                                      {"test_acc", last.test_acc},
-                                      {"test_correct", last.test_correct}}},
-                           {"best", {{"epoch", best->epoch}, {"test_acc", best->test_acc}}},
-                           {"seconds", r->seconds}});
-      finals.push_back(last.test_acc);
-      final_losses.push_back(last.test_loss);
-      final_train.push_back(last.train_acc);
-      bests.push_back(best->test_acc);
-      secs.push_back(r->seconds);
+      json run = {{"seed", r->seed}, {"status", r->status}, {"seconds", r->seconds},
+                  {"epochs_finished", r->epochs.size()}};
+      if (r->diverged()) run["reason"] = r->reason, run["diverged_epoch"] = r->diverged_epoch;
+      if (!r->epochs.empty()) {
+        const EpochStats& last = r->epochs.back();
+        const EpochStats* best = &r->epochs.front();
+        for (const EpochStats& e : r->epochs)
+          if (e.test_acc > best->test_acc) best = &e;
+        run["final"] = {{"epoch", last.epoch},          {"train_loss", last.train_loss},
+                        {"train_acc", last.train_acc},  {"test_loss", last.test_loss},
+                        {"test_acc", last.test_acc},    {"test_correct", last.test_correct}};
+        run["best"] = {{"epoch", best->epoch}, {"test_acc", best->test_acc}};
+        // Only runs that finished enter the means: a diverged run's last epoch is no result.
+        if (!r->diverged()) {
+          finals.push_back(last.test_acc);
+          final_losses.push_back(last.test_loss);
+          final_train.push_back(last.train_acc);
+          bests.push_back(best->test_acc);
+          secs.push_back(r->seconds);
+        }
+      }
+      n["runs"].push_back(run);
     }
     auto ms = [](const std::vector<double>& v) {
+      if (v.empty()) return json{{"mean", nullptr}, {"std", nullptr}, {"n", 0}};
       auto [m, s] = mean_std(v);
       return json{{"mean", m}, {"std", s}, {"n", v.size()}};
     };
@@ -134,6 +272,7 @@ json write_results_json(const ReportInput& in) {
     n["best_test_acc"] = ms(bests);
     n["seconds"] = ms(secs);
     n["title"] = norm_title(k);
+    n["diverged_runs"] = runs_of(in, k).size() - finals.size();
     j["norms"][norm_key(k)] = n;
   }
   write_text_atomic(path_in(in, "results.json"), j.dump(2) + "\n");
@@ -143,15 +282,23 @@ json write_results_json(const ReportInput& in) {
 bool write_plots(const ReportInput& in) {
   const auto norms = norms_in(in);
   const nl::data::Dataset& d = *in.data;
+  std::vector<NormKind> curved, pictured;  // norms with a curve / with a finished run
+  // Per norm key, the (true, predicted) captions of the misclassified grid, in panel order.
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> captions;
   // --- data files ---
   for (NormKind k : norms) {
     auto runs = runs_of(in, k);
     std::ostringstream os;
     os << "# epoch train_loss train_acc test_loss test_acc test_acc_std (means over "
        << runs.size() << " seed(s))\n";
-    for (size_t e = 0; e < runs.front()->epochs.size(); ++e) {
+    size_t epochs = 0;
+    for (const RunResult* r : runs) epochs = std::max(epochs, r->epochs.size());
+    if (epochs > 0) curved.push_back(k);
+    // A diverged run's curve stops at its last finished epoch: later points average the others.
+    for (size_t e = 0; e < epochs; ++e) {
       std::vector<double> tl, ta, vl, va;
       for (const RunResult* r : runs) {
+        if (e >= r->epochs.size()) continue;
         tl.push_back(r->epochs[e].train_loss), ta.push_back(r->epochs[e].train_acc);
         vl.push_back(r->epochs[e].test_loss), va.push_back(r->epochs[e].test_acc);
       }
@@ -160,8 +307,11 @@ bool write_plots(const ReportInput& in) {
     }
     write_text_atomic(path_in(in, "curves_" + norm_key(k) + ".dat"), os.str());
 
-    // Misclassified test images of the first seed: "x y r g b" blocks, one per image.
-    const RunResult& r = *runs.front();
+    // Misclassified test images of the first finished seed: "x y r g b" blocks, one per image.
+    const RunResult* ok = first_ok(runs);
+    if (!ok) continue;  // every seed diverged: no predictions to show
+    pictured.push_back(k);
+    const RunResult& r = *ok;
     std::ostringstream img, cap;
     int shown = 0;
     for (int64_t i = 0; i < d.test.N && shown < 10; ++i) {
@@ -180,6 +330,7 @@ bool write_plots(const ReportInput& in) {
       }
       img << "\n";
       cap << "test #" << i << "|true: " << d.classes[truth] << "|pred: " << d.classes[pred] << '\n';
+      captions[norm_key(k)].emplace_back("true: " + d.classes[truth], "pred: " + d.classes[pred]);
       ++shown;
     }
     write_text_atomic(path_in(in, "misclassified_" + norm_key(k) + ".dat"), img.str());
@@ -198,6 +349,14 @@ bool write_plots(const ReportInput& in) {
   }
 
   // --- scripts ---
+  // Every picture is drawn into a temporary name of ours and renamed once gnuplot succeeded, so
+  // a killed plot leaves no half-written PNG under a final name and no file of the user's is
+  // ever renamed or removed.
+  std::vector<std::pair<std::string, std::string>> outputs;  // (temporary, final), in out_dir
+  auto output = [&](const std::string& name) {
+    outputs.emplace_back(fs::path(temp_name_for(path_in(in, name))).filename().string(), name);
+    return outputs.back().first;
+  };
   std::ostringstream gp;
   gp << "# Renders the charts of this folder: gnuplot plots.gp (run inside the folder).\n"
      << "set encoding utf8\nset key outside right top box\nset grid\nset xlabel 'epoch'\n"
@@ -210,80 +369,101 @@ bool write_plots(const ReportInput& in) {
   };
   const std::string ds = d.name + " (" + std::to_string(d.train.N) + " train / " +
                          std::to_string(d.test.N) + " test images)";
-  for (Chart c : {Chart{"train_loss", "Training loss", "loss (NLL)", 2},
-                  Chart{"test_loss", "Test loss", "loss (NLL)", 4},
-                  Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5}}) {
+  // No curve at all when every run diverged in its first epoch: nothing to plot.
+  for (Chart c : curved.empty() ? std::vector<Chart>{}
+                                : std::vector<Chart>{Chart{"train_loss", "Training loss", "loss (NLL)", 2},
+                                                     Chart{"test_loss", "Test loss", "loss (NLL)", 4},
+                                                     Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5}}) {
     for (const char* term : {"png", "svg"}) {
       gp << (std::string(term) == "png" ? "set terminal pngcairo size 960,600 font 'Sans,11'\n"
                                         : "set terminal svg size 960,600 font 'Sans,11'\n");
-      gp << "set output '" << c.name << "." << term << ".tmp'\n";
+      gp << "set output " << gp_quote(output(std::string(c.name) + "." + term)) << "\n";
       gp << "set title " << gp_quote(std::string(c.title) + " per epoch — " + ds) << "\n";
       gp << "set ylabel '" << c.ylabel << "'\nplot ";
-      for (size_t i = 0; i < norms.size(); ++i) {
-        gp << (i ? ", \\\n     " : "") << "'curves_" << norm_key(norms[i]) << ".dat' using 1:"
+      for (size_t i = 0; i < curved.size(); ++i) {
+        gp << (i ? ", \\\n     " : "") << "'curves_" << norm_key(curved[i]) << ".dat' using 1:"
            << c.column << " with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << kColors[i % 3]
-           << "' title '" << norm_title(norms[i]) << "'";
+           << "' title '" << norm_title(curved[i]) << "'";
       }
       gp << "\nset output\n";
     }
   }
   gp << "reset\n";
-  for (NormKind k : norms) {
+  for (NormKind k : pictured) {
     const std::string key = norm_key(k);
-    std::ifstream caps(path_in(in, "misclassified_" + key + ".txt"));
-    std::vector<std::string> lines;
-    for (std::string l; std::getline(caps, l);) lines.push_back(l);
+    const auto& lines = captions[key];
     gp << "\n# misclassified test images, " << norm_title(k) << "\n"
        << "set terminal pngcairo size 1100,560 font 'Sans,10'\n"
-       << "set output 'misclassified_" << key << ".png.tmp'\n"
+       << "set output " << gp_quote(output("misclassified_" + key + ".png")) << "\n"
        << "set multiplot layout 2,5 title " << gp_quote(norm_title(k) + ": misclassified test images (first seed)") << "\n"
        << "unset key\nunset tics\nunset border\nset size ratio -1\n"
        << "set xrange [-0.5:" << d.test.W - 0.5 << "]\nset yrange [" << d.test.H - 0.5 << ":-0.5]\n";
     for (size_t i = 0; i < lines.size(); ++i) {
-      std::string l = lines[i];
-      std::string caption = l.substr(l.find('|') + 1);
-      caption.replace(caption.find('|'), 1, "\\n");
-      gp << "set title \"" << caption << "\" noenhanced\n"
+      // The two captions quoted and joined by a line break (gnuplot's "\n" is the script's only
+      // double-quoted string, and it holds no input).
+      gp << "set title " << gp_quote(lines[i].first) << " . \"\\n\" . " << gp_quote(lines[i].second)
+         << " noenhanced\n"
          << "plot 'misclassified_" << key << ".dat' index " << i
          << " using 1:2:3:4:5 with rgbimage\n";
     }
     gp << "unset multiplot\nset output\nreset\n";
     // Confusion matrix with counts.
     gp << "set terminal pngcairo size 760,680 font 'Sans,10'\n"
-       << "set output 'confusion_" << key << ".png.tmp'\n"
+       << "set output " << gp_quote(output("confusion_" + key + ".png")) << "\n"
        << "set title " << gp_quote(norm_title(k) + ": confusion matrix on the test set (first seed)") << "\n"
        << "unset key\nset xlabel 'predicted'\nset ylabel 'true'\nset palette defined (0 'white', 1 '#f28e2b')\n"
        << "set xrange [-0.5:" << d.classes.size() - 0.5 << "]\nset yrange [" << d.classes.size() - 0.5 << ":-0.5]\n"
        << "set xtics rotate by 45 right (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
-    gp << ")\nset ytics (";
+    gp << ") noenhanced\nset ytics (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
-    gp << ")\nplot 'confusion_" << key << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
+    gp << ") noenhanced\nplot 'confusion_" << key << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
        << "with labels tc rgb 'black'\nset output\nreset\n";
   }
   write_text_atomic(path_in(in, "plots.gp"), gp.str());
 
-  if (std::system("gnuplot --version > /dev/null 2>&1") != 0) {
+  // The script that is kept names the final files, so that `gnuplot plots.gp` by hand works.
+  std::string kept = gp.str();
+  for (const auto& [tmp, name] : outputs) {
+    for (size_t at = kept.find(tmp); at != std::string::npos; at = kept.find(tmp, at + name.size()))
+      kept.replace(at, tmp.size(), name);
+  }
+  write_text_atomic(path_in(in, "plots.gp"), kept);
+  const std::string run_script = temp_name_for(path_in(in, "plots.gp"));
+  write_text_atomic(run_script, gp.str());
+  auto remove_ours = [&] {
+    std::error_code ec;
+    fs::remove(run_script, ec);
+    for (const auto& o : outputs) fs::remove(path_in(in, o.first), ec);
+  };
+
+  if (run_program({"gnuplot", "--version"}, "", "/dev/null") != 0) {
+    remove_ours();
     std::fprintf(stderr,
                  "compare_norms: gnuplot not found, so no pictures were drawn; the data and the "
                  "script are in %s (install gnuplot-nox and run `gnuplot plots.gp` there)\n",
                  in.out_dir.c_str());
     return false;
   }
-  const std::string cmd = "cd '" + in.out_dir + "' && gnuplot plots.gp > gnuplot.log 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "compare_norms: gnuplot failed on %s/plots.gp; see %s/gnuplot.log\n",
-                 in.out_dir.c_str(), in.out_dir.c_str());
-    for (const auto& f : fs::directory_iterator(in.out_dir))
-      if (f.path().extension() == ".tmp") fs::remove(f.path());
+  // gnuplot runs in out_dir with the script's file name as its one argument: no shell, so no
+  // character of --out (quotes, semicolons) is ever interpreted.
+  const int status = run_program({"gnuplot", fs::path(run_script).filename().string()}, in.out_dir, "gnuplot.log");
+  if (status != 0) {
+    remove_ours();
+    std::fprintf(stderr, "compare_norms: gnuplot failed (exit %d) on %s/plots.gp; see %s/gnuplot.log\n",
+                 status, in.out_dir.c_str(), in.out_dir.c_str());
     return false;
   }
-  // gnuplot wrote *.tmp files; each becomes visible only once complete.
-  for (const auto& f : fs::directory_iterator(in.out_dir)) {
-    if (f.path().extension() != ".tmp") continue;
-    fs::path final = f.path();
-    final.replace_extension();
-    fs::rename(f.path(), final);
+  std::error_code ec;
+  fs::remove(run_script, ec);
+  for (const auto& [tmp, name] : outputs) {
+    fs::rename(path_in(in, tmp), path_in(in, name), ec);
+    if (ec) {
+      remove_ours();
+      std::fprintf(stderr, "compare_norms: gnuplot did not write %s (%s); see %s/gnuplot.log\n",
+                   name.c_str(), ec.message().c_str(), in.out_dir.c_str());
+      return false;
+    }
   }
   return true;
 }
@@ -304,6 +484,7 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   for (NormKind k : norms) {
     const json& n = results["norms"][norm_key(k)];
     auto pm = [&](const char* key, int digits, const char* unit) {
+      if (n[key]["mean"].is_null()) return std::string("diverged");
       std::string s = fmt(n[key]["mean"].get<double>(), digits) + unit;
       if (n[key]["n"].get<size_t>() > 1) s += " ± " + fmt(n[key]["std"].get<double>(), digits);
       return s;
@@ -313,16 +494,29 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
        << pm("final_test_acc", 2, "%") << "** | " << pm("best_test_acc", 2, "%") << " | "
        << pm("seconds", 0, " s") << " |\n";
   }
-  md << "\nMeans ± sample standard deviation over seeds; per-epoch numbers are in `metrics.csv`, "
-        "everything above in `results.json`.\n\n";
+  md << "\nMeans ± sample standard deviation over the seeds that finished; per-epoch numbers are in "
+        "`metrics.csv`, everything above in `results.json`.\n\n";
+  bool any_curve = false, any_diverged = false;
+  for (const RunResult& r : in.runs) any_curve |= !r.epochs.empty(), any_diverged |= r.diverged();
+  if (any_diverged) {
+    md << "## Diverged runs\n\nThese runs stopped at the first non-finite value; their curves end "
+          "at their last finished epoch and they are left out of the means above.\n\n";
+    for (const RunResult& r : in.runs)
+      if (r.diverged()) md << "- **" << norm_title(r.norm) << ", seed " << r.seed << "**: " << r.reason << "\n";
+    md << "\n";
+  }
   if (pictures) {
-    md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"
-       << "![test accuracy](test_accuracy.png)\n\n## Misclassified test images\n\n";
+    if (any_curve)
+      md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"
+         << "![test accuracy](test_accuracy.png)\n\n";
+    md << "## Misclassified test images\n\n";
     for (NormKind k : norms)
-      md << "![" << norm_title(k) << " misclassified](misclassified_" << norm_key(k) << ".png)\n\n";
+      if (first_ok(runs_of(in, k)))
+        md << "![" << norm_title(k) << " misclassified](misclassified_" << norm_key(k) << ".png)\n\n";
     md << "## Confusion matrices\n\n";
     for (NormKind k : norms)
-      md << "![" << norm_title(k) << " confusion](confusion_" << norm_key(k) << ".png)\n\n";
+      if (first_ok(runs_of(in, k)))
+        md << "![" << norm_title(k) << " confusion](confusion_" << norm_key(k) << ".png)\n\n";
   } else {
     md << "Pictures were not rendered (gnuplot missing or failed): run `gnuplot plots.gp` in this "
           "folder.\n";

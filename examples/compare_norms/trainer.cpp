@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "normlab/core/autograd.h"
 #include "normlab/core/error.h"
@@ -58,6 +59,34 @@ Eval evaluate(nn::Module& net, const data::Dataset& d, Device device, std::vecto
   return {loss / double(d.test.N), correct};
 }
 
+// Dotted path of every module below root ("C4.norm"), for messages.
+void name_modules(const nn::Module& m, const std::string& prefix,
+                  std::map<const nn::Module*, std::string>& names) {
+  names[&m] = prefix.empty() ? "(network)" : prefix;
+  for (const auto& [name, child] : m.children())
+    name_modules(*child, prefix.empty() ? name : prefix + "." + name, names);
+}
+
+std::string type_name(const nn::Module& m) {
+  const std::string d = m.describe();
+  return d.substr(0, d.find('('));
+}
+
+std::string nonfinite_text(int64_t bad, int64_t total) {
+  return std::to_string(bad) + " non-finite values (NaN/Inf) of " + std::to_string(total);
+}
+
+// The first parameter (in named order) whose tensor or gradient has NaN/Inf, or "".
+std::string first_bad_tensor(const nn::NamedTensors& params, bool grads) {
+  std::vector<Tensor> ts;
+  for (const auto& [name, t] : params) ts.push_back(grads ? t.grad() : t);
+  const std::vector<int64_t> bad = nonfinite_counts(ts);
+  for (size_t i = 0; i < bad.size(); ++i)
+    if (bad[i]) return std::string(grads ? "gradient of " : "parameter ") + params[i].first + " has " +
+                       nonfinite_text(bad[i], ts[i].numel());
+  return "";
+}
+
 void draw_progress(const std::string& tag, int64_t epoch, int64_t epochs, int64_t b, int64_t nb,
                    double loss, double acc, double ips, double eta) {
   const int width = 24;
@@ -71,8 +100,31 @@ void draw_progress(const std::string& tag, int64_t epoch, int64_t epochs, int64_
 
 }  // namespace
 
+// Runs x through net once more with every module's output checked, and names the first module
+// whose output is not finite ("" when every output is finite).
+std::string first_nonfinite_output(nn::Module& net, const Tensor& x) {
+  if (const int64_t bad = nonfinite_counts({x})[0]) return "the input batch has " + nonfinite_text(bad, x.numel());
+  std::map<const nn::Module*, std::string> names;
+  name_modules(net, "", names);
+  std::string found;
+  nn::set_output_check([&](const nn::Module& m, const Tensor& y) {
+    if (!found.empty()) return;
+    if (const int64_t bad = nonfinite_counts({y})[0])
+      found = type_name(m) + " " + names[&m] + ": output has " + nonfinite_text(bad, y.numel());
+  });
+  try {
+    NoGradGuard no_grad;
+    net.forward(x);
+  } catch (...) {
+    nn::set_output_check(nullptr);
+    throw;
+  }
+  nn::set_output_check(nullptr);
+  return found;
+}
+
 RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const TrainConfig& cfg,
-                    std::ostream& log) {
+                    std::ostream& log, const std::function<void(const RunResult&)>& on_epoch) {
   RunResult res;
   res.norm = norm;
   res.seed = seed;
@@ -103,20 +155,48 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, b = 0;
     data::Batch batch;
+    const nn::NamedTensors params = net->named_parameters();
+    auto diverge = [&](const std::string& what) {
+      char where[96];
+      std::snprintf(where, sizeof where, " at epoch %lld, batch %lld (lr %.3g)", (long long)epoch,
+                    (long long)b, double(opt.lr()));
+      res.status = "diverged";
+      res.reason = what + where;
+      res.diverged_epoch = epoch;
+      if (cfg.progress) std::fprintf(stderr, "\r\033[K");
+      log << tag << " diverged: " << res.reason << "; this run stops here, the others go on" << std::endl;
+    };
     while (loader.next(batch)) {
       Tensor x = batch.images.to(cfg.device), y = batch.labels.to(cfg.device);
+      ++b;
       opt.zero_grad();
       Tensor logp = net->forward(x);
       Tensor loss = nll_loss(logp, y);
+      // Checked before backward: a NaN loss would only spread into every gradient and weight.
+      const double l = loss.item();
+      if (!std::isfinite(l)) {
+        const std::string culprit = first_nonfinite_output(*net, x);
+        diverge(culprit.empty() ? "the training loss is " + std::to_string(l) + " (every module's output was finite)"
+                                : culprit + "; training loss " + std::to_string(l));
+        break;
+      }
       loss.backward();
+      if (cfg.guard) {
+        if (std::string bad = first_bad_tensor(params, true); !bad.empty()) {
+          diverge(bad);
+          break;
+        }
+      }
       opt.step();
-      ++b;
+      if (cfg.guard) {
+        if (std::string bad = first_bad_tensor(params, false); !bad.empty()) {
+          diverge(bad + " after the optimizer step");
+          break;
+        }
+      }
       // PyTorch steps OneCycleLR after every batch; the step after the very last batch would
       // only compute an unused rate past the end of the cycle, so it is skipped.
       if (sched.step_count() + 1 < cfg.epochs * steps) sched.step();
-      const double l = loss.item();
-      NL_CHECK(std::isfinite(l), tag, " epoch ", epoch, " batch ", b,
-               ": the loss is not finite; training diverged (try a lower --lr)");
       loss_sum += l * double(x.size(0));
       correct += count_correct(logp.detach(), y, nullptr);
       seen += x.size(0);
@@ -127,8 +207,20 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
                       secs / double(b) * double(steps - b));
       }
     }
+    if (res.diverged()) break;
     std::vector<int32_t>* preds = epoch == cfg.epochs ? &res.test_predictions : nullptr;
     Eval ev = evaluate(*net, d, cfg.device, preds);
+    if (!std::isfinite(ev.loss)) {
+      // Eval mode (running statistics) can break where training mode did not: name the module.
+      net->eval();
+      const int64_t n = std::min<int64_t>(d.test.N, 500);
+      const std::string culprit = first_nonfinite_output(*net, data::to_tensor(d.test, d.mean, d.std, 0, n).to(cfg.device));
+      net->train();
+      res.test_predictions.clear();
+      diverge((culprit.empty() ? std::string("the test loss is not finite") : culprit + " (eval mode, test images)") +
+              ", after the epoch");
+      break;
+    }
     EpochStats s;
     s.epoch = epoch;
     s.train_loss = loss_sum / double(seen);
@@ -147,6 +239,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
                   tag.c_str(), (long long)epoch, s.train_loss, s.train_acc, s.test_loss,
                   (long long)s.test_correct, (long long)s.test_total, s.test_acc, s.seconds);
     log << line << std::endl;
+    if (on_epoch) on_epoch(res);
   }
   res.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   return res;

@@ -19,6 +19,9 @@ struct TrainConfig {
   float weight_decay = 5e-4f;
   nl::Device device = nl::Device::cpu();
   bool progress = false;  // live progress bar on stderr
+  // Checks every parameter and gradient for NaN/Inf after every step (one fused reduction each;
+  // the loss and the test loss are always checked).
+  bool guard = true;
 };
 
 struct EpochStats {
@@ -33,15 +36,31 @@ struct RunResult {
   NormKind norm;
   uint64_t seed = 0;
   int64_t parameters = 0;
-  std::vector<EpochStats> epochs;
-  std::vector<int32_t> test_predictions;  // after the last epoch
+  std::vector<EpochStats> epochs;         // the finished epochs (all of them unless diverged)
+  std::vector<int32_t> test_predictions;  // after the last epoch; empty when diverged
   double seconds = 0;
+  // "ok", or "diverged" with the reason naming the first module whose output (or the first
+  // parameter whose gradient) was not finite, e.g.
+  //   "LayerNorm C4.norm: output has 312 non-finite values (NaN/Inf) at epoch 3, batch 41 (lr 2.4e+08)"
+  std::string status = "ok";
+  std::string reason;
+  int64_t diverged_epoch = 0;  // the epoch in progress when it diverged
+  bool diverged() const { return status == "diverged"; }
 };
 
 // log receives the per-epoch lines. The data loader seeds shuffling and augmentation with
 // `seed`, the weights with `seed` and dropout with a stream derived from it, so the three norms
 // see identical data and start from identical conv weights.
+// Runs x through net once more (no gradient) with every module's output checked, and names the
+// first module whose output has NaN/Inf, e.g. "LayerNorm C4.body.norm: output has 312 non-finite
+// values (NaN/Inf) of 32768"; "" when every output is finite.
+std::string first_nonfinite_output(nl::nn::Module& net, const nl::Tensor& x);
+
+// on_epoch (may be empty) sees the run after each finished epoch, so the caller can write its
+// metrics to disk as they come. A run that diverges returns with status "diverged" instead of
+// throwing, so the other runs of a comparison go on.
 RunResult train_one(NormKind norm, uint64_t seed, const nl::data::Dataset& data,
-                    const TrainConfig& cfg, std::ostream& log);
+                    const TrainConfig& cfg, std::ostream& log,
+                    const std::function<void(const RunResult&)>& on_epoch = {});
 
 }  // namespace compare

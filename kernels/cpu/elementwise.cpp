@@ -31,6 +31,13 @@ void sum_fwd(int64_t n, const float* x, float* y) {
 
 void sum_bwd(int64_t n, const float* dy, float* dx) { VecMap(dx, n).setConstant(dy[0]); }
 
+void nonfinite_count(const NonfiniteParams& p, int32_t* counts) {
+  for (int t = 0; t < p.count; ++t) {
+    // x - x is 0 for finite x and NaN for NaN and +-Inf: one compare per element, vectorised.
+    counts[t] = static_cast<int32_t>((CVecMap(p.x[t], p.n[t]) - CVecMap(p.x[t], p.n[t])).array().isNaN().count());
+  }
+}
+
 void relu_fwd(int64_t n, const float* x, float* y) {
   parallel_for(n, kGrain, [&](int64_t i0, int64_t i1) {
     VecMap(y + i0, i1 - i0) = CVecMap(x + i0, i1 - i0).cwiseMax(0.0f);

@@ -9,7 +9,8 @@ Allocator& allocator();
 
 #define NL_CPU_KERNELS(X)                                                                   \
   X(copy_bytes) X(copy_strided) X(fill) X(add_fwd) X(mul_fwd) X(sum_fwd) X(sum_bwd)          \
-  X(relu_fwd) X(relu_bwd) X(dropout_fwd) X(dropout_bwd) X(conv2d_fwd) X(conv2d_bwd)          \
+  X(nonfinite_count) X(relu_fwd) X(relu_bwd) X(dropout_fwd) X(dropout_bwd) X(conv2d_fwd)        \
+  X(conv2d_bwd)                                                                             \
   X(batch_norm_fwd) X(batch_norm_bwd) X(group_norm_fwd) X(group_norm_bwd) X(layer_norm_fwd)  \
   X(layer_norm_bwd) X(max_pool2d_fwd) X(max_pool2d_bwd) X(global_avg_pool_fwd)               \
   X(global_avg_pool_bwd) X(linear_fwd) X(linear_bwd) X(log_softmax_fwd) X(log_softmax_bwd)   \

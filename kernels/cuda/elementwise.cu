@@ -36,6 +36,24 @@ __global__ void sum_kernel(int64_t n, const float* x, float* y) {
   if (threadIdx.x == 0) y[0] = acc;
 }
 
+// One block per tensor (blockIdx.x), a fixed mapping, no atomics: counts[t] is written once,
+// whole. The guard checks parameters and gradients (thousands to millions of elements), where
+// one block per tensor over 30-60 tensors is plenty.
+__global__ void nonfinite_count_kernel(NonfiniteParams p, int32_t* counts) {
+  __shared__ int32_t part[256];
+  const int t = blockIdx.x;
+  const float* x = p.x[t];
+  int32_t c = 0;
+  for (int64_t i = threadIdx.x; i < p.n[t]; i += blockDim.x) c += isfinite(x[i]) ? 0 : 1;
+  part[threadIdx.x] = c;
+  __syncthreads();
+  for (int s = 128; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();  // every level reads what the previous one wrote
+  }
+  if (threadIdx.x == 0) counts[t] = part[0];
+}
+
 // Each thread draws one Philox block (4 elements); the mask is a pure function of
 // (seed, offset, i), so forward and backward agree and the CPU backend draws the same mask.
 __global__ void dropout_kernel(DropoutParams p, const float* x, float* y) {
@@ -70,6 +88,9 @@ void sum_fwd(int64_t n, const float* x, float* y) {
 void sum_bwd(int64_t n, const float* dy, float* dx) {
   if (n > 0) NL_LAUNCH(broadcast_kernel, grid_for(n), kThreads, 0, n, dy, dx);
 }
+void nonfinite_count(const NonfiniteParams& p, int32_t* counts) {
+  if (p.count > 0) NL_LAUNCH(nonfinite_count_kernel, p.count, 256, 0, p, counts);
+}
 void relu_fwd(int64_t n, const float* x, float* y) {
   if (n > 0) NL_LAUNCH(relu_fwd_kernel, grid_for(n), kThreads, 0, n, x, y);
 }
@@ -88,6 +109,7 @@ void register_elementwise_kernels() {
   mul_fwd_stub.set(DeviceType::CUDA, &mul_fwd);
   sum_fwd_stub.set(DeviceType::CUDA, &sum_fwd);
   sum_bwd_stub.set(DeviceType::CUDA, &sum_bwd);
+  nonfinite_count_stub.set(DeviceType::CUDA, &nonfinite_count);
   relu_fwd_stub.set(DeviceType::CUDA, &relu_fwd);
   relu_bwd_stub.set(DeviceType::CUDA, &relu_bwd);
   dropout_fwd_stub.set(DeviceType::CUDA, &dropout_fwd);

@@ -199,6 +199,9 @@ namespace {
 std::atomic<bool> g_fusion{true};
 }  // namespace
 
+OutputCheck g_output_check;
+void set_output_check(OutputCheck check) { g_output_check = std::move(check); }
+
 void set_fusion_enabled(bool on) { g_fusion = on; }
 bool fusion_enabled() { return g_fusion; }
 
@@ -218,6 +221,7 @@ Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
     auto* norm = dynamic_cast<FusableNorm*>(m);
     if (!g_fusion || !norm || !norm->can_fuse()) {
       h = m->forward(h);
+      if (g_output_check) g_output_check(*m, h);
       continue;
     }
     // norm > [ReLU] > [Dropout], then the residual add when the run ends the Sequential.
@@ -236,6 +240,7 @@ Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
       residual_done = true;
     }
     h = norm->forward_fused(h, e);
+    if (g_output_check) g_output_check(*m, h);
     i = j - 1;
   }
   if (!residual_done) {

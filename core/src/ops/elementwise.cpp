@@ -25,6 +25,38 @@ Tensor add(const Tensor& a_in, const Tensor& b_in) {
   return y;
 }
 
+std::vector<int64_t> nonfinite_counts(const std::vector<Tensor>& xs) {
+  std::vector<int64_t> out(xs.size(), 0);
+  std::vector<Tensor> dense(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (!xs[i].defined()) continue;
+    NL_CHECK(xs[i].dtype() == DType::F32, "nonfinite_counts: tensor ", i, " must be float32");
+    dense[i] = xs[i].contiguous();
+  }
+  // Group by device, then in chunks of NonfiniteParams::kMaxTensors: one launch and one copy each.
+  std::vector<bool> done(xs.size(), false);
+  for (size_t first = 0; first < xs.size(); ++first) {
+    if (done[first] || !dense[first].defined()) continue;
+    const Device dev = dense[first].device();
+    std::vector<size_t> idx;
+    for (size_t i = first; i < xs.size(); ++i)
+      if (!done[i] && dense[i].defined() && dense[i].device() == dev) idx.push_back(i), done[i] = true;
+    for (size_t c = 0; c < idx.size(); c += NonfiniteParams::kMaxTensors) {
+      NonfiniteParams p{};
+      p.count = static_cast<int>(std::min<size_t>(NonfiniteParams::kMaxTensors, idx.size() - c));
+      for (int t = 0; t < p.count; ++t) {
+        p.x[t] = dense[idx[c + t]].data_f32();
+        p.n[t] = dense[idx[c + t]].numel();
+      }
+      Tensor counts = Tensor::empty({p.count}, DType::I32, dev);
+      nonfinite_count_stub(dev, p, counts.data_i32());
+      const std::vector<int32_t> host = counts.to_int_vector();
+      for (int t = 0; t < p.count; ++t) out[idx[c + t]] = host[static_cast<size_t>(t)];
+    }
+  }
+  return out;
+}
+
 Tensor mul(const Tensor& a_in, const Tensor& b_in) {
   check_inputs("mul", {{"a", &a_in}, {"b", &b_in}});
   check_same_shape("mul", a_in, b_in);

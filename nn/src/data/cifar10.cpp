@@ -1,7 +1,10 @@
 // CIFAR-10 binary version reader.
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "file_checks.h"
 #include "normlab/core/error.h"
 #include "normlab/nn/data.h"
 
@@ -10,6 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 constexpr int64_t kRecord = 3073;  // 1 label byte + 3 * 32 * 32 pixels
+constexpr int64_t kMaxRecords = 60000;  // all of CIFAR-10 in one file would be the most
 const char* kTrainFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                              "data_batch_4.bin", "data_batch_5.bin"};
 const char* kDefaultClasses[] = {"airplane", "automobile", "bird",  "cat",  "deer",
@@ -41,9 +45,15 @@ ImageSet ImageSet::head(int64_t n) const {
 }
 
 ImageSet read_cifar10_file(const std::string& path) {
+  // Header and size before data: a folder, a device (/dev/zero reads forever), a dangling link
+  // or a file too large for CIFAR-10 is refused by name before a byte is read.
+  const uintmax_t size_u = check_data_file(path, "CIFAR-10 file", kMaxRecords * kRecord);
   std::ifstream in(path, std::ios::binary);
-  NL_CHECK(in.good(), "cannot open CIFAR-10 file ", path);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  NL_CHECK(in.good(), "cannot open CIFAR-10 file ", path, ": ", std::strerror(errno));
+  std::vector<uint8_t> bytes(static_cast<size_t>(size_u));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  NL_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "CIFAR-10 file ", path,
+           ": read ", in.gcount(), " of its ", size_u, " bytes (changed while reading?)");
   const int64_t size = static_cast<int64_t>(bytes.size());
   NL_CHECK(size > 0 && size % kRecord == 0, "CIFAR-10 file ", path, " has ", size,
            " bytes, which is not a positive multiple of the 3073-byte record: truncated or not "
@@ -62,15 +72,31 @@ ImageSet read_cifar10_file(const std::string& path) {
   return s;
 }
 
-bool cifar10_present(const std::string& data_dir) {
-  fs::path d = fs::path(data_dir) / "cifar-10-batches-bin";
+std::vector<std::string> missing_files(const std::string& data_dir) {
+  const fs::path d = fs::path(data_dir) / "cifar-10-batches-bin";
+  std::vector<std::string> out;
+  std::error_code ec;
   for (const char* f : kTrainFiles)
-    if (!fs::exists(d / f)) return false;
-  return fs::exists(d / "test_batch.bin");
+    if (!fs::exists(d / f, ec)) out.push_back(f);
+  if (!fs::exists(d / "test_batch.bin", ec)) out.push_back("test_batch.bin");
+  return out;
+}
+
+bool cifar10_present(const std::string& data_dir) {
+  return missing_files(data_dir).empty();
 }
 
 Dataset load_cifar10(const std::string& data_dir) {
-  NL_CHECK(cifar10_present(data_dir), missing_message(data_dir));
+  const std::vector<std::string> missing = missing_files(data_dir);
+  std::error_code ec;
+  const fs::path d0 = fs::path(data_dir) / "cifar-10-batches-bin";
+  // A folder that exists but lacks some files is a damaged copy, not a missing data set.
+  if (!missing.empty() && fs::is_directory(d0, ec) && missing.size() < 6) {
+    std::string names;
+    for (const std::string& m : missing) names += (names.empty() ? "" : ", ") + m;
+    NL_FAIL("CIFAR-10 in ", d0.string(), " is incomplete: ", names, " missing (or a dangling link)");
+  }
+  NL_CHECK(missing.empty(), missing_message(data_dir));
   fs::path d = fs::path(data_dir) / "cifar-10-batches-bin";
   Dataset ds;
   ds.name = "cifar10";

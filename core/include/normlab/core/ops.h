@@ -4,6 +4,7 @@
 // tape node when an input requires grad. Activations are NCHW float32.
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "normlab/core/rng.h"
 #include "normlab/core/tensor.h"
@@ -14,6 +15,10 @@ namespace nl {
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor sum(const Tensor& x);  // all elements, 0-dim result
+// The number of NaN and Inf elements of each tensor (undefined tensors count 0), with one kernel
+// launch and one copy to the host per device and 64 tensors: cheap enough to check every
+// parameter and gradient of a network after every step. No gradient.
+std::vector<int64_t> nonfinite_counts(const std::vector<Tensor>& xs);
 Tensor relu(const Tensor& x);
 // Zeroes each element with probability p and scales the rest by 1/(1-p) when training;
 // identity otherwise. Draws from gen (the default generator when null).

@@ -1,6 +1,7 @@
 #pragma once
 // Layers with PyTorch's default initialisation. Every constructor that initialises weights takes
 // the Generator to draw from, so two models built from equal seeds are equal.
+#include <functional>
 #include <initializer_list>
 
 #include "normlab/core/ops.h"
@@ -22,6 +23,13 @@ class FusableNorm {
 // On by default; off runs every layer on its own (to compare, or to debug a layer's output).
 void set_fusion_enabled(bool on);
 bool fusion_enabled();
+
+// When set, Sequential calls check(module, output) after each of its modules (a fused norm run
+// reports under the norm): the NaN guard uses it to name the first module whose output is not
+// finite. Unset (the default) it costs one branch per module. Not thread-safe to change while a
+// forward pass runs.
+using OutputCheck = std::function<void(const Module& module, const Tensor& output)>;
+void set_output_check(OutputCheck check);
 
 // conv k x k; weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform, a = sqrt 5).
 class Conv2d : public Module {

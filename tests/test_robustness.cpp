@@ -1,0 +1,323 @@
+// What a demanding user does to a long study: hostile class names and --out paths (nothing may
+// reach a shell or gnuplot's command substitution), reused output folders, bad flags and bad
+// files, and a run that diverges. Each case failed on the code before the robustness issue.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <limits>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "data_helpers.h"
+#include "helpers.h"
+#include "model.h"
+#include "normlab/core/ops.h"
+#include "normlab/nn/data.h"
+#include "report.h"
+#include "trainer.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
+using namespace nl::test;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string output;
+};
+
+// The app run with an argument vector (no shell: paths with quotes stay intact), in cwd.
+Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}) {
+  int pipefd[2];
+  REQUIRE(::pipe(pipefd) == 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  std::vector<std::string> all = {NORMLAB_COMPARE_NORMS_BIN};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  REQUIRE(::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool is_png(const fs::path& p) { return slurp(p).substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
+
+// A small synthetic CIFAR-10 copy whose batches.meta.txt holds the given class names.
+fs::path make_cifar(const fs::path& root, const std::vector<std::string>& classes) {
+  const fs::path d = root / "cifar-10-batches-bin";
+  fs::create_directories(d);
+  for (int b = 1; b <= 5; ++b) write_bytes(d / ("data_batch_" + std::to_string(b) + ".bin"), cifar_records(16, b));
+  write_bytes(d / "test_batch.bin", cifar_records(30));
+  std::string meta;
+  for (const std::string& c : classes) meta += c + "\n";
+  write_bytes(d / "batches.meta.txt", meta);
+  return root;
+}
+
+const std::vector<std::string> kQuick = {"--epochs", "1", "--batch-size", "16", "--threads", "1",
+                                         "--device", "cpu", "--no-progress"};
+
+std::vector<std::string> args(const fs::path& data, const fs::path& out, std::vector<std::string> more = {}) {
+  std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string()};
+  a.insert(a.end(), kQuick.begin(), kQuick.end());
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("hostile class names and --out paths reach no shell and still give pictures", "[app][robust][security]") {
+  TempDir t;
+  // Each would run `touch` if it reached a shell or gnuplot's backtick substitution.
+  const std::vector<std::string> classes = {
+      "`touch PWNED_backtick`", "$(touch PWNED_dollar)", "quote\"and\\backslash", "it's",
+      "@macro {x}_^", "system('touch PWNED_system')", "dog", "frog", "horse", "truck"};
+  const fs::path data = make_cifar(t.path / "data", classes);
+  for (const std::string out_name : {"bob's runs", "x';touch F;'", "a\"b`touch G`"}) {
+    CAPTURE(out_name);
+    const fs::path out = t.path / out_name;
+    Run r = run_app(args(data, out, {"--norms", "bn"}), t.path);
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    for (const char* png : {"train_loss.png", "test_accuracy.png", "misclassified_bn.png", "confusion_bn.png"}) {
+      CAPTURE(png);
+      CHECK(is_png(out / png));
+    }
+    // The class names are in the script as literal strings, printed as they are.
+    const std::string gp = slurp(out / "plots.gp");
+    CHECK_THAT(gp, Contains("'`touch PWNED_backtick`'") && Contains("'it''s'"));
+    CHECK_THAT(gp, Contains("'quote\"and\\backslash'"));
+  }
+  // Nothing ran: no file named by any of the injected commands appeared anywhere.
+  for (const auto& e : fs::recursive_directory_iterator(t.path)) {
+    const std::string name = e.path().filename().string();
+    CHECK(name.rfind("PWNED", 0) != 0);
+    CHECK(name != "F");
+    CHECK(name != "G");
+  }
+}
+
+TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own files", "[app][robust]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  const fs::path out = t.path / "out";
+  fs::create_directories(out);
+  // A user's files, which must survive every run and --overwrite.
+  write_bytes(out / "notes", "mine");
+  write_bytes(out / "notes.tmp", "mine too");
+  write_bytes(out / "plot.png.tmp", "and this");
+  Run r = run_app(args(data, out));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(fs::exists(out / "misclassified_gn.png"));
+
+  r = run_app(args(data, out, {"--norms", "bn"}));
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("already holds the results of another run") && Contains("--overwrite"));
+  CHECK_THAT(r.output, !Contains("epoch  1 |"));  // stopped before any training
+
+  r = run_app(args(data, out, {"--norms", "bn", "--overwrite"}));
+  REQUIRE(r.status == 0);
+  CHECK(fs::exists(out / "misclassified_bn.png"));
+  CHECK_FALSE(fs::exists(out / "misclassified_gn.png"));  // the old run's stale pictures are gone
+  CHECK_FALSE(fs::exists(out / "curves_ln.dat"));
+  CHECK(slurp(out / "notes") == "mine");
+  CHECK(slurp(out / "notes.tmp") == "mine too");
+  CHECK(slurp(out / "plot.png.tmp") == "and this");
+  // No temporary of ours is left behind.
+  for (const auto& e : fs::directory_iterator(out))
+    CHECK(e.path().filename().string().find(".normlab-tmp") == std::string::npos);
+  // metrics.csv holds exactly this run (bn, 1 epoch).
+  CHECK(slurp(out / "metrics.csv").find("\ngn,") == std::string::npos);
+}
+
+TEST_CASE("an --out that cannot be written stops before training", "[app][robust]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  write_bytes(t.path / "a-file", "x");
+  Run r = run_app(args(data, t.path / "a-file" / "sub"));
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("--out") && Contains("a-file"));
+  CHECK_THAT(r.output, !Contains("epoch  1 |"));
+}
+
+TEST_CASE("every flag is checked up front with a message naming it", "[app][robust][errors]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  struct Case {
+    std::vector<std::string> flags;
+    const char* message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--epochs", "0"}, "--epochs must be at least 1 (got 0)"},
+           {{"--lr", "nan"}, "--lr must be a positive finite number"},
+           {{"--lr", "-1"}, "--lr must be a positive finite number"},
+           {{"--seed", "-1"}, "--seed must be a whole number from 0 to 18446744073709551615 (got '-1')"},
+           {{"--seed", "18446744073709551616"}, "--seed must be a whole number"},
+           {{"--threads", "1000"}, "--threads must be from 0 (all cores) to"},
+           {{"--seeds", "0"}, "--seeds must be at least 1"},
+           {{"--limit-train", "-5"}, "--limit-train must be 0 (all) or more"},
+       }) {
+    std::vector<std::string> a = {"--data-dir", data.string(), "--out", (t.path / "o").string()};
+    a.insert(a.end(), c.flags.begin(), c.flags.end());
+    Run r = run_app(a);
+    CAPTURE(c.flags[0], c.flags[1], r.output);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.output, Contains(c.message));
+    CHECK(r.output.size() < 400);  // one clear line, not a 309-digit bound
+  }
+  // Known only once the data is read: one batch larger than the training set.
+  Run r = run_app({"--data-dir", data.string(), "--out", (t.path / "o2").string(), "--batch-size", "4096",
+                   "--limit-train", "64", "--no-progress"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("--batch-size 4096 is larger than the 64 training images (after --limit-train)"));
+}
+
+TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") {
+  using namespace nl::data;
+  TempDir t;
+  fs::create_directories(t.path / "dir.bin");
+  CHECK_THROWS_WITH(read_cifar10_file((t.path / "dir.bin").string()), Contains("dir.bin is a folder, not a file"));
+  fs::create_symlink(t.path / "gone.bin", t.path / "dangling.bin");
+  CHECK_THROWS_WITH(read_cifar10_file((t.path / "dangling.bin").string()),
+                    Contains("dangling.bin is a symbolic link to") && Contains("which does not exist"));
+  CHECK_THROWS_WITH(read_cifar10_file("/dev/zero"), Contains("/dev/zero is not a regular file"));
+  std::vector<int64_t> dims;
+  CHECK_THROWS_WITH(read_idx("/dev/zero", dims), Contains("/dev/zero is not a regular file"));
+  // A copy of CIFAR-10 without its test batch is named as incomplete, with the missing file.
+  const fs::path data = make_cifar(t.path / "data", {});
+  fs::remove(data / "cifar-10-batches-bin" / "test_batch.bin");
+  CHECK_THROWS_WITH(load_cifar10(data.string()), Contains("is incomplete: test_batch.bin missing"));
+  // An IDX header whose extents multiply past any real file is refused before reading data
+  // (0xFFFFFFFF^3 wraps a 64-bit product).
+  write_bytes(t.path / "huge.idx", std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16));
+  CHECK_THROWS_WITH(read_idx((t.path / "huge.idx").string(), dims), Contains("whose product exceeds"));
+}
+
+TEST_CASE("nonfinite_counts counts NaN and Inf per tensor, every tail, in one pass", "[ops][guard]") {
+  const nl::Device dev = test_device();
+  std::vector<nl::Tensor> ts;
+  std::vector<int64_t> want;
+  // 70 tensors: more than one 64-tensor launch; sizes with every tail of a 256-thread block.
+  for (int t = 0; t < 70; ++t) {
+    const int64_t n = 1 + t * 37;
+    std::vector<float> v(static_cast<size_t>(n), 1.0f);
+    for (int64_t i = t % 3; i < n; i += 5 + t % 7)
+      v[static_cast<size_t>(i)] = (i % 2) ? std::numeric_limits<float>::quiet_NaN()
+                                          : (i % 3 ? std::numeric_limits<float>::infinity()
+                                                   : -std::numeric_limits<float>::infinity());
+    if (t % 4 == 1) v.back() = std::numeric_limits<float>::quiet_NaN();  // the very last element
+    ts.push_back(nl::Tensor::from_vector(v, {n}, dev));
+    int64_t count = 0;
+    for (float x : v) count += !std::isfinite(x);
+    want.push_back(count);
+  }
+  ts.push_back(nl::Tensor());  // undefined: counts 0
+  want.push_back(0);
+  CHECK(nl::nonfinite_counts(ts) == want);
+}
+
+TEST_CASE("the NaN guard names the first module whose output is not finite", "[app][robust][guard]") {
+  using namespace compare;
+  nl::Generator g(0);
+  auto net = make_net(NormKind::Group, g, nullptr, {});
+  nl::Tensor x = nl::Tensor::randn({2, 3, 32, 32}, g);
+  CHECK(first_nonfinite_output(*net, x).empty());
+  // Poison the conv of the fourth block: the message names it, not a later module. (A NaN in a
+  // norm's gamma would not do: the fused ReLU maps NaN to 0, as fmaxf does; the parameter check
+  // after the step catches that case.)
+  for (auto& [name, p] : net->named_parameters())
+    if (name == "C4.body.conv.weight") {
+      std::vector<float> v = p.to_vector();
+      v[3] = NAN;
+      p.copy_(nl::Tensor::from_vector(v, p.shape()));
+    }
+  const std::string why = first_nonfinite_output(*net, x);
+  CHECK_THAT(why, Contains("Conv2d C4.body.conv: output has") && Contains("non-finite values"));
+}
+
+TEST_CASE("a diverging run leaves a complete report for the others and a diverged row for itself", "[app][robust][guard]") {
+  using namespace compare;
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  nl::data::Dataset d = nl::data::load_cifar10(data.string());
+  ReportInput rep;
+  rep.out_dir = (t.path / "out").string();
+  fs::create_directories(rep.out_dir);
+  rep.data = &d;
+  rep.config = {{"epochs", 2}, {"batch_size", 16}, {"lr", 0.1}, {"seed", 0}, {"seeds", 1}};
+  TrainConfig cfg;
+  cfg.epochs = 2;
+  cfg.batch_size = 16;
+  std::ostringstream log;
+  rep.runs.push_back(train_one(NormKind::Batch, 0, d, cfg, log));
+  cfg.max_lr = 1e30f;  // diverges in its first steps
+  rep.runs.push_back(train_one(NormKind::Group, 0, d, cfg, log));
+  INFO(log.str());
+  REQUIRE(rep.runs[0].status == "ok");
+  REQUIRE(rep.runs[1].status == "diverged");
+  CHECK_THAT(rep.runs[1].reason, Contains("at epoch 1, batch") && Contains("(lr "));
+  CHECK_THAT(log.str(), Contains("[gn seed 0] diverged: "));
+
+  write_metrics_csv(rep);
+  nlohmann::json j = write_results_json(rep);
+  const bool pictures = write_plots(rep);
+  write_report_md(rep, j, pictures);
+  // results.json is valid JSON (no bare NaN) with the status and the reason.
+  nlohmann::json back = nlohmann::json::parse(slurp(fs::path(rep.out_dir) / "results.json"));
+  CHECK(back["norms"]["gn"]["runs"][0]["status"] == "diverged");
+  CHECK(back["norms"]["gn"]["runs"][0]["reason"] == rep.runs[1].reason);
+  CHECK(back["norms"]["gn"]["final_test_acc"]["mean"].is_null());
+  CHECK(back["norms"]["bn"]["runs"][0]["status"] == "ok");
+  CHECK(back["norms"]["bn"]["final_test_acc"]["mean"].is_number());
+  const std::string csv = slurp(fs::path(rep.out_dir) / "metrics.csv");
+  CHECK_THAT(csv, Contains("\ngn,0,1,,,,,,diverged\n") && Contains("\nbn,0,2,"));
+  const std::string md = slurp(fs::path(rep.out_dir) / "report.md");
+  CHECK_THAT(md, Contains("## Diverged runs") && Contains("**GroupNorm, seed 0**: " + rep.runs[1].reason));
+  CHECK_THAT(md, Contains("| GroupNorm | 43600 | diverged |"));
+  REQUIRE(pictures);
+  CHECK(is_png(fs::path(rep.out_dir) / "misclassified_bn.png"));
+  CHECK(is_png(fs::path(rep.out_dir) / "train_loss.png"));
+  CHECK_FALSE(fs::exists(fs::path(rep.out_dir) / "misclassified_gn.png"));
+  CHECK_THAT(md, !Contains("misclassified_gn.png"));
+}
+
+TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict", "[app][robust][guard]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  Run r = run_app(args(data, t.path / "o1", {"--norms", "bn,gn", "--lr", "1e30"}));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Contains("warning: 2 of 2 runs diverged"));
+  CHECK(fs::exists(t.path / "o1" / "report.md"));
+  r = run_app(args(data, t.path / "o2", {"--norms", "bn", "--lr", "1e30", "--strict"}));
+  CHECK(r.status == 3);
+}
