@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +20,7 @@
 #include "model.h"
 #include "normlab/core/ops.h"
 #include "normlab/nn/data.h"
+#include "normlab/nn/safetensors.h"
 #include "report.h"
 #include "trainer.h"
 
@@ -34,8 +37,9 @@ struct Run {
   std::string output;
 };
 
-// The app run with an argument vector (no shell: paths with quotes stay intact), in cwd.
-Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}) {
+// The app run with an argument vector (no shell: paths with quotes stay intact), in cwd, with
+// extra environment variables.
+Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}, const std::vector<std::string>& env = {}) {
   int pipefd[2];
   REQUIRE(::pipe(pipefd) == 0);
   posix_spawn_file_actions_t fa;
@@ -49,8 +53,13 @@ Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}) {
   std::vector<char*> argv;
   for (std::string& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> envs(env);
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  std::vector<char*> envp;
+  for (std::string& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid;
-  REQUIRE(::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) == 0);
+  REQUIRE(::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()) == 0);
   posix_spawn_file_actions_destroy(&fa);
   ::close(pipefd[1]);
   std::string out;
@@ -82,12 +91,18 @@ fs::path make_cifar(const fs::path& root, const std::vector<std::string>& classe
   return root;
 }
 
-const std::vector<std::string> kQuick = {"--epochs", "1", "--batch-size", "16", "--threads", "1",
-                                         "--device", "cpu", "--no-progress"};
+// Flag/value pairs of a quick run.
+const std::vector<std::string> kQuick = {"--epochs", "1", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
 
 std::vector<std::string> args(const fs::path& data, const fs::path& out, std::vector<std::string> more = {}) {
   std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string()};
-  a.insert(a.end(), kQuick.begin(), kQuick.end());
+  // kQuick's defaults, except the flags `more` sets itself (CLI11 refuses a flag given twice).
+  for (size_t i = 0; i + 1 < kQuick.size(); i += 2) {
+    if (std::find(more.begin(), more.end(), kQuick[i]) != more.end()) continue;
+    a.push_back(kQuick[i]);
+    a.push_back(kQuick[i + 1]);
+  }
+  if (std::find(more.begin(), more.end(), "--no-progress") == more.end()) a.push_back("--no-progress");
   a.insert(a.end(), more.begin(), more.end());
   return a;
 }
@@ -320,4 +335,113 @@ TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict",
   CHECK(fs::exists(t.path / "o1" / "report.md"));
   r = run_app(args(data, t.path / "o2", {"--norms", "bn", "--lr", "1e30", "--strict"}));
   CHECK(r.status == 3);
+}
+
+namespace {
+// metrics.csv without its seconds column (wall time differs between any two runs).
+std::string metrics_without_seconds(const fs::path& p) {
+  std::istringstream in(slurp(p));
+  std::string out, line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f;
+    std::istringstream fields(line);
+    for (std::string x; std::getline(fields, x, ',');) f.push_back(x);
+    if (line.back() == ',') f.push_back("");
+    for (size_t i = 0; i < f.size(); ++i)
+      if (i != 7) out += f[i] + (i + 1 < f.size() ? "," : "\n");
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights", "[app][robust][resume][train]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  const std::string device = test_device().is_cpu() ? "cpu" : "cuda";
+  const std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "3", "--device", device};
+  Run whole = run_app(args(data, t.path / "whole", flags));
+  INFO(whole.output);
+  REQUIRE(whole.status == 0);
+
+  // SIGINT once GroupNorm's first epoch is checkpointed: BatchNorm has finished, GroupNorm is in
+  // its second epoch.
+  Run cut = run_app(args(data, t.path / "cut", flags), {}, {"NORMLAB_TEST_RAISE_AFTER_EPOCH=gn:1"});
+  INFO(cut.output);
+  REQUIRE(cut.status == 130);
+  CHECK_THAT(cut.output, Contains("stopped by SIGINT") && Contains("--resume"));
+  CHECK_THAT(cut.output, Contains("[gn seed 0] interrupted in epoch 2"));
+  // Nothing finished was lost: BatchNorm's three epochs and GroupNorm's first are on disk, and
+  // the report so far says how to continue.
+  const std::string partial = slurp(t.path / "cut" / "metrics.csv");
+  CHECK_THAT(partial, Contains("\nbn,0,3,") && Contains("\ngn,0,1,"));
+  CHECK_THAT(partial, !Contains("\ngn,0,2,"));
+  CHECK_THAT(slurp(t.path / "cut" / "report.md"), Contains("**Interrupted** during GroupNorm"));
+  CHECK(fs::exists(t.path / "cut" / "model_bn_s0.safetensors"));
+
+  // Resuming with other flags is refused, naming the difference.
+  std::vector<std::string> other = flags;
+  other[3] = "4";
+  Run wrong = run_app(args(data, t.path / "cut", other), {}, {});
+  CHECK(wrong.status == 1);
+  CHECK_THAT(wrong.output, Contains("already holds the results"));
+  other.push_back("--resume");
+  wrong = run_app(args(data, t.path / "cut", other));
+  CHECK(wrong.status == 1);
+  CHECK_THAT(wrong.output, Contains("--epochs: was 3, now 4"));
+
+  std::vector<std::string> again = flags;
+  again.push_back("--resume");
+  Run resumed = run_app(args(data, t.path / "cut", again));
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  CHECK_THAT(resumed.output, Contains("[bn seed 0] finished before (ok)") &&
+                                 Contains("[gn seed 0] resumed after epoch 1"));
+  CHECK(metrics_without_seconds(t.path / "cut" / "metrics.csv") == metrics_without_seconds(t.path / "whole" / "metrics.csv"));
+  for (const char* f : {"ckpt_bn_s0.safetensors", "ckpt_gn_s0.safetensors", "model_bn_s0.safetensors",
+                        "model_gn_s0.safetensors"}) {
+    CAPTURE(f);
+    const std::string a = slurp(t.path / "whole" / f), b = slurp(t.path / "cut" / f);
+    CHECK(a.size() > 100000);
+    CHECK(a == b);
+  }
+  nlohmann::json jw = nlohmann::json::parse(slurp(t.path / "whole" / "results.json"));
+  nlohmann::json jc = nlohmann::json::parse(slurp(t.path / "cut" / "results.json"));
+  for (const char* k : {"bn", "gn"}) CHECK(jw["norms"][k]["runs"][0]["final"] == jc["norms"][k]["runs"][0]["final"]);
+}
+
+TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool", "[app][robust][resume]") {
+  using namespace compare;
+  TempDir t;
+  // A file PyTorch's safetensors reads: header length, JSON header, little-endian data.
+  nl::nn::save_safetensors((t.path / "a.safetensors").string(),
+                           {{"w", nl::Tensor::from_vector({1.0f, 2.0f, 3.0f}, {3})}, {"i", nl::Tensor::from_ints({7}, {1})}},
+                           {{"k", "v"}});
+  const std::string bytes = slurp(t.path / "a.safetensors");
+  uint64_t hlen;
+  std::memcpy(&hlen, bytes.data(), 8);
+  CHECK(hlen % 8 == 0);
+  CHECK_THAT(bytes.substr(8, hlen), Contains("\"w\":{\"data_offsets\":[0,12],\"dtype\":\"F32\",\"shape\":[3]}"));
+  nl::nn::TensorFile f = nl::nn::load_safetensors((t.path / "a.safetensors").string());
+  CHECK(f.at("w").to_vector() == std::vector<float>{1, 2, 3});
+  CHECK(f.at("i").to_int_vector() == std::vector<int32_t>{7});
+  CHECK(f.metadata.at("k") == "v");
+  auto bad = [&](std::string b, const char* message) {
+    CAPTURE(message);
+    CHECK_THROWS_WITH(nl::nn::parse_safetensors(b, "x.safetensors"), Contains(message));
+  };
+  bad(bytes.substr(0, 5), "less than the 8-byte header length");
+  bad(bytes.substr(0, bytes.size() - 4), "outside the");
+  bad(bytes + "junk", "belong to no tensor");
+  std::string h = bytes;
+  h[0] = '\xff';
+  bad(h, "header length");
+  std::string wrong_dtype = bytes;
+  wrong_dtype.replace(wrong_dtype.find("F32"), 3, "F64");
+  bad(wrong_dtype, "only F32 and I32");
+  std::string wrong_shape = bytes;
+  wrong_shape.replace(wrong_shape.find("[3]"), 3, "[4]");
+  bad(wrong_shape, "which needs 16");
+  std::string overlap = bytes;
+  overlap.replace(overlap.find("[12,16]"), 7, "[8, 12]");
+  bad(overlap, "overlapping or missing");
 }

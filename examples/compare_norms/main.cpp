@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -15,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "checkpoint.h"
 #include "model.h"
 #include "normlab/core/error.h"
 #include "normlab/core/storage.h"
@@ -44,6 +46,7 @@ struct Options {
   int64_t limit_train = 0, limit_test = 0;
   bool no_progress = false;
   bool overwrite = false;
+  bool resume = false;
   bool strict = false;
   bool no_guard = false;
 };
@@ -82,6 +85,30 @@ std::vector<NormKind> parse_norms(const std::string& list) {
   }
   NL_CHECK(!out.empty(), "--norms is empty: give some of bn,gn,ln");
   return out;
+}
+
+// The first SIGINT/SIGTERM asks the training loop to stop after its step (checkpoints and the
+// report so far are then written); a second one ends the process at once, as it would without
+// a handler.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.load() != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal.store(sig);
+  const char msg[] = "\ncompare_norms: stopping after this step (again to stop at once)\n";
+  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
 
 struct DeviceChoice {
@@ -156,6 +183,9 @@ int main(int argc, char** argv) {
   app.add_option("--out", o.out, "Output folder; one run of the app owns it (see --overwrite)")->capture_default_str();
   app.add_flag("--overwrite", o.overwrite,
                "Replace the results of an earlier run in --out (only compare_norms' own files are removed)");
+  app.add_flag("--resume", o.resume,
+               "Continue the interrupted study in --out (same flags): finished runs are kept, the run in "
+               "progress restarts from its last finished epoch, and the results equal an uninterrupted run's");
   app.add_option("--limit-train", o.limit_train, "Use only the first N training images (0: all)");
   app.add_option("--limit-test", o.limit_test, "Use only the first N test images (0: all)");
   app.add_flag("--no-progress", o.no_progress, "No live progress bar, even on a terminal");
@@ -178,7 +208,14 @@ int main(int argc, char** argv) {
     std::printf("compare_norms: running on %s\n", choice.why.c_str());
     // The output folder first: a folder we cannot write or that holds another run's results
     // stops the app before any data is read or any epoch is trained.
-    claim_out_dir(o.out, o.overwrite);
+    // What --resume must match (threads are left out: results are bitwise equal for any count).
+    const nlohmann::json run_config = {
+        {"norms", o.norms},     {"epochs", o.epochs},         {"batch_size", o.batch_size},
+        {"lr", o.lr},           {"seed", o.first_seed},       {"seeds", o.seeds},
+        {"dataset", o.dataset}, {"device", device.is_cpu() ? "cpu" : "cuda"},
+        {"limit_train", o.limit_train}, {"limit_test", o.limit_test}};
+    claim_out_dir(o.out, o.overwrite, o.resume, run_config);
+    install_stop_handlers();
     nl::data::Dataset data = load(o);
     data.train = data.train.head(o.limit_train);
     data.test = data.test.head(o.limit_test);
@@ -215,7 +252,12 @@ int main(int argc, char** argv) {
                   {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
                   {"limit_test", o.limit_test}};
-    for (int64_t s = 0; s < o.seeds; ++s) {
+    const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
+    const std::string raise_at = raise_env ? raise_env : "";
+    cfg.resume = o.resume;
+    cfg.stop = &g_stop_signal;
+    bool interrupted = false;
+    for (int64_t s = 0; s < o.seeds && !interrupted; ++s) {
       for (NormKind k : norms) {
         const uint64_t seed = o.first_seed + static_cast<uint64_t>(s);
         std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)seed);
@@ -225,11 +267,19 @@ int main(int argc, char** argv) {
         RunResult placeholder;
         placeholder.norm = k, placeholder.seed = seed;
         rep.runs.push_back(placeholder);
+        cfg.checkpoint_stem = checkpoint_stem(o.out, k, seed);
         rep.runs.back() = train_one(k, seed, data, cfg, std::cout, [&](const RunResult& partial) {
           rep.runs.back() = partial;
           write_metrics_csv(rep);
+          // Tests interrupt at an exact point through the real handler: "gn:1" raises SIGINT
+          // once GroupNorm's first epoch is checkpointed.
+          if (raise_at == norm_key(k) + ":" + std::to_string(partial.epochs.size())) std::raise(SIGINT);
         });
         write_metrics_csv(rep);
+        if (rep.runs.back().interrupted()) {
+          interrupted = true;
+          break;
+        }
       }
     }
     nlohmann::json results = write_results_json(rep);
@@ -252,6 +302,15 @@ int main(int argc, char** argv) {
     }
     std::printf("\nwrote %s/{metrics.csv, results.json, report.md%s}\n", o.out.c_str(),
                 pictures ? ", *.png, *.svg" : "");
+    if (interrupted) {
+      // Everything finished is on disk (checkpoints, metrics, the report so far).
+      const int sig = g_stop_signal.load();
+      std::fprintf(stderr,
+                   "compare_norms: stopped by %s; finished runs and epochs are saved in %s. Continue with "
+                   "the same flags and --resume.\n",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT", o.out.c_str());
+      return 128 + sig;
+    }
     int diverged = 0;
     for (const RunResult& r : rep.runs) diverged += r.diverged();
     if (diverged) {

@@ -48,10 +48,10 @@ std::vector<const RunResult*> runs_of(const ReportInput& in, NormKind k) {
   return out;
 }
 
-// The first run of the list that finished (its predictions exist), or null.
+// The first run of the list that finished (not diverged, not interrupted), or null.
 const RunResult* first_ok(const std::vector<const RunResult*>& runs) {
   for (const RunResult* r : runs)
-    if (!r->diverged()) return r;
+    if (r->status == "ok" && !r->test_predictions.empty()) return r;
   return nullptr;
 }
 
@@ -126,13 +126,16 @@ void write_text_atomic(const std::string& path, const std::string& content) {
 
 bool is_own_output(const std::string& name) {
   static const std::regex own(
-      R"((metrics\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log)"
+      R"(metrics\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log|run\.json)"
       R"(|(train_loss|test_loss|test_accuracy)\.(png|svg))"
-      R"(|(curves|misclassified|confusion)_[a-z0-9+]+\.(dat|txt|png)))");
+      R"(|(curves|misclassified|confusion)_[a-z0-9+]+\.(dat|txt|png))"
+      R"(|ckpt_[a-z0-9+]+_s[0-9]+\.(safetensors|json)|model_[a-z0-9+]+_s[0-9]+\.safetensors)");
   return std::regex_match(name, own);
 }
 
-void claim_out_dir(const std::string& dir, bool overwrite) {
+void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const json& config) {
+  NL_CHECK(!(overwrite && resume), "--overwrite and --resume exclude each other: --resume continues the "
+                                   "run in --out, --overwrite replaces it");
   std::error_code ec;
   fs::create_directories(dir, ec);
   NL_CHECK(!ec, "--out ", dir, ": cannot create the folder: ", ec.message());
@@ -157,6 +160,21 @@ void claim_out_dir(const std::string& dir, bool overwrite) {
       results.push_back(e.path());
     }
   }
+  const fs::path run_json = fs::path(dir) / "run.json";
+  if (resume) {
+    std::ifstream in(run_json);
+    NL_CHECK(in.good(), "--resume: ", dir, " holds no run to continue (no run.json); start without --resume");
+    json saved;
+    try {
+      saved = json::parse(in);
+    } catch (const json::exception& e) {
+      NL_FAIL("--resume: ", run_json.string(), " is not valid JSON: ", e.what());
+    }
+    const std::string diff = first_config_difference(saved.value("config", json::object()), config);
+    NL_CHECK(diff.empty(), "--resume: the run in ", dir, " had another configuration (", diff,
+             "): give the same flags, or --overwrite to start over");
+    results.clear();  // kept: the finished runs are part of the resumed study
+  }
   if (!results.empty()) {
     std::sort(results.begin(), results.end());
     std::string names;
@@ -170,12 +188,19 @@ void claim_out_dir(const std::string& dir, bool overwrite) {
       NL_CHECK(!ec, "--overwrite: cannot remove ", p.string(), ": ", ec.message());
     }
   }
-  // Writable now, not after hours of training.
-  const std::string probe = temp_name_for((fs::path(dir) / "write-test").string());
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  NL_CHECK(fd >= 0, "--out ", dir, " is not writable: ", std::strerror(errno));
-  ::close(fd);
-  ::unlink(probe.c_str());
+  // Writable now, not after hours of training: run.json records the configuration --resume
+  // must match.
+  if (!resume) write_text_atomic(run_json.string(), json{{"config", config}}.dump(1) + "\n");
+}
+
+std::string first_config_difference(const json& saved, const json& now) {
+  for (const auto& [k, v] : now.items()) {
+    if (!saved.contains(k)) return k + ": not recorded before, now " + v.dump();
+    if (saved[k] != v) return "--" + k + ": was " + saved[k].dump() + ", now " + v.dump();
+  }
+  for (const auto& [k, v] : saved.items())
+    if (!now.contains(k)) return k + ": was " + v.dump() + ", now not given";
+  return "";
 }
 
 int run_program(const std::vector<std::string>& argv, const std::string& dir, const std::string& log) {
@@ -250,8 +275,9 @@ json write_results_json(const ReportInput& in) {
                         {"train_acc", last.train_acc},  {"test_loss", last.test_loss},
                         {"test_acc", last.test_acc},    {"test_correct", last.test_correct}};
         run["best"] = {{"epoch", best->epoch}, {"test_acc", best->test_acc}};
-        // Only runs that finished enter the means: a diverged run's last epoch is no result.
-        if (!r->diverged()) {
+        // Only runs that finished enter the means: a diverged or interrupted run's last epoch is
+        // no result.
+        if (r->status == "ok") {
           finals.push_back(last.test_acc);
           final_losses.push_back(last.test_loss);
           final_train.push_back(last.train_acc);
@@ -272,7 +298,9 @@ json write_results_json(const ReportInput& in) {
     n["best_test_acc"] = ms(bests);
     n["seconds"] = ms(secs);
     n["title"] = norm_title(k);
-    n["diverged_runs"] = runs_of(in, k).size() - finals.size();
+    int64_t diverged = 0;
+    for (const RunResult* r : runs_of(in, k)) diverged += r->diverged();
+    n["diverged_runs"] = diverged;
     j["norms"][norm_key(k)] = n;
   }
   write_text_atomic(path_in(in, "results.json"), j.dump(2) + "\n");
@@ -505,6 +533,11 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
       if (r.diverged()) md << "- **" << norm_title(r.norm) << ", seed " << r.seed << "**: " << r.reason << "\n";
     md << "\n";
   }
+  for (const RunResult& r : in.runs)
+    if (r.interrupted())
+      md << "**Interrupted** during " << norm_title(r.norm) << ", seed " << r.seed << " after "
+         << r.epochs.size() << " finished epochs: this report covers what finished. Continue with the "
+         << "same flags and `--resume`.\n\n";
   if (pictures) {
     if (any_curve)
       md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"

@@ -25,8 +25,14 @@ void write_text_atomic(const std::string& path, const std::string& content);
 // Makes --out ready for one run before any work: creates it, locks it against a second
 // concurrent run, removes temporaries a killed run left (named *.normlab-tmp), refuses a folder
 // that holds another run's results unless overwrite (then removes those, and only those: files
-// whose names compare_norms writes), and checks that it is writable. Throws naming the problem.
-void claim_out_dir(const std::string& dir, bool overwrite);
+// whose names compare_norms writes) or resume, and checks that it is writable. Throws naming the
+// problem.
+// With resume, the folder must hold a run (run.json) of the same configuration, and its results
+// are kept. Otherwise writes run.json with config.
+void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const nlohmann::json& config);
+// The first field that differs between a recorded and a current configuration, as
+// "--epochs: was 20, now 10"; "" when equal.
+std::string first_config_difference(const nlohmann::json& saved, const nlohmann::json& now);
 // Whether a file name in --out is one compare_norms writes (metrics.csv, curves_bn.dat, ...).
 bool is_own_output(const std::string& name);
 // A temporary name beside path that no other process or earlier run uses (ends in .normlab-tmp).

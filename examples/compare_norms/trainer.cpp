@@ -1,9 +1,12 @@
 #include "trainer.h"
 
+#include "checkpoint.h"
+
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <map>
 
@@ -16,6 +19,7 @@
 namespace compare {
 using namespace nl;
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -147,9 +151,32 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
                                   .weight_decay = cfg.weight_decay});
   nn::OneCycleLR sched(opt, cfg.max_lr, cfg.epochs * steps);
   const std::string tag = "[" + norm_key(norm) + " seed " + std::to_string(seed) + "]";
-  const auto run_start = Clock::now();
+  auto run_start = Clock::now();
 
-  for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
+  const TrainState state{net.get(), &opt, &sched, &drop};
+  const bool checkpoints = !cfg.checkpoint_stem.empty();
+  const nlohmann::json fingerprint = checkpoints ? run_fingerprint(*net, norm, seed, d, cfg) : nlohmann::json();
+  int64_t first_epoch = 1;
+  if (checkpoints && cfg.resume) {
+    if (auto c = load_checkpoint(cfg.checkpoint_stem, fingerprint)) {
+      restore_checkpoint(*c, state, res);
+      if (c->finished()) {
+        log << tag << " finished before (" << res.status << "): kept from its checkpoint" << std::endl;
+        return res;
+      }
+      first_epoch = static_cast<int64_t>(res.epochs.size()) + 1;
+      // Time already spent counts toward the run's total.
+      run_start -= std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(res.seconds));
+      log << tag << " resumed after epoch " << first_epoch - 1 << " from its checkpoint" << std::endl;
+    }
+  }
+  auto checkpoint = [&](bool finished) {
+    if (!checkpoints) return;
+    res.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+    save_checkpoint(cfg.checkpoint_stem, state, res, fingerprint, finished);
+  };
+
+  for (int64_t epoch = first_epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = Clock::now();
     loader.start_epoch(epoch);
     double loss_sum = 0;
@@ -200,6 +227,14 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       loss_sum += l * double(x.size(0));
       correct += count_correct(logp.detach(), y, nullptr);
       seen += x.size(0);
+      if (cfg.stop && cfg.stop->load()) {
+        // The epoch in progress is dropped: the last checkpoint is the epoch before it.
+        res.status = "interrupted";
+        if (cfg.progress) std::fprintf(stderr, "\r\033[K");
+        log << tag << " interrupted in epoch " << epoch << " after batch " << b << "; its checkpoint holds "
+            << res.epochs.size() << " finished epochs" << std::endl;
+        break;
+      }
       if (cfg.progress) {
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         draw_progress(tag, epoch, cfg.epochs, b, steps, loss_sum / double(seen),
@@ -207,7 +242,11 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
                       secs / double(b) * double(steps - b));
       }
     }
-    if (res.diverged()) break;
+    if (res.diverged()) {
+      checkpoint(true);  // a resume keeps the diverged run as it is
+      break;
+    }
+    if (res.interrupted()) break;
     std::vector<int32_t>* preds = epoch == cfg.epochs ? &res.test_predictions : nullptr;
     Eval ev = evaluate(*net, d, cfg.device, preds);
     if (!std::isfinite(ev.loss)) {
@@ -219,6 +258,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       res.test_predictions.clear();
       diverge((culprit.empty() ? std::string("the test loss is not finite") : culprit + " (eval mode, test images)") +
               ", after the epoch");
+      checkpoint(true);
       break;
     }
     EpochStats s;
@@ -239,9 +279,15 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
                   tag.c_str(), (long long)epoch, s.train_loss, s.train_acc, s.test_loss,
                   (long long)s.test_correct, (long long)s.test_total, s.test_acc, s.seconds);
     log << line << std::endl;
+    checkpoint(epoch == cfg.epochs);
     if (on_epoch) on_epoch(res);
   }
   res.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+  if (checkpoints && res.status == "ok") {
+    // The final weights alone, named as in the network: model_<norm>_s<seed>.safetensors.
+    const fs::path stem(cfg.checkpoint_stem);
+    save_model((stem.parent_path() / ("model_" + stem.filename().string().substr(5) + ".safetensors")).string(), *net);
+  }
   return res;
 }
 

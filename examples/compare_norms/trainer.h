@@ -1,8 +1,10 @@
 #pragma once
 // One training run of the comparison network: the recipe's SGD + OneCycle schedule, an
 // evaluation after every epoch, per-epoch statistics and the final test predictions.
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <ostream>
 #include <vector>
 
@@ -22,6 +24,13 @@ struct TrainConfig {
   // Checks every parameter and gradient for NaN/Inf after every step (one fused reduction each;
   // the loss and the test loss are always checked).
   bool guard = true;
+  // Checkpoints after every epoch to checkpoint_stem.{safetensors,json} when not empty; with
+  // resume, a run that has one continues from it (or is taken as it is when it had finished).
+  std::string checkpoint_stem;
+  bool resume = false;
+  // Set (by a signal handler) to stop: the step in progress finishes, the run returns with status
+  // "interrupted" and its last checkpoint is where a resume continues.
+  const std::atomic<int>* stop = nullptr;
 };
 
 struct EpochStats {
@@ -39,13 +48,15 @@ struct RunResult {
   std::vector<EpochStats> epochs;         // the finished epochs (all of them unless diverged)
   std::vector<int32_t> test_predictions;  // after the last epoch; empty when diverged
   double seconds = 0;
-  // "ok", or "diverged" with the reason naming the first module whose output (or the first
+  // "ok", "interrupted" (stopped by a signal; its checkpoint holds the finished epochs), or
+  // "diverged" with the reason naming the first module whose output (or the first
   // parameter whose gradient) was not finite, e.g.
   //   "LayerNorm C4.norm: output has 312 non-finite values (NaN/Inf) at epoch 3, batch 41 (lr 2.4e+08)"
   std::string status = "ok";
   std::string reason;
   int64_t diverged_epoch = 0;  // the epoch in progress when it diverged
   bool diverged() const { return status == "diverged"; }
+  bool interrupted() const { return status == "interrupted"; }
 };
 
 // log receives the per-epoch lines. The data loader seeds shuffling and augmentation with

@@ -82,4 +82,67 @@ void Adam::step() {
   }
 }
 
+namespace {
+// The parameter index of "prefix.<i>", checked against the parameter count.
+size_t state_index(const std::string& name, const std::string& prefix, size_t params) {
+  NL_CHECK(name.rfind(prefix + ".", 0) == 0, "optimizer state: unexpected entry '", name, "'");
+  const std::string digits = name.substr(prefix.size() + 1);
+  NL_CHECK(!digits.empty() && digits.size() < 10 && digits.find_first_not_of("0123456789") == std::string::npos,
+           "optimizer state: bad index in '", name, "'");
+  const size_t i = std::stoul(digits);
+  NL_CHECK(i < params, "optimizer state: '", name, "' names parameter ", i, " of ", params);
+  return i;
+}
+
+void check_like(const Tensor& t, const Tensor& p, const std::string& name) {
+  NL_CHECK(t.defined() && t.dtype() == DType::F32 && t.shape() == p.shape(), "optimizer state: '", name,
+           "' has shape ", t.defined() ? t.shape() : Shape{}, " but its parameter has ", p.shape());
+}
+}  // namespace
+
+Optimizer::State SGD::state() const {
+  State s;
+  for (size_t i = 0; i < momentum_.size(); ++i)
+    if (momentum_[i].defined()) s.emplace_back("momentum." + std::to_string(i), momentum_[i]);
+  return s;
+}
+
+void SGD::load_state(const State& state) {
+  for (Tensor& m : momentum_) m = Tensor();
+  for (const auto& [name, t] : state) {
+    const size_t i = state_index(name, "momentum", params_.size());
+    check_like(t, params_[i], name);
+    momentum_[i] = t.to(params_[i].device()).clone();
+  }
+}
+
+Optimizer::State Adam::state() const {
+  State s;
+  for (size_t i = 0; i < m_.size(); ++i) {
+    if (!m_[i].defined()) continue;
+    s.emplace_back("m." + std::to_string(i), m_[i]);
+    s.emplace_back("v." + std::to_string(i), v_[i]);
+    s.emplace_back("step." + std::to_string(i), Tensor::from_ints({static_cast<int32_t>(t_[i])}, {1}));
+  }
+  return s;
+}
+
+void Adam::load_state(const State& state) {
+  for (size_t i = 0; i < m_.size(); ++i) m_[i] = v_[i] = Tensor(), t_[i] = 0;
+  for (const auto& [name, t] : state) {
+    const std::string prefix = name.substr(0, name.find('.'));
+    NL_CHECK(prefix == "m" || prefix == "v" || prefix == "step", "optimizer state: unexpected entry '", name, "'");
+    const size_t i = state_index(name, prefix, params_.size());
+    if (prefix == "step") {
+      NL_CHECK(t.defined() && t.dtype() == DType::I32 && t.numel() == 1, "optimizer state: '", name, "' is not one int32");
+      t_[i] = t.to_int_vector()[0];
+    } else {
+      check_like(t, params_[i], name);
+      (prefix == "m" ? m_[i] : v_[i]) = t.to(params_[i].device()).clone();
+    }
+  }
+  for (size_t i = 0; i < m_.size(); ++i)
+    NL_CHECK(m_[i].defined() == v_[i].defined(), "optimizer state: parameter ", i, " has only one of m and v");
+}
+
 }  // namespace nl::nn

@@ -1,5 +1,7 @@
 #pragma once
 // Optimizers with torch.optim semantics, one fused kernel per parameter per step.
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "normlab/core/tensor.h"
@@ -19,6 +21,12 @@ class Optimizer {
   virtual void set_lr(float lr) = 0;
   virtual float momentum() const = 0;
   virtual void set_momentum(float m) = 0;
+  // The state a checkpoint needs to continue bit for bit, by name (SGD: "momentum.<i>" for each
+  // parameter i that has a buffer yet; Adam: "m.<i>", "v.<i>", "step.<i>"); load_state puts it
+  // back, checking names and shapes.
+  using State = std::vector<std::pair<std::string, Tensor>>;
+  virtual State state() const = 0;
+  virtual void load_state(const State& state) = 0;
 
  protected:
   std::vector<Tensor> params_;
@@ -41,6 +49,8 @@ class SGD : public Optimizer {
   float momentum() const override { return options_.momentum; }
   void set_momentum(float m) override { options_.momentum = m; }
   const SgdOptions& options() const { return options_; }
+  State state() const override;
+  void load_state(const State& state) override;
 
  private:
   std::vector<Tensor> momentum_;  // allocated on first use, like PyTorch's lazy state
@@ -64,6 +74,8 @@ class Adam : public Optimizer {
   float momentum() const override { return options_.beta1; }
   void set_momentum(float m) override { options_.beta1 = m; }
   const AdamOptions& options() const { return options_; }
+  State state() const override;
+  void load_state(const State& state) override;
 
  private:
   std::vector<Tensor> m_, v_;

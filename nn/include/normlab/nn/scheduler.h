@@ -14,6 +14,11 @@ class Scheduler {
   virtual ~Scheduler() = default;
   void step() { apply(++step_); }
   int64_t step_count() const { return step_; }
+  // Continues from a checkpoint: the optimizer gets the rate (and momentum) of that step.
+  void set_step_count(int64_t step) {
+    step_ = step;
+    apply(step_);
+  }
 
  protected:
   virtual void apply(int64_t step) = 0;
