@@ -1,7 +1,7 @@
 #pragma once
 // A one-file HTTP/1.0 server on 127.0.0.1 for download tests. Serves one body at one path on
-// an ephemeral port, optionally lying about Content-Length to simulate a truncated transfer.
-// Bounded: it stops after `max_requests` connections or when destroyed.
+// an ephemeral port, or misbehaves as a hostile or broken server would (Mode). Bounded: it stops
+// after `max_requests` connections or when destroyed, and a slow body ends after 30 s.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -15,8 +15,15 @@ namespace nl::test {
 
 class LocalHttpServer {
  public:
-  LocalHttpServer(std::string path, std::string body, bool truncate = false, int max_requests = 4)
-      : path_(std::move(path)), body_(std::move(body)), truncate_(truncate) {
+  enum class Mode {
+    Normal,
+    Truncate,      // claims the full Content-Length, sends half
+    RedirectLoop,  // 302 to its own URL, forever
+    Slow,          // 20 bytes a second
+    NoLength,      // no Content-Length: the size is known only while it streams
+  };
+  LocalHttpServer(std::string path, std::string body, Mode mode = Mode::Normal, int max_requests = 16)
+      : path_(std::move(path)), body_(std::move(body)), mode_(mode) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -75,11 +82,21 @@ class LocalHttpServer {
     std::string resp;
     if (target != path_) {
       resp = "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    } else if (mode_ == Mode::RedirectLoop) {
+      resp = "HTTP/1.0 302 Found\r\nLocation: " + url() + "\r\nContent-Length: 0\r\n\r\n";
+    } else if (mode_ == Mode::Slow) {
+      const std::string head = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) + "\r\n\r\n";
+      if (::send(c, head.data(), head.size(), MSG_NOSIGNAL) <= 0) return;
+      for (size_t i = 0; i < body_.size() && i < 600 && !stop_; ++i) {
+        if (::send(c, body_.data() + i, 1, MSG_NOSIGNAL) <= 0) return;
+        ::usleep(50000);
+      }
+      return;
     } else {
-      const size_t claimed = body_.size();
-      const size_t sent = truncate_ ? body_.size() / 2 : body_.size();
-      resp = "HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: " +
-             std::to_string(claimed) + "\r\n\r\n" + body_.substr(0, sent);
+      const size_t sent = mode_ == Mode::Truncate ? body_.size() / 2 : body_.size();
+      resp = "HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\n" +
+             (mode_ == Mode::NoLength ? std::string() : "Content-Length: " + std::to_string(body_.size()) + "\r\n") +
+             "\r\n" + body_.substr(0, sent);
     }
     size_t off = 0;
     while (off < resp.size()) {
@@ -90,7 +107,7 @@ class LocalHttpServer {
   }
 
   std::string path_, body_;
-  bool truncate_;
+  Mode mode_;
   int fd_ = -1, port_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;

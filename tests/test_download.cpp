@@ -3,8 +3,12 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "data_helpers.h"
 #include "helpers.h"
@@ -20,7 +24,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string make_cifar_tarball(const fs::path& where) {
+// extra (may be empty) adds entries of its own after the data set's files.
+std::string make_cifar_tarball(const fs::path& where, const std::function<void(archive*)>& extra = {}) {
   const fs::path tar = where / "cifar-10-binary.tar.gz";
   archive* a = archive_write_new();
   archive_write_add_filter_gzip(a);
@@ -39,6 +44,7 @@ std::string make_cifar_tarball(const fs::path& where) {
   for (int b = 1; b <= 5; ++b) add("data_batch_" + std::to_string(b) + ".bin", cifar_records(4, b));
   add("test_batch.bin", cifar_records(3));
   add("batches.meta.txt", "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
+  if (extra) extra(a);
   archive_write_close(a);
   archive_write_free(a);
   std::ifstream in(tar, std::ios::binary);
@@ -48,6 +54,11 @@ std::string make_cifar_tarball(const fs::path& where) {
 // Only the pre-existing entries remain: no dataset, no temporary folder.
 void require_nothing_written(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir)) FAIL("left behind: " << e.path());
+}
+
+std::string slurp_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -91,7 +102,7 @@ TEST_CASE("a failed download leaves nothing behind", "[data][download][errors]")
     CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("is corrupt: MD5 " + good_md5));
   }
   SECTION("truncated transfer") {
-    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, /*truncate=*/true);
+    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, LocalHttpServer::Mode::Truncate);
     o.url = server.url();
     o.md5 = good_md5;
     CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("failed"));
@@ -112,4 +123,104 @@ TEST_CASE("a failed download leaves nothing behind", "[data][download][errors]")
     CHECK_THROWS_AS(download_cifar10(dst.path.string(), o), nl::Error);
   }
   require_nothing_written(dst.path);
+}
+
+namespace {
+DownloadOptions quick(const std::string& url, const std::string& md5 = "") {
+  DownloadOptions o;
+  o.url = url;
+  o.md5 = md5;
+  o.connect_timeout_seconds = 5;
+  o.timeout_seconds = 30;
+  return o;
+}
+
+void add_entry(archive* a, const std::string& name, unsigned type, const std::string& body = "",
+               const std::string& link = "", bool hard = false) {
+  archive_entry* e = archive_entry_new();
+  archive_entry_set_pathname(e, name.c_str());
+  archive_entry_set_filetype(e, type);
+  archive_entry_set_perm(e, 0644);
+  archive_entry_set_size(e, static_cast<la_int64_t>(body.size()));
+  if (!link.empty()) (hard ? archive_entry_set_hardlink : archive_entry_set_symlink)(e, link.c_str());
+  archive_write_header(a, e);
+  if (!body.empty()) archive_write_data(a, body.data(), body.size());
+  archive_entry_free(e);
+}
+}  // namespace
+
+TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, cancellation", "[data][download][errors]") {
+  TempDir src, dst;
+  const std::string tarball = make_cifar_tarball(src.path);
+  SECTION("redirect loop") {
+    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, LocalHttpServer::Mode::RedirectLoop);
+    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), quick(server.url())), Contains("redirects"));
+  }
+  SECTION("a stalled transfer") {
+    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, LocalHttpServer::Mode::Slow);
+    DownloadOptions o = quick(server.url());
+    o.low_speed_bytes = 1000;  // the server sends 20 bytes a second
+    o.low_speed_seconds = 1;
+    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("too slow"));
+  }
+  SECTION("a body larger than announced limits, with and without Content-Length") {
+    for (auto mode : {LocalHttpServer::Mode::Normal, LocalHttpServer::Mode::NoLength}) {
+      LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, mode);
+      DownloadOptions o = quick(server.url());
+      o.max_body_bytes = 1000;
+      CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("exceeds the 1000-byte limit"));
+    }
+  }
+  SECTION("cancelled (Ctrl-C in the app)") {
+    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball, LocalHttpServer::Mode::Slow);
+    DownloadOptions o = quick(server.url());
+    o.cancelled = [] { return true; };
+    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("cancelled"));
+  }
+  require_nothing_written(dst.path);
+}
+
+TEST_CASE("extraction takes only regular files and folders, within size limits", "[data][download][errors]") {
+  TempDir src, dst, outside;
+  const fs::path victim = outside.path / "victim";
+  write_bytes(victim, "untouched");
+  auto refused = [&](const std::function<void(archive*)>& extra, DownloadOptions o, const std::string& message) {
+    const std::string tarball = make_cifar_tarball(src.path, extra);
+    LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
+    o.url = server.url();
+    CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains(message));
+    require_nothing_written(dst.path);
+  };
+  // A hard link that carries data to an absolute path overwrote that file before.
+  refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/evil", AE_IFREG, "pwned", victim.string(), true); },
+          quick(""), "contains a hard link");
+  refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/link", AE_IFLNK, "", victim.string()); },
+          quick(""), "a symbolic link");
+  refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/fifo", AE_IFIFO); }, quick(""),
+          "not a regular file or folder");
+  DownloadOptions small = quick("");
+  small.max_member_bytes = 1000;
+  refused({}, small, "more than the 1000 allowed");
+  DownloadOptions total = quick("");
+  total.max_extracted_bytes = 20000;
+  refused({}, total, "bytes in all");
+  CHECK(slurp_file(victim) == "untouched");
+}
+
+TEST_CASE("a killed download's temporary folder is removed by the next one", "[data][download]") {
+  TempDir src, dst;
+  // A pid that surely ran and ended: a child that exited and was reaped.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  const fs::path stale = dst.path / (".cifar10-download-" + std::to_string(child));
+  const fs::path live = dst.path / (".cifar10-download-" + std::to_string(::getppid()));
+  fs::create_directories(stale / "extract");
+  fs::create_directories(live);
+  const std::string tarball = make_cifar_tarball(src.path);
+  LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
+  download_cifar10(dst.path.string(), quick(server.url()));
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(fs::exists(live));  // another process's download in progress is left alone
+  CHECK(fs::exists(dst.path / "cifar-10-batches-bin" / "test_batch.bin"));
 }

@@ -137,6 +137,7 @@ nl::data::Dataset load(const Options& o) {
   if (!nl::data::cifar10_present(dir) && o.download) {
     std::printf("downloading CIFAR-10 (binary version) into %s ...\n", dir.c_str());
     nl::data::DownloadOptions d;
+    d.cancelled = [] { return g_stop_signal.load() != 0; };  // Ctrl-C aborts cleanly
     const bool tty = isatty(STDERR_FILENO);
     auto last = std::chrono::steady_clock::now();
     d.progress = [&](int64_t now, int64_t total) {

@@ -53,16 +53,30 @@ inline constexpr const char* kCifar10Md5 = "c32a1d4ab5d03f1284b67883e8d87530";
 struct DownloadOptions {
   std::string url = kCifar10Url;
   std::string md5 = kCifar10Md5;
-  long timeout_seconds = 600;        // whole transfer
   long connect_timeout_seconds = 20;
+  // A slow but healthy link is fine; a stalled one is not: abort when fewer than
+  // low_speed_bytes per second arrive for low_speed_seconds. timeout_seconds caps the whole
+  // transfer when above 0 (default: no cap).
+  long low_speed_bytes = 1024;
+  long low_speed_seconds = 60;
+  long timeout_seconds = 0;
+  long max_redirects = 5;
+  // Caps, against a hostile server or archive: the body (the published 170,052,171 bytes plus
+  // a margin), each extracted member (the largest is 30,730,000) and all members together.
+  int64_t max_body_bytes = 200'000'000;
+  int64_t max_member_bytes = 40'000'000;
+  int64_t max_extracted_bytes = 200'000'000;
   // Called with (bytes so far, total or 0 if unknown); may be empty.
   std::function<void(int64_t, int64_t)> progress;
+  // Polled during the transfer; true aborts it (e.g. on Ctrl-C), leaving nothing behind.
+  std::function<bool()> cancelled;
 };
 
 // Downloads the CIFAR-10 binary tarball, verifies its MD5, extracts it into a temporary folder
 // inside data_dir and renames it to data_dir/cifar-10-batches-bin only when everything succeeded:
-// a failure (unreachable host, HTTP error, truncated transfer, wrong checksum, bad archive) throws
-// and leaves nothing behind.
+// a failure (unreachable host, HTTP error, truncated transfer, wrong checksum, bad archive, a cap
+// exceeded, a link or device in the archive, cancellation) throws and leaves nothing behind.
+// Temporary folders that a killed earlier download left in data_dir are removed first.
 void download_cifar10(const std::string& data_dir, const DownloadOptions& options = {});
 // Lower-case hex MD5 of a file's bytes.
 std::string md5_file(const std::string& path);
