@@ -5,7 +5,7 @@
 # NORMLAB_CUDA=ON for that GPU's architecture in build-gpu/ and trains there; anywhere else it
 # builds the CPU tree build/. Either way the first lines say which and why.
 #
-# make test runs five stages, each in its own build tree:
+# make test runs six stages, each in its own build tree:
 #   test-cpu       the CPU build and its full suite
 #   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
 #                  forward, reverse and random thread order
@@ -13,6 +13,9 @@
 #   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
 #                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
 #                  skips cleanly without a GPU), and scripts/gpu-check.sh --dry-run
+#   test-fuzz      libFuzzer harnesses (clang, ASan+UBSan) for the CIFAR-10 and IDX readers, the
+#                  checkpoint loader and archive extraction, FUZZ_SECONDS (30) each; `make fuzz`
+#                  runs them longer (FUZZ_LONG, 600 s each)
 #   test-fresh     a pristine Debian 12 root (mmdebstrap): install-deps, test-cpu and a short
 #                  make run inside it, from the committed tree, proving the README on a new machine
 JOBS ?= $(shell nproc)
@@ -24,7 +27,8 @@ CTEST = ctest --output-on-failure -j $(JOBS)
 SUBSET := ../shared/data/cifar10-subset
 RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out runs/compare_norms
 
-.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc test-fresh gpu-check clean
+.PHONY: build-fuzz
+.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc test-fuzz fuzz test-fresh gpu-check clean
 
 all: build
 
@@ -48,8 +52,8 @@ run: deps
 	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS); \
 	fi
 
-test: test-cpu test-emulate test-asan test-nvcc test-fresh
-	@echo "make test: all five stages passed"
+test: test-cpu test-emulate test-asan test-nvcc test-fuzz test-fresh
+	@echo "make test: all six stages passed"
 
 test-cpu: build
 	cd build && $(CTEST)
@@ -74,6 +78,19 @@ test-nvcc: deps
 	build-cuda/bench/bench_norm_cuda --iters 20
 	scripts/gpu-check.sh --dry-run --out build-nvcc/gpu-check
 
+FUZZ_SECONDS ?= 30
+FUZZ_LONG ?= 600
+build-fuzz: deps
+	CC=clang CXX=clang++ cmake -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNORMLAB_FUZZ=ON -DNORMLAB_NATIVE=OFF \
+	  -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF -S . -B build-fuzz
+	cmake --build build-fuzz -j $(JOBS) --target fuzzers
+
+test-fuzz: build-fuzz
+	scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
+
+fuzz: build-fuzz
+	scripts/run-fuzzers.sh build-fuzz $(FUZZ_LONG)
+
 # Needs root (mmdebstrap, chroot, mount), as CI and the developer machines have.
 test-fresh: deps
 	scripts/test-fresh.sh
@@ -83,4 +100,4 @@ gpu-check:
 	scripts/gpu-check.sh
 
 clean:
-	rm -rf build build-emulate build-asan build-nvcc build-cuda build-gpu build-gpu-check build-fresh
+	rm -rf build build-emulate build-asan build-nvcc build-cuda build-gpu build-gpu-check build-fresh build-fuzz

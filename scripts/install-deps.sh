@@ -19,6 +19,7 @@ packages=(
   gnuplot-nox        # compare_norms charts
   dataset-fashion-mnist  # the offline dataset (tests read it too)
   mmdebstrap         # make test-fresh: the pristine Debian 12 root
+  clang libclang-rt-14-dev libomp-14-dev  # make test-fuzz: libFuzzer, its sanitizers, OpenMP for clang
 )
 
 missing=()

@@ -358,7 +358,15 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const std::string device = test_device().is_cpu() ? "cpu" : "cuda";
-  const std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "3", "--device", device};
+  // Emulated CUDA trains about 100x slower than the CPU: a smaller study there (2 steps per
+  // epoch), and in forward order only; the kernels' order-dependence is the op tests' job.
+  const char* order = std::getenv("NORMLAB_CUEMU_ORDER");
+  if (device == "cuda" && order && std::string(order) != "forward") {
+    WARN("resume on cuda is checked in forward order only");
+    return;
+  }
+  std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "3", "--device", device};
+  if (device == "cuda") flags.insert(flags.end(), {"--limit-train", "32", "--limit-test", "16"});
   Run whole = run_app(args(data, t.path / "whole", flags));
   INFO(whole.output);
   REQUIRE(whole.status == 0);
@@ -401,7 +409,7 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
                         "model_gn_s0.safetensors"}) {
     CAPTURE(f);
     const std::string a = slurp(t.path / "whole" / f), b = slurp(t.path / "cut" / f);
-    CHECK(a.size() > 100000);
+    CHECK(a.size() > 100000);  // weights, not an empty file
     CHECK(a == b);
   }
   nlohmann::json jw = nlohmann::json::parse(slurp(t.path / "whole" / "results.json"));

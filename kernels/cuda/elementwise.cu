@@ -47,7 +47,7 @@ __global__ void nonfinite_count_kernel(NonfiniteParams p, int32_t* counts) {
   for (int64_t i = threadIdx.x; i < p.n[t]; i += blockDim.x) c += isfinite(x[i]) ? 0 : 1;
   part[threadIdx.x] = c;
   __syncthreads();
-  for (int s = 128; s > 0; s >>= 1) {
+  for (unsigned s = 128; s > 0; s >>= 1) {
     if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
     __syncthreads();  // every level reads what the previous one wrote
   }

@@ -151,6 +151,7 @@ T __ldg(const T* p) {
   return *p;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+using std::isfinite;  // CUDA math: isfinite(float) in device code
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }

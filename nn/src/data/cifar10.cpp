@@ -44,6 +44,25 @@ ImageSet ImageSet::head(int64_t n) const {
   return out;
 }
 
+ImageSet parse_cifar10(const uint8_t* bytes, size_t n, const std::string& path) {
+  const int64_t size = static_cast<int64_t>(n);
+  NL_CHECK(size > 0 && size % kRecord == 0, "CIFAR-10 file ", path, " has ", size,
+           " bytes, which is not a positive multiple of the 3073-byte record: truncated or not "
+           "CIFAR-10's binary version");
+  ImageSet s;
+  s.N = size / kRecord, s.C = 3, s.H = 32, s.W = 32;
+  s.pixels.resize(static_cast<size_t>(s.N * 3072));
+  s.labels.resize(static_cast<size_t>(s.N));
+  for (int64_t i = 0; i < s.N; ++i) {
+    const uint8_t* rec = bytes + i * kRecord;
+    NL_CHECK(rec[0] <= 9, "CIFAR-10 file ", path, ": record ", i, " has label ", int(rec[0]),
+             ", but labels are 0-9");
+    s.labels[static_cast<size_t>(i)] = rec[0];
+    std::copy(rec + 1, rec + kRecord, s.pixels.begin() + i * 3072);
+  }
+  return s;
+}
+
 ImageSet read_cifar10_file(const std::string& path) {
   // Header and size before data: a folder, a device (/dev/zero reads forever), a dangling link
   // or a file too large for CIFAR-10 is refused by name before a byte is read.
@@ -54,22 +73,7 @@ ImageSet read_cifar10_file(const std::string& path) {
   in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   NL_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "CIFAR-10 file ", path,
            ": read ", in.gcount(), " of its ", size_u, " bytes (changed while reading?)");
-  const int64_t size = static_cast<int64_t>(bytes.size());
-  NL_CHECK(size > 0 && size % kRecord == 0, "CIFAR-10 file ", path, " has ", size,
-           " bytes, which is not a positive multiple of the 3073-byte record: truncated or not "
-           "CIFAR-10's binary version");
-  ImageSet s;
-  s.N = size / kRecord, s.C = 3, s.H = 32, s.W = 32;
-  s.pixels.resize(static_cast<size_t>(s.N * 3072));
-  s.labels.resize(static_cast<size_t>(s.N));
-  for (int64_t i = 0; i < s.N; ++i) {
-    const uint8_t* rec = bytes.data() + i * kRecord;
-    NL_CHECK(rec[0] <= 9, "CIFAR-10 file ", path, ": record ", i, " has label ", int(rec[0]),
-             ", but labels are 0-9");
-    s.labels[static_cast<size_t>(i)] = rec[0];
-    std::copy(rec + 1, rec + kRecord, s.pixels.begin() + i * 3072);
-  }
-  return s;
+  return parse_cifar10(bytes.data(), bytes.size(), path);
 }
 
 std::vector<std::string> missing_files(const std::string& data_dir) {

@@ -198,6 +198,10 @@ void remove_stale_downloads(const std::string& data_dir) {
 }
 }  // namespace
 
+void extract_archive(const std::string& tarball, const std::string& dest, const DownloadOptions& options) {
+  extract(tarball, dest, options);
+}
+
 void download_cifar10(const std::string& data_dir, const DownloadOptions& opt) {
   const fs::path final_dir = fs::path(data_dir) / "cifar-10-batches-bin";
   NL_CHECK(!fs::exists(final_dir), "download: ", final_dir.string(),

@@ -11,6 +11,10 @@ void download_cifar10(const std::string& data_dir, const DownloadOptions&) {
            "copy cifar-10-batches-bin/ there, or rebuild with -DNORMLAB_DOWNLOAD=ON");
 }
 
+void extract_archive(const std::string& tarball, const std::string&, const DownloadOptions&) {
+  NL_FAIL("cannot extract ", tarball, ": this normlab was built with -DNORMLAB_DOWNLOAD=OFF (no libarchive)");
+}
+
 std::string md5_file(const std::string& path) {
   NL_FAIL("md5_file(", path, "): this normlab was built with -DNORMLAB_DOWNLOAD=OFF (no OpenSSL)");
 }

@@ -42,6 +42,8 @@ struct Dataset {
 // One file of 3073-byte records (label, 1024 R, 1024 G, 1024 B). Any record count; a size that is
 // not a multiple of 3073 or a label above 9 is an error naming the file.
 ImageSet read_cifar10_file(const std::string& path);
+// The same on bytes in memory; `path` names the source in errors.
+ImageSet parse_cifar10(const uint8_t* bytes, size_t n, const std::string& path);
 // data_dir contains cifar-10-batches-bin/ with data_batch_1..5.bin, test_batch.bin and
 // batches.meta.txt. A missing folder is an error that says how to get it (--download).
 Dataset load_cifar10(const std::string& data_dir);
@@ -78,6 +80,9 @@ struct DownloadOptions {
 // exceeded, a link or device in the archive, cancellation) throws and leaves nothing behind.
 // Temporary folders that a killed earlier download left in data_dir are removed first.
 void download_cifar10(const std::string& data_dir, const DownloadOptions& options = {});
+// Extracts a (compressed) tar archive into dest with the checks and caps of download_cifar10
+// (regular files and folders only, nothing outside dest, member and total size limits).
+void extract_archive(const std::string& tarball, const std::string& dest, const DownloadOptions& options = {});
 // Lower-case hex MD5 of a file's bytes.
 std::string md5_file(const std::string& path);
 
