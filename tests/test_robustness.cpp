@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -149,6 +150,8 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
   write_bytes(out / "notes", "mine");
   write_bytes(out / "notes.tmp", "mine too");
   write_bytes(out / "plot.png.tmp", "and this");
+  // A temporary of ours that a killed run left: removed by the next run.
+  write_bytes(out / "train_loss.png.4242-0-abc.normlab-tmp", "half a picture");
   Run r = run_app(args(data, out));
   INFO(r.output);
   REQUIRE(r.status == 0);
@@ -167,6 +170,7 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
   CHECK(slurp(out / "notes") == "mine");
   CHECK(slurp(out / "notes.tmp") == "mine too");
   CHECK(slurp(out / "plot.png.tmp") == "and this");
+  CHECK_FALSE(fs::exists(out / "train_loss.png.4242-0-abc.normlab-tmp"));
   // No temporary of ours is left behind.
   for (const auto& e : fs::directory_iterator(out))
     CHECK(e.path().filename().string().find(".normlab-tmp") == std::string::npos);
@@ -231,6 +235,17 @@ TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") 
   const fs::path data = make_cifar(t.path / "data", {});
   fs::remove(data / "cifar-10-batches-bin" / "test_batch.bin");
   CHECK_THROWS_WITH(load_cifar10(data.string()), Contains("is incomplete: test_batch.bin missing"));
+  // A gzip bomb: the header declares 10 bytes, 64 MiB of zeros follow; refused after reading
+  // one byte past the declared data, not after inflating it all.
+  {
+    gzFile g = gzopen((t.path / "bomb.gz").c_str(), "wb9");
+    gzwrite(g, "\0\0\x08\x01\0\0\0\x0a", 8);
+    std::string zeros(1 << 20, '\0');
+    for (int i = 0; i < 64; ++i) gzwrite(g, zeros.data(), static_cast<unsigned>(zeros.size()));
+    gzclose(g);
+  }
+  CHECK(fs::file_size(t.path / "bomb.gz") < 200000);
+  CHECK_THROWS_WITH(read_idx((t.path / "bomb.gz").string(), dims), Contains("holds more data bytes than its header declares (10)"));
   // An IDX header whose extents multiply past any real file is refused before reading data
   // (0xFFFFFFFF^3 wraps a 64-bit product).
   write_bytes(t.path / "huge.idx", std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16));
@@ -415,6 +430,22 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
   nlohmann::json jw = nlohmann::json::parse(slurp(t.path / "whole" / "results.json"));
   nlohmann::json jc = nlohmann::json::parse(slurp(t.path / "cut" / "results.json"));
   for (const char* k : {"bn", "gn"}) CHECK(jw["norms"][k]["runs"][0]["final"] == jc["norms"][k]["runs"][0]["final"]);
+}
+
+TEST_CASE("SIGTERM stops like SIGINT with 143; a second signal ends the process at once", "[app][robust][resume]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  const std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "2"};
+  Run term = run_app(args(data, t.path / "term", flags), {}, {"NORMLAB_TEST_RAISE_AFTER_EPOCH=gn:1:TERM"});
+  INFO(term.output);
+  CHECK(term.status == 143);
+  CHECK_THAT(term.output, Contains("stopped by SIGTERM"));
+  Run twice = run_app(args(data, t.path / "twice", flags), {}, {"NORMLAB_TEST_RAISE_AFTER_EPOCH=gn:1:INT2"});
+  INFO(twice.output);
+  CHECK(twice.status == -1);  // killed by the signal itself, no orderly stop
+  CHECK_THAT(twice.output, !Contains("stopped by"));
+  // What was finished before the signals is still on disk.
+  CHECK_THAT(slurp(t.path / "twice" / "metrics.csv"), Contains("\ngn,0,1,"));
 }
 
 TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool", "[app][robust][resume]") {

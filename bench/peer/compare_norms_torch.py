@@ -9,7 +9,14 @@ The yardstick for normlab's accuracy (and, in bench/, speed). Needs Debian's pyt
 Reads CIFAR-10's binary version (cifar-10-batches-bin/) or Fashion-MNIST IDX files (gzip), trains
 the 43,600-parameter CNN of ../shared/design/comparison-recipe.md once per norm and seed, and writes
 metrics.csv and results.json in the same layout as compare_norms.
+
+With --eval-model, it instead loads a normlab model_<norm>_s<seed>.safetensors into the twin and
+prints its test accuracy as one JSON line (the normlab names are mapped to the twin's):
+
+    /usr/bin/python3 bench/peer/compare_norms_torch.py --data-dir ../shared/data/cifar10-subset \
+        --eval-model runs/compare_norms/model_gn_s0.safetensors
 """
+import re
 import argparse
 import csv
 import gzip
@@ -139,6 +146,61 @@ class Net(nn.Module):
         return F.log_softmax(x, dim=1)
 
 
+# ---------------------------------------------------------------- normlab models
+
+def read_safetensors(path):
+    """{name: numpy array} from a safetensors file: with the safetensors package when it is
+    installed, otherwise by the format (8-byte little-endian header length, JSON, raw data)."""
+    try:
+        from safetensors.numpy import load_file
+        return load_file(path)
+    except ImportError:
+        pass
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    dtypes = {"F32": "<f4", "I32": "<i4"}
+    out = {}
+    for name, v in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = v["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def twin_name(name):
+    """normlab's parameter/buffer name -> the twin's state_dict key."""
+    m = re.fullmatch(r"C(\d+)\.(?:body\.)?(conv|norm)\.(.+)", name)
+    if m:
+        return f"c{m.group(1)}.{m.group(2)}.{m.group(3)}"
+    return {"c3.weight": "t1.weight", "c6.weight": "t2.weight", "c10.weight": "head.weight"}[name]
+
+
+def eval_model(path, data):
+    tensors = read_safetensors(path)
+    kind = re.search(r"model_([a-z0-9+]+)_s\d+\.safetensors$", path).group(1)
+    xtr, ytr, xte, yte, mean, std = data
+    model = Net(kind, xtr.shape[1])
+    state = model.state_dict()
+    filled = set()
+    for name, arr in tensors.items():
+        key = twin_name(name)
+        if key not in state or tuple(state[key].shape) != arr.shape:
+            sys.exit(f"{path}: {name} -> {key} does not fit the twin ({tuple(state.get(key, torch.empty(0)).shape)})")
+        state[key] = torch.from_numpy(arr.copy())
+        filled.add(key)
+    missing = [k for k in state if k not in filled and not k.endswith("num_batches_tracked")]
+    if missing:
+        sys.exit(f"{path}: no values for the twin's {', '.join(missing)}")
+    model.load_state_dict(state)
+    loss, correct = evaluate(model, xte, yte, 500)
+    print(json.dumps({"model": path, "norm": kind, "test_loss": loss, "test_correct": correct,
+                      "test_acc": 100.0 * correct / len(xte)}))
+
+
 # ---------------------------------------------------------------- training
 def evaluate(model, x, y, batch):
     model.eval()
@@ -210,6 +272,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/torch")
+    ap.add_argument("--eval-model", default=None, help="evaluate a normlab model_*.safetensors and exit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.dataset == "cifar10":
@@ -220,6 +283,9 @@ def main():
         args.augment = False
     # Training images stay uint8 until after augmentation; test images are normalised once.
     data = (xtr, ytr, normalise(xte, mean, std), yte, mean, std)
+    if args.eval_model:
+        eval_model(args.eval_model, data)
+        return
     print(f"torch {torch.__version__}, {args.threads} threads, {len(xtr)} train / {len(xte)} test images")
     os.makedirs(args.out, exist_ok=True)
     results = {"framework": f"torch {torch.__version__}", "config": vars(args), "runs": []}

@@ -273,8 +273,12 @@ int main(int argc, char** argv) {
           rep.runs.back() = partial;
           write_metrics_csv(rep);
           // Tests interrupt at an exact point through the real handler: "gn:1" raises SIGINT
-          // once GroupNorm's first epoch is checkpointed.
-          if (raise_at == norm_key(k) + ":" + std::to_string(partial.epochs.size())) std::raise(SIGINT);
+          // once GroupNorm's first epoch is checkpointed, "gn:1:TERM" SIGTERM, "gn:1:INT2" SIGINT
+          // twice (the second must end the process at once).
+          const std::string at = norm_key(k) + ":" + std::to_string(partial.epochs.size());
+          if (raise_at == at || raise_at == at + ":INT2") std::raise(SIGINT);
+          if (raise_at == at + ":TERM") std::raise(SIGTERM);
+          if (raise_at == at + ":INT2") std::raise(SIGINT);
         });
         write_metrics_csv(rep);
         if (rep.runs.back().interrupted()) {
