@@ -25,7 +25,11 @@ CTEST = ctest --output-on-failure -j $(JOBS)
 # The main job's data: the real CIFAR-10 subset beside the repository when it is there,
 # otherwise ./data, downloading CIFAR-10 if it is missing. Override with RUN_ARGS=...
 SUBSET := ../shared/data/cifar10-subset
-RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out runs/compare_norms
+RUN_OUT := runs/compare_norms
+RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET),--data-dir data --download) --out $(RUN_OUT)
+# With the default arguments, a study already in runs/compare_norms is continued (--resume): an
+# interrupted `make run` goes on where it stopped, a finished one only writes its report again.
+RESUME = $(if $(and $(filter file,$(origin RUN_ARGS)),$(wildcard $(RUN_OUT)/run.json)),--resume)
 
 .PHONY: build-fuzz
 .PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc test-fuzz fuzz test-fresh gpu-check clean
@@ -40,16 +44,17 @@ build: deps
 	cmake --build build -j $(JOBS)
 
 run: deps
-	@arch=$$(scripts/detect-gpu.sh); \
+	@$(if $(RESUME),echo "make run: $(RUN_OUT) holds a study: continuing it (--resume); remove the folder to start over";) \
+	arch=$$(scripts/detect-gpu.sh); \
 	if [ -n "$$arch" ]; then \
 	  echo "make run: GPU build in build-gpu/ (NORMLAB_CUDA=ON, sm_$$arch)"; \
 	  cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$$arch \
 	        -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_BENCH=OFF $(CMAKE_FLAGS) -S . -B build-gpu && \
 	  cmake --build build-gpu -j $(JOBS) --target compare_norms && \
-	  build-gpu/examples/compare_norms/compare_norms $(RUN_ARGS); \
+	  build-gpu/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	else \
 	  echo "make run: CPU build in build/ on $(JOBS) cores"; \
-	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS); \
+	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	fi
 
 test: test-cpu test-emulate test-asan test-nvcc test-fuzz test-fresh
