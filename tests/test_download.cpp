@@ -56,11 +56,6 @@ void require_nothing_written(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir)) FAIL("left behind: " << e.path());
 }
 
-std::string slurp_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 TEST_CASE("download fetches, verifies and extracts from a local server", "[data][download]") {
@@ -204,7 +199,7 @@ TEST_CASE("extraction takes only regular files and folders, within size limits",
   DownloadOptions total = quick("");
   total.max_extracted_bytes = 20000;
   refused({}, total, "bytes in all");
-  CHECK(slurp_file(victim) == "untouched");
+  CHECK(slurp(victim) == "untouched");
 }
 
 TEST_CASE("a killed download's temporary folder is removed by the next one", "[data][download]") {
