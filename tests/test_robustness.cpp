@@ -213,6 +213,12 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
                    "--limit-train", "64", "--no-progress"});
   CHECK(r.status == 1);
   CHECK_THAT(r.output, Contains("--batch-size 4096 is larger than the 64 training images (after --limit-train)"));
+  // One epoch of one batch: the one-cycle schedule has no room; said before training.
+  r = run_app({"--data-dir", data.string(), "--out", (t.path / "o3").string(), "--batch-size", "64",
+               "--limit-train", "64", "--epochs", "1", "--no-progress"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("makes 1 step; the one-cycle schedule needs at least 2"));
+  CHECK_THAT(r.output, !Contains("OneCycleLR"));
 }
 
 TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") {

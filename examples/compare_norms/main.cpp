@@ -223,6 +223,11 @@ int main(int argc, char** argv) {
     NL_CHECK(o.batch_size <= data.train.N, "--batch-size ", o.batch_size, " is larger than the ",
              data.train.N, " training images", o.limit_train ? " (after --limit-train)" : "",
              ": use at most ", data.train.N);
+    // The one-cycle schedule needs two steps at least (it rises, then falls).
+    const int64_t steps = (data.train.N + o.batch_size - 1) / o.batch_size * o.epochs;
+    NL_CHECK(steps >= 2, "--epochs ", o.epochs, " with --batch-size ", o.batch_size, " and ", data.train.N,
+             " training images makes ", steps, " step; the one-cycle schedule needs at least 2: "
+             "more epochs, a smaller batch or more images");
 
     TrainConfig cfg;
     cfg.epochs = o.epochs;
