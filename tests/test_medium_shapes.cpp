@@ -1,0 +1,300 @@
+// Every kernel on medium shapes against naive double-precision references, forward AND backward.
+//
+// Why a second set of shapes: the op tests elsewhere use tiny tensors (at most 4x6x5x7), so in
+// the GPU kernels every thread handles at most one element and the second and later trips of
+// their grid-stride loops never run. A statistics loop that overwrites its partial sum instead of
+// adding to it, or a tail check off by one, passed every tiny test. These shapes make every loop
+// run several trips and end in a partial one:
+//   - 8x32x33x33: HxW = 1089 is odd (scalar paths), a BatchNorm channel holds N*HxW = 8712
+//     elements, which is no multiple of the 8 splits x 256 threads x 4 lanes;
+//   - 8x32x32x32: HxW = 1024 (float4 paths), the same counts in quads;
+//   - G in {1, 4, C}; LayerNorm rows of 3,000 and 3,001 (vector and scalar);
+//   - conv: the 3-channel stem (C*R*S = 27 < one K-step), C*R*S = 315 (no multiple of the
+//     16-wide K-step), 32 output channels (half of a 64-row tile), N*P*Q not a multiple of 64.
+// Tagged [ops], so they run on the CPU, on emulated CUDA in three thread orders and under ASan.
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "helpers.h"
+#include "normlab/core/autograd.h"
+#include "normlab/core/ops.h"
+
+using namespace nl;
+using namespace nl::test;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+std::vector<double> host(const Tensor& t) { return to_double(t); }
+
+// Forward and backward of a normalisation over sets given by set_of(n, c), in double, straight
+// from the definitions: y = act(xhat * gamma_c + beta_c) + residual with act = relu or identity.
+struct NormRef {
+  Vec y, dx, dgamma, dbeta, mean, var;
+};
+NormRef norm_ref(const Vec& x, int64_t N, int64_t C, int64_t HW, int64_t sets,
+                 const std::function<int64_t(int64_t, int64_t)>& set_of, const Vec& gamma, const Vec& beta,
+                 const Vec& dy, double eps, bool relu, const Vec* residual) {
+  NormRef r;
+  Vec sum(sets, 0.0), sq(sets, 0.0), cnt(sets, 0.0);
+  auto at = [&](int64_t n, int64_t c, int64_t i) { return (n * C + c) * HW + i; };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) sum[set_of(n, c)] += x[at(n, c, i)], cnt[set_of(n, c)] += 1;
+  for (int64_t s = 0; s < sets; ++s) sum[s] /= cnt[s];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) {
+        const double d = x[at(n, c, i)] - sum[set_of(n, c)];
+        sq[set_of(n, c)] += d * d;
+      }
+  for (int64_t s = 0; s < sets; ++s) sq[s] /= cnt[s];
+  r.mean = sum, r.var = sq;
+  const size_t total = x.size();
+  Vec xhat(total), g(total);  // g: the gradient reaching xhat * gamma + beta
+  r.y.resize(total), r.dx.resize(total);
+  r.dgamma.assign(C, 0.0), r.dbeta.assign(C, 0.0);
+  Vec sg(sets, 0.0), sgx(sets, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) {
+        const int64_t s = set_of(n, c), k = at(n, c, i);
+        xhat[k] = (x[k] - sum[s]) / std::sqrt(sq[s] + eps);
+        const double pre = xhat[k] * gamma[c] + beta[c];
+        const bool pass = !relu || pre > 0.0;
+        r.y[k] = (pass ? pre : 0.0) + (residual ? (*residual)[k] : 0.0);
+        const double d = pass ? dy[k] : 0.0;
+        r.dgamma[c] += d * xhat[k], r.dbeta[c] += d;
+        g[k] = d * gamma[c];
+        sg[s] += g[k], sgx[s] += g[k] * xhat[k];
+      }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < HW; ++i) {
+        const int64_t s = set_of(n, c), k = at(n, c, i);
+        r.dx[k] = (g[k] - sg[s] / cnt[s] - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
+      }
+  return r;
+}
+
+struct ConvRef {
+  Vec y, dx, dw, db;
+};
+ConvRef conv_ref(const Vec& x, const Vec& w, const Vec& b, const Vec& dy, int64_t N, int64_t C, int64_t H,
+                 int64_t W, int64_t K, int64_t R, int64_t stride, int64_t pad) {
+  const int64_t P = (H + 2 * pad - R) / stride + 1, Q = (W + 2 * pad - R) / stride + 1;
+  ConvRef r;
+  r.y.assign(N * K * P * Q, 0.0), r.dx.assign(x.size(), 0.0), r.dw.assign(w.size(), 0.0), r.db.assign(K, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t q = 0; q < Q; ++q) {
+          const int64_t o = ((n * K + k) * P + p) * Q + q;
+          double acc = b[k];
+          r.db[k] += dy[o];
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < R; ++i)
+              for (int64_t j = 0; j < R; ++j) {
+                const int64_t ih = p * stride - pad + i, iw = q * stride - pad + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const int64_t xi = ((n * C + c) * H + ih) * W + iw, wi = ((k * C + c) * R + i) * R + j;
+                acc += x[xi] * w[wi];
+                r.dx[xi] += dy[o] * w[wi];
+                r.dw[wi] += dy[o] * x[xi];
+              }
+          r.y[o] = acc;
+        }
+  return r;
+}
+
+// Runs op on the test device with gradients for every input; returns output and input grads.
+std::vector<Tensor> run_with_grads(const std::function<Tensor(const std::vector<Tensor>&)>& op,
+                                   std::vector<Tensor> inputs, const Tensor& dy) {
+  for (Tensor& t : inputs) t.set_requires_grad(true);
+  Tensor y = op(inputs);
+  y.backward(dy);
+  std::vector<Tensor> out{y};
+  for (const Tensor& t : inputs) out.push_back(t.grad());
+  return out;
+}
+
+// Float kernels against double references over thousands of elements: 1e-4 of the tensor's RMS
+// (reductions of 8,712 floats in a different order than the reference's double sums).
+constexpr double kTol = 1e-4;
+
+struct Shape4 {
+  int64_t N, C, H, W;
+};
+
+}  // namespace
+
+TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium]") {
+  for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{5, 3, 31, 29}}) {
+    for (bool fused : {false, true}) {
+      CAPTURE(s.N, s.C, s.H, s.W, fused);
+      const int64_t HW = s.H * s.W;
+      Tensor x = randn({s.N, s.C, s.H, s.W}, 101, 2.0f, 0.7f), gamma = randn({s.C}, 102, 0.5f, 1.0f),
+             beta = randn({s.C}, 103), res = randn({s.N, s.C, s.H, s.W}, 104), dy = randn({s.N, s.C, s.H, s.W}, 105);
+      Tensor rm = Tensor::zeros({s.C}, DType::F32, test_device()), rv = Tensor::ones({s.C}, test_device());
+      NormEpilogue e;
+      if (fused) e.relu = true, e.residual = res;
+      auto out = run_with_grads(
+          [&](const std::vector<Tensor>& v) { return batch_norm(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, e); },
+          {x, gamma, beta}, dy);
+      const Vec rres = host(res);
+      NormRef r = norm_ref(host(x), s.N, s.C, HW, s.C, [](int64_t, int64_t c) { return c; }, host(gamma),
+                           host(beta), host(dy), 1e-5, fused, fused ? &rres : nullptr);
+      require_close(out[0], r.y, kTol, "y");
+      require_close(out[1], r.dx, kTol, "dx");
+      require_close(out[2], r.dgamma, kTol, "dgamma");
+      require_close(out[3], r.dbeta, kTol, "dbeta");
+      const double M = double(s.N * HW);
+      Vec erm, erv;
+      for (int64_t c = 0; c < s.C; ++c) erm.push_back(0.1 * r.mean[c]), erv.push_back(0.9 + 0.1 * r.var[c] * M / (M - 1));
+      require_close(rm, erm, kTol, "running_mean");
+      require_close(rv, erv, kTol, "running_var");
+    }
+  }
+}
+
+TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium]") {
+  for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}}) {
+    for (int64_t G : {int64_t{1}, int64_t{4}, s.C}) {
+      for (bool fused : {false, true}) {
+        CAPTURE(s.N, s.C, s.H, s.W, G, fused);
+        const int64_t HW = s.H * s.W, Cg = s.C / G;
+        Tensor x = randn({s.N, s.C, s.H, s.W}, 111, 1.5f, -0.4f), gamma = randn({s.C}, 112, 0.5f, 1.0f),
+               beta = randn({s.C}, 113), res = randn({s.N, s.C, s.H, s.W}, 114), dy = randn({s.N, s.C, s.H, s.W}, 115);
+        NormEpilogue e;
+        if (fused) e.relu = true, e.residual = res;
+        auto out = run_with_grads(
+            [&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
+            {x, gamma, beta}, dy);
+        const Vec rres = host(res);
+        NormRef r = norm_ref(host(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; },
+                             host(gamma), host(beta), host(dy), 1e-5, fused, fused ? &rres : nullptr);
+        require_close(out[0], r.y, kTol, "y");
+        require_close(out[1], r.dx, kTol, "dx");
+        require_close(out[2], r.dgamma, kTol, "dgamma");
+        require_close(out[3], r.dbeta, kTol, "dbeta");
+      }
+    }
+  }
+}
+
+TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops][norm][medium]") {
+  for (int64_t D : {3000, 3001}) {
+    CAPTURE(D);
+    const int64_t rows = 37;
+    Tensor x = randn({rows, D}, 121, 3.0f, 1.0f), gamma = randn({D}, 122, 0.5f, 1.0f), beta = randn({D}, 123),
+           dy = randn({rows, D}, 124);
+    auto out = run_with_grads([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); },
+                              {x, gamma, beta}, dy);
+    // A row is one set; its D elements are "channels" of one pixel: gamma[d] per element. So
+    // view [rows, D] as N = rows, C = D, HW = 1 with one set per n.
+    NormRef r = norm_ref(host(x), rows, D, 1, rows, [](int64_t n, int64_t) { return n; }, host(gamma), host(beta),
+                         host(dy), 1e-5, false, nullptr);
+    require_close(out[0], r.y, kTol, "y");
+    require_close(out[1], r.dx, kTol, "dx");
+    require_close(out[2], r.dgamma, kTol, "dgamma");
+    require_close(out[3], r.dbeta, kTol, "dbeta");
+  }
+}
+
+TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles", "[ops][conv2d][medium]") {
+  struct Case {
+    int64_t N, C, H, W, K, R, stride, pad;
+  };
+  // The stem (C*R*S = 27), the network's 32->32 layer on an odd image, C*R*S = 315, a strided
+  // 5x5 and a 1x1 with 70 output channels (a 64-row tile and a 6-row tail).
+  for (Case c : {Case{8, 3, 33, 33, 32, 3, 1, 1}, Case{4, 32, 17, 17, 32, 3, 1, 1}, Case{4, 35, 15, 13, 24, 3, 1, 1},
+                 Case{3, 7, 19, 17, 9, 5, 2, 2}, Case{2, 32, 9, 11, 70, 1, 1, 0}}) {
+    CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
+    const int64_t P = (c.H + 2 * c.pad - c.R) / c.stride + 1, Q = (c.W + 2 * c.pad - c.R) / c.stride + 1;
+    Tensor x = randn({c.N, c.C, c.H, c.W}, 131), w = randn({c.K, c.C, c.R, c.R}, 132, 0.2f), b = randn({c.K}, 133),
+           dy = randn({c.N, c.K, P, Q}, 134);
+    auto out = run_with_grads(
+        [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); }, {x, w, b}, dy);
+    ConvRef r = conv_ref(host(x), host(w), host(b), host(dy), c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
+    require_close(out[0], r.y, kTol, "y");
+    require_close(out[1], r.dx, kTol, "dx");
+    require_close(out[2], r.dw, kTol, "dw");
+    require_close(out[3], r.db, kTol, "dbias");
+  }
+}
+
+TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium]") {
+  Tensor x = randn({8, 32, 33, 33}, 141);
+  const Vec hx = host(x);
+  // max_pool2d 2x2 (floor mode: row and column 32 dropped) and global average pool, with grads.
+  Tensor dyp = randn({8, 32, 16, 16}, 142), dyg = randn({8, 32, 1, 1}, 143);
+  auto mp = run_with_grads([](const std::vector<Tensor>& v) { return max_pool2d(v[0]); }, {x}, dyp);
+  // A second tensor with the same values: gradients accumulate into a leaf used twice.
+  auto gp = run_with_grads([](const std::vector<Tensor>& v) { return global_avg_pool(v[0]); },
+                           {randn({8, 32, 33, 33}, 141)}, dyg);
+  const Vec hdyp = host(dyp), hdyg = host(dyg);
+  Vec ymp, dxmp(hx.size(), 0.0), ygp, dxgp(hx.size(), 0.0);
+  for (int64_t nc = 0; nc < 8 * 32; ++nc) {
+    double s = 0.0;
+    for (int64_t i = 0; i < 33 * 33; ++i) s += hx[nc * 1089 + i];
+    ygp.push_back(s / 1089.0);
+    for (int64_t i = 0; i < 1089; ++i) dxgp[nc * 1089 + i] = hdyg[nc] / 1089.0;
+    for (int64_t p = 0; p < 16; ++p)
+      for (int64_t q = 0; q < 16; ++q) {
+        int64_t best = nc * 1089 + 2 * p * 33 + 2 * q;  // first maximum wins, as in the kernels
+        for (int64_t i = 0; i < 2; ++i)
+          for (int64_t j = 0; j < 2; ++j) {
+            const int64_t k = nc * 1089 + (2 * p + i) * 33 + 2 * q + j;
+            if (hx[k] > hx[best]) best = k;
+          }
+        ymp.push_back(hx[best]);
+        dxmp[best] += hdyp[(nc * 16 + p) * 16 + q];
+      }
+  }
+  require_close(mp[0], ymp, 0, "max_pool2d");
+  require_close(mp[1], dxmp, 0, "max_pool2d dx");
+  require_close(gp[0], ygp, kTol, "global_avg_pool");
+  require_close(gp[1], dxgp, kTol, "global_avg_pool dx");
+
+  // linear 300 x 517 -> 70 and log_softmax + nll over 300 rows.
+  Tensor a = randn({300, 517}, 144), w = randn({70, 517}, 145, 0.1f), b = randn({70}, 146), dyl = randn({300, 70}, 147);
+  auto lin = run_with_grads([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); }, {a, w, b}, dyl);
+  const Vec ha = host(a), hw = host(w), hb = host(b), hdy = host(dyl);
+  Vec yl(300 * 70), da(ha.size(), 0.0), dw(hw.size(), 0.0), db(70, 0.0);
+  for (int64_t i = 0; i < 300; ++i)
+    for (int64_t o = 0; o < 70; ++o) {
+      double acc = hb[o];
+      for (int64_t k = 0; k < 517; ++k) {
+        acc += ha[i * 517 + k] * hw[o * 517 + k];
+        da[i * 517 + k] += hdy[i * 70 + o] * hw[o * 517 + k];
+        dw[o * 517 + k] += hdy[i * 70 + o] * ha[i * 517 + k];
+      }
+      yl[i * 70 + o] = acc;
+      db[o] += hdy[i * 70 + o];
+    }
+  require_close(lin[0], yl, kTol, "linear");
+  require_close(lin[1], da, kTol, "linear dx");
+  require_close(lin[2], dw, kTol, "linear dw");
+  require_close(lin[3], db, kTol, "linear dbias");
+
+  std::vector<int32_t> labels;
+  for (int i = 0; i < 300; ++i) labels.push_back((i * 7) % 10);
+  Tensor logits = randn({300, 10}, 148, 2.0f), target = Tensor::from_ints(labels, {300}).to(test_device());
+  auto loss = run_with_grads([&](const std::vector<Tensor>& v) { return nll_loss(log_softmax(v[0]), target); },
+                             {logits}, Tensor::ones({}, test_device()));
+  const Vec hl = host(logits);
+  double total = 0.0;
+  Vec dl(hl.size());
+  for (int64_t i = 0; i < 300; ++i) {
+    double mx = -INFINITY, s = 0.0;
+    for (int c = 0; c < 10; ++c) mx = std::max(mx, hl[i * 10 + c]);
+    for (int c = 0; c < 10; ++c) s += std::exp(hl[i * 10 + c] - mx);
+    total -= hl[i * 10 + labels[i]] - mx - std::log(s);
+    for (int c = 0; c < 10; ++c)
+      dl[i * 10 + c] = (std::exp(hl[i * 10 + c] - mx) / s - (c == labels[i] ? 1.0 : 0.0)) / 300.0;
+  }
+  require_close(loss[0], {total / 300.0}, kTol, "nll_loss");
+  require_close(loss[1], dl, kTol, "nll_loss dlogits");
+}
