@@ -1,5 +1,6 @@
 // Device memory: a caching allocator, copies between host and device, fills and strided gathers.
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -9,7 +10,45 @@
 #include "kernels/stubs.h"
 #include "normlab/core/storage.h"
 
+#if !defined(__CUDACC__) && defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define NL_EMU_ASAN 1
+#endif
+
 namespace nl::cuda {
+
+namespace {
+// Under cuemu a device block is host memory, so the emulated build makes the caching allocator
+// as strict as cudaMalloc itself: a handed-out block reads as NaN (0xFF bytes) whether fresh or
+// recycled, and under ASan only the requested bytes are addressable — the rounding slack and
+// every cached (freed) block are poisoned, so an off-by-one tail or a use after free is reported
+// instead of reading the neighbour's or the previous owner's data.
+void on_handout(void* p, size_t nbytes, size_t rounded) {
+#if !defined(__CUDACC__)
+#if NL_EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(p, nbytes);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(p) + nbytes, rounded - nbytes);
+#endif
+  std::memset(p, 0xFF, nbytes);
+#else
+  (void)p, (void)nbytes, (void)rounded;
+#endif
+}
+void on_cache(void* p, size_t rounded) {
+#if NL_EMU_ASAN
+  ASAN_POISON_MEMORY_REGION(p, rounded);
+#else
+  (void)p, (void)rounded;
+#endif
+}
+void on_release(void* p, size_t rounded) {
+#if NL_EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(p, rounded);  // cudaFree hands it back to the host heap
+#else
+  (void)p, (void)rounded;
+#endif
+}
+}  // namespace
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
   std::string detail;
@@ -75,6 +114,7 @@ class CudaAllocator final : public Allocator {
       if (it != free_.end() && !it->second.empty()) {
         void* p = it->second.back();
         it->second.pop_back();
+        on_handout(p, nbytes, rounded);
         return p;
       }
     }
@@ -87,6 +127,7 @@ class CudaAllocator final : public Allocator {
     }
     NL_CHECK(e == cudaSuccess, "out of memory: could not allocate ", nbytes, " bytes on cuda (",
              cudaGetErrorString(e), ")");
+    on_handout(p, nbytes, rounded);
     return p;
   }
   void deallocate(void* ptr, size_t nbytes) noexcept override {
@@ -94,6 +135,7 @@ class CudaAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     try {
       free_[rounded].push_back(ptr);
+      on_cache(ptr, rounded);
     } catch (...) {
       cudaFree(ptr);
     }
@@ -101,7 +143,7 @@ class CudaAllocator final : public Allocator {
   void release_cache() {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [size, list] : free_)
-      for (void* p : list) cudaFree(p);
+      for (void* p : list) on_release(p, size), cudaFree(p);
     free_.clear();
   }
 

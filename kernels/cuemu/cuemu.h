@@ -125,24 +125,29 @@ inline int __any_sync(unsigned mask, int pred, std::source_location loc = std::s
   return static_cast<int>(cuemu::warp_op(cuemu::WarpOpKind::Any, mask, pred != 0, 0, 32, loc));
 }
 
-// Atomics: fibers switch only at barriers and warp operations, so a read-modify-write cannot be
-// interleaved; atomic_ref documents the intent and keeps it correct under any future threading.
+// Atomics: relaxed, as CUDA's atomicAdd & co. are: a read-modify-write is indivisible but orders
+// no other memory access, so the race-check build does not see a happens-before edge that CUDA
+// would not give (fibers switch only at barriers and warp operations, so nothing interleaves).
 template <typename T>
 T atomicAdd(T* addr, T v) {
-  return std::atomic_ref<T>(*addr).fetch_add(v);
+  return std::atomic_ref<T>(*addr).fetch_add(v, std::memory_order_relaxed);
 }
 template <typename T>
 T atomicExch(T* addr, T v) {
-  return std::atomic_ref<T>(*addr).exchange(v);
+  return std::atomic_ref<T>(*addr).exchange(v, std::memory_order_relaxed);
 }
 inline int atomicMax(int* addr, int v) {
-  int old = *addr;
-  if (v > old) *addr = v;
+  std::atomic_ref<int> a(*addr);
+  int old = a.load(std::memory_order_relaxed);
+  while (v > old && !a.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+  }
   return old;
 }
 inline unsigned atomicInc(unsigned* addr, unsigned limit) {
-  unsigned old = *addr;
-  *addr = old >= limit ? 0 : old + 1;
+  std::atomic_ref<unsigned> a(*addr);
+  unsigned old = a.load(std::memory_order_relaxed);
+  while (!a.compare_exchange_weak(old, old >= limit ? 0 : old + 1, std::memory_order_relaxed)) {
+  }
   return old;
 }
 inline void __threadfence() {}
@@ -209,6 +214,20 @@ struct cudaDeviceProp {
 };
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 
+// Kernel attributes: only the opt-in for more than 48 KiB of dynamic shared memory (sm_90 allows
+// up to 227 KiB per block), as a kernel must ask for it on a GPU.
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+namespace cuemu {
+void set_max_dynamic_shared(const void* fn, int bytes);
+}
+template <typename... Params>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 227 * 1024)
+    return cudaErrorInvalidValue;
+  cuemu::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), value);
+  return cudaSuccess;
+}
+
 namespace cuemu {
 
 // The detail of the last launch failure: kernel, block, thread and source line.
@@ -222,15 +241,19 @@ void set_order(Order order, uint64_t seed = 0);
 Order order();
 
 using ThreadBody = std::function<void()>;
-void run_launch(const char* kernel, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
+// `fn` identifies the kernel for its attributes (cudaFuncSetAttribute).
+void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t dynamic_shared_bytes,
                 const ThreadBody& body);
+// The opt-in dynamic shared memory limit of a kernel; 0 when never set.
+void set_max_dynamic_shared(const void* fn, int bytes);
 
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shmem,
             cudaStream_t, Args&&... args) {
   // Convert once so every thread sees the same parameter values, as a real launch copies them.
   auto params = std::make_tuple(static_cast<Params>(args)...);
-  run_launch(name, grid, block, shmem, [&] { std::apply(kernel, params); });
+  run_launch(name, reinterpret_cast<const void*>(kernel), grid, block, shmem,
+             [&] { std::apply(kernel, params); });
 }
 
 }  // namespace cuemu

@@ -15,6 +15,13 @@
 #define CUEMU_ASAN 0
 #endif
 
+// CUEMU_TSAN (the race-check build, NORMLAB_RACECHECK): every fiber is also a ThreadSanitizer
+// fiber, and each switch is announced without synchronisation, so TSan sees the CUDA threads of
+// a block as concurrent threads; the runtime adds exactly the happens-before edges CUDA has.
+#if CUEMU_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #if defined(__x86_64__)
 #define CUEMU_ASM_SWITCH 1
 #else
@@ -78,10 +85,18 @@ struct Fiber::Impl {
   const void* caller_stack_bottom = nullptr;
   size_t caller_stack_size = 0;
 #endif
+#if CUEMU_TSAN
+  void* tsan = nullptr;
+#endif
 };
 
 namespace {
 thread_local Fiber::Impl* g_current = nullptr;
+#if CUEMU_TSAN
+thread_local void* g_scheduler_tsan = nullptr;
+// No happens-before from the switch itself: the scheduler is not a CUDA-level synchronisation.
+void tsan_switch(void* to) { __tsan_switch_to_fiber(to, __tsan_switch_to_fiber_no_sync); }
+#endif
 #if CUEMU_ASM_SWITCH
 thread_local void* g_scheduler_sp = nullptr;
 #else
@@ -102,6 +117,9 @@ void switch_to_scheduler(Fiber::Impl* f) {
 #endif
   f->entry(f->arg);
   f->done = true;
+#if CUEMU_TSAN
+  tsan_switch(g_scheduler_tsan);
+#endif
 #if CUEMU_ASAN
   // nullptr: this fiber's frames are finished, ASan may drop its fake stack.
   __sanitizer_start_switch_fiber(nullptr, f->caller_stack_bottom, f->caller_stack_size);
@@ -119,9 +137,26 @@ void trampoline(unsigned lo, unsigned hi) {
 #endif
 }  // namespace
 
-Fiber::Fiber(size_t stack_bytes) : impl_(std::make_unique<Impl>()) { impl_->stack.resize(stack_bytes); }
+Fiber::Fiber(size_t stack_bytes) : impl_(std::make_unique<Impl>()) {
+  impl_->stack.resize(stack_bytes);
+#if CUEMU_TSAN
+  impl_->tsan = __tsan_create_fiber(0);
+#endif
+}
 
-Fiber::~Fiber() = default;
+Fiber::~Fiber() {
+#if CUEMU_TSAN
+  __tsan_destroy_fiber(impl_->tsan);
+#endif
+}
+
+void* Fiber::tsan_fiber() const {
+#if CUEMU_TSAN
+  return impl_->tsan;
+#else
+  return nullptr;
+#endif
+}
 
 void Fiber::start(Entry entry, void* arg) {
   impl_->entry = entry;
@@ -155,6 +190,10 @@ bool Fiber::finished() const { return impl_->done; }
 
 void Fiber::resume() {
   g_current = impl_.get();
+#if CUEMU_TSAN
+  if (!g_scheduler_tsan) g_scheduler_tsan = __tsan_get_current_fiber();
+  tsan_switch(impl_->tsan);
+#endif
 #if CUEMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, impl_->stack.data(), impl_->stack.size());
@@ -172,6 +211,9 @@ void Fiber::resume() {
 
 void Fiber::yield_to_scheduler() {
   Impl* f = g_current;
+#if CUEMU_TSAN
+  tsan_switch(g_scheduler_tsan);
+#endif
 #if CUEMU_ASAN
   __sanitizer_start_switch_fiber(&f->fake_stack, f->caller_stack_bottom, f->caller_stack_size);
 #endif

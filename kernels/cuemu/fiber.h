@@ -21,6 +21,8 @@ class Fiber {
   bool finished() const;
   // Called from inside a running fiber.
   static void yield_to_scheduler();
+  // The ThreadSanitizer fiber of the race-check build (null otherwise), for naming.
+  void* tsan_fiber() const;
 
   struct Impl;
 

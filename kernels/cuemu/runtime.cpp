@@ -14,10 +14,54 @@
 #include "cuemu.h"
 #include "fiber.h"
 
+#if CUEMU_TSAN
+#include <sanitizer/tsan_interface.h>
+// Exported by libtsan (tsan_interface_ann) but not declared in GCC 12's tsan_interface.h.
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 namespace cuemu {
 namespace {
 
 constexpr size_t kStackBytes = 64 * 1024;
+
+// --- race checking (CUEMU_TSAN, the NORMLAB_RACECHECK build) -----------------------------------
+//
+// Each CUDA thread runs on a ThreadSanitizer fiber and fiber switches carry no synchronisation,
+// so TSan treats the threads of a launch as concurrent and reports any two conflicting accesses
+// that CUDA does not order. The happens-before edges CUDA does have are added here:
+//   - kernel boundaries: the host releases before a launch and acquires after it; every thread
+//     acquires at its start and releases at its end;
+//   - __syncthreads: every thread releases on arrival and acquires on departure;
+//   - __syncwarp: the same, per warp; shuffles and votes are NOT fences (nothing is added);
+//   - atomics are relaxed (std::atomic_ref with memory_order_relaxed, as CUDA's atomicAdd):
+//     never racing with each other, ordering nothing else.
+// This file itself is not instrumented (its bookkeeping is not CUDA-visible memory).
+//
+// Reuse across blocks: blocks alternate between two sets of fibers (stacks) and two shared-
+// memory buffers. A block is ordered after the previous block of its own set (so reusing that
+// set's stacks and shared buffer is not a race), never after the block just before it: a race
+// between two consecutive blocks in launch order (e.g. every block's thread 0 doing a plain
+// `out[c] += partial`) is reported. Races only between blocks two or more apart in the order
+// are missed; the reverse and random orders pair other blocks.
+#if CUEMU_TSAN
+constexpr int kSets = 2;
+struct RaceSync {
+  char launch_begin, launch_end;
+  // Barriers and warp syncs alternate between two objects by generation: a thread that has
+  // already left barrier k and arrived at k+1 releases into the other object, so a slower
+  // thread still leaving barrier k acquires nothing it wrote after k.
+  // set_end likewise by the block's generation within its set: a block acquires what the previous
+  // block of its set released, never what its own early-finishing threads did.
+  char set_end[2][2], barrier[2][2], warp[2][32][2];
+};
+RaceSync g_sync;
+inline void hb_release(const void* a) { __tsan_release(const_cast<void*>(a)); }
+inline void hb_acquire(const void* a) { __tsan_acquire(const_cast<void*>(a)); }
+#else
+constexpr int kSets = 1;
+#endif
 
 struct LaunchAbort {};  // unwinds a fiber after the launch failed
 
@@ -32,12 +76,15 @@ struct Thread {
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int param = 0, width = 32;
+  unsigned barriers = 0, syncwarps = 0;  // generations passed (race-check build)
 };
 
 struct Block {
   const char* kernel = "";
   std::vector<Thread> threads;
-  std::vector<unsigned char> shared;
+  std::vector<unsigned char> shared[kSets];
+  int set = 0;       // which fibers and shared buffer this block uses
+  unsigned gen = 0;  // how many blocks of this set ran before it in this launch
   const ThreadBody* body = nullptr;
   bool failed = false;
   Thread* running = nullptr;
@@ -51,9 +98,10 @@ struct Globals {
   cudaError_t sticky = cudaSuccess;  // launch failures stay until reset_error()
   std::string failure;
   std::map<const void*, size_t> allocations;
+  std::map<const void*, int> max_dynamic_shared;  // cudaFuncSetAttribute opt-ins
   Order order = Order::Forward;
   uint64_t seed = 0;
-  std::vector<std::unique_ptr<Fiber>> fibers;  // stacks reused across blocks and launches
+  std::vector<std::unique_ptr<Fiber>> fibers[kSets];  // stacks reused across blocks and launches
   Globals() {
     if (const char* env = std::getenv("NORMLAB_CUEMU_ORDER")) {
       std::string v = env;
@@ -116,12 +164,20 @@ void park(State s, const std::source_location& loc) {
 
 void fiber_entry(void* arg) {
   auto* t = static_cast<Thread*>(arg);
+#if CUEMU_TSAN
+  hb_acquire(&g_sync.launch_begin);
+  hb_acquire(&g_sync.set_end[g_block->set][(g_block->gen + 1) % 2]);
+#endif
   try {
     (*g_block->body)();
   } catch (const LaunchAbort&) {
   } catch (const std::exception& e) {
     fail(*g_block, thread_name(*t) + ": exception " + e.what());
   }
+#if CUEMU_TSAN
+  hb_release(&g_sync.set_end[g_block->set][g_block->gen % 2]);
+  hb_release(&g_sync.launch_end);
+#endif
   t->state = State::Done;
 }
 
@@ -170,7 +226,11 @@ bool resolve_warp(Block& b, size_t base) {
         fail(b, thread_name(t) + " waits at the warp operation at " + where(t.site) + " but lane " +
                     std::to_string(m) + " is at __syncthreads at " + where(o.site));
         return false;
-      } else if (o.kind != t.kind || o.site.line() != t.site.line() || o.mask != t.mask) {
+      } else if (o.kind != t.kind || o.mask != t.mask ||
+                 // __syncwarp may be reached from different call sites (legal since sm_70:
+                 // the lanes named by the mask meet wherever they are); every other warp
+                 // operation exchanges values, so all lanes must be at the same one.
+                 (o.kind != WarpOpKind::SyncWarp && o.site.line() != t.site.line())) {
         fail(b, "lanes of one warp met different warp operations: " + thread_name(t) + " at " +
                     where(t.site) + ", " + thread_name(o) + " at " + where(o.site));
         return false;
@@ -217,7 +277,7 @@ bool resolve_warp(Block& b, size_t base) {
 
 void resume(Block& b, size_t i) {
   b.running = &b.threads[i];
-  g().fibers[i]->resume();
+  g().fibers[b.set][i]->resume();
   b.running = nullptr;
 }
 
@@ -293,11 +353,18 @@ ThreadContext& current() {
   return g_block->running->ctx;
 }
 
-void* dynamic_shared() { return g_block ? g_block->shared.data() : nullptr; }
+void* dynamic_shared() { return g_block ? g_block->shared[g_block->set].data() : nullptr; }
 
 void syncthreads(const std::source_location& loc) {
   if (!g_block) return;
+#if CUEMU_TSAN
+  const void* sync = &g_sync.barrier[g_block->set][g_block->running->barriers++ % 2];
+  hb_release(sync);
+#endif
   park(State::AtBarrier, loc);
+#if CUEMU_TSAN
+  hb_acquire(sync);
+#endif
 }
 
 uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int width,
@@ -309,7 +376,15 @@ uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int 
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
     fail_here("shuffle width " + std::to_string(width) + " is not a power of two in [1, 32] at " + where(loc));
   t->kind = kind, t->mask = mask, t->value = value, t->param = param, t->width = width;
+#if CUEMU_TSAN
+  const void* warp_sync =
+      &g_sync.warp[g_block->set][t->ctx.linear_tid / 32][kind == WarpOpKind::SyncWarp ? t->syncwarps++ % 2 : 0];
+  if (kind == WarpOpKind::SyncWarp) hb_release(warp_sync);
+#endif
   park(State::AtWarpOp, loc);
+#if CUEMU_TSAN
+  if (kind == WarpOpKind::SyncWarp) hb_acquire(warp_sync);
+#endif
   return t->result;
 }
 
@@ -330,26 +405,75 @@ void reset_error() {
   g().failure.clear();
 }
 
-void run_launch(const char* kernel, dim3 grid, dim3 block, size_t shmem, const ThreadBody& body) {
+void set_max_dynamic_shared(const void* fn, int bytes) {
+  std::lock_guard<std::mutex> lock(g().mu);
+  g().max_dynamic_shared[fn] = bytes;
+}
+
+namespace {
+// The limits of an sm_80/sm_90 launch (CUDA C++ Programming Guide, "Technical Specifications per
+// Compute Capability"): what a GPU would refuse is refused here, with the reason.
+std::string launch_config_error(const void* fn, dim3 grid, dim3 block, size_t shmem) {
+  std::ostringstream os;
+  const size_t nthreads = size_t(block.x) * block.y * block.z;
+  if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+    os << "a grid or block dimension is 0";
+  else if (block.x > 1024 || block.y > 1024 || block.z > 64 || nthreads > 1024)
+    os << "block (" << block.x << "," << block.y << "," << block.z << ") exceeds 1024 threads or 1024 x 1024 x 64";
+  else if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
+    os << "grid (" << grid.x << "," << grid.y << "," << grid.z << ") exceeds 2^31-1 x 65535 x 65535";
+  if (!os.str().empty()) return os.str();
+  int opt_in = 0;
+  {
+    std::lock_guard<std::mutex> lock(g().mu);
+    auto it = g().max_dynamic_shared.find(fn);
+    if (it != g().max_dynamic_shared.end()) opt_in = it->second;
+  }
+  const size_t limit = std::max<size_t>(48 * 1024, size_t(opt_in));
+  if (shmem > limit)
+    os << shmem << " bytes of dynamic shared memory exceed "
+       << (opt_in > 48 * 1024 ? "the kernel's opt-in of " + std::to_string(opt_in) + " bytes"
+                              : std::string("48 KiB (more needs cudaFuncSetAttribute("
+                                            "cudaFuncAttributeMaxDynamicSharedMemorySize), at most 227 KiB)"));
+  return os.str();
+}
+}  // namespace
+
+void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t shmem, const ThreadBody& body) {
   const size_t nthreads = size_t(block.x) * block.y * block.z;
   const size_t nblocks = size_t(grid.x) * grid.y * grid.z;
   if (g().sticky != cudaSuccess) return;  // a failed context runs nothing more, as on a GPU
-  if (nthreads == 0 || nthreads > 1024 || nblocks == 0 || block.z > 64) {
+  if (std::string bad = launch_config_error(fn, grid, block, shmem); !bad.empty()) {
     std::lock_guard<std::mutex> lock(g().mu);
     g().last = cudaErrorInvalidConfiguration;
-    g().failure = std::string("kernel ") + kernel + ": invalid launch configuration";
+    g().failure = std::string("kernel ") + kernel + ": invalid launch configuration: " + bad;
     return;
   }
-  while (g().fibers.size() < nthreads) g().fibers.push_back(std::make_unique<Fiber>(kStackBytes));
+  for (auto& set : g().fibers)
+    while (set.size() < nthreads) set.push_back(std::make_unique<Fiber>(kStackBytes));
   Block b;
   b.kernel = kernel;
   b.body = &body;
   b.threads.resize(nthreads);
   g_block = &b;
+#if CUEMU_TSAN
+  hb_release(&g_sync.launch_begin);  // the host's writes (copies, parameters) precede the kernel
+#endif
   const std::vector<size_t> block_order = make_order(nblocks, 0x5bd1e995);
+  size_t position = 0;
   for (size_t bi : block_order) {
     dim3 bidx(unsigned(bi % grid.x), unsigned(bi / grid.x % grid.y), unsigned(bi / (size_t(grid.x) * grid.y)));
-    b.shared.assign(shmem, 0xFF);  // uninitialised shared memory reads as NaN
+    b.set = int(position % kSets);
+    b.gen = unsigned(position++ / kSets);
+#if CUEMU_TSAN
+    // The poison fill is the emulator's, not a CUDA thread's access: TSan must not record it
+    // (it would look like a host write racing with the previous block of this set).
+    __tsan_ignore_thread_begin();
+#endif
+    b.shared[b.set].assign(shmem, 0xFF);  // uninitialised shared memory reads as NaN
+#if CUEMU_TSAN
+    __tsan_ignore_thread_end();
+#endif
     for (size_t t = 0; t < nthreads; ++t) {
       Thread& th = b.threads[t];
       th = Thread{};
@@ -359,11 +483,22 @@ void run_launch(const char* kernel, dim3 grid, dim3 block, size_t shmem, const T
       th.ctx.block_dim = block;
       th.ctx.grid_dim = grid;
       th.ctx.linear_tid = unsigned(t);
-      g().fibers[t]->start(fiber_entry, &th);
+      Fiber& f = *g().fibers[b.set][t];
+      f.start(fiber_entry, &th);
+#if CUEMU_TSAN
+      // Race reports name the CUDA thread: "Thread T7 'kernel_name block (1,0,0) thread (33,0,0)'".
+      char name[256];
+      std::snprintf(name, sizeof name, "%s block (%u,%u,%u) thread (%u,%u,%u)", kernel, bidx.x, bidx.y, bidx.z,
+                    th.ctx.thread_idx.x, th.ctx.thread_idx.y, th.ctx.thread_idx.z);
+      __tsan_set_fiber_name(f.tsan_fiber(), name);
+#endif
     }
     run_block(b, make_order(nthreads, bi));
     if (b.failed) break;
   }
+#if CUEMU_TSAN
+  hb_acquire(&g_sync.launch_end);  // the host sees everything the kernel wrote
+#endif
   g_block = nullptr;
 }
 
@@ -381,7 +516,10 @@ cudaError_t set_error(cudaError_t e) {
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   if (!ptr) return set_error(cudaErrorInvalidValue);
-  void* p = std::aligned_alloc(256, std::max<size_t>(256, (bytes + 255) / 256 * 256));
+  // Exactly `bytes` (256-byte aligned, as cudaMalloc): under ASan the first byte past the end is
+  // already a reported overflow; no rounding slack hides an off-by-one tail.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, std::max<size_t>(1, bytes)) != 0) p = nullptr;
   if (!p) return set_error(cudaErrorMemoryAllocation);
   std::memset(p, 0xFF, bytes);  // uninitialised device memory reads as NaN
   std::lock_guard<std::mutex> lock(g().mu);

@@ -198,6 +198,110 @@ TEST_CASE("fresh device memory reads as NaN and copies are range-checked", "[cue
   cudaFree(d);
 }
 
+namespace {
+__global__ void touch_kernel(float* d) {
+  if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) d[0] = 1.0f;
+}
+
+// Lanes 0-15 and 16-31 meet at two different __syncwarp call sites: legal since sm_70.
+__global__ void split_syncwarp_kernel(float* d) {
+  NL_DYN_SHARED(float, s);
+  const int lane = threadIdx.x;
+  s[lane] = float(lane);
+  if (lane < 16) __syncwarp();
+  else __syncwarp();
+  d[lane] = s[31 - lane];
+}
+
+// Reads one element past the end of a 35-float buffer (the classic `i <= n` tail).
+__global__ void tail_overrun_kernel(const float* x, float* y, int n) {
+  for (int i = threadIdx.x; i <= n; i += blockDim.x) y[0] += x[i];
+}
+
+// Runs f in a child process and returns its stderr and whether it exited 0.
+template <typename F>
+std::pair<std::string, bool> in_child(F f) {
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], STDERR_FILENO);
+    f();
+    _exit(0);
+  }
+  close(pipefd[1]);
+  std::string report;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) report.append(buf, size_t(n));
+  close(pipefd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {report, WIFEXITED(status) && WEXITSTATUS(status) == 0};
+}
+}  // namespace
+
+TEST_CASE("launches beyond the limits of sm_80/sm_90 are refused with the reason", "[cuemu]") {
+  cuemu::reset_error();
+  float* d = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&d), sizeof(float)) == cudaSuccess);
+  auto refused = [&](dim3 grid, dim3 block, size_t shmem, const char* why) {
+    cuemu::launch("touch_kernel", touch_kernel, grid, block, shmem, nullptr, d);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    CHECK_THAT(cuemu::last_failure(), Contains(why));
+    cuemu::reset_error();
+  };
+  refused(dim3(1, 70000), dim3(32), 0, "65535");
+  refused(dim3(1, 1, 65536), dim3(32), 0, "65535");
+  refused(dim3(1), dim3(2048), 0, "1024 threads");
+  refused(dim3(1), dim3(1, 1, 65), 0, "1024 threads");
+  refused(dim3(1), dim3(32), 64 * 1024, "48 KiB");
+  refused(dim3(1), dim3(32), 300 * 1024, "48 KiB");
+  // With the opt-in attribute: up to what was asked for, never more than 227 KiB.
+  CHECK(cudaFuncSetAttribute(touch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024) ==
+        cudaErrorInvalidValue);
+  REQUIRE(cudaFuncSetAttribute(touch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024) ==
+          cudaSuccess);
+  cuemu::launch("touch_kernel", touch_kernel, dim3(1), dim3(32), 100 * 1024, nullptr, d);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  refused(dim3(1), dim3(32), 101 * 1024, "opt-in of 102400 bytes");
+  // The largest legal grid in y runs.
+  cuemu::launch("touch_kernel", touch_kernel, dim3(1, 65535), dim3(1), 0, nullptr, d);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  cudaFree(d);
+}
+
+TEST_CASE("__syncwarp may be reached from different call sites", "[cuemu]") {
+  cuemu::reset_error();
+  float* d = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&d), 32 * sizeof(float)) == cudaSuccess);
+  for (auto order : {cuemu::Order::Forward, cuemu::Order::Reverse}) {
+    cuemu::set_order(order);
+    cuemu::launch("split_syncwarp_kernel", split_syncwarp_kernel, 1, 32, 32 * sizeof(float), nullptr, d);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    std::vector<float> h(32);
+    cudaMemcpy(h.data(), d, sizeof(float) * 32, cudaMemcpyDeviceToHost);
+    for (int l = 0; l < 32; ++l) CHECK(h[l] == float(31 - l));
+  }
+  cuemu::set_order(cuemu::Order::Forward);
+  cudaFree(d);
+}
+
+TEST_CASE("device allocations are exact: a read one past the end is caught by the ASan build", "[cuemu][asan]") {
+#if defined(__SANITIZE_ADDRESS__)
+  auto [report, ok] = in_child([] {
+    float *x = nullptr, *y = nullptr;
+    cudaMalloc(reinterpret_cast<void**>(&x), 35 * sizeof(float));
+    cudaMalloc(reinterpret_cast<void**>(&y), sizeof(float));
+    cuemu::launch("tail_overrun_kernel", tail_overrun_kernel, 1, 32, 0, nullptr, x, y, 35);
+  });
+  CHECK_FALSE(ok);
+  CHECK_THAT(report, Contains("heap-buffer-overflow") && Contains("tail_overrun_kernel"));
+#else
+  WARN("not an AddressSanitizer build: the ASan CI stage runs this test");
+#endif
+}
+
 TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[cuemu][asan]") {
 #if defined(__SANITIZE_ADDRESS__)
   int pipefd[2];
