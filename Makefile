@@ -5,11 +5,13 @@
 # NORMLAB_CUDA=ON for that GPU's architecture in build-gpu/ and trains there; anywhere else it
 # builds the CPU tree build/. Either way the first lines say which and why.
 #
-# make test runs six stages, each in its own build tree:
+# make test runs seven stages, each in its own build tree:
 #   test-cpu       the CPU build and its full suite
 #   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
 #                  forward, reverse and random thread order
 #   test-asan      the emulated build under AddressSanitizer + UndefinedBehaviorSanitizer
+#   test-race      the emulated CUDA kernels under ThreadSanitizer, every CUDA thread a TSan fiber
+#                  with only CUDA's happens-before edges: data races between CUDA threads fail
 #   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
 #                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
 #                  skips cleanly without a GPU), and scripts/gpu-check.sh --dry-run
@@ -32,7 +34,7 @@ RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET)
 RESUME = $(if $(and $(filter file,$(origin RUN_ARGS)),$(wildcard $(RUN_OUT)/run.json)),--resume)
 
 .PHONY: build-fuzz
-.PHONY: all deps build run test test-cpu test-emulate test-asan test-nvcc test-fuzz fuzz test-fresh gpu-check clean
+.PHONY: all deps build run test test-cpu test-emulate test-asan test-race test-nvcc test-fuzz fuzz test-fresh gpu-check clean
 
 all: build
 
@@ -57,8 +59,8 @@ run: deps
 	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	fi
 
-test: test-cpu test-emulate test-asan test-nvcc test-fuzz test-fresh
-	@echo "make test: all six stages passed"
+test: test-cpu test-emulate test-asan test-race test-nvcc test-fuzz test-fresh
+	@echo "make test: all seven stages passed"
 
 test-cpu: build
 	cd build && $(CTEST)
@@ -76,6 +78,18 @@ test-asan: deps
 	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_SANITIZE=ON -DNORMLAB_NATIVE=OFF -DNORMLAB_BUILD_BENCH=OFF -S . -B build-asan
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)|resumes to bitwise.*cuda"
+
+# Every CUDA op, gradient, golden, optimizer and fusion test on emulated cuda, with the kernels
+# under ThreadSanitizer (docs/cuda-emulation.md, "Race check"), plus the planted races of
+# tests/cuemu/race_cases.cu in three orders. Left out: the two whole-network runs (two training
+# steps; the interrupted study), 15 minutes under TSan, whose kernels and shapes the op tests
+# already cover. The host side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not
+# instrumented, so its threads would only bring false reports.
+test-race: deps
+	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_RACECHECK=ON -DNORMLAB_BUILD_BENCH=OFF -S . -B build-race
+	cmake --build build-race -j $(JOBS)
+	cd build-race && OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=0 $(CTEST) -R "cuda forward|race check" \
+	  -E "two training steps of the comparison network|interrupted study resumes"
 
 test-nvcc: deps
 	scripts/check-nvcc.sh build-nvcc

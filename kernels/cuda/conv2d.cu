@@ -7,7 +7,15 @@
 //
 // Block tile 64 x 64 with a K-step of 16 staged in shared memory (8 KiB), 256 threads, each
 // computing a 4 x 4 register tile. Every output is reduced by one thread in a fixed order:
-// deterministic, no atomics (backward-weight reduces over the batch inside the GEMM).
+// deterministic, no atomics.
+//
+// Backward-weight is split-K: its reduction runs over N*P*Q (131,072 steps per block at batch
+// 128 on 32x32 images) while its output is tiny (K x C*R*S: 32 x 288 is 5 tiles), so one block per
+// tile left a GPU idle. The reduction is cut into `splits` ranges (grid.z), each block writes its
+// partial tile to a workspace, and a second kernel adds the partials in split order: the result
+// is deterministic and independent of the device. splits depends only on the shape (target 256
+// blocks, at least 256 reduction steps per block), so the emulated and the real GPU run the same
+// partition.
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/stubs.h"
@@ -88,19 +96,23 @@ struct ConvBwdWeightOp {
 
 // ---------------------------------------------------------------------------------- kernels
 
+// partial == nullptr: the block owns the whole reduction and stores through op. Otherwise block z
+// reduces [z * k_per, (z + 1) * k_per) and writes its tile to partial[z][M][N].
 template <typename Op>
-__global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op) {
+__global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
   NL_DYN_SHARED(float, smem);
   float* As = smem;              // [kBK][kBM]
   float* Bs = smem + kBK * kBM;  // [kBK][kBN]
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
-  const int64_t M = op.M(), N = op.N(), K = op.K();
+  const int64_t M = op.M(), N = op.N();
+  const int64_t k_begin = int64_t(blockIdx.z) * k_per;
+  const int64_t K = k_begin + k_per < op.K() ? k_begin + k_per : op.K();  // this block's end
   float acc[kTM][kTN];
   for (int i = 0; i < kTM; ++i)
     for (int j = 0; j < kTN; ++j) acc[i][j] = 0.0f;
 
-  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+  for (int64_t k0 = k_begin; k0 < K; k0 += kBK) {
     for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
       const int mm = i % kBM, kk = i / kBM;
       As[kk * kBM + mm] = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
@@ -122,8 +134,21 @@ __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op) {
   for (int i = 0; i < kTM; ++i)
     for (int j = 0; j < kTN; ++j) {
       const int64_t m = m0 + ty * kTM + i, n = n0 + tx * kTN + j;
-      if (m < M && n < N) op.store(m, n, acc[i][j]);
+      if (m >= M || n >= N) continue;
+      if (partial) partial[(int64_t(blockIdx.z) * M + m) * N + n] = acc[i][j];
+      else op.store(m, n, acc[i][j]);
     }
+}
+
+// out[i] = sum over z of partial[z][i], z in order (deterministic).
+template <typename Op>
+__global__ void split_k_reduce_kernel(Op op, int64_t splits, const float* partial) {
+  const int64_t MN = op.M() * op.N();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < MN; i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int64_t z = 0; z < splits; ++z) s += partial[z * MN + i];
+    op.store(i / op.N(), i % op.N(), s);
+  }
 }
 
 // dbias[k] = sum over (n, p, q) of dy: one block per output channel.
@@ -139,22 +164,43 @@ __global__ void conv_bias_grad_kernel(Conv2dParams p, const float* dy, float* db
 // ---------------------------------------------------------------------------------- launchers
 
 namespace {
+constexpr int64_t kTargetBlocks = 256, kMinSplitSteps = 256;
+
+// Reduction ranges for a GEMM of `tiles` output tiles over `K` steps: enough blocks to fill a
+// GPU (kTargetBlocks: about two per SM on an H100), none with fewer than kMinSplitSteps steps,
+// at most 65,535 (grid.z's limit). A function of the shape only.
+int64_t split_count(int64_t tiles, int64_t K) {
+  const int64_t want = ceil_div(kTargetBlocks, tiles), most = std::max<int64_t>(1, K / kMinSplitSteps);
+  return std::clamp<int64_t>(std::min(want, most), 1, 65535);
+}
+
 template <typename Op>
-void run_gemm(const Op& op, int64_t M, int64_t N) {
+void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K, bool split_k = false) {
   if (M == 0 || N == 0) return;
-  const dim3 grid(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)));
-  NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op);
+  const int64_t tiles = ceil_div(N, kBN) * ceil_div(M, kBM);
+  const int64_t splits = split_k && K > 0 ? split_count(tiles, K) : 1;
+  // Whole K-steps per split, so only the last split has a partial step.
+  const int64_t k_per = splits == 1 ? std::max<int64_t>(K, 1) : ceil_div(ceil_div(K, kBK), splits) * kBK;
+  const int64_t used = splits == 1 ? 1 : ceil_div(K, k_per);  // rounding can leave splits empty
+  const dim3 grid(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), unsigned(used));
+  if (used == 1) {
+    NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, static_cast<float*>(nullptr));
+    return;
+  }
+  Scratch partial(sizeof(float) * size_t(used * M * N));
+  NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, partial.f32());
+  NL_LAUNCH(split_k_reduce_kernel<Op>, grid_for(M * N), 256, 0, op, used, partial.f32());
 }
 }  // namespace
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
-  run_gemm(ConvFwdOp{p, x, w, bias, y}, p.K, p.N * p.P * p.Q);
+  run_gemm(ConvFwdOp{p, x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
 }
 
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
-  if (dx) run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W);
-  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S);
+  if (dx) run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
+  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q, /*split_k=*/true);
   if (dbias && p.K > 0) NL_LAUNCH(conv_bias_grad_kernel, unsigned(p.K), 256, 32 * sizeof(float), p, dy, dbias);
 }
 

@@ -39,8 +39,11 @@ __global__ void sum_kernel(int64_t n, const float* x, float* y) {
 // One block per tensor (blockIdx.x), a fixed mapping, no atomics: counts[t] is written once,
 // whole. The guard checks parameters and gradients (thousands to millions of elements), where
 // one block per tensor over 30-60 tensors is plenty.
+// Dynamic shared memory (256 ints), not a static __shared__ array: cuemu gives each block its own
+// poisoned buffer only for the dynamic one (a static array is one function-static copy that the
+// race check rightly saw two blocks write).
 __global__ void nonfinite_count_kernel(NonfiniteParams p, int32_t* counts) {
-  __shared__ int32_t part[256];
+  NL_DYN_SHARED(int32_t, part);
   const int t = blockIdx.x;
   const float* x = p.x[t];
   int32_t c = 0;
@@ -89,7 +92,7 @@ void sum_bwd(int64_t n, const float* dy, float* dx) {
   if (n > 0) NL_LAUNCH(broadcast_kernel, grid_for(n), kThreads, 0, n, dy, dx);
 }
 void nonfinite_count(const NonfiniteParams& p, int32_t* counts) {
-  if (p.count > 0) NL_LAUNCH(nonfinite_count_kernel, p.count, 256, 0, p, counts);
+  if (p.count > 0) NL_LAUNCH(nonfinite_count_kernel, p.count, 256, 256 * sizeof(int32_t), p, counts);
 }
 void relu_fwd(int64_t n, const float* x, float* y) {
   if (n > 0) NL_LAUNCH(relu_fwd_kernel, grid_for(n), kThreads, 0, n, x, y);

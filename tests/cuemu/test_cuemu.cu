@@ -95,7 +95,7 @@ __global__ void half_warp_shuffle_kernel(int* out) {
   if (threadIdx.x < 16) out[threadIdx.x] = __shfl_down_sync(0xffffffffu, int(threadIdx.x), 1);
 }
 
-__global__ void shared_overflow_kernel(float* out) {
+[[maybe_unused]] __global__ void shared_overflow_kernel(float* out) {
   NL_DYN_SHARED(float, s);
   s[threadIdx.x + 1] = 1.0f;  // thread 31 writes one past the 32-float buffer
   __syncthreads();
@@ -214,7 +214,7 @@ __global__ void split_syncwarp_kernel(float* d) {
 }
 
 // Reads one element past the end of a 35-float buffer (the classic `i <= n` tail).
-__global__ void tail_overrun_kernel(const float* x, float* y, int n) {
+[[maybe_unused]] __global__ void tail_overrun_kernel(const float* x, float* y, int n) {
   for (int i = threadIdx.x; i <= n; i += blockDim.x) y[0] += x[i];
 }
 
