@@ -91,7 +91,11 @@ NL_DECLARE_STUB(linear_bwd, void(const LinearParams& p, const float* x, const fl
 NL_DECLARE_STUB(log_softmax_fwd, void(int64_t M, int64_t C, const float* x, float* y));
 NL_DECLARE_STUB(log_softmax_bwd, void(int64_t M, int64_t C, const float* y, const float* dy,
                                       float* dx));
-// loss[0] = -mean_i logp[i, target[i]]; targets are validated by the caller.
+// loss[0] = -mean_i logp[i, target[i]]. Targets come from user data and are validated by the
+// kernel, without a host round trip: the CPU kernel throws; the CUDA kernel makes the loss NaN and
+// records the first bad target on the device, and the next synchronisation (any copy to the
+// host, e.g. loss.item()) throws the same message, as PyTorch's device-side assertions surface.
+// The backward never indexes with an invalid target.
 NL_DECLARE_STUB(nll_loss_fwd, void(int64_t M, int64_t C, const float* logp, const int32_t* target,
                                    float* loss));
 NL_DECLARE_STUB(nll_loss_bwd, void(int64_t M, int64_t C, const int32_t* target,

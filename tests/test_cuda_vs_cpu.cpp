@@ -157,3 +157,18 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
     }
   }
 }
+
+TEST_CASE("a bad class index on cuda is reported at the next synchronisation, not by a copy per step",
+          "[.cuda][cuda-vs-cpu][errors]") {
+  REQUIRE(device_available(DeviceType::CUDA));
+  Tensor logp = log_softmax(cpu_randn({4, 10}, 60)).to(Device::cuda());
+  // nll_loss itself returns: the check runs in the kernel, no host copy of the targets.
+  Tensor loss = nll_loss(logp, Tensor::from_ints({1, 12, 3, -2}, {4}).to(Device::cuda()));
+  CHECK_THROWS_WITH(loss.item(), Catch::Matchers::Contains("nll_loss: target[1] = 12 is not a class index in [0, 10)") &&
+                                     Catch::Matchers::Contains("found on the GPU"));
+  // Reported once; the next loss with good targets is fine.
+  Tensor good = nll_loss(logp, Tensor::from_ints({1, 2, 3, 4}, {4}).to(Device::cuda()));
+  CHECK(std::isfinite(good.item()));
+  CHECK_THROWS_WITH(nll_loss(logp, Tensor::from_ints({0, 0, 0, 10}, {4}).to(Device::cuda())).item(),
+                    Catch::Matchers::Contains("target[3] = 10"));
+}

@@ -3,6 +3,7 @@
 
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/stubs.h"
+#include "normlab/core/error.h"
 
 namespace nl::cpu {
 
@@ -29,14 +30,19 @@ void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, floa
 
 void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
   double s = 0.0;
-  for (int64_t i = 0; i < M; ++i) s += logp[i * C + target[i]];
+  for (int64_t i = 0; i < M; ++i) {
+    NL_CHECK(target[i] >= 0 && target[i] < C, "nll_loss: target[", i, "] = ", target[i],
+             " is not a class index in [0, ", C, ")");
+    s += logp[i * C + target[i]];
+  }
   loss[0] = static_cast<float>(-s / static_cast<double>(M));
 }
 
 void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
   MapR(dlogp, M, C).setZero();
   const float g = -dloss[0] / static_cast<float>(M);
-  for (int64_t i = 0; i < M; ++i) dlogp[i * C + target[i]] = g;
+  for (int64_t i = 0; i < M; ++i)
+    if (target[i] >= 0 && target[i] < C) dlogp[i * C + target[i]] = g;  // forward refused the rest
 }
 
 }  // namespace nl::cpu

@@ -36,6 +36,13 @@ inline cudaStream_t stream() { return nullptr; }
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 
+// Checks of user data done on the device (a bad class index): a kernel records the first failure
+// as (index << 32 | uint32 value) with atomicMin in the returned device word (UINT64_MAX: none),
+// and the next synchronisation with the host (copy_bytes to the host) throws `message` with
+// {index} and {value} filled in, then clears the record. No host round trip per launch.
+unsigned long long* deferred_check_slot(std::string message);
+void throw_deferred_check_failures();
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Blocks for a grid-stride loop over n elements: enough to cover n, capped (the loop strides

@@ -33,17 +33,28 @@ __global__ void log_softmax_bwd_kernel(int64_t M, int64_t C, const float* y, con
   for (int64_t c = lane; c < C; c += 32) dx[row * C + c] = dy[row * C + c] - expf(y[row * C + c]) * s;
 }
 
-__global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
+// A bad target makes the loss NaN and is recorded in *bad as (index << 32 | value): atomicMin
+// keeps the first bad index whichever thread finds it, so the report is deterministic.
+__global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss,
+                                    unsigned long long* bad) {
   NL_DYN_SHARED(float, scratch);
   float s = 0.0f;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) s += logp[i * C + target[i]];
+  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
+    const int32_t t = target[i];
+    if (t >= 0 && t < C) {
+      s += logp[i * C + t];
+    } else {
+      s = NAN;
+      (void)bad;
+    }
+  }
   s = block_sum(s, scratch);
   if (threadIdx.x == 0) loss[0] = -s / float(M);
 }
 
 __global__ void nll_loss_bwd_kernel(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * C; i += int64_t(gridDim.x) * blockDim.x)
-    dlogp[i] = (i % C == target[i / C]) ? -dloss[0] / float(M) : 0.0f;
+    dlogp[i] = (i % C == target[i / C]) ? -dloss[0] / float(M) : 0.0f;  // a bad target matches no column
 }
 
 // ---------------------------------------------------------------------------------- launchers
@@ -59,7 +70,9 @@ void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, floa
   if (M > 0) NL_LAUNCH(log_softmax_bwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, y, dy, dx);
 }
 void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
-  NL_LAUNCH(nll_loss_fwd_kernel, 1, 256, 32 * sizeof(float), M, C, logp, target, loss);
+  NL_LAUNCH(nll_loss_fwd_kernel, 1, 256, 32 * sizeof(float), M, C, logp, target, loss,
+            deferred_check_slot("nll_loss: target[{index}] = {value} is not a class index in [0, " +
+                                std::to_string(C) + ")"));
 }
 void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
   NL_LAUNCH(nll_loss_bwd_kernel, grid_for(M * C), 256, 0, M, C, target, dloss, dlogp);

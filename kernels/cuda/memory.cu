@@ -92,6 +92,50 @@ void copy_strided(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst
   if (p.numel > 0) NL_LAUNCH(copy_strided_kernel, grid_for(p.numel), kThreads, 0, p, src, dst);
 }
 
+// ---------------------------------------------------------------------------------- deferred checks
+
+namespace {
+struct DeferredChecks {
+  std::mutex mu;
+  unsigned long long* slot = nullptr;  // one device word; one pending message at a time
+  std::string message;                 // of the check launched last; empty: nothing pending
+};
+DeferredChecks& deferred() {
+  static DeferredChecks* d = new DeferredChecks;  // never destroyed, like the allocator
+  return *d;
+}
+constexpr unsigned long long kNoFailure = ~0ull;
+}  // namespace
+
+unsigned long long* deferred_check_slot(std::string message) {
+  DeferredChecks& d = deferred();
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (!d.slot) {
+    NL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.slot), sizeof(unsigned long long)));
+    NL_CUDA_CHECK(cudaMemset(d.slot, 0xFF, sizeof(unsigned long long)));
+  }
+  d.message = std::move(message);
+  return d.slot;
+}
+
+void throw_deferred_check_failures() {
+  DeferredChecks& d = deferred();
+  std::string message;
+  unsigned long long v = kNoFailure;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (d.message.empty()) return;  // no checking kernel since the last synchronisation
+    NL_CUDA_CHECK(cudaMemcpy(&v, d.slot, sizeof v, cudaMemcpyDeviceToHost));
+    if (v != kNoFailure) NL_CUDA_CHECK(cudaMemset(d.slot, 0xFF, sizeof v));
+    message.swap(d.message);
+  }
+  if (v == kNoFailure) return;
+  const std::string index = std::to_string(v >> 32), value = std::to_string(int32_t(uint32_t(v)));
+  for (auto [key, text] : {std::pair<std::string, std::string>{"{index}", index}, {"{value}", value}})
+    if (auto at = message.find(key); at != std::string::npos) message.replace(at, key.size(), text);
+  NL_CHECK(false, message, " (found on the GPU; reported at the next synchronisation)");
+}
+
 void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, Device src_device) {
   if (nbytes == 0) return;
   const cudaMemcpyKind kind = dst_device.is_cuda()
@@ -100,6 +144,7 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, De
   NL_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream()));
   // Host memory may be read or freed right after this returns.
   if (kind != cudaMemcpyDeviceToDevice) NL_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  if (kind == cudaMemcpyDeviceToHost) throw_deferred_check_failures();
 }
 
 // Caches freed blocks by size: cudaMalloc/cudaFree synchronise the device and cost far more than

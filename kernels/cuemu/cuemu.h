@@ -143,6 +143,13 @@ inline int atomicMax(int* addr, int v) {
   }
   return old;
 }
+inline unsigned long long atomicMin(unsigned long long* addr, unsigned long long v) {
+  std::atomic_ref<unsigned long long> a(*addr);
+  unsigned long long old = a.load(std::memory_order_relaxed);
+  while (v < old && !a.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+  }
+  return old;
+}
 inline unsigned atomicInc(unsigned* addr, unsigned limit) {
   std::atomic_ref<unsigned> a(*addr);
   unsigned old = a.load(std::memory_order_relaxed);
