@@ -45,7 +45,7 @@ __global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, con
       s += logp[i * C + t];
     } else {
       s = NAN;
-      (void)bad;
+      atomicMin(bad, (static_cast<unsigned long long>(i) << 32) | static_cast<uint32_t>(t));
     }
   }
   s = block_sum(s, scratch);
