@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "normlab/core/error.h"
+#include "normlab/nn/atomic_file.h"
 #include "report.h"
 
 namespace compare {
@@ -111,7 +112,7 @@ void save_checkpoint(const std::string& stem, const TrainState& s, const RunResu
                {"dropout", {{"seed", s.dropout->seed()}, {"offset", s.dropout->offset()}}},
                {"result", {{"status", res.status}, {"reason", res.reason}, {"diverged_epoch", res.diverged_epoch},
                            {"parameters", res.parameters}, {"seconds", res.seconds}, {"epochs", epochs}}}};
-  write_text_atomic(stem + ".json", side.dump(1) + "\n");
+  nl::nn::write_file_atomic(stem + ".json", side.dump(1) + "\n");
 }
 
 std::optional<Checkpoint> load_checkpoint(const std::string& stem, const json& fingerprint) {

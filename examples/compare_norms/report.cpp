@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include "normlab/core/error.h"
+#include "normlab/nn/atomic_file.h"
 
 extern char** environ;
 
@@ -83,46 +84,6 @@ std::string gp_quote(const std::string& s) {
 const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c"};
 
 }  // namespace
-
-std::string temp_name_for(const std::string& path) {
-  // pid + a per-process counter + the clock: unique among concurrent runs and earlier crashed
-  // ones, and never a name a user would pick. ".normlab-tmp" marks it as ours.
-  static std::atomic<uint64_t> counter{0};
-  const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
-  std::ostringstream os;
-  os << path << '.' << ::getpid() << '-' << counter++ << '-' << std::hex << (t & 0xffffff) << ".normlab-tmp";
-  return os.str();
-}
-
-void write_text_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = temp_name_for(path);
-  // O_EXCL: never open (and truncate) a file that is already there, whoever made it.
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  NL_CHECK(fd >= 0, "cannot write ", tmp, ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t w = ::write(fd, content.data() + done, content.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      NL_FAIL("writing ", tmp, " failed: ", std::strerror(e));
-    }
-    done += static_cast<size_t>(w);
-  }
-  // fsync before the rename: after a crash the name shows either the old or the new content.
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    NL_FAIL("writing ", tmp, " failed: ", std::strerror(e));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    NL_FAIL("cannot move ", tmp, " to ", path, ": ", std::strerror(e));
-  }
-}
 
 bool is_own_output(const std::string& name) {
   static const std::regex own(
@@ -190,7 +151,7 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const js
   }
   // Writable now, not after hours of training: run.json records the configuration --resume
   // must match.
-  if (!resume) write_text_atomic(run_json.string(), json{{"config", config}}.dump(1) + "\n");
+  if (!resume) nl::nn::write_file_atomic(run_json.string(), json{{"config", config}}.dump(1) + "\n");
 }
 
 std::string first_config_difference(const json& saved, const json& now) {
@@ -247,7 +208,7 @@ void write_metrics_csv(const ReportInput& in) {
     // results.json and report.md).
     if (r.diverged()) os << norm_key(r.norm) << ',' << r.seed << ',' << r.diverged_epoch << ",,,,,,diverged\n";
   }
-  write_text_atomic(path_in(in, "metrics.csv"), os.str());
+  nl::nn::write_file_atomic(path_in(in, "metrics.csv"), os.str());
 }
 
 json write_results_json(const ReportInput& in) {
@@ -303,7 +264,7 @@ json write_results_json(const ReportInput& in) {
     n["diverged_runs"] = diverged;
     j["norms"][norm_key(k)] = n;
   }
-  write_text_atomic(path_in(in, "results.json"), j.dump(2) + "\n");
+  nl::nn::write_file_atomic(path_in(in, "results.json"), j.dump(2) + "\n");
   return j;
 }
 
@@ -333,7 +294,7 @@ bool write_plots(const ReportInput& in) {
       os << e + 1 << ' ' << mean_std(tl).first << ' ' << mean_std(ta).first << ' '
          << mean_std(vl).first << ' ' << mean_std(va).first << ' ' << mean_std(va).second << '\n';
     }
-    write_text_atomic(path_in(in, "curves_" + norm_key(k) + ".dat"), os.str());
+    nl::nn::write_file_atomic(path_in(in, "curves_" + norm_key(k) + ".dat"), os.str());
 
     // Misclassified test images of the first finished seed: "x y r g b" blocks, one per image.
     const RunResult* ok = first_ok(runs);
@@ -361,8 +322,8 @@ bool write_plots(const ReportInput& in) {
       captions[norm_key(k)].emplace_back("true: " + d.classes[truth], "pred: " + d.classes[pred]);
       ++shown;
     }
-    write_text_atomic(path_in(in, "misclassified_" + norm_key(k) + ".dat"), img.str());
-    write_text_atomic(path_in(in, "misclassified_" + norm_key(k) + ".txt"), cap.str());
+    nl::nn::write_file_atomic(path_in(in, "misclassified_" + norm_key(k) + ".dat"), img.str());
+    nl::nn::write_file_atomic(path_in(in, "misclassified_" + norm_key(k) + ".txt"), cap.str());
 
     // Confusion matrix of the first seed: rows true class, columns predicted.
     const size_t C = d.classes.size();
@@ -373,7 +334,7 @@ bool write_plots(const ReportInput& in) {
     for (size_t t = 0; t < C; ++t) {
       for (size_t p = 0; p < C; ++p) cmo << cm[t * C + p] << (p + 1 < C ? " " : "\n");
     }
-    write_text_atomic(path_in(in, "confusion_" + norm_key(k) + ".dat"), cmo.str());
+    nl::nn::write_file_atomic(path_in(in, "confusion_" + norm_key(k) + ".dat"), cmo.str());
   }
 
   // --- scripts ---
@@ -382,7 +343,7 @@ bool write_plots(const ReportInput& in) {
   // ever renamed or removed.
   std::vector<std::pair<std::string, std::string>> outputs;  // (temporary, final), in out_dir
   auto output = [&](const std::string& name) {
-    outputs.emplace_back(fs::path(temp_name_for(path_in(in, name))).filename().string(), name);
+    outputs.emplace_back(fs::path(nl::nn::temp_name_for(path_in(in, name))).filename().string(), name);
     return outputs.back().first;
   };
   std::ostringstream gp;
@@ -448,7 +409,7 @@ bool write_plots(const ReportInput& in) {
     gp << ") noenhanced\nplot 'confusion_" << key << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
        << "with labels tc rgb 'black'\nset output\nreset\n";
   }
-  write_text_atomic(path_in(in, "plots.gp"), gp.str());
+  nl::nn::write_file_atomic(path_in(in, "plots.gp"), gp.str());
 
   // The script that is kept names the final files, so that `gnuplot plots.gp` by hand works.
   std::string kept = gp.str();
@@ -456,9 +417,9 @@ bool write_plots(const ReportInput& in) {
     for (size_t at = kept.find(tmp); at != std::string::npos; at = kept.find(tmp, at + name.size()))
       kept.replace(at, tmp.size(), name);
   }
-  write_text_atomic(path_in(in, "plots.gp"), kept);
-  const std::string run_script = temp_name_for(path_in(in, "plots.gp"));
-  write_text_atomic(run_script, gp.str());
+  nl::nn::write_file_atomic(path_in(in, "plots.gp"), kept);
+  const std::string run_script = nl::nn::temp_name_for(path_in(in, "plots.gp"));
+  nl::nn::write_file_atomic(run_script, gp.str());
   auto remove_ours = [&] {
     std::error_code ec;
     fs::remove(run_script, ec);
@@ -554,7 +515,7 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
     md << "Pictures were not rendered (gnuplot missing or failed): run `gnuplot plots.gp` in this "
           "folder.\n";
   }
-  write_text_atomic(path_in(in, "report.md"), md.str());
+  nl::nn::write_file_atomic(path_in(in, "report.md"), md.str());
 }
 
 }  // namespace compare

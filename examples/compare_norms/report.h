@@ -18,10 +18,6 @@ struct ReportInput {
   nlohmann::json config;  // echoed into results.json and report.md
 };
 
-// Writes content to a new temporary file of ours beside path (unique name, O_EXCL), fsyncs it and
-// renames it to path: readers see the old or the new file, never a part, and no other file is
-// touched.
-void write_text_atomic(const std::string& path, const std::string& content);
 // Makes --out ready for one run before any work: creates it, locks it against a second
 // concurrent run, removes temporaries a killed run left (named *.normlab-tmp), refuses a folder
 // that holds another run's results unless overwrite (then removes those, and only those: files
@@ -35,8 +31,6 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const nl
 std::string first_config_difference(const nlohmann::json& saved, const nlohmann::json& now);
 // Whether a file name in --out is one compare_norms writes (metrics.csv, curves_bn.dat, ...).
 bool is_own_output(const std::string& name);
-// A temporary name beside path that no other process or earlier run uses (ends in .normlab-tmp).
-std::string temp_name_for(const std::string& path);
 // Runs argv (argv[0] looked up on PATH) without a shell, in dir when not empty, stdin from
 // /dev/null, stdout and stderr into log (relative to dir); returns the exit status, -1 when the
 // program could not be started.

@@ -2,11 +2,7 @@
 // private dependency: header-only, not part of the installed interface).
 #include "normlab/nn/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "normlab/core/error.h"
+#include "normlab/nn/atomic_file.h"
 
 namespace nl::nn {
 namespace fs = std::filesystem;
@@ -28,17 +25,6 @@ namespace {
 constexpr uint64_t kMaxHeader = 100ull << 20;  // the reference implementation's own limit
 
 const char* dtype_name(DType t) { return t == DType::F32 ? "F32" : "I32"; }
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    NL_CHECK(w > 0, "writing ", path, " failed: ", std::strerror(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 }  // namespace
 
@@ -54,46 +40,28 @@ void save_safetensors(const std::string& path, const NamedTensorList& tensors,
                       const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<std::vector<char>> blobs;
+  std::vector<Tensor> host;  // contiguous CPU copies, alive until written: their bytes are written as they are
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     NL_CHECK(t.defined(), "save_safetensors: tensor '", name, "' is undefined");
     NL_CHECK(!header.contains(name), "save_safetensors: tensor name '", name, "' appears twice");
     NL_CHECK(name != "__metadata__", "save_safetensors: '__metadata__' is reserved");
-    const Tensor c = t.to(Device::cpu()).contiguous();
-    const size_t bytes = static_cast<size_t>(c.numel()) * 4;
-    blobs.emplace_back(bytes);
-    const void* src = c.dtype() == DType::F32 ? static_cast<const void*>(c.data_f32()) : c.data_i32();
-    if (bytes) std::memcpy(blobs.back().data(), src, bytes);
+    host.push_back(t.to(Device::cpu()).contiguous());
+    const uint64_t bytes = static_cast<uint64_t>(host.back().numel()) * 4;
     json shape = json::array();
-    for (int64_t d : c.shape()) shape.push_back(d);
-    header[name] = {{"dtype", dtype_name(c.dtype())}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    for (int64_t d : host.back().shape()) shape.push_back(d);
+    header[name] = {{"dtype", dtype_name(host.back().dtype())}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // the format pads the header with spaces to 8 bytes
   const uint64_t hlen = h.size();
-
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + "." + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".normlab-tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  NL_CHECK(fd >= 0, "cannot write ", tmp, ": ", std::strerror(errno));
-  try {
-    write_all(fd, &hlen, 8, tmp);
-    write_all(fd, h.data(), h.size(), tmp);
-    for (const auto& b : blobs) write_all(fd, b.data(), b.size(), tmp);
-    NL_CHECK(::fsync(fd) == 0, "writing ", tmp, " failed: ", std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
+  std::vector<std::string_view> pieces{{reinterpret_cast<const char*>(&hlen), 8}, h};
+  for (const Tensor& c : host) {
+    const void* src = c.dtype() == DType::F32 ? static_cast<const void*>(c.data_f32()) : c.data_i32();
+    pieces.emplace_back(static_cast<const char*>(src), static_cast<size_t>(c.numel()) * 4);
   }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    NL_FAIL("cannot move ", tmp, " to ", path, ": ", std::strerror(e));
-  }
+  write_file_atomic(path, pieces);
 }
 
 TensorFile parse_safetensors(const std::string& bytes, const std::string& what) {
