@@ -39,6 +39,7 @@ __device__ __forceinline__ float im2col_at(const Conv2dParams& p, const float* x
 }
 
 struct ConvFwdOp {
+  static constexpr bool kSplitK = false;  // long output, short reduction: tiles fill the GPU
   Conv2dParams p;
   const float *x, *w, *bias;
   float* y;
@@ -54,6 +55,7 @@ struct ConvFwdOp {
 };
 
 struct ConvBwdDataOp {
+  static constexpr bool kSplitK = false;
   Conv2dParams p;
   const float *w, *dy;
   float* dx;
@@ -80,6 +82,7 @@ struct ConvBwdDataOp {
 };
 
 struct ConvBwdWeightOp {
+  static constexpr bool kSplitK = true;  // tiny output, reduction over the whole batch
   Conv2dParams p;
   const float *x, *dy;
   float* dw;
@@ -168,28 +171,32 @@ constexpr int64_t kTargetBlocks = 256, kMinSplitSteps = 256;
 
 // Reduction ranges for a GEMM of `tiles` output tiles over `K` steps: enough blocks to fill a
 // GPU (kTargetBlocks: about two per SM on an H100), none with fewer than kMinSplitSteps steps,
-// at most 65,535 (grid.z's limit). A function of the shape only.
-int64_t split_count(int64_t tiles, int64_t K) {
+// at most 65,535 (grid.z's limit). A function of the shape only. Returns the number of splits
+// actually used (>= 1) and sets k_per, the steps per split (whole K-steps, so only the last
+// split has a partial step).
+int64_t split_plan(int64_t tiles, int64_t K, int64_t& k_per) {
   const int64_t want = ceil_div(kTargetBlocks, tiles), most = std::max<int64_t>(1, K / kMinSplitSteps);
-  return std::clamp<int64_t>(std::min(want, most), 1, 65535);
+  const int64_t splits = std::clamp<int64_t>(std::min(want, most), 1, 65535);
+  k_per = std::max<int64_t>(1, ceil_div(ceil_div(K, kBK), splits) * kBK);
+  return std::max<int64_t>(1, ceil_div(K, k_per));  // rounding can leave trailing splits empty
 }
 
 template <typename Op>
-void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K, bool split_k = false) {
+void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
   if (M == 0 || N == 0) return;
-  const int64_t tiles = ceil_div(N, kBN) * ceil_div(M, kBM);
-  const int64_t splits = split_k && K > 0 ? split_count(tiles, K) : 1;
-  // Whole K-steps per split, so only the last split has a partial step.
-  const int64_t k_per = splits == 1 ? std::max<int64_t>(K, 1) : ceil_div(ceil_div(K, kBK), splits) * kBK;
-  const int64_t used = splits == 1 ? 1 : ceil_div(K, k_per);  // rounding can leave splits empty
-  const dim3 grid(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)), unsigned(used));
-  if (used == 1) {
-    NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, static_cast<float*>(nullptr));
-    return;
+  const dim3 tiles(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)));
+  if constexpr (Op::kSplitK) {
+    int64_t k_per = 0;
+    const int64_t used = split_plan(int64_t(tiles.x) * tiles.y, K, k_per);
+    if (used > 1) {
+      Scratch partial(sizeof(float) * size_t(used * M * N));
+      NL_LAUNCH(implicit_gemm_kernel<Op>, dim3(tiles.x, tiles.y, unsigned(used)), kThreads, kSmem, op, k_per,
+                partial.f32());
+      NL_LAUNCH(split_k_reduce_kernel<Op>, grid_for(M * N), 256, 0, op, used, partial.f32());
+      return;
+    }
   }
-  Scratch partial(sizeof(float) * size_t(used * M * N));
-  NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, partial.f32());
-  NL_LAUNCH(split_k_reduce_kernel<Op>, grid_for(M * N), 256, 0, op, used, partial.f32());
+  NL_LAUNCH(implicit_gemm_kernel<Op>, tiles, kThreads, kSmem, op, std::max<int64_t>(K, 1), static_cast<float*>(nullptr));
 }
 }  // namespace
 
@@ -200,7 +207,7 @@ void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const flo
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
   if (dx) run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
-  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q, /*split_k=*/true);
+  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
   if (dbias && p.K > 0) NL_LAUNCH(conv_bias_grad_kernel, unsigned(p.K), 256, 32 * sizeof(float), p, dy, dbias);
 }
 
