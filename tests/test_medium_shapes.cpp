@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "helpers.h"
+#include "reference.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/ops.h"
 
@@ -25,89 +26,7 @@ using namespace nl::test;
 
 namespace {
 
-using Vec = std::vector<double>;
-
-std::vector<double> host(const Tensor& t) { return to_double(t); }
-
-// Forward and backward of a normalisation over sets given by set_of(n, c), in double, straight
-// from the definitions: y = act(xhat * gamma_c + beta_c) + residual with act = relu or identity.
-struct NormRef {
-  Vec y, dx, dgamma, dbeta, mean, var;
-};
-NormRef norm_ref(const Vec& x, int64_t N, int64_t C, int64_t HW, int64_t sets,
-                 const std::function<int64_t(int64_t, int64_t)>& set_of, const Vec& gamma, const Vec& beta,
-                 const Vec& dy, double eps, bool relu, const Vec* residual) {
-  NormRef r;
-  Vec sum(sets, 0.0), sq(sets, 0.0), cnt(sets, 0.0);
-  auto at = [&](int64_t n, int64_t c, int64_t i) { return (n * C + c) * HW + i; };
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < HW; ++i) sum[set_of(n, c)] += x[at(n, c, i)], cnt[set_of(n, c)] += 1;
-  for (int64_t s = 0; s < sets; ++s) sum[s] /= cnt[s];
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < HW; ++i) {
-        const double d = x[at(n, c, i)] - sum[set_of(n, c)];
-        sq[set_of(n, c)] += d * d;
-      }
-  for (int64_t s = 0; s < sets; ++s) sq[s] /= cnt[s];
-  r.mean = sum, r.var = sq;
-  const size_t total = x.size();
-  Vec xhat(total), g(total);  // g: the gradient reaching xhat * gamma + beta
-  r.y.resize(total), r.dx.resize(total);
-  r.dgamma.assign(C, 0.0), r.dbeta.assign(C, 0.0);
-  Vec sg(sets, 0.0), sgx(sets, 0.0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < HW; ++i) {
-        const int64_t s = set_of(n, c), k = at(n, c, i);
-        xhat[k] = (x[k] - sum[s]) / std::sqrt(sq[s] + eps);
-        const double pre = xhat[k] * gamma[c] + beta[c];
-        const bool pass = !relu || pre > 0.0;
-        r.y[k] = (pass ? pre : 0.0) + (residual ? (*residual)[k] : 0.0);
-        const double d = pass ? dy[k] : 0.0;
-        r.dgamma[c] += d * xhat[k], r.dbeta[c] += d;
-        g[k] = d * gamma[c];
-        sg[s] += g[k], sgx[s] += g[k] * xhat[k];
-      }
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < HW; ++i) {
-        const int64_t s = set_of(n, c), k = at(n, c, i);
-        r.dx[k] = (g[k] - sg[s] / cnt[s] - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
-      }
-  return r;
-}
-
-struct ConvRef {
-  Vec y, dx, dw, db;
-};
-ConvRef conv_ref(const Vec& x, const Vec& w, const Vec& b, const Vec& dy, int64_t N, int64_t C, int64_t H,
-                 int64_t W, int64_t K, int64_t R, int64_t stride, int64_t pad) {
-  const int64_t P = (H + 2 * pad - R) / stride + 1, Q = (W + 2 * pad - R) / stride + 1;
-  ConvRef r;
-  r.y.assign(N * K * P * Q, 0.0), r.dx.assign(x.size(), 0.0), r.dw.assign(w.size(), 0.0), r.db.assign(K, 0.0);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t p = 0; p < P; ++p)
-        for (int64_t q = 0; q < Q; ++q) {
-          const int64_t o = ((n * K + k) * P + p) * Q + q;
-          double acc = b[k];
-          r.db[k] += dy[o];
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t i = 0; i < R; ++i)
-              for (int64_t j = 0; j < R; ++j) {
-                const int64_t ih = p * stride - pad + i, iw = q * stride - pad + j;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                const int64_t xi = ((n * C + c) * H + ih) * W + iw, wi = ((k * C + c) * R + i) * R + j;
-                acc += x[xi] * w[wi];
-                r.dx[xi] += dy[o] * w[wi];
-                r.dw[wi] += dy[o] * x[xi];
-              }
-          r.y[o] = acc;
-        }
-  return r;
-}
+using Vec = ref::Vec;
 
 // Runs op on the test device with gradients for every input; returns output and input grads.
 std::vector<Tensor> run_with_grads(const std::function<Tensor(const std::vector<Tensor>&)>& op,
@@ -143,9 +62,9 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
       auto out = run_with_grads(
           [&](const std::vector<Tensor>& v) { return batch_norm(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, e); },
           {x, gamma, beta}, dy);
-      const Vec rres = host(res);
-      NormRef r = norm_ref(host(x), s.N, s.C, HW, s.C, [](int64_t, int64_t c) { return c; }, host(gamma),
-                           host(beta), host(dy), 1e-5, fused, fused ? &rres : nullptr);
+      const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
+      ref::NormRef r = ref::normalize_fwd_bwd(to_double(x), s.N, s.C, HW, s.C, [](int64_t, int64_t c) { return c; },
+                                              &rg, &rb, &rdy, 1e-5, fused, fused ? &rres : nullptr);
       require_close(out[0], r.y, kTol, "y");
       require_close(out[1], r.dx, kTol, "dx");
       require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -172,9 +91,10 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
         auto out = run_with_grads(
             [&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
             {x, gamma, beta}, dy);
-        const Vec rres = host(res);
-        NormRef r = norm_ref(host(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; },
-                             host(gamma), host(beta), host(dy), 1e-5, fused, fused ? &rres : nullptr);
+        const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
+        ref::NormRef r = ref::normalize_fwd_bwd(
+            to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb,
+            &rdy, 1e-5, fused, fused ? &rres : nullptr);
         require_close(out[0], r.y, kTol, "y");
         require_close(out[1], r.dx, kTol, "dx");
         require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -194,8 +114,9 @@ TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops]
                               {x, gamma, beta}, dy);
     // A row is one set; its D elements are "channels" of one pixel: gamma[d] per element. So
     // view [rows, D] as N = rows, C = D, HW = 1 with one set per n.
-    NormRef r = norm_ref(host(x), rows, D, 1, rows, [](int64_t n, int64_t) { return n; }, host(gamma), host(beta),
-                         host(dy), 1e-5, false, nullptr);
+    const Vec rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
+    ref::NormRef r = ref::normalize_fwd_bwd(to_double(x), rows, D, 1, rows, [](int64_t n, int64_t) { return n; }, &rg,
+                                            &rb, &rdy, 1e-5);
     require_close(out[0], r.y, kTol, "y");
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -217,7 +138,9 @@ TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half t
            dy = randn({c.N, c.K, P, Q}, 134);
     auto out = run_with_grads(
         [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); }, {x, w, b}, dy);
-    ConvRef r = conv_ref(host(x), host(w), host(b), host(dy), c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
+    const Vec rb = to_double(b), rdy = to_double(dy);
+    ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R, c.R,
+                                         c.stride, c.pad);
     require_close(out[0], r.y, kTol, "y");
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dw, kTol, "dw");
@@ -227,14 +150,14 @@ TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half t
 
 TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium]") {
   Tensor x = randn({8, 32, 33, 33}, 141);
-  const Vec hx = host(x);
+  const Vec hx = to_double(x);
   // max_pool2d 2x2 (floor mode: row and column 32 dropped) and global average pool, with grads.
   Tensor dyp = randn({8, 32, 16, 16}, 142), dyg = randn({8, 32, 1, 1}, 143);
   auto mp = run_with_grads([](const std::vector<Tensor>& v) { return max_pool2d(v[0]); }, {x}, dyp);
   // A second tensor with the same values: gradients accumulate into a leaf used twice.
   auto gp = run_with_grads([](const std::vector<Tensor>& v) { return global_avg_pool(v[0]); },
                            {randn({8, 32, 33, 33}, 141)}, dyg);
-  const Vec hdyp = host(dyp), hdyg = host(dyg);
+  const Vec hdyp = to_double(dyp), hdyg = to_double(dyg);
   Vec ymp, dxmp(hx.size(), 0.0), ygp, dxgp(hx.size(), 0.0);
   for (int64_t nc = 0; nc < 8 * 32; ++nc) {
     double s = 0.0;
@@ -261,7 +184,7 @@ TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium]") {
   // linear 300 x 517 -> 70 and log_softmax + nll over 300 rows.
   Tensor a = randn({300, 517}, 144), w = randn({70, 517}, 145, 0.1f), b = randn({70}, 146), dyl = randn({300, 70}, 147);
   auto lin = run_with_grads([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); }, {a, w, b}, dyl);
-  const Vec ha = host(a), hw = host(w), hb = host(b), hdy = host(dyl);
+  const Vec ha = to_double(a), hw = to_double(w), hb = to_double(b), hdy = to_double(dyl);
   Vec yl(300 * 70), da(ha.size(), 0.0), dw(hw.size(), 0.0), db(70, 0.0);
   for (int64_t i = 0; i < 300; ++i)
     for (int64_t o = 0; o < 70; ++o) {
@@ -284,7 +207,7 @@ TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium]") {
   Tensor logits = randn({300, 10}, 148, 2.0f), target = Tensor::from_ints(labels, {300}).to(test_device());
   auto loss = run_with_grads([&](const std::vector<Tensor>& v) { return nll_loss(log_softmax(v[0]), target); },
                              {logits}, Tensor::ones({}, test_device()));
-  const Vec hl = host(logits);
+  const Vec hl = to_double(logits);
   double total = 0.0;
   Vec dl(hl.size());
   for (int64_t i = 0; i < 300; ++i) {

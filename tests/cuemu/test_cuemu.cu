@@ -304,24 +304,12 @@ TEST_CASE("device allocations are exact: a read one past the end is caught by th
 
 TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[cuemu][asan]") {
 #if defined(__SANITIZE_ADDRESS__)
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(pipefd[1], STDERR_FILENO);
+  auto [report, ok] = in_child([] {
     float* d = nullptr;
     cudaMalloc(reinterpret_cast<void**>(&d), 32 * sizeof(float));
     cuemu::launch("shared_overflow_kernel", shared_overflow_kernel, 1, 32, 32 * sizeof(float), nullptr, d);
-    _exit(0);  // not reached when ASan reports
-  }
-  close(pipefd[1]);
-  std::string report;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) report.append(buf, size_t(n));
-  int status = 0;
-  waitpid(pid, &status, 0);
-  CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  });
+  CHECK_FALSE(ok);
   CHECK_THAT(report, Contains("AddressSanitizer") && Contains("heap-buffer-overflow"));
 #else
   WARN("not an AddressSanitizer build: the ASan CI stage runs this test");
