@@ -36,11 +36,12 @@ inline cudaStream_t stream() { return nullptr; }
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 
-// Checks of user data done on the device (a bad class index): a kernel records the first failure
-// as (index << 32 | uint32 value) with atomicMin in the returned device word (UINT64_MAX: none),
-// and the next synchronisation with the host (copy_bytes to the host) throws `message` with
-// {index} and {value} filled in, then clears the record. No host round trip per launch.
-unsigned long long* deferred_check_slot(std::string message);
+// Class indices checked on the device (the loss's targets): a kernel records the first bad one as
+// (index << 32 | uint32 value) with atomicMin in the returned device word (UINT64_MAX: none), and
+// the next synchronisation with the host (copy_bytes to the host) throws "<op>: target[i] = v is
+// not a class index in [0, classes)", then clears the record. No host round trip per launch and
+// no allocation per launch.
+unsigned long long* class_index_check_slot(const char* op, int64_t classes);
 void throw_deferred_check_failures();
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

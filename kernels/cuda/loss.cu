@@ -71,8 +71,7 @@ void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, floa
 }
 void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
   NL_LAUNCH(nll_loss_fwd_kernel, 1, 256, 32 * sizeof(float), M, C, logp, target, loss,
-            deferred_check_slot("nll_loss: target[{index}] = {value} is not a class index in [0, " +
-                                std::to_string(C) + ")"));
+            class_index_check_slot("nll_loss", C));
 }
 void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
   NL_LAUNCH(nll_loss_bwd_kernel, grid_for(M * C), 256, 0, M, C, target, dloss, dlogp);

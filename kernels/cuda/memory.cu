@@ -95,45 +95,43 @@ void copy_strided(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst
 // ---------------------------------------------------------------------------------- deferred checks
 
 namespace {
-struct DeferredChecks {
+// One pending check at a time is enough: the only device-side check is the loss's, once per step.
+struct ClassIndexCheck {
   std::mutex mu;
-  unsigned long long* slot = nullptr;  // one device word; one pending message at a time
-  std::string message;                 // of the check launched last; empty: nothing pending
+  unsigned long long* slot = nullptr;  // one device word, kNoFailure when clean
+  const char* op = nullptr;            // the op launched last with the check; null: none pending
+  int64_t classes = 0;
 };
-DeferredChecks& deferred() {
-  static DeferredChecks* d = new DeferredChecks;  // never destroyed, like the allocator
-  return *d;
+ClassIndexCheck& class_index_check() {
+  static ClassIndexCheck* c = new ClassIndexCheck;  // never destroyed, like the allocator
+  return *c;
 }
 constexpr unsigned long long kNoFailure = ~0ull;
 }  // namespace
 
-unsigned long long* deferred_check_slot(std::string message) {
-  DeferredChecks& d = deferred();
-  std::lock_guard<std::mutex> lock(d.mu);
-  if (!d.slot) {
-    NL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.slot), sizeof(unsigned long long)));
-    NL_CUDA_CHECK(cudaMemset(d.slot, 0xFF, sizeof(unsigned long long)));
+unsigned long long* class_index_check_slot(const char* op, int64_t classes) {
+  ClassIndexCheck& c = class_index_check();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (!c.slot) {
+    NL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&c.slot), sizeof(unsigned long long)));
+    NL_CUDA_CHECK(cudaMemset(c.slot, 0xFF, sizeof(unsigned long long)));
   }
-  d.message = std::move(message);
-  return d.slot;
+  c.op = op, c.classes = classes;
+  return c.slot;
 }
 
 void throw_deferred_check_failures() {
-  DeferredChecks& d = deferred();
-  std::string message;
+  ClassIndexCheck& c = class_index_check();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (!c.op) return;  // no checking kernel since the last synchronisation
+  const char* op = c.op;
+  c.op = nullptr;
   unsigned long long v = kNoFailure;
-  {
-    std::lock_guard<std::mutex> lock(d.mu);
-    if (d.message.empty()) return;  // no checking kernel since the last synchronisation
-    NL_CUDA_CHECK(cudaMemcpy(&v, d.slot, sizeof v, cudaMemcpyDeviceToHost));
-    if (v != kNoFailure) NL_CUDA_CHECK(cudaMemset(d.slot, 0xFF, sizeof v));
-    message.swap(d.message);
-  }
+  NL_CUDA_CHECK(cudaMemcpy(&v, c.slot, sizeof v, cudaMemcpyDeviceToHost));
   if (v == kNoFailure) return;
-  const std::string index = std::to_string(v >> 32), value = std::to_string(int32_t(uint32_t(v)));
-  for (auto [key, text] : {std::pair<std::string, std::string>{"{index}", index}, {"{value}", value}})
-    if (auto at = message.find(key); at != std::string::npos) message.replace(at, key.size(), text);
-  NL_CHECK(false, message, " (found on the GPU; reported at the next synchronisation)");
+  NL_CUDA_CHECK(cudaMemset(c.slot, 0xFF, sizeof v));
+  NL_FAIL(op, ": target[", v >> 32, "] = ", int32_t(uint32_t(v)), " is not a class index in [0, ", c.classes,
+          ") (found on the GPU; reported at the next synchronisation)");
 }
 
 void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, Device src_device) {
