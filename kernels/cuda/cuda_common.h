@@ -52,7 +52,41 @@ inline unsigned grid_for(int64_t n, int threads = 256, int64_t max_blocks = 4096
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), max_blocks)));
 }
 
+// Vector loads and stores (float4, uchar4): one instruction per thread (LDG.128, STG.128). The
+// cuemu profiler counts them as such; the pointer must be aligned to sizeof(V).
+#if defined(__CUDACC__)
+template <typename V>
+__device__ __forceinline__ V load_vec(const V* p) {
+  return *p;
+}
+template <typename V>
+__device__ __forceinline__ void store_vec(V* p, V v) {
+  *p = v;
+}
+#else
+template <typename V>
+CUEMU_VECTOR_FN V load_vec(const V* p) {
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), false);
+  return *p;
+}
+template <typename V>
+CUEMU_VECTOR_FN void store_vec(V* p, V v) {
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), true);
+  *p = v;
+}
+#endif
+
 }  // namespace nl::cuda
+
+// The op a launcher's launches belong to, for the cuemu profiler's model (bench/gpu_model): its
+// FLOPs and the least DRAM traffic any implementation needs (each input read once, each output
+// written once). Nothing under nvcc or in ordinary emulated builds.
+#if defined(CUEMU_PROFILE) && CUEMU_PROFILE
+#define NL_MODEL_OP(name, flops, min_bytes) \
+  ::cuemu::profile::OpScope nl_model_op_((name), double(flops), double(min_bytes))
+#else
+#define NL_MODEL_OP(name, flops, min_bytes) ((void)0)
+#endif
 
 // After every runtime call: throws nl::Error naming the call, the CUDA error and, under cuemu,
 // the failing kernel, block, thread and source line.

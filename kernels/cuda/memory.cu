@@ -10,7 +10,8 @@
 #include "kernels/stubs.h"
 #include "normlab/core/storage.h"
 
-#if !defined(__CUDACC__) && defined(__SANITIZE_ADDRESS__)
+// (The profiler build's -fsanitize=kernel-address also defines __SANITIZE_ADDRESS__, without ASan.)
+#if !defined(__CUDACC__) && defined(__SANITIZE_ADDRESS__) && !CUEMU_PROFILE
 #include <sanitizer/asan_interface.h>
 #define NL_EMU_ASAN 1
 #endif

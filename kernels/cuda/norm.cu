@@ -57,10 +57,10 @@ __device__ __forceinline__ void epilogue4(const NormParams& p, const Epilogue& e
       m[l] = pass;
       v[l] = pass ? v[l] * e.keep_scale : 0.0f;
     }
-    *reinterpret_cast<uchar4*>(e.mask + i) = make_uchar4(m[0], m[1], m[2], m[3]);
+    store_vec(reinterpret_cast<uchar4*>(e.mask + i), make_uchar4(m[0], m[1], m[2], m[3]));
   }
   if (e.residual) {
-    const float4 rv = *reinterpret_cast<const float4*>(e.residual + i);
+    const float4 rv = load_vec(reinterpret_cast<const float4*>(e.residual + i));
     v[0] += rv.x, v[1] += rv.y, v[2] += rv.z, v[3] += rv.w;
   }
 }
@@ -81,10 +81,10 @@ __device__ __forceinline__ float masked_dy(const float* dy, const uint8_t* mask,
 }
 __device__ __forceinline__ void masked_dy4(const float* dy, const uint8_t* mask, float keep_scale,
                                            int64_t i, float g[4]) {
-  const float4 d = *reinterpret_cast<const float4*>(dy + i);
+  const float4 d = load_vec(reinterpret_cast<const float4*>(dy + i));
   g[0] = d.x, g[1] = d.y, g[2] = d.z, g[3] = d.w;
   if (!mask) return;
-  const uchar4 m = *reinterpret_cast<const uchar4*>(mask + i);
+  const uchar4 m = load_vec(reinterpret_cast<const uchar4*>(mask + i));
   g[0] = m.x ? g[0] * keep_scale : 0.0f;
   g[1] = m.y ? g[1] * keep_scale : 0.0f;
   g[2] = m.z ? g[2] * keep_scale : 0.0f;
@@ -92,11 +92,11 @@ __device__ __forceinline__ void masked_dy4(const float* dy, const uint8_t* mask,
 }
 
 __device__ __forceinline__ void load4(const float* x, int64_t i, float v[4]) {
-  const float4 a = *reinterpret_cast<const float4*>(x + i);
+  const float4 a = load_vec(reinterpret_cast<const float4*>(x + i));
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
 }
 __device__ __forceinline__ void store4(float* y, int64_t i, const float v[4]) {
-  *reinterpret_cast<float4*>(y + i) = make_float4(v[0], v[1], v[2], v[3]);
+  store_vec(reinterpret_cast<float4*>(y + i), make_float4(v[0], v[1], v[2], v[3]));
 }
 
 // ---------------------------------------------------------------------------------- GroupNorm

@@ -235,6 +235,20 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute at
   return cudaSuccess;
 }
 
+// --- the memory-traffic profiler (NORMLAB_CUDA_PROFILE builds) -----------------------------------
+// A vector access must reach the profiler as ONE access per thread, as LDG.128 does on a GPU:
+// g++ would split the struct copy into four 4-byte loads. The helpers of cuda_common.h report it
+// themselves and are left uninstrumented.
+#if CUEMU_PROFILE
+#include "profile.h"
+#define CUEMU_VECTOR_FN __attribute__((noinline, no_sanitize_address))
+#define CUEMU_VECTOR_ACCESS(p, bytes, store) \
+  ::cuemu::profile::vector_access((p), (bytes), (store), __builtin_return_address(0))
+#else
+#define CUEMU_VECTOR_FN inline
+#define CUEMU_VECTOR_ACCESS(p, bytes, store) ((void)0)
+#endif
+
 namespace cuemu {
 
 // The detail of the last launch failure: kernel, block, thread and source line.

@@ -13,6 +13,9 @@
 
 #include "cuemu.h"
 #include "fiber.h"
+#if CUEMU_PROFILE
+#include "profile.h"
+#endif
 
 #if CUEMU_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -460,8 +463,16 @@ void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_
   hb_release(&g_sync.launch_begin);  // the host's writes (copies, parameters) precede the kernel
 #endif
   const std::vector<size_t> block_order = make_order(nblocks, 0x5bd1e995);
+#if CUEMU_PROFILE
+  // The profiler may ask for a sample: `run` evenly spaced blocks, the same ones in every order.
+  const uint64_t run = profile::launch_begin(kernel, grid, block, shmem);
+  auto sampled = [&](size_t bi) { return (bi + 1) * run / nblocks > bi * run / nblocks; };
+#endif
   size_t position = 0;
   for (size_t bi : block_order) {
+#if CUEMU_PROFILE
+    if (!sampled(bi)) continue;
+#endif
     dim3 bidx(unsigned(bi % grid.x), unsigned(bi / grid.x % grid.y), unsigned(bi / (size_t(grid.x) * grid.y)));
     b.set = int(position % kSets);
     b.gen = unsigned(position++ / kSets);
@@ -493,9 +504,18 @@ void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_
       __tsan_set_fiber_name(f.tsan_fiber(), name);
 #endif
     }
+#if CUEMU_PROFILE
+    profile::block_begin(nthreads, b.shared[b.set].data(), shmem);
+#endif
     run_block(b, make_order(nthreads, bi));
+#if CUEMU_PROFILE
+    profile::block_end();
+#endif
     if (b.failed) break;
   }
+#if CUEMU_PROFILE
+  profile::launch_end();
+#endif
 #if CUEMU_TSAN
   hb_acquire(&g_sync.launch_end);  // the host sees everything the kernel wrote
 #endif
@@ -540,6 +560,18 @@ cudaError_t cudaFree(void* ptr) {
   std::free(ptr);
   return cudaSuccess;
 }
+
+#if CUEMU_PROFILE
+namespace cuemu {
+std::vector<std::pair<uintptr_t, uintptr_t>> device_ranges() {
+  std::lock_guard<std::mutex> lock(g().mu);
+  std::vector<std::pair<uintptr_t, uintptr_t>> r;
+  for (const auto& [p, bytes] : g().allocations)
+    r.emplace_back(reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + bytes);
+  return r;  // sorted: allocations is an ordered map
+}
+}  // namespace cuemu
+#endif
 
 namespace {
 // Device ranges are checked: a copy that runs past an allocation is an error, as on a GPU.

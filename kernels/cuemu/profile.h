@@ -1,0 +1,91 @@
+#pragma once
+// The cuemu memory-traffic profiler (NORMLAB_CUDA_PROFILE builds; docs/cuda-emulation.md,
+// "Memory-traffic profiler"). GCC instruments every load and store of kernels/cuda/*.cu
+// (-fsanitize=kernel-address with calls, no shadow memory: the callbacks are ours); the profiler
+// keeps each CUDA thread's accesses to device and shared memory in order and, per warp, groups the
+// lanes' k-th execution of one access site into one warp-level request, as the hardware issues it.
+// Per launch it reports what decides a kernel's speed on a GPU and can be measured without one:
+//   - global requests and 32-byte sectors per request against the ideal for the lanes' bytes;
+//   - shared-memory requests and wavefronts (bank conflicts: wavefronts above the ideal);
+//   - unique bytes read and written (the DRAM floor) and, per executed block, the order of its
+//     sectors, from which simulate_l2 estimates DRAM traffic for a given L2 and concurrency.
+// Launchers name the op each launch belongs to with NL_MODEL_OP (cuda_common.h): its FLOPs and its
+// minimum traffic, so measurements stand against the op's own floor.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+struct dim3;
+
+namespace cuemu::profile {
+
+struct GlobalStats {
+  uint64_t requests = 0, sectors = 0, ideal_sectors = 0;
+};
+struct SharedStats {
+  uint64_t requests = 0, wavefronts = 0, ideal_wavefronts = 0;
+};
+
+struct Launch {
+  std::string kernel;
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  size_t shared_bytes = 0;
+  // The op (NL_MODEL_OP in the launcher); empty when the launcher names none.
+  std::string op;
+  double op_flops = 0, op_min_bytes = 0;
+  int op_launch = 0;  // 0 for the op's first launch, 1 for its second, ...
+  uint64_t blocks = 0, blocks_run = 0;  // blocks_run < blocks: a sample (Options::blocks_to_run)
+  GlobalStats load, store;
+  SharedStats shared_load, shared_store;
+  uint64_t unique_read_bytes = 0, unique_written_bytes = 0;  // of the blocks that ran
+  // Per block that ran, in block order: its global sectors (address / 32) << 1 | is_store, in
+  // the order its warps issued them (warps interleaved request by request).
+  std::vector<std::vector<uint64_t>> streams;
+  // Counts scaled from the sample to the whole grid (1 when every block ran).
+  double scale() const { return blocks_run ? double(blocks) / double(blocks_run) : 0.0; }
+};
+
+struct Options {
+  // How many of a launch's `blocks` to run (evenly spaced; the others are skipped and their
+  // outputs are garbage). Default: all. Sampling is for the model only, never for results.
+  std::function<uint64_t(const std::string& kernel, uint64_t blocks)> blocks_to_run;
+  // Called at the end of every launch; the Launch is discarded afterwards.
+  std::function<void(const Launch&)> on_launch;
+};
+
+// Starts or stops recording; between them every launch is measured and handed to on_launch.
+void start(Options options);
+void stop();
+bool active();
+
+struct Dram {
+  double read_bytes = 0, write_bytes = 0;
+};
+// DRAM traffic of a launch on a GPU with `l2_bytes` of L2 (LRU over 32-byte sectors, cold at the
+// start of the launch) when `concurrent_blocks` run at once: blocks start in index order in
+// waves, and the blocks of a wave advance through their streams at the same rate. Written
+// sectors reach DRAM once each. Only for launches whose blocks all ran.
+Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_blocks);
+
+// The op that the launches inside this scope belong to (used by NL_MODEL_OP).
+class OpScope {
+ public:
+  OpScope(const char* op, double flops, double min_bytes);
+  ~OpScope();
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+};
+
+// A vector access (float4, uchar4) made by one thread as one instruction, reported by the
+// vector helpers of cuda_common.h; `site` identifies the instruction.
+void vector_access(const void* p, unsigned bytes, bool store, const void* site);
+
+// Hooks for the scheduler (runtime.cpp).
+uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, size_t shared_bytes);
+void block_begin(size_t threads, const void* shared, size_t shared_bytes);
+void block_end();
+void launch_end();
+
+}  // namespace cuemu::profile

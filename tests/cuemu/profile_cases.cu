@@ -1,0 +1,177 @@
+// The memory-traffic profiler's own tests (NORMLAB_CUDA_PROFILE builds): kernels whose requests,
+// sectors, bank conflicts and DRAM traffic are known by hand, so a wrong grouping of lanes, a
+// wrong sector or bank count or a broken L2 model fails here before it misleads bench/gpu_model.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+#include <vector>
+
+#include "kernels/cuda/cuda_common.h"
+
+namespace prof = cuemu::profile;
+
+namespace {
+
+__global__ void copy_kernel(int n, int stride, const float* x, float* y) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = x[int64_t(i) * stride % n];
+}
+
+__global__ void copy4_kernel(int n4, const float4* x, float4* y) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n4) nl::cuda::store_vec(y + i, nl::cuda::load_vec(x + i));
+}
+
+// Shared memory read with a stride of `stride` words: `stride`-way conflicts for even strides up
+// to 32, none for odd ones; stride 0 is a broadcast.
+__global__ void shared_kernel(int stride, float* out) {
+  NL_DYN_SHARED(float, s);
+  const int t = threadIdx.x;
+  for (int i = t; i < 32 * 33; i += blockDim.x) s[i] = float(i);
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + t] = s[t * stride];
+}
+
+// Two passes over a block's slice, like a two-pass norm: every element is requested twice.
+__global__ void two_pass_kernel(int per_block, const float* x, float* y) {
+  const float* xb = x + int64_t(blockIdx.x) * per_block;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < per_block; i += blockDim.x) s += xb[i];
+  for (int i = threadIdx.x; i < per_block; i += blockDim.x) y[int64_t(blockIdx.x) * per_block + i] = xb[i] - s;
+}
+
+template <typename T>
+T* device(size_t n) {
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, n * sizeof(T)) == cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+struct Recorder {
+  std::vector<prof::Launch> launches;
+  explicit Recorder(prof::Options o = {}) {
+    o.on_launch = [this](const prof::Launch& l) { launches.push_back(l); };
+    prof::start(std::move(o));
+  }
+  ~Recorder() { prof::stop(); }
+};
+
+}  // namespace
+
+TEST_CASE("profiler: coalesced, strided and vector requests", "[profile]") {
+  const int n = 1024;
+  float* x = device<float>(n);
+  float* y = device<float>(n);
+  Recorder r;
+  NL_LAUNCH(copy_kernel, 4, 256, 0, n, 1, x, y);
+  NL_LAUNCH(copy_kernel, 4, 256, 0, n, 32, x, y);
+  NL_LAUNCH(copy4_kernel, 1, 256, 0, n / 4, reinterpret_cast<const float4*>(x), reinterpret_cast<float4*>(y));
+  REQUIRE(r.launches.size() == 3);
+  const prof::Launch& unit = r.launches[0];
+  CHECK(unit.kernel == "copy_kernel");
+  CHECK(unit.blocks == 4);
+  CHECK(unit.blocks_run == 4);
+  // 32 warps, one load and one store request each, 4 sectors (128 bytes) per request.
+  CHECK(unit.load.requests == 32);
+  CHECK(unit.load.sectors == 32 * 4);
+  CHECK(unit.load.ideal_sectors == 32 * 4);
+  CHECK(unit.store.requests == 32);
+  CHECK(unit.store.sectors == 32 * 4);
+  CHECK(unit.unique_read_bytes == n * 4);
+  CHECK(unit.unique_written_bytes == n * 4);
+  // Stride 32 floats: every lane in its own sector.
+  const prof::Launch& strided = r.launches[1];
+  CHECK(strided.load.requests == 32);
+  CHECK(strided.load.sectors == 32 * 32);
+  CHECK(strided.load.ideal_sectors == 32 * 4);
+  CHECK(strided.store.sectors == 32 * 4);
+  // float4: one request per warp and 512 bytes = 16 sectors each, the ideal.
+  const prof::Launch& vec = r.launches[2];
+  CHECK(vec.load.requests == 8);
+  CHECK(vec.load.sectors == 8 * 16);
+  CHECK(vec.load.ideal_sectors == 8 * 16);
+  CHECK(vec.store.requests == 8);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+TEST_CASE("profiler: shared-memory bank conflicts", "[profile]") {
+  float* out = device<float>(32);
+  Recorder r;
+  for (int stride : {1, 2, 32, 33, 0}) NL_LAUNCH(shared_kernel, 1, 32, 32 * 33 * sizeof(float), stride, out);
+  REQUIRE(r.launches.size() == 5);
+  // The fill loop stores 33 words per lane-column without conflicts: 33 requests, 33 wavefronts.
+  for (const auto& l : r.launches) {
+    CHECK(l.shared_store.requests == 33);
+    CHECK(l.shared_store.wavefronts == 33);
+    CHECK(l.shared_load.requests == 1);
+    CHECK(l.shared_load.ideal_wavefronts == 1);
+  }
+  CHECK(r.launches[0].shared_load.wavefronts == 1);   // stride 1
+  CHECK(r.launches[1].shared_load.wavefronts == 2);   // stride 2: 2-way
+  CHECK(r.launches[2].shared_load.wavefronts == 32);  // stride 32: every lane in bank 0
+  CHECK(r.launches[3].shared_load.wavefronts == 1);   // stride 33: padding removes the conflict
+  CHECK(r.launches[4].shared_load.wavefronts == 1);   // one word: a broadcast
+  cudaFree(out);
+}
+
+TEST_CASE("profiler: unique bytes and the L2 model", "[profile]") {
+  const int blocks = 8, per_block = 4096;  // 16 KiB per block, 128 KiB in all
+  float* x = device<float>(blocks * per_block);
+  float* y = device<float>(blocks * per_block);
+  Recorder r;
+  NL_LAUNCH(two_pass_kernel, blocks, 256, 0, per_block, x, y);
+  REQUIRE(r.launches.size() == 1);
+  const prof::Launch& l = r.launches[0];
+  const double T = double(blocks) * per_block * 4;
+  CHECK(l.load.sectors == 2 * T / 32);  // every sector requested twice
+  CHECK(l.unique_read_bytes == T);      // but the floor is one read
+  CHECK(l.unique_written_bytes == T);
+  // L2 holds a whole wave's data: the second pass hits. One block at a time in 16 KiB: hits too.
+  prof::Dram big = prof::simulate_l2(l, 1 << 20, blocks);
+  CHECK(big.read_bytes == T);
+  CHECK(big.write_bytes == T);
+  prof::Dram one = prof::simulate_l2(l, 32 * 1024, 1);
+  CHECK(one.read_bytes == T);
+  // All 8 blocks at once in a 32 KiB L2: each block's first pass is evicted before its second.
+  prof::Dram small = prof::simulate_l2(l, 32 * 1024, blocks);
+  CHECK(small.read_bytes == 2 * T);
+  CHECK(small.write_bytes == T);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+TEST_CASE("profiler: sampled launches run evenly spaced blocks and say so", "[profile]") {
+  const int n = 64 * 256;
+  float* x = device<float>(n);
+  float* y = device<float>(n);
+  prof::Options o;
+  o.blocks_to_run = [](const std::string&, uint64_t blocks) { return blocks / 8; };
+  Recorder r(o);
+  NL_LAUNCH(copy_kernel, 64, 256, 0, n, 1, x, y);
+  REQUIRE(r.launches.size() == 1);
+  const prof::Launch& l = r.launches[0];
+  CHECK(l.blocks == 64);
+  CHECK(l.blocks_run == 8);
+  CHECK(l.scale() == 8.0);
+  CHECK(l.load.requests == 8 * 8);
+  CHECK_THROWS_WITH(prof::simulate_l2(l, 1 << 20, 8), Catch::Matchers::Contains("sample"));
+  cudaFree(x);
+  cudaFree(y);
+}
+
+TEST_CASE("profiler: launches name their op", "[profile]") {
+  float* x = device<float>(256);
+  Recorder r;
+  {
+    NL_MODEL_OP("copy", 0, 2 * 256 * 4);
+    NL_LAUNCH(copy_kernel, 1, 256, 0, 256, 1, x, x);
+    NL_LAUNCH(copy_kernel, 1, 256, 0, 256, 1, x, x);
+  }
+  NL_LAUNCH(copy_kernel, 1, 256, 0, 256, 1, x, x);
+  REQUIRE(r.launches.size() == 3);
+  CHECK(r.launches[0].op == "copy");
+  CHECK(r.launches[0].op_min_bytes == 2048);
+  CHECK(r.launches[1].op_launch == 1);
+  CHECK(r.launches[2].op.empty());
+  cudaFree(x);
+}
