@@ -200,15 +200,31 @@ void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
 }
 }  // namespace
 
+namespace {
+// A convolution's multiply-adds (2 FLOPs each) and the bytes of x, w and y, each moved once.
+[[maybe_unused]] double conv_flops(const Conv2dParams& p) { return 2.0 * p.N * p.K * p.P * p.Q * p.C * p.R * p.S; }
+[[maybe_unused]] double conv_bytes(const Conv2dParams& p) { return 4.0 * (p.N * p.C * p.H * p.W + p.K * p.C * p.R * p.S + p.N * p.K * p.P * p.Q); }
+}  // namespace
+
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  NL_MODEL_OP("conv2d_fwd", conv_flops(p), conv_bytes(p));
   run_gemm(ConvFwdOp{p, x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
 }
 
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
-  if (dx) run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
-  if (dw) run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
-  if (dbias && p.K > 0) NL_LAUNCH(conv_bias_grad_kernel, unsigned(p.K), 256, 32 * sizeof(float), p, dy, dbias);
+  if (dx) {
+    NL_MODEL_OP("conv2d_bwd_data", conv_flops(p), conv_bytes(p));
+    run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
+  }
+  if (dw) {
+    NL_MODEL_OP("conv2d_bwd_weight", conv_flops(p), conv_bytes(p));
+    run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
+  }
+  if (dbias && p.K > 0) {
+    NL_MODEL_OP("conv2d_bwd_bias", p.N * p.K * p.P * p.Q, 4.0 * (p.N * p.K * p.P * p.Q + p.K));
+    NL_LAUNCH(conv_bias_grad_kernel, unsigned(p.K), 256, 32 * sizeof(float), p, dy, dbias);
+  }
 }
 
 // Linear is a 1x1 convolution over N = M rows of a 1x1 image: x [M, K] is NCHW with
@@ -220,10 +236,12 @@ Conv2dParams as_conv(const LinearParams& l) {
 }  // namespace
 
 void linear_fwd(const LinearParams& l, const float* x, const float* w, const float* bias, float* y) {
+  NL_MODEL_OP("linear", conv_flops(as_conv(l)), conv_bytes(as_conv(l)));
   conv2d_fwd(as_conv(l), x, w, bias, y);
 }
 void linear_bwd(const LinearParams& l, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
+  NL_MODEL_OP("linear_bwd", 2 * conv_flops(as_conv(l)), 4.0 * (2 * l.M * l.K + 2 * l.N * l.K + l.M * l.N));
   conv2d_bwd(as_conv(l), x, w, dy, dx, dw, dbias);
 }
 

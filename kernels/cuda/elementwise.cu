@@ -80,27 +80,37 @@ constexpr int kThreads = 256;
 }  // namespace
 
 void add_fwd(int64_t n, const float* a, const float* b, float* y) {
+  NL_MODEL_OP("add", n, 12 * n);
   if (n > 0) NL_LAUNCH(add_kernel, grid_for(n), kThreads, 0, n, a, b, y);
 }
 void mul_fwd(int64_t n, const float* a, const float* b, float* y) {
+  NL_MODEL_OP("mul", n, 12 * n);
   if (n > 0) NL_LAUNCH(mul_kernel, grid_for(n), kThreads, 0, n, a, b, y);
 }
 void sum_fwd(int64_t n, const float* x, float* y) {
+  NL_MODEL_OP("sum", n, 4 * n + 4);
   NL_LAUNCH(sum_kernel, 1, 1024, 64 * sizeof(float), n, x, y);
 }
 void sum_bwd(int64_t n, const float* dy, float* dx) {
+  NL_MODEL_OP("sum_bwd", 0, 4 * n + 4);
   if (n > 0) NL_LAUNCH(broadcast_kernel, grid_for(n), kThreads, 0, n, dy, dx);
 }
 void nonfinite_count(const NonfiniteParams& p, int32_t* counts) {
+  [[maybe_unused]] int64_t total = 0;
+  for (int t = 0; t < p.count; ++t) total += p.n[t];
+  NL_MODEL_OP("nonfinite_count", total, 4 * total + 4 * p.count);
   if (p.count > 0) NL_LAUNCH(nonfinite_count_kernel, p.count, 256, 256 * sizeof(int32_t), p, counts);
 }
 void relu_fwd(int64_t n, const float* x, float* y) {
+  NL_MODEL_OP("relu", n, 8 * n);
   if (n > 0) NL_LAUNCH(relu_fwd_kernel, grid_for(n), kThreads, 0, n, x, y);
 }
 void relu_bwd(int64_t n, const float* y, const float* dy, float* dx) {
+  NL_MODEL_OP("relu_bwd", n, 12 * n);
   if (n > 0) NL_LAUNCH(relu_bwd_kernel, grid_for(n), kThreads, 0, n, y, dy, dx);
 }
 void dropout_fwd(const DropoutParams& p, const float* x, float* y) {
+  NL_MODEL_OP("dropout", p.n, 8 * p.n);
   if (p.n > 0) NL_LAUNCH(dropout_kernel, grid_for((p.n + 3) / 4), kThreads, 0, p, x, y);
 }
 void dropout_bwd(const DropoutParams& p, const float* dy, float* dx) { dropout_fwd(p, dy, dx); }

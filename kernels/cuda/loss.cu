@@ -64,16 +64,20 @@ constexpr int kRowsPerBlock = 8;  // warps per block
 }
 
 void log_softmax_fwd(int64_t M, int64_t C, const float* x, float* y) {
+  NL_MODEL_OP("log_softmax", 4 * M * C, 8 * M * C);
   if (M > 0) NL_LAUNCH(log_softmax_fwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, x, y);
 }
 void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, float* dx) {
+  NL_MODEL_OP("log_softmax_bwd", 4 * M * C, 12 * M * C);
   if (M > 0) NL_LAUNCH(log_softmax_bwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, y, dy, dx);
 }
 void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
+  NL_MODEL_OP("nll_loss", M, 8 * M + 4);
   NL_LAUNCH(nll_loss_fwd_kernel, 1, 256, 32 * sizeof(float), M, C, logp, target, loss,
             class_index_check_slot("nll_loss", C));
 }
 void nll_loss_bwd(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
+  NL_MODEL_OP("nll_loss_bwd", M, 4 * M * C + 4 * M + 4);
   NL_LAUNCH(nll_loss_bwd_kernel, grid_for(M * C), 256, 0, M, C, target, dloss, dlogp);
 }
 

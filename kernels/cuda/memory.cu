@@ -86,10 +86,12 @@ constexpr int kThreads = 256;
 }  // namespace
 
 void fill(int64_t n, float value, float* y) {
+  NL_MODEL_OP("fill", 0, 4 * n);
   if (n > 0) NL_LAUNCH(fill_kernel, grid_for(n), kThreads, 0, n, value, y);
 }
 
 void copy_strided(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst) {
+  NL_MODEL_OP("copy_strided", 0, 8 * p.numel);
   if (p.numel > 0) NL_LAUNCH(copy_strided_kernel, grid_for(p.numel), kThreads, 0, p, src, dst);
 }
 

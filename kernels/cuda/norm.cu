@@ -442,6 +442,19 @@ __global__ void layer_norm_bwd_affine_kernel(NormParams p, const float* x, const
 // ---------------------------------------------------------------------------------- launchers
 
 namespace {
+// The least traffic of a norm (docs/kernels.md): forward reads x (and the residual) once and writes
+// y (and the byte mask); backward reads x, dy (and the mask) once and writes dx. FLOPs: about 8
+// per element either way (these ops are bound by memory, the count only places them).
+[[maybe_unused]] double norm_fwd_bytes(const NormParams& p, bool residual) {
+  const double T = 4.0 * p.N * p.C * p.HxW;
+  return (residual ? 3 : 2) * T + (p.has_mask() ? T / 4 : 0);
+}
+[[maybe_unused]] double norm_bwd_bytes(const NormParams& p, bool mask) {
+  const double T = 4.0 * p.N * p.C * p.HxW;
+  return 3 * T + (mask ? T / 4 : 0);
+}
+[[maybe_unused]] double norm_flops(const NormParams& p) { return 8.0 * p.N * p.C * p.HxW; }
+
 // float4 paths need rows of whole quads and 16-byte aligned pointers (null ones are fine).
 bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
   if (p.HxW % 4 != 0) return false;
@@ -455,6 +468,7 @@ float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f -
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* residual, float* y, float* mean, float* rstd, uint8_t* mask) {
   if (p.N * p.G == 0) return;
+  NL_MODEL_OP("group_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const Epilogue e = make_epilogue(p, residual, mask);
   if (vec_ok(p, {x, residual, y, mask}))
     NL_LAUNCH(group_norm_fwd_kernel<true>, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
@@ -466,6 +480,7 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
                     float* dgamma, float* dbeta) {
   if (p.N * p.G == 0) return;
+  NL_MODEL_OP("group_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
   Scratch scratch(sizeof(float) * 2 * size_t(p.N * p.C));  // db_nc then ds_nc, [N, C] each
   float* partial = scratch.f32();
   const float ks = keep_scale(p);
@@ -484,6 +499,7 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
                     const float* residual, float* running_mean, float* running_var, float* y,
                     float* mean, float* rstd, uint8_t* mask) {
   if (p.C == 0) return;
+  NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const dim3 grid(unsigned(p.C), kSplit);
   const bool vec = vec_ok(p, {x, residual, y, mask});
   Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
@@ -502,6 +518,7 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
                     float* dgamma, float* dbeta) {
   if (p.C == 0) return;
+  NL_MODEL_OP("batch_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
   const dim3 grid(unsigned(p.C), kSplit);
   const bool vec = vec_ok(p, {x, dy, mask, dx});
   const float ks = keep_scale(p);
@@ -519,12 +536,14 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
 void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     float* y, float* mean, float* rstd) {
   if (p.N == 0) return;
+  NL_MODEL_OP("layer_norm_fwd", norm_flops(p), norm_fwd_bytes(p, false));
   NL_LAUNCH(layer_norm_fwd_kernel, unsigned(p.N), kThreads, kScratch, p, x, gamma, beta, y, mean, rstd);
 }
 
 void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
   if (p.N == 0) return;
+  NL_MODEL_OP("layer_norm_bwd", norm_flops(p), norm_bwd_bytes(p, false));
   if (dx) NL_LAUNCH(layer_norm_bwd_dx_kernel, unsigned(p.N), kThreads, kScratch, p, x, dy, gamma, mean, rstd, dx);
   if (dgamma || dbeta)
     NL_LAUNCH(layer_norm_bwd_affine_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, dy, mean,

@@ -28,9 +28,11 @@ __global__ void adam_step_kernel(AdamParams p, float* param, const float* grad, 
 }
 
 void sgd_step(const SgdParams& p, float* param, const float* grad, float* buf) {
+  NL_MODEL_OP("sgd_step", 5 * p.n, 20 * p.n);
   if (p.n > 0) NL_LAUNCH(sgd_step_kernel, grid_for(p.n, 256, 1024), 256, 0, p, param, grad, buf);
 }
 void adam_step(const AdamParams& p, float* param, const float* grad, float* m, float* v) {
+  NL_MODEL_OP("adam_step", 12 * p.n, 28 * p.n);
   if (p.n > 0) NL_LAUNCH(adam_step_kernel, grid_for(p.n, 256, 1024), 256, 0, p, param, grad, m, v);
 }
 

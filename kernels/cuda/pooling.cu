@@ -69,15 +69,19 @@ constexpr int kThreads = 256;
 }  // namespace
 
 void max_pool2d_fwd(const Pool2dParams& p, const float* x, float* y, int32_t* argmax) {
+  NL_MODEL_OP("max_pool2d", p.N * p.C * p.H * p.W, 4 * p.N * p.C * (p.H * p.W + 2 * p.P * p.Q));
   NL_LAUNCH(max_pool2d_fwd_kernel, grid_for(p.N * p.C * p.P * p.Q), kThreads, 0, p, x, y, argmax);
 }
 void max_pool2d_bwd(const Pool2dParams& p, const float* dy, const int32_t* argmax, float* dx) {
+  NL_MODEL_OP("max_pool2d_bwd", 0, 4 * p.N * p.C * (p.H * p.W + 2 * p.P * p.Q));
   NL_LAUNCH(max_pool2d_bwd_kernel, grid_for(p.N * p.C * p.H * p.W), kThreads, 0, p, dy, argmax, dx);
 }
 void global_avg_pool_fwd(int64_t NC, int64_t HxW, const float* x, float* y) {
+  NL_MODEL_OP("global_avg_pool", NC * HxW, 4 * NC * (HxW + 1));
   if (NC > 0) NL_LAUNCH(global_avg_pool_fwd_kernel, unsigned(NC), 64, 32 * sizeof(float), HxW, x, y);
 }
 void global_avg_pool_bwd(int64_t NC, int64_t HxW, const float* dy, float* dx) {
+  NL_MODEL_OP("global_avg_pool_bwd", 0, 4 * NC * (HxW + 1));
   NL_LAUNCH(global_avg_pool_bwd_kernel, grid_for(NC * HxW), kThreads, 0, NC, HxW, dy, dx);
 }
 

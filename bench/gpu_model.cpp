@@ -1,0 +1,244 @@
+// What the CUDA kernels would do on an A100, an H100 and an H200, measured without a GPU: one
+// training step of the comparison network (forward, NLL loss, backward, SGD) runs on emulated CUDA
+// under the cuemu memory-traffic profiler (kernels/cuemu/profile.h, NORMLAB_CUDA_PROFILE builds),
+// and every launch is reported with its measured requests, sectors per request, shared-memory
+// wavefronts and unique bytes, the DRAM traffic of an L2 model, its occupancy from ptxas'
+// registers and the documented per-SM limits, and a roofline time per GPU.
+//
+//   gpu_model --batches 128,512 --norms bn,gn,ln --ptxas build-nvcc/ptxas-summary.txt [--markdown]
+//
+// A MODEL, to be checked on a GPU (scripts/gpu-check.sh prints measured times beside it):
+//   - bandwidth and FP32 peaks are the datasheets' (NVIDIA A100, H100 SXM5, H200 SXM), not measured;
+//   - time = max(DRAM bytes / bandwidth, FLOPs / FP32 peak) / min(1, blocks / SMs) + 2 us launch;
+//     the FLOPs of an op count on its first launch; FP32 on CUDA cores (no tensor cores yet);
+//   - DRAM bytes: the L2 model (LRU over 32-byte sectors, cold per launch, blocks of a wave
+//     advancing together, wave = SMs x resident blocks per SM). Launches that ran a sample of their
+//     blocks (the GEMMs, --gemm-sample) have no L2 model: their DRAM bytes are the op's minimum.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cuemu/profile.h"
+#include "model.h"
+#include "normlab/core/ops.h"
+#include "normlab/core/rng.h"
+#include "normlab/nn/optim.h"
+
+namespace {
+using namespace nl;
+namespace prof = cuemu::profile;
+
+// Datasheet figures (dense, no sparsity), and the per-SM limits of the CUDA C++ Programming
+// Guide's compute capability tables (sm_80, sm_90).
+struct Gpu {
+  const char* name;
+  const char* arch;
+  int sms;
+  double bandwidth;  // bytes/s
+  double fp32;       // FLOP/s
+  double tf32;       // FLOP/s, tensor cores
+  double l2;         // bytes
+  int smem_per_sm;   // bytes usable by blocks
+};
+const Gpu kGpus[] = {
+    {"A100", "sm_80", 108, 2.039e12, 19.5e12, 156e12, 40.0 * (1 << 20), 164 * 1024},
+    {"H100", "sm_90", 132, 3.35e12, 66.9e12, 494.7e12, 50.0 * (1 << 20), 228 * 1024},
+    {"H200", "sm_90", 132, 4.8e12, 66.9e12, 494.7e12, 50.0 * (1 << 20), 228 * 1024},
+};
+constexpr double kLaunchSeconds = 2e-6;
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');)
+    if (!t.empty()) out.push_back(t);
+  return out;
+}
+
+// "implicit_gemm_kernel<Op>" -> "implicit_gemm_kernel"
+std::string base_name(const std::string& k) { return k.substr(0, k.find('<')); }
+
+// Registers per thread from scripts/check-nvcc.sh's summary, per (arch, kernel): the
+// instantiation whose template arguments appear in the launch's name, else the most of any
+// instantiation (occupancy then errs low).
+struct Registers {
+  struct Entry {
+    std::string arch, base, args;
+    int regs;
+  };
+  std::vector<Entry> entries;
+  void load(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot read the ptxas summary '" + path + "' (run scripts/check-nvcc.sh first, or pass --ptxas)");
+    const std::regex line(R"((sm_\d+)\s+(\d+) regs.*nl::cuda::(\w+)(<[^(]*>)?\()");
+    for (std::string l; std::getline(in, l);) {
+      std::smatch m;
+      if (std::regex_search(l, m, line)) entries.push_back({m[1], m[3], m[4], std::stoi(m[2])});
+    }
+    if (entries.empty()) throw std::runtime_error("no kernels in the ptxas summary '" + path + "'");
+  }
+  int get(const std::string& arch, const std::string& kernel) const {
+    const std::string b = base_name(kernel);
+    const std::string args = kernel.find('<') == std::string::npos ? "" : kernel.substr(kernel.find('<'));
+    int most = -1;
+    for (const Entry& e : entries) {
+      if (e.arch != arch || e.base != b) continue;
+      if (!args.empty() && e.args == args) return e.regs;
+      most = std::max(most, e.regs);
+    }
+    return most;
+  }
+};
+
+// Resident blocks per SM: the least of the thread, block, register and shared-memory limits
+// (registers allocated per warp in units of 256, shared memory in 128-byte units plus 1 KiB
+// reserved per block on sm_80/sm_90).
+int blocks_per_sm(const Gpu& g, int threads, int regs, size_t shmem) {
+  const int warps = (threads + 31) / 32;
+  int n = std::min(32, 64 / warps);
+  if (regs > 0) {
+    const int per_warp = (regs * 32 + 255) / 256 * 256;
+    n = std::min(n, 65536 / (per_warp * warps));
+  }
+  const size_t smem = (shmem + 127) / 128 * 128 + 1024;
+  n = std::min<int>(n, int(size_t(g.smem_per_sm) / smem));
+  return std::max(n, 0);
+}
+
+struct Row {
+  std::string op, kernel;
+  unsigned grid[3], block[3];
+  size_t shmem;
+  int count = 0;  // identical launches in the step
+  prof::Launch m; // measurements of one of them (counts scaled to the whole grid)
+  double dram[3] = {0, 0, 0};  // modelled DRAM bytes per GPU
+  bool sampled = false;
+};
+
+std::string key_of(const prof::Launch& l) {
+  std::ostringstream os;
+  os << l.op << '|' << l.kernel << '|' << l.grid[0] << ',' << l.grid[1] << ',' << l.grid[2] << '|' << l.block[0]
+     << '|' << l.shared_bytes << '|' << l.op_launch;
+  return os.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"normlab GPU model: the CUDA kernels' memory traffic measured on emulated CUDA, with roofline times"};
+  std::string norms = "bn,gn,ln", batches = "128,512", ptxas = "build-nvcc/ptxas-summary.txt";
+  uint64_t gemm_sample = 24;
+  bool markdown = false;
+  app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->capture_default_str();
+  app.add_option("--batches", batches, "comma-separated batch sizes")->capture_default_str();
+  app.add_option("--ptxas", ptxas, "scripts/check-nvcc.sh's ptxas-summary.txt (registers per kernel)")->capture_default_str();
+  app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")->capture_default_str();
+  app.add_flag("--markdown", markdown, "Markdown tables (for docs/kernels.md)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    Registers regs;
+    regs.load(ptxas);
+    if (!device_available(DeviceType::CUDA)) throw std::runtime_error("this build has no CUDA device (configure with NORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON)");
+    for (const std::string& bs : split(batches)) {
+      const int64_t batch = std::stoll(bs);
+      std::map<std::string, Row> rows;
+      std::vector<std::string> order;
+      prof::Options o;
+      o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
+        return gemm_sample && base_name(kernel) == "implicit_gemm_kernel" ? std::min(blocks, gemm_sample) : blocks;
+      };
+      o.on_launch = [&](const prof::Launch& l) {
+        const std::string k = key_of(l);
+        auto [it, fresh] = rows.try_emplace(k);
+        Row& r = it->second;
+        ++r.count;
+        if (!fresh) return;
+        order.push_back(k);
+        r.op = l.op.empty() ? "(none)" : l.op, r.kernel = l.kernel, r.shmem = l.shared_bytes;
+        std::copy(l.grid, l.grid + 3, r.grid), std::copy(l.block, l.block + 3, r.block);
+        r.sampled = l.blocks_run < l.blocks;
+        for (int gi = 0; gi < 3; ++gi) {
+          const Gpu& g = kGpus[gi];
+          const int threads = int(l.block[0] * l.block[1] * l.block[2]);
+          const int per_sm = std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes));
+          if (r.sampled) {
+            r.dram[gi] = l.op_launch == 0 ? l.op_min_bytes : 0;
+          } else {
+            const prof::Dram d = prof::simulate_l2(l, uint64_t(g.l2), uint64_t(g.sms) * per_sm);
+            r.dram[gi] = d.read_bytes + d.write_bytes;
+          }
+        }
+        r.m = l;
+        r.m.streams.clear();
+      };
+      for (const std::string& n : split(norms)) {
+        Generator init(0), drop(1), data(2);
+        auto net = compare::make_net(compare::parse_norm(n), init, &drop);
+        net->to(Device::cuda());
+        net->train();
+        Tensor x = Tensor::randn({batch, 3, 32, 32}, data).to(Device::cuda());
+        std::vector<int32_t> labels(static_cast<size_t>(batch));
+        for (int64_t i = 0; i < batch; ++i) labels[size_t(i)] = int32_t(i % 10);
+        Tensor y = Tensor::from_ints(labels, {batch}, Device::cuda());
+        nn::SGD opt(net->parameters(), {.lr = 0.01f, .momentum = 0.9f, .weight_decay = 5e-4f});
+        opt.zero_grad();
+        prof::start(o);
+        Tensor loss = nll_loss(net->forward(x), y);
+        loss.backward();
+        opt.step();
+        prof::stop();
+        std::fprintf(stderr, "gpu_model: batch %lld, %s: %zu distinct launches so far\n", (long long)batch, n.c_str(), order.size());
+      }
+      // Measurements (GPU-independent), then the model per GPU.
+      const char* sep = markdown ? " | " : "  ";
+      std::printf("\n%sBatch %lld: one training step of the comparison network (%s), %zu distinct launches\n\n",
+                  markdown ? "#### " : "== ", (long long)batch, norms.c_str(), order.size());
+      if (markdown)
+        std::printf("| op | kernel | n | grid x block, smem | ld req | ld sect/req (ideal) | st sect/req (ideal) | smem wavefr/req (ideal) | unique MB | op min MB | H100 DRAM MB (model) | regs sm_90 | blk/SM H100 | A100 us | H100 us | H200 us |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      double total[3] = {0, 0, 0};
+      for (const std::string& k : order) {
+        const Row& r = rows[k];
+        const prof::Launch& l = r.m;
+        const double s = l.scale();
+        auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+        const double ld_req = double(l.load.requests) * s;
+        char cfg[96];
+        std::snprintf(cfg, sizeof cfg, "(%u,%u,%u)x%u, %zu B%s", r.grid[0], r.grid[1], r.grid[2], r.block[0], r.shmem,
+                      r.sampled ? " [sampled]" : "");
+        const int reg90 = regs.get("sm_90", r.kernel);
+        double t[3];
+        for (int gi = 0; gi < 3; ++gi) {
+          const Gpu& g = kGpus[gi];
+          const double flops = l.op_launch == 0 ? l.op_flops : 0;
+          const double busy = std::min(1.0, double(l.blocks) / g.sms);
+          t[gi] = std::max(r.dram[gi] / g.bandwidth, flops / g.fp32) / busy + kLaunchSeconds;
+          total[gi] += t[gi] * r.count;
+        }
+        const int per_sm = blocks_per_sm(kGpus[1], int(r.block[0] * r.block[1] * r.block[2]), reg90, r.shmem);
+        std::printf("%s%s%s%s%s%d%s%s%s%.0f%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f%s%.2f%s%.2f%s%d%s%d%s%.1f%s%.1f%s%.1f%s\n",
+                    markdown ? "| " : "", r.op.c_str(), sep, r.kernel.c_str(), sep, r.count, sep, cfg, sep, ld_req, sep,
+                    ratio(double(l.load.sectors), double(l.load.requests)), ratio(double(l.load.ideal_sectors), double(l.load.requests)), sep,
+                    ratio(double(l.store.sectors), double(l.store.requests)), ratio(double(l.store.ideal_sectors), double(l.store.requests)), sep,
+                    ratio(double(l.shared_load.wavefronts + l.shared_store.wavefronts), double(l.shared_load.requests + l.shared_store.requests)),
+                    ratio(double(l.shared_load.ideal_wavefronts + l.shared_store.ideal_wavefronts), double(l.shared_load.requests + l.shared_store.requests)), sep,
+                    double(l.unique_read_bytes + l.unique_written_bytes) * s / 1e6, sep, l.op_launch == 0 ? l.op_min_bytes / 1e6 : 0.0, sep,
+                    r.dram[1] / 1e6, sep, reg90, sep, per_sm, sep, t[0] * 1e6, sep, t[1] * 1e6, sep, t[2] * 1e6, markdown ? " |" : "");
+      }
+      std::printf("\nModelled step time (all launches, %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n", norms.c_str(),
+                  total[0] * 1e6, total[1] * 1e6, total[2] * 1e6);
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_model: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
