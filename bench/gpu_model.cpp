@@ -134,7 +134,7 @@ std::string key_of(const prof::Launch& l) {
 int main(int argc, char** argv) {
   CLI::App app{"normlab GPU model: the CUDA kernels' memory traffic measured on emulated CUDA, with roofline times"};
   std::string norms = "bn,gn,ln", batches = "128,512", ptxas = "build-nvcc/ptxas-summary.txt";
-  uint64_t gemm_sample = 24;
+  uint64_t gemm_sample = 8;
   bool markdown = false;
   app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->capture_default_str();
   app.add_option("--batches", batches, "comma-separated batch sizes")->capture_default_str();

@@ -91,8 +91,9 @@ void count_shared(const Group& g, SharedStats& out) {
   for (const auto& [lane, a] : g.lanes) bytes = std::max(bytes, a.bytes);
   const unsigned lanes_per_phase = std::max(1u, 128u / std::min(bytes, 128u));
   out.requests += 1;
+  static std::vector<uintptr_t> words;
   for (unsigned lo = 0; lo < 32; lo += lanes_per_phase) {
-    std::vector<uintptr_t> words;
+    words.clear();
     for (const auto& [lane, a] : g.lanes)
       if (lane >= lo && lane < lo + lanes_per_phase)
         for (uintptr_t w = a.addr >> 2; w <= (a.addr + a.bytes - 1) >> 2; ++w) words.push_back(w);
@@ -107,8 +108,10 @@ void count_shared(const Group& g, SharedStats& out) {
 }
 
 void count_global(State& s, const Group& g, std::vector<uint64_t>& stream) {
-  std::vector<uint64_t> sectors;
-  std::vector<std::pair<uintptr_t, uint32_t>> spans;
+  static std::vector<uint64_t> sectors;  // reused: this runs once per warp-level request
+  static std::vector<std::pair<uintptr_t, uint32_t>> spans;
+  sectors.clear();
+  spans.clear();
   for (const auto& [lane, a] : g.lanes) {
     spans.emplace_back(a.addr, a.bytes);
     for (uintptr_t x = a.addr >> 5; x <= (a.addr + a.bytes - 1) >> 5; ++x) sectors.push_back(x);
@@ -198,8 +201,33 @@ void block_end() {
   std::vector<std::vector<std::vector<uint64_t>>> warp_requests;  // [warp][request] -> sectors
   for (size_t base = 0; base < threads; base += 32) {
     std::vector<Group> groups;
+    const unsigned lanes = unsigned(std::min<size_t>(32, threads - base));
+    // Converged warps (every lane the same sequence of sites) group by position; otherwise by
+    // (site, k-th execution of it in the lane), which pairs lanes across divergent branches.
+    bool converged = true;
+    const auto& first = s.per_thread[base];
+    for (unsigned lane = 1; lane < lanes && converged; ++lane) {
+      const auto& mine = s.per_thread[base + lane];
+      converged = mine.size() == first.size();
+      for (size_t i = 0; i < mine.size() && converged; ++i) converged = mine[i].site == first[i].site;
+    }
+    auto& requests = warp_requests.emplace_back();
+    auto count = [&](const Group& g) {
+      if (g.shared) count_shared(g, g.store ? l.shared_store : l.shared_load);
+      else count_global(s, g, requests.emplace_back());
+    };
+    if (converged) {
+      static Group g;  // reused: one request at a time
+      for (size_t i = 0; i < first.size(); ++i) {
+        g.site = first[i].site, g.store = first[i].store, g.shared = first[i].shared;
+        g.lanes.clear();
+        for (unsigned lane = 0; lane < lanes; ++lane) g.lanes.emplace_back(lane, s.per_thread[base + lane][i]);
+        count(g);
+      }
+      continue;
+    }
     std::unordered_map<std::pair<uintptr_t, uint32_t>, size_t, PairHash> index;
-    for (unsigned lane = 0; lane < 32 && base + lane < threads; ++lane) {
+    for (unsigned lane = 0; lane < lanes && !converged; ++lane) {
       std::unordered_map<uintptr_t, uint32_t> seen;  // the k-th execution of a site in this lane
       for (const Access& a : s.per_thread[base + lane]) {
         const auto key = std::make_pair(a.site, seen[a.site]++);
@@ -208,14 +236,7 @@ void block_end() {
         groups[it->second].lanes.emplace_back(lane, a);
       }
     }
-    auto& requests = warp_requests.emplace_back();
-    for (const Group& g : groups) {
-      if (g.shared) {
-        count_shared(g, g.store ? l.shared_store : l.shared_load);
-      } else {
-        count_global(s, g, requests.emplace_back());
-      }
-    }
+    for (const Group& g : groups) count(g);
   }
   // The block's sector stream: its warps interleaved request by request, as they run together.
   std::vector<uint64_t>& stream = l.streams.emplace_back();
