@@ -5,13 +5,16 @@
 # NORMLAB_CUDA=ON for that GPU's architecture in build-gpu/ and trains there; anywhere else it
 # builds the CPU tree build/. Either way the first lines say which and why.
 #
-# make test runs seven stages, each in its own build tree:
+# make test runs eight stages, each in its own build tree:
 #   test-cpu       the CPU build and its full suite
 #   test-emulate   NORMLAB_CUDA=EMULATE: the suite again on device cuda, executed by cuemu under
 #                  forward, reverse and random thread order
 #   test-asan      the emulated build under AddressSanitizer + UndefinedBehaviorSanitizer
 #   test-race      the emulated CUDA kernels under ThreadSanitizer, every CUDA thread a TSan fiber
 #                  with only CUDA's happens-before edges: data races between CUDA threads fail
+#   test-profile   the emulated build with cuemu's memory-traffic profiler: its own cases, the norm
+#                  kernels held to their design (coalesced, each tensor moved once), bench/gpu_model
+#                  on a small batch (`make gpu-model` writes the full table, batch 128 and 512)
 #   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
 #                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
 #                  skips cleanly without a GPU), and scripts/gpu-check.sh --dry-run
@@ -34,7 +37,7 @@ RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET)
 RESUME = $(if $(and $(filter file,$(origin RUN_ARGS)),$(wildcard $(RUN_OUT)/run.json)),--resume)
 
 .PHONY: build-fuzz
-.PHONY: all deps build run test test-cpu test-emulate test-asan test-race test-nvcc test-fuzz fuzz test-fresh gpu-check clean
+.PHONY: all deps build run test test-cpu test-emulate test-asan test-race test-profile test-nvcc test-fuzz fuzz test-fresh gpu-check gpu-model clean
 
 all: build
 
@@ -59,8 +62,8 @@ run: deps
 	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	fi
 
-test: test-cpu test-emulate test-asan test-race test-nvcc test-fuzz test-fresh
-	@echo "make test: all seven stages passed"
+test: test-cpu test-emulate test-asan test-race test-nvcc test-profile test-fuzz test-fresh
+	@echo "make test: all eight stages passed"
 
 test-cpu: build
 	cd build && $(CTEST)
@@ -91,6 +94,25 @@ test-race: deps
 	cd build-race && OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=0 $(CTEST) -R "cuda forward|race check" \
 	  -E "two training steps of the comparison network|interrupted study resumes"
 
+PROFILE_CONFIGURE = $(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON -DNORMLAB_BENCH_ONEDNN=OFF -S . -B build-profile
+# The GPU model needs ptxas' registers per kernel: test-nvcc's report, made here when missing.
+PTXAS_SUMMARY = build-nvcc/ptxas-summary.txt
+
+test-profile: deps
+	$(PROFILE_CONFIGURE)
+	cmake --build build-profile -j $(JOBS) --target profile_tests gpu_model
+	build-profile/tests/profile_tests
+	test -f $(PTXAS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
+	build-profile/bench/gpu_model --batches 8 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) > build-profile/gpu-model-smoke.txt
+	@tail -1 build-profile/gpu-model-smoke.txt
+
+# The full table of docs/kernels.md ("GPU model"): batch 128 and 512, every norm (about 15 minutes).
+gpu-model: deps
+	$(PROFILE_CONFIGURE)
+	cmake --build build-profile -j $(JOBS) --target gpu_model
+	test -f $(PTXAS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
+	build-profile/bench/gpu_model --batches 128,512 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --markdown | tee build-profile/gpu-model.md
+
 test-nvcc: deps
 	scripts/check-nvcc.sh build-nvcc
 	cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DNORMLAB_BUILD_BENCH=ON -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS) -S . -B build-cuda
@@ -120,4 +142,4 @@ gpu-check:
 	scripts/gpu-check.sh
 
 clean:
-	rm -rf build build-emulate build-asan build-nvcc build-cuda build-gpu build-gpu-check build-fresh build-fuzz
+	rm -rf build build-emulate build-asan build-race build-profile build-nvcc build-cuda build-gpu build-gpu-check build-fresh build-fuzz

@@ -112,7 +112,9 @@ void count_global(State& s, const Group& g, std::vector<uint64_t>& stream) {
   static std::vector<std::pair<uintptr_t, uint32_t>> spans;
   sectors.clear();
   spans.clear();
+  unsigned lane_lo = 32, lane_hi = 0, width = 0;
   for (const auto& [lane, a] : g.lanes) {
+    lane_lo = std::min(lane_lo, lane), lane_hi = std::max(lane_hi, lane), width = std::max(width, a.bytes);
     spans.emplace_back(a.addr, a.bytes);
     for (uintptr_t x = a.addr >> 5; x <= (a.addr + a.bytes - 1) >> 5; ++x) sectors.push_back(x);
   }
@@ -120,12 +122,14 @@ void count_global(State& s, const Group& g, std::vector<uint64_t>& stream) {
   sectors.erase(std::unique(sectors.begin(), sectors.end()), sectors.end());
   std::sort(spans.begin(), spans.end());
   spans.erase(std::unique(spans.begin(), spans.end()), spans.end());
-  uint64_t bytes = 0;
-  for (const auto& sp : spans) bytes += sp.second;
   GlobalStats& out = g.store ? s.launch.store : s.launch.load;
   out.requests += 1;
   out.sectors += sectors.size();
-  out.ideal_sectors += std::min<uint64_t>(sectors.size(), (bytes + 31) / 32);
+  // The ideal: lanes lane_lo..lane_hi reading consecutive elements from the lowest address, so
+  // neither a row that starts off a sector boundary (odd H x W) nor predicated-off lanes (a
+  // masked load) count as uncoalesced; a stride or a gather does.
+  const uint64_t dense = uint64_t(lane_hi - lane_lo + 1) * width;
+  out.ideal_sectors += std::min<uint64_t>(sectors.size(), (spans.front().first % 32 + dense + 31) / 32);
   auto& unique = g.store ? s.written_sectors : s.read_sectors;
   for (uint64_t x : sectors) {
     unique.insert(x);

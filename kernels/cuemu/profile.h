@@ -5,7 +5,8 @@
 // keeps each CUDA thread's accesses to device and shared memory in order and, per warp, groups the
 // lanes' k-th execution of one access site into one warp-level request, as the hardware issues it.
 // Per launch it reports what decides a kernel's speed on a GPU and can be measured without one:
-//   - global requests and 32-byte sectors per request against the ideal for the lanes' bytes;
+//   - global requests and 32-byte sectors per request against the ideal for the lanes' bytes
+//     (those bytes contiguous from the request's lowest address);
 //   - shared-memory requests and wavefronts (bank conflicts: wavefronts above the ideal);
 //   - unique bytes read and written (the DRAM floor) and, per executed block, the order of its
 //     sectors, from which simulate_l2 estimates DRAM traffic for a given L2 and concurrency.
