@@ -11,15 +11,18 @@
 //   - bandwidth and FP32 peaks are the datasheets' (NVIDIA A100, H100 SXM5, H200 SXM), not measured;
 //   - time = max(DRAM bytes / bandwidth, FLOPs / FP32 peak) / min(1, blocks / SMs) + 2 us launch;
 //     the FLOPs of an op count on its first launch; FP32 on CUDA cores (no tensor cores yet);
-//   - DRAM bytes: the L2 model (LRU over 32-byte sectors, cold per launch, blocks of a wave
+//   - DRAM bytes: the L2 model (cuemu::profile::L2: LRU over 32-byte sectors with evict-first
+//     hints, kept across the launches of a step as a GPU keeps it between kernels, blocks of a wave
 //     advancing together, wave = SMs x resident blocks per SM). Launches that ran a sample of their
-//     blocks (the GEMMs, --gemm-sample) have no L2 model: their DRAM bytes are the op's minimum.
+//     blocks (the GEMMs, --gemm-sample) have no L2 model: their DRAM bytes are the op's minimum,
+//     and the L2 is flushed after them (the next op starts cold: conservative).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -113,7 +116,7 @@ int blocks_per_sm(const Gpu& g, int threads, int regs, size_t shmem) {
 }
 
 struct Row {
-  std::string op, kernel;
+  std::string norm, op, kernel;
   unsigned grid[3], block[3];
   size_t shmem;
   int count = 0;  // identical launches in the step
@@ -122,9 +125,13 @@ struct Row {
   bool sampled = false;
 };
 
-std::string key_of(const prof::Launch& l) {
+bool is_norm_op(const std::string& op) { return op.find("norm") != std::string::npos; }
+
+// Identical launches of one step share a row: same op (and its size), kernel and configuration.
+// Norm launches are kept apart per norm; the rest is the same network in every step.
+std::string key_of(const std::string& norm, const prof::Launch& l) {
   std::ostringstream os;
-  os << l.op << '|' << l.kernel << '|' << l.grid[0] << ',' << l.grid[1] << ',' << l.grid[2] << '|' << l.block[0]
+  os << (is_norm_op(l.op) ? norm : "") << '|' << l.op << '|' << l.op_min_bytes << '|' << l.kernel << '|' << l.grid[0] << ',' << l.grid[1] << ',' << l.grid[2] << '|' << l.block[0]
      << '|' << l.shared_bytes << '|' << l.op_launch;
   return os.str();
 }
@@ -154,32 +161,56 @@ int main(int argc, char** argv) {
       o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
         return gemm_sample && base_name(kernel) == "implicit_gemm_kernel" ? std::min(blocks, gemm_sample) : blocks;
       };
+      std::string current_norm;
+      std::vector<std::unique_ptr<prof::L2>> l2;
+      for (const Gpu& g : kGpus) l2.push_back(std::make_unique<prof::L2>(uint64_t(g.l2)));
+      // Per op call (norm, op, size): modelled DRAM bytes on the H100 against the minimum.
+      struct OpTotal {
+        double dram = 0, min_bytes = 0;
+        int calls = 0;
+      };
+      std::map<std::string, OpTotal> op_totals;
+      std::vector<std::string> op_order;
       o.on_launch = [&](const prof::Launch& l) {
-        const std::string k = key_of(l);
+        const std::string k = key_of(current_norm, l);
         auto [it, fresh] = rows.try_emplace(k);
         Row& r = it->second;
         ++r.count;
-        if (!fresh) return;
-        order.push_back(k);
-        r.op = l.op.empty() ? "(none)" : l.op, r.kernel = l.kernel, r.shmem = l.shared_bytes;
-        std::copy(l.grid, l.grid + 3, r.grid), std::copy(l.block, l.block + 3, r.block);
-        r.sampled = l.blocks_run < l.blocks;
+        double dram[3] = {0, 0, 0};
+        const bool sampled = l.blocks_run < l.blocks;
         for (int gi = 0; gi < 3; ++gi) {
           const Gpu& g = kGpus[gi];
           const int threads = int(l.block[0] * l.block[1] * l.block[2]);
           const int per_sm = std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes));
-          if (r.sampled) {
-            r.dram[gi] = l.op_launch == 0 ? l.op_min_bytes : 0;
+          if (sampled) {
+            l2[gi]->flush();
+            dram[gi] = l.op_launch == 0 ? l.op_min_bytes : 0;
           } else {
-            const prof::Dram d = prof::simulate_l2(l, uint64_t(g.l2), uint64_t(g.sms) * per_sm);
-            r.dram[gi] = d.read_bytes + d.write_bytes;
+            const prof::Dram d = l2[gi]->run(l, uint64_t(g.sms) * per_sm);
+            dram[gi] = d.read_bytes + d.write_bytes;
           }
         }
+        if (!l.op.empty()) {
+          const std::string ok = (is_norm_op(l.op) ? current_norm + " " : std::string()) + l.op + " " +
+                                 std::to_string(int64_t(l.op_min_bytes));
+          auto [ot, new_op] = op_totals.try_emplace(ok);
+          if (new_op) op_order.push_back(ok);
+          ot->second.dram += dram[1];
+          if (l.op_launch == 0) ot->second.min_bytes += l.op_min_bytes, ++ot->second.calls;
+        }
+        if (!fresh) return;
+        order.push_back(k);
+        r.norm = is_norm_op(l.op) ? current_norm : "", r.op = l.op.empty() ? "(none)" : l.op;
+        r.kernel = l.kernel, r.shmem = l.shared_bytes;
+        std::copy(l.grid, l.grid + 3, r.grid), std::copy(l.block, l.block + 3, r.block);
+        r.sampled = sampled;
+        std::copy(dram, dram + 3, r.dram);
         r.m = l;
         r.m.streams.clear();
       };
       for (const std::string& n : split(norms)) {
         Generator init(0), drop(1), data(2);
+        current_norm = n;
         auto net = compare::make_net(compare::parse_norm(n), init, &drop);
         net->to(Device::cuda());
         net->train();
@@ -194,6 +225,7 @@ int main(int argc, char** argv) {
         loss.backward();
         opt.step();
         prof::stop();
+        for (auto& cache : l2) cache->flush();  // each step starts cold
         std::fprintf(stderr, "gpu_model: batch %lld, %s: %zu distinct launches so far\n", (long long)batch, n.c_str(), order.size());
       }
       // Measurements (GPU-independent), then the model per GPU.
@@ -207,6 +239,7 @@ int main(int argc, char** argv) {
       for (const std::string& k : order) {
         const Row& r = rows[k];
         const prof::Launch& l = r.m;
+        const int per_step = r.norm.empty() ? r.count / int(split(norms).size()) : r.count;
         const double s = l.scale();
         auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
         const double ld_req = double(l.load.requests) * s;
@@ -220,11 +253,11 @@ int main(int argc, char** argv) {
           const double flops = l.op_launch == 0 ? l.op_flops : 0;
           const double busy = std::min(1.0, double(l.blocks) / g.sms);
           t[gi] = std::max(r.dram[gi] / g.bandwidth, flops / g.fp32) / busy + kLaunchSeconds;
-          total[gi] += t[gi] * r.count;
+          total[gi] += t[gi] * r.count;  // every launch of every norm's step
         }
         const int per_sm = blocks_per_sm(kGpus[1], int(r.block[0] * r.block[1] * r.block[2]), reg90, r.shmem);
         std::printf("%s%s%s%s%s%d%s%s%s%.0f%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f%s%.2f%s%.2f%s%d%s%d%s%.1f%s%.1f%s%.1f%s\n",
-                    markdown ? "| " : "", r.op.c_str(), sep, r.kernel.c_str(), sep, r.count, sep, cfg, sep, ld_req, sep,
+                    markdown ? "| " : "", (r.norm.empty() ? r.op : r.norm + " " + r.op).c_str(), sep, r.kernel.c_str(), sep, per_step, sep, cfg, sep, ld_req, sep,
                     ratio(double(l.load.sectors), double(l.load.requests)), ratio(double(l.load.ideal_sectors), double(l.load.requests)), sep,
                     ratio(double(l.store.sectors), double(l.store.requests)), ratio(double(l.store.ideal_sectors), double(l.store.requests)), sep,
                     ratio(double(l.shared_load.wavefronts + l.shared_store.wavefronts), double(l.shared_load.requests + l.shared_store.requests)),
@@ -232,8 +265,21 @@ int main(int argc, char** argv) {
                     double(l.unique_read_bytes + l.unique_written_bytes) * s / 1e6, sep, l.op_launch == 0 ? l.op_min_bytes / 1e6 : 0.0, sep,
                     r.dram[1] / 1e6, sep, reg90, sep, per_sm, sep, t[0] * 1e6, sep, t[1] * 1e6, sep, t[2] * 1e6, markdown ? " |" : "");
       }
-      std::printf("\nModelled step time (all launches, %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n", norms.c_str(),
-                  total[0] * 1e6, total[1] * 1e6, total[2] * 1e6);
+      const double steps = double(split(norms).size());
+      std::printf("\nModelled time per training step (mean over %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n",
+                  norms.c_str(), total[0] / steps * 1e6, total[1] / steps * 1e6, total[2] / steps * 1e6);
+      // The norms against their minimum traffic: per call, modelled H100 DRAM (L2 kept across the
+      // op's launches) minus the op's minimum.
+      std::printf("\n%sNorm ops, batch %lld: modelled H100 DRAM traffic per call against the op's minimum\n\n",
+                  markdown ? "##### " : "== ", (long long)batch);
+      if (markdown) std::printf("| op (minimum bytes) | calls | minimum MB | modelled DRAM MB | above minimum MB |\n|---|---|---|---|---|\n");
+      for (const std::string& k : op_order) {
+        if (!is_norm_op(k)) continue;
+        const OpTotal& t = op_totals[k];
+        const double per_call = t.dram / std::max(1, t.calls), min_call = t.min_bytes / std::max(1, t.calls);
+        std::printf("%s%s%s%d%s%.2f%s%.2f%s%.2f%s\n", markdown ? "| " : "", k.c_str(), sep, t.calls, sep, min_call / 1e6,
+                    sep, per_call / 1e6, sep, (per_call - min_call) / 1e6, markdown ? " |" : "");
+      }
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -13,7 +13,9 @@
 //     16-wide K-step), 32 output channels (half of a 64-row tile), N*P*Q not a multiple of 64.
 // Tagged [ops], so they run on the CPU, on emulated CUDA in three thread orders and under ASan.
 #include <cmath>
+#include <cstdlib>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "helpers.h"
@@ -104,10 +106,40 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
   }
 }
 
+// More groups than blocks: the CUDA GroupNorm grid is capped so the groups in flight fit in L2
+// (kernels/cuda/norm.cu, gn_grid) and each block then takes several groups in turn. A budget of
+// 64 KiB makes that happen here on small tensors: 160 and 136 groups on the 132-block floor.
+TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops][norm][medium]") {
+  struct EnvBudget {
+    EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1); }
+    ~EnvBudget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
+  } budget;
+  for (auto [s, G] : {std::pair{Shape4{40, 16, 9, 9}, int64_t{4}}, std::pair{Shape4{136, 8, 8, 8}, int64_t{1}}}) {
+    CAPTURE(s.N, s.C, s.H, s.W, G);
+    const int64_t HW = s.H * s.W, Cg = s.C / G;
+    Tensor x = randn({s.N, s.C, s.H, s.W}, 121, 1.5f, -0.4f), gamma = randn({s.C}, 122, 0.5f, 1.0f),
+           beta = randn({s.C}, 123), res = randn({s.N, s.C, s.H, s.W}, 124), dy = randn({s.N, s.C, s.H, s.W}, 125);
+    NormEpilogue e;
+    e.relu = true, e.residual = res;
+    auto out = run_with_grads([&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
+                              {x, gamma, beta}, dy);
+    const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
+    ref::NormRef r = ref::normalize_fwd_bwd(
+        to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb, &rdy,
+        1e-5, true, &rres);
+    require_close(out[0], r.y, kTol, "y");
+    require_close(out[1], r.dx, kTol, "dx");
+    require_close(out[2], r.dgamma, kTol, "dgamma");
+    require_close(out[3], r.dbeta, kTol, "dbeta");
+  }
+}
+
+// Rows of 3,000 and 3,001 (every loop over a row several trips, vector and scalar), and 300 rows
+// of 70: dgamma/dbeta's column reduction over several chunks of rows, the last one partial, and a
+// column tile with a tail.
 TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops][norm][medium]") {
-  for (int64_t D : {3000, 3001}) {
-    CAPTURE(D);
-    const int64_t rows = 37;
+  for (auto [rows, D] : {std::pair<int64_t, int64_t>{37, 3000}, {37, 3001}, {300, 70}}) {
+    CAPTURE(rows, D);
     Tensor x = randn({rows, D}, 121, 3.0f, 1.0f), gamma = randn({D}, 122, 0.5f, 1.0f), beta = randn({D}, 123),
            dy = randn({rows, D}, 124);
     auto out = run_with_grads([](const std::vector<Tensor>& v) { return layer_norm(v[0], v[1], v[2]); },

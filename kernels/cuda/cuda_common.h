@@ -54,6 +54,10 @@ inline unsigned grid_for(int64_t n, int threads = 256, int64_t max_blocks = 4096
 
 // Vector loads and stores (float4, uchar4): one instruction per thread (LDG.128, STG.128). The
 // cuemu profiler counts them as such; the pointer must be aligned to sizeof(V).
+//
+// load_stream / store_stream: the same for data used once (a norm's output and mask, the residual
+// it adds, a gradient it writes): evict-first in L2 (__ldcs, __stcs), so streaming them does not
+// push out the tensor a second pass re-reads (docs/kernels.md, "L2-aware order").
 #if defined(__CUDACC__)
 template <typename V>
 __device__ __forceinline__ V load_vec(const V* p) {
@@ -63,7 +67,25 @@ template <typename V>
 __device__ __forceinline__ void store_vec(V* p, V v) {
   *p = v;
 }
+template <typename V>
+__device__ __forceinline__ V load_stream(const V* p) {
+  return __ldcs(p);
+}
+template <typename V>
+__device__ __forceinline__ void store_stream(V* p, V v) {
+  __stcs(p, v);
+}
 #else
+template <typename V>
+CUEMU_VECTOR_FN V load_stream(const V* p) {
+  CUEMU_EVICT_FIRST_ACCESS(p, sizeof(V), false);
+  return *p;
+}
+template <typename V>
+CUEMU_VECTOR_FN void store_stream(V* p, V v) {
+  CUEMU_EVICT_FIRST_ACCESS(p, sizeof(V), true);
+  *p = v;
+}
 template <typename V>
 CUEMU_VECTOR_FN V load_vec(const V* p) {
   CUEMU_VECTOR_ACCESS(p, sizeof(V), false);

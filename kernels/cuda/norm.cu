@@ -7,7 +7,9 @@
 // centred squares) over data the block re-reads from L2/global memory. See docs/kernels.md for
 // grid mappings and bytes moved.
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
+#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
@@ -30,6 +32,8 @@ __device__ __forceinline__ float beta_at(const float* b, int64_t c) { return b ?
 // index i (i % 4 == 0): one Philox call gives the 4 draws (element i + l is lane l of block
 // offset + i / 4, as everywhere), one float4/uchar4 store each. kVec: the pointers are 16-byte
 // aligned and the 4 elements are in memory together, so vector loads and stores are legal.
+// The mask, the residual and the output are each touched once here: evict-first (load_stream,
+// store_stream), so they do not evict the x that a second pass re-reads from L2.
 struct Epilogue {
   const float* residual;
   uint8_t* mask;
@@ -57,10 +61,10 @@ __device__ __forceinline__ void epilogue4(const NormParams& p, const Epilogue& e
       m[l] = pass;
       v[l] = pass ? v[l] * e.keep_scale : 0.0f;
     }
-    store_vec(reinterpret_cast<uchar4*>(e.mask + i), make_uchar4(m[0], m[1], m[2], m[3]));
+    store_stream(reinterpret_cast<uchar4*>(e.mask + i), make_uchar4(m[0], m[1], m[2], m[3]));
   }
   if (e.residual) {
-    const float4 rv = load_vec(reinterpret_cast<const float4*>(e.residual + i));
+    const float4 rv = load_stream(reinterpret_cast<const float4*>(e.residual + i));
     v[0] += rv.x, v[1] += rv.y, v[2] += rv.z, v[3] += rv.w;
   }
 }
@@ -69,10 +73,10 @@ __device__ __forceinline__ float epilogue1(const NormParams& p, const Epilogue& 
   if (p.relu || p.dropout > 0.0f) {
     const bool pass = (!p.relu || v > 0.0f) &&
                       (p.dropout <= 0.0f || (philox_bits(p.seed, p.offset, uint64_t(i)) >> 8) >= e.threshold);
-    e.mask[i] = pass;
+    store_stream(e.mask + i, uint8_t(pass));
     v = pass ? v * e.keep_scale : 0.0f;
   }
-  return e.residual ? v + e.residual[i] : v;
+  return e.residual ? v + load_stream(e.residual + i) : v;
 }
 
 // The gradient that reaches the norm: mask * dy / (1 - dropout), or dy without a mask.
@@ -95,8 +99,9 @@ __device__ __forceinline__ void load4(const float* x, int64_t i, float v[4]) {
   const float4 a = load_vec(reinterpret_cast<const float4*>(x + i));
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
 }
+// Outputs (y, dx): written once, read by the next op, evict-first.
 __device__ __forceinline__ void store4(float* y, int64_t i, const float v[4]) {
-  store_vec(reinterpret_cast<float4*>(y + i), make_float4(v[0], v[1], v[2], v[3]));
+  store_stream(reinterpret_cast<float4*>(y + i), make_float4(v[0], v[1], v[2], v[3]));
 }
 
 // ---------------------------------------------------------------------------------- GroupNorm
@@ -108,7 +113,10 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
                                       const float* beta, Epilogue e, float* y, float* mean,
                                       float* rstd) {
   NL_DYN_SHARED(float, scratch);
-  const int64_t ng = blockIdx.x, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+  // Groups in turn (gn_grid caps the grid so the groups in flight stay in L2 for the 2nd and 3rd
+  // pass); block_sum's trailing barrier makes scratch safe to reuse for the next group.
+  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
+  const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
   const float* xg = x + ng * D;
   float s = 0.0f;
   if (kVec) {
@@ -147,8 +155,9 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
       const int64_t c = g * Cg + i / p.HxW;
       const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-      y[ng * D + i] = epilogue1(p, e, ng * D + i, xg[i] * scale + shift);
+      store_stream(y + ng * D + i, epilogue1(p, e, ng * D + i, xg[i] * scale + shift));
     }
+  }
   }
 }
 
@@ -161,7 +170,8 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
                                       const uint8_t* mask, float keep_scale, float* dx,
                                       float* db_nc, float* ds_nc) {
   NL_DYN_SHARED(float, scratch);
-  const int64_t ng = blockIdx.x, n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
+  const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
   const float m = mean[ng], r = rstd[ng];
   const int64_t base = ng * D;
   float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
@@ -187,7 +197,7 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     sum_gg += gamma_at(gamma, c) * a;
     sum_gg_xhat += gamma_at(gamma, c) * b;
   }
-  if (!dx) return;
+  if (!dx) continue;
   const float k1 = sum_gg / float(D), k2 = sum_gg_xhat / float(D);
   if (kVec) {
     for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
@@ -202,8 +212,9 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
       const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
       const float xhat = (x[base + i] - m) * r;
-      dx[base + i] = r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2);
+      store_stream(dx + base + i, r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2));
     }
+  }
   }
 }
 
@@ -300,9 +311,13 @@ __global__ void batch_norm_apply_kernel(NormParams p, const float* x, const floa
   int64_t begin, end;
   bn_split(M, begin, end);
   const float scale = gamma_at(gamma, c) * rstd[c], shift = beta_at(beta, c) - mean[c] * scale;
+  // Backwards through the split, the reverse of the statistics pass: the x it read last is still
+  // in L2 and is read first (docs/kernels.md, "L2-aware order"). Lanes stay on consecutive
+  // elements, so every request is as coalesced as forwards.
   if (kVec) {
-    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
+    const int64_t quads = (end - begin) / 4;
+    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, begin + 4 * (quads - 1 - q));
       float v[4];
       load4(x, off, v);
       for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
@@ -310,9 +325,9 @@ __global__ void batch_norm_apply_kernel(NormParams p, const float* x, const floa
       store4(y, off, v);
     }
   } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
-      y[off] = epilogue1(p, e, off, x[off] * scale + shift);
+    for (int64_t q = threadIdx.x; q < end - begin; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, end - 1 - q);
+      store_stream(y + off, epilogue1(p, e, off, x[off] * scale + shift));
     }
   }
 }
@@ -367,9 +382,12 @@ __global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const flo
   const float m = mean[c], r = rstd[c], gr = gamma_at(gamma, c) * r;
   // Eval mode normalises with constants, so only the direct term remains.
   const float k1 = p.training ? sg / float(M) : 0.0f, k2 = p.training ? sgxhat / float(M) : 0.0f;
+  // Backwards through the split, as in batch_norm_apply_kernel: what the sums pass read last is
+  // re-read first, from L2.
   if (kVec) {
-    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
+    const int64_t quads = (end - begin) / 4;
+    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, begin + 4 * (quads - 1 - q));
       float gv[4], xv[4];
       masked_dy4(dy, mask, keep_scale, off, gv);
       load4(x, off, xv);
@@ -377,9 +395,9 @@ __global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const flo
       store4(dx, off, gv);
     }
   } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
-      dx[off] = gr * (masked_dy(dy, mask, keep_scale, off) - k1 - (x[off] - m) * r * k2);
+    for (int64_t q = threadIdx.x; q < end - begin; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, end - 1 - q);
+      store_stream(dx + off, gr * (masked_dy(dy, mask, keep_scale, off) - k1 - (x[off] - m) * r * k2));
     }
   }
 }
@@ -423,18 +441,47 @@ __global__ void layer_norm_bwd_dx_kernel(NormParams p, const float* x, const flo
     dx[row * p.C + i] = r * (gamma_at(gamma, i) * dyr[i] - k1 - (xr[i] - m) * r * k2);
 }
 
-// One thread per column, rows in order.
-__global__ void layer_norm_bwd_affine_kernel(NormParams p, const float* x, const float* dy,
-                                             const float* mean, const float* rstd, float* dgamma,
-                                             float* dbeta) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= p.C) return;
+// dgamma/dbeta: column sums over every row, in two stages so the work spreads over the GPU (one
+// thread per column walking all N rows left C/128 blocks, each N steps long and latency-bound).
+// Stage 1: block (column tile of 32, chunk of kLnRowsPerChunk rows); its 8 rows of threads take
+// every 8th row of the chunk (a warp reads 32 consecutive columns of one row: coalesced), then sum
+// their 8 partials in row order through shared memory. Stage 2: one thread per column adds the
+// chunks' partials in chunk order. Fixed orders: bitwise reproducible, no atomics.
+constexpr int kLnCols = 32, kLnRowThreads = 8;
+__global__ void layer_norm_bwd_affine_partial_kernel(NormParams p, int64_t rows_per_chunk, const float* x,
+                                                     const float* dy, const float* mean, const float* rstd,
+                                                     float* part_a, float* part_b) {
+  NL_DYN_SHARED(float, tile);  // [2][kLnRowThreads][kLnCols + 1], padded: no bank conflicts
+  const int tx = threadIdx.x % kLnCols, ty = threadIdx.x / kLnCols;
+  const int64_t c = int64_t(blockIdx.x) * kLnCols + tx, chunk = blockIdx.y;
+  const int64_t begin = chunk * rows_per_chunk, end = begin + rows_per_chunk < p.N ? begin + rows_per_chunk : p.N;
   float a = 0.0f, b = 0.0f;
-  for (int64_t row = 0; row < p.N; ++row) {
-    const float d = dy[row * p.C + c];
-    a += d;
-    b += d * (x[row * p.C + c] - mean[row]) * rstd[row];
+  if (c < p.C) {
+    for (int64_t row = begin + ty; row < end; row += kLnRowThreads) {
+      const float d = dy[row * p.C + c];
+      a += d;
+      b += d * (x[row * p.C + c] - mean[row]) * rstd[row];
+    }
   }
+  float* ta = tile;
+  float* tb = tile + kLnRowThreads * (kLnCols + 1);
+  ta[ty * (kLnCols + 1) + tx] = a;
+  tb[ty * (kLnCols + 1) + tx] = b;
+  __syncthreads();
+  if (ty == 0 && c < p.C) {
+    float sa = 0.0f, sb = 0.0f;
+    for (int k = 0; k < kLnRowThreads; ++k) sa += ta[k * (kLnCols + 1) + tx], sb += tb[k * (kLnCols + 1) + tx];
+    part_a[chunk * p.C + c] = sa;
+    part_b[chunk * p.C + c] = sb;
+  }
+}
+
+__global__ void layer_norm_bwd_affine_finish_kernel(int64_t C, int64_t chunks, const float* part_a,
+                                                    const float* part_b, float* dgamma, float* dbeta) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  float a = 0.0f, b = 0.0f;
+  for (int64_t k = 0; k < chunks; ++k) a += part_a[k * C + c], b += part_b[k * C + c];
   if (dbeta) dbeta[c] = a;
   if (dgamma) dgamma[c] = b;
 }
@@ -463,6 +510,30 @@ bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
   return true;
 }
 float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f; }
+
+// GroupNorm's grid: one block per (n, g) while the groups in flight fit in half an L2 (24 MiB:
+// 60% of an A100's, half an H100's), else fewer blocks taking groups in turn. A block passes over
+// its group 3 times (forward: mean, variance, output; backward: sums per channel, then dx); with
+// every group of a large LayerNorm (G = 1: 128 KiB at 32 x 32 x 32) in flight at once the L2 would
+// hold under half of each, and every later pass would go to DRAM (docs/kernels.md, "GPU model").
+// Never fewer than 132 blocks (one per SM of an H100). A design constant, not a device query:
+// the emulated and the real launch are the same launch. NORMLAB_CUDA_L2_BUDGET (bytes) overrides
+// it for GPUs with a smaller L2 (and lets the tests reach the capped grid on small tensors).
+constexpr int64_t kMinGroupBlocks = 132;
+double l2_budget() {
+  const char* env = std::getenv("NORMLAB_CUDA_L2_BUDGET");
+  if (!env || !*env) return 24.0 * (1 << 20);
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  if (*end != '\0' || !(v > 0))
+    throw Error(std::string("NORMLAB_CUDA_L2_BUDGET must be a positive number of bytes, got '") + env + "'");
+  return v;
+}
+unsigned gn_grid(const NormParams& p, double bytes_per_group) {
+  const int64_t groups = p.N * p.G;
+  const int64_t fit = std::max<int64_t>(kMinGroupBlocks, int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
+  return unsigned(std::min(groups, fit));
+}
 }  // namespace
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
@@ -470,10 +541,12 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
   if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const Epilogue e = make_epilogue(p, residual, mask);
+  // Re-read: x (the output, mask and residual stream through evict-first).
+  const unsigned grid = gn_grid(p, 4.0 * (p.C / p.G) * p.HxW);
   if (vec_ok(p, {x, residual, y, mask}))
-    NL_LAUNCH(group_norm_fwd_kernel<true>, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
   else
-    NL_LAUNCH(group_norm_fwd_kernel<false>, unsigned(p.N * p.G), kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
@@ -484,11 +557,13 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   Scratch scratch(sizeof(float) * 2 * size_t(p.N * p.C));  // db_nc then ds_nc, [N, C] each
   float* partial = scratch.f32();
   const float ks = keep_scale(p);
+  // Re-read: x, dy and the mask.
+  const unsigned grid = gn_grid(p, (mask ? 9.0 : 8.0) * (p.C / p.G) * p.HxW);
   if (vec_ok(p, {x, dy, mask, dx}))
-    NL_LAUNCH(group_norm_bwd_kernel<true>, unsigned(p.N * p.G), kThreads, kScratch, p, x, dy, gamma,
+    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma,
               mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
   else
-    NL_LAUNCH(group_norm_bwd_kernel<false>, unsigned(p.N * p.G), kThreads, kScratch, p, x, dy, gamma,
+    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma,
               mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
   if (dgamma || dbeta)
     NL_LAUNCH(reduce_over_n_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.N, p.C, partial,
@@ -545,9 +620,16 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   if (p.N == 0) return;
   NL_MODEL_OP("layer_norm_bwd", norm_flops(p), norm_bwd_bytes(p, false));
   if (dx) NL_LAUNCH(layer_norm_bwd_dx_kernel, unsigned(p.N), kThreads, kScratch, p, x, dy, gamma, mean, rstd, dx);
-  if (dgamma || dbeta)
-    NL_LAUNCH(layer_norm_bwd_affine_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, dy, mean,
-              rstd, dgamma, dbeta);
+  if (dgamma || dbeta) {
+    // 64 rows per chunk (8 trips of 8 thread rows), more when N would need over 65,535 chunks.
+    const int64_t rows_per_chunk = std::max<int64_t>(64, ceil_div(p.N, 65535)), chunks = ceil_div(p.N, rows_per_chunk);
+    Scratch part(sizeof(float) * 2 * size_t(chunks * p.C));
+    NL_LAUNCH(layer_norm_bwd_affine_partial_kernel, dim3(unsigned(ceil_div(p.C, kLnCols)), unsigned(chunks)),
+              kLnCols * kLnRowThreads, 2 * kLnRowThreads * (kLnCols + 1) * sizeof(float), p, rows_per_chunk, x, dy,
+              mean, rstd, part.f32(), part.f32() + chunks * p.C);
+    NL_LAUNCH(layer_norm_bwd_affine_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.C, chunks, part.f32(),
+              part.f32() + chunks * p.C, dgamma, dbeta);
+  }
 }
 
 // ---------------------------------------------------------------------------------- registration

@@ -22,7 +22,7 @@ namespace {
 struct Access {
   uintptr_t site, addr;
   uint32_t bytes;
-  bool store, shared;
+  bool store, shared, evict_first;
 };
 
 struct State {
@@ -61,19 +61,19 @@ bool in_device(State& s, uintptr_t a) {
   return false;
 }
 
-inline void record(uintptr_t addr, uint32_t bytes, bool store, uintptr_t site) {
+inline void record(uintptr_t addr, uint32_t bytes, bool store, uintptr_t site, bool evict_first = false) {
   State& s = st();
   if (!s.in_block) return;
   const bool shared = addr >= s.shared_lo && addr < s.shared_hi;
   // Everything else a kernel touches is a register on a GPU (its locals on the fiber stack) or
   // a kernel parameter (constant memory): not memory traffic.
   if (!shared && !in_device(s, addr)) return;
-  s.per_thread[current().linear_tid].push_back({site, addr, bytes, store, shared});
+  s.per_thread[current().linear_tid].push_back({site, addr, bytes, store, shared, evict_first});
 }
 
 struct Group {
   uintptr_t site;
-  bool store, shared;
+  bool store, shared, evict_first;
   std::vector<std::pair<unsigned, Access>> lanes;  // (lane, access)
 };
 
@@ -133,7 +133,7 @@ void count_global(State& s, const Group& g, std::vector<uint64_t>& stream) {
   auto& unique = g.store ? s.written_sectors : s.read_sectors;
   for (uint64_t x : sectors) {
     unique.insert(x);
-    stream.push_back(x << 1 | (g.store ? 1u : 0u));
+    stream.push_back(stream_entry(x, g.store, g.evict_first));
   }
 }
 
@@ -157,8 +157,8 @@ OpScope::~OpScope() {
   if (--s.op_depth == 0) s.op.clear();
 }
 
-void vector_access(const void* p, unsigned bytes, bool store, const void* site) {
-  record(reinterpret_cast<uintptr_t>(p), bytes, store, reinterpret_cast<uintptr_t>(site));
+void vector_access(const void* p, unsigned bytes, bool store, const void* site, bool evict_first) {
+  record(reinterpret_cast<uintptr_t>(p), bytes, store, reinterpret_cast<uintptr_t>(site), evict_first);
 }
 
 uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, size_t shared_bytes) {
@@ -224,6 +224,7 @@ void block_end() {
       static Group g;  // reused: one request at a time
       for (size_t i = 0; i < first.size(); ++i) {
         g.site = first[i].site, g.store = first[i].store, g.shared = first[i].shared;
+        g.evict_first = first[i].evict_first;
         g.lanes.clear();
         for (unsigned lane = 0; lane < lanes; ++lane) g.lanes.emplace_back(lane, s.per_thread[base + lane][i]);
         count(g);
@@ -236,7 +237,7 @@ void block_end() {
       for (const Access& a : s.per_thread[base + lane]) {
         const auto key = std::make_pair(a.site, seen[a.site]++);
         auto [it, fresh] = index.try_emplace(key, groups.size());
-        if (fresh) groups.push_back({a.site, a.store, a.shared, {}});
+        if (fresh) groups.push_back({a.site, a.store, a.shared, a.evict_first, {}});
         groups[it->second].lanes.emplace_back(lane, a);
       }
     }
@@ -268,43 +269,48 @@ void launch_end() {
   s.written_sectors.clear();
 }
 
-Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_blocks) {
-  if (launch.blocks_run != launch.blocks)
-    throw std::invalid_argument("simulate_l2: " + launch.kernel + " ran a sample of its blocks");
-  // An LRU list over sectors: intrusive doubly linked list in vectors, indexed by a hash map.
-  const size_t capacity = std::max<uint64_t>(1, l2_bytes / 32);
+// The L2 model: an LRU list over sectors, intrusive doubly linked list in vectors, indexed by a
+// hash map.
+struct L2::Impl {
+  static constexpr uint32_t kNil = UINT32_MAX;
   struct Node {
     uint64_t sector;
     uint32_t prev, next;
     bool dirty;
   };
-  constexpr uint32_t kNil = UINT32_MAX;
+  size_t capacity;
   std::vector<Node> nodes;
-  nodes.reserve(capacity);
   std::unordered_map<uint64_t, uint32_t> where;
-  where.reserve(capacity * 2);
-  uint32_t head = kNil, tail = kNil;  // head: most recent
+  uint32_t head = kNil, tail = kNil;  // head: most recent; tail: next to go
   Dram d;
-  auto unlink = [&](uint32_t i) {
+
+  void unlink(uint32_t i) {
     Node& n = nodes[i];
     (n.prev == kNil ? head : nodes[n.prev].next) = n.next;
     (n.next == kNil ? tail : nodes[n.next].prev) = n.prev;
-  };
-  auto push_front = [&](uint32_t i) {
+  }
+  void push_front(uint32_t i) {
     nodes[i].prev = kNil, nodes[i].next = head;
     if (head != kNil) nodes[head].prev = i;
     head = i;
     if (tail == kNil) tail = i;
-  };
-  auto touch = [&](uint64_t sector, bool store) {
+  }
+  void push_back(uint32_t i) {
+    nodes[i].next = kNil, nodes[i].prev = tail;
+    if (tail != kNil) nodes[tail].next = i;
+    tail = i;
+    if (head == kNil) head = i;
+  }
+  void touch(uint64_t sector, bool store, bool evict_first) {
     auto it = where.find(sector);
     if (it != where.end()) {
-      unlink(it->second);
-      push_front(it->second);
-      nodes[it->second].dirty |= store;
+      if (!evict_first) unlink(it->second), push_front(it->second);
+      if (store && !nodes[it->second].dirty) d.write_bytes += 32, nodes[it->second].dirty = true;
       return;
     }
-    if (!store) d.read_bytes += 32;  // a miss; a full or partial store allocates without a fetch
+    // A miss. A load fetches the sector; a store allocates it without a fetch, and the write-back
+    // it will cost is counted now, to the launch that wrote it.
+    (store ? d.write_bytes : d.read_bytes) += 32;
     uint32_t i;
     if (nodes.size() < capacity) {
       i = uint32_t(nodes.size());
@@ -312,13 +318,26 @@ Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_bl
     } else {
       i = tail;
       unlink(i);
-      if (nodes[i].dirty) d.write_bytes += 32;
       where.erase(nodes[i].sector);
       nodes[i] = {sector, kNil, kNil, store};
     }
     where.emplace(sector, i);
-    push_front(i);
-  };
+    evict_first ? push_back(i) : push_front(i);
+  }
+};
+
+L2::L2(uint64_t bytes) : impl_(new Impl) {
+  impl_->capacity = std::max<uint64_t>(1, bytes / 32);
+  impl_->nodes.reserve(impl_->capacity);
+  impl_->where.reserve(impl_->capacity * 2);
+}
+L2::~L2() { delete impl_; }
+
+Dram L2::run(const Launch& launch, uint64_t concurrent_blocks) {
+  if (launch.blocks_run != launch.blocks)
+    throw std::invalid_argument("L2 model: " + launch.kernel + " ran a sample of its blocks");
+  Impl& m = *impl_;
+  m.d = Dram{};
   constexpr size_t kRounds = 64;
   const size_t wave = std::max<uint64_t>(1, concurrent_blocks);
   for (size_t first = 0; first < launch.streams.size(); first += wave) {
@@ -326,12 +345,23 @@ Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_bl
     for (size_t r = 0; r < kRounds; ++r)
       for (size_t b = first; b < last; ++b) {
         const auto& s = launch.streams[b];
-        for (size_t i = s.size() * r / kRounds; i < s.size() * (r + 1) / kRounds; ++i) touch(s[i] >> 1, s[i] & 1);
+        for (size_t i = s.size() * r / kRounds; i < s.size() * (r + 1) / kRounds; ++i)
+          m.touch(entry_sector(s[i]), entry_store(s[i]), entry_evict_first(s[i]));
       }
   }
-  for (uint32_t i = head; i != kNil; i = nodes[i].next)
-    if (nodes[i].dirty) d.write_bytes += 32;
-  return d;
+  return m.d;
+}
+
+void L2::flush() {
+  Impl& m = *impl_;
+  m.nodes.clear();
+  m.where.clear();
+  m.head = m.tail = Impl::kNil;
+}
+
+Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_blocks) {
+  L2 l2(l2_bytes);
+  return l2.run(launch, concurrent_blocks);
 }
 
 }  // namespace cuemu::profile

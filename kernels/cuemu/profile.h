@@ -41,12 +41,21 @@ struct Launch {
   GlobalStats load, store;
   SharedStats shared_load, shared_store;
   uint64_t unique_read_bytes = 0, unique_written_bytes = 0;  // of the blocks that ran
-  // Per block that ran, in block order: its global sectors (address / 32) << 1 | is_store, in
-  // the order its warps issued them (warps interleaved request by request).
+  // Per block that ran, in block order: its global sector accesses (stream_entry), in the order
+  // its warps issued them (warps interleaved request by request).
   std::vector<std::vector<uint64_t>> streams;
   // Counts scaled from the sample to the whole grid (1 when every block ran).
   double scale() const { return blocks_run ? double(blocks) / double(blocks_run) : 0.0; }
 };
+
+// An entry of Launch::streams: the sector (address / 32), whether it was a store, and whether
+// the access asked for evict-first caching (__ldcs/__stcs: data used once, e.g. a norm's output).
+inline uint64_t stream_entry(uint64_t sector, bool store, bool evict_first) {
+  return sector << 2 | uint64_t(evict_first) << 1 | uint64_t(store);
+}
+inline uint64_t entry_sector(uint64_t e) { return e >> 2; }
+inline bool entry_store(uint64_t e) { return e & 1; }
+inline bool entry_evict_first(uint64_t e) { return e >> 1 & 1; }
 
 struct Options {
   // How many of a launch's `blocks` to run (evenly spaced; the others are skipped and their
@@ -64,10 +73,28 @@ bool active();
 struct Dram {
   double read_bytes = 0, write_bytes = 0;
 };
-// DRAM traffic of a launch on a GPU with `l2_bytes` of L2 (LRU over 32-byte sectors, cold at the
-// start of the launch) when `concurrent_blocks` run at once: blocks start in index order in
-// waves, and the blocks of a wave advance through their streams at the same rate. Written
-// sectors reach DRAM once each. Only for launches whose blocks all ran.
+// An L2 over 32-byte sectors that lives across launches, as a GPU's does between kernels on one
+// stream. LRU; an evict-first access that misses is inserted at the eviction end and one that
+// hits is not promoted. Stores allocate without a fetch; a sector's write-back is counted to the
+// launch that makes it dirty (it reaches DRAM once, sooner or later).
+class L2 {
+ public:
+  explicit L2(uint64_t bytes);
+  ~L2();
+  L2(const L2&) = delete;
+  L2& operator=(const L2&) = delete;
+  // The DRAM traffic of `launch` when `concurrent_blocks` run at once: blocks start in index
+  // order in waves, and the blocks of a wave advance through their streams at the same rate.
+  // Only for launches whose blocks all ran.
+  Dram run(const Launch& launch, uint64_t concurrent_blocks);
+  // Forgets everything (an unknown launch ran in between: start cold).
+  void flush();
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+// One launch on a cold L2.
 Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_blocks);
 
 // The op that the launches inside this scope belong to (used by NL_MODEL_OP).
@@ -79,9 +106,9 @@ class OpScope {
   OpScope& operator=(const OpScope&) = delete;
 };
 
-// A vector access (float4, uchar4) made by one thread as one instruction, reported by the
-// vector helpers of cuda_common.h; `site` identifies the instruction.
-void vector_access(const void* p, unsigned bytes, bool store, const void* site);
+// A vector or cache-hinted access (float4, uchar4; __ldcs/__stcs) made by one thread as one
+// instruction, reported by the helpers of cuda_common.h; `site` identifies the instruction.
+void vector_access(const void* p, unsigned bytes, bool store, const void* site, bool evict_first = false);
 
 // Hooks for the scheduler (runtime.cpp).
 uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, size_t shared_bytes);

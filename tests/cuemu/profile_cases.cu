@@ -236,7 +236,7 @@ TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op n
           op.ideal += double(l.load.ideal_sectors + l.store.ideal_sectors);
           if (l.op_launch == 0) op.min_bytes = l.op_min_bytes;
           for (const auto& stream : l.streams)
-            for (uint64_t x : stream) op.touched.insert(x >> 1);
+            for (uint64_t x : stream) op.touched.insert(prof::entry_sector(x));
           CHECK(l.shared_load.wavefronts == l.shared_load.ideal_wavefronts);
           CHECK(l.shared_store.wavefronts == l.shared_store.ideal_wavefronts);
         }
