@@ -17,6 +17,11 @@
 // cuDNN's backend graph API (CUDNN_LAYER_NORM, bench/cudnn_graph_layernorm.h; its affine is per
 // element), and the BN-view stand-in with G = 1 beside it.
 //
+// Numbers too: for forward training and backward, our output (y or dx) is compared with cuDNN's
+// on the same inputs (gamma = 1, beta = 0, so the BN-view stand-ins compute the same function),
+// as max |ours - cuDNN| / max(1, |cuDNN|) per row; above 1e-3 the run fails (exit 1). Float
+// reductions in a different order over up to 16M elements differ by about 1e-6 to 1e-5.
+//
 // Without a GPU it prints one line saying it skipped and why, and exits 0.
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -117,8 +122,30 @@ double median_ms(const Gpu& d, int iters, F&& launch) {
 struct Row {
   std::string name;
   double ms, gbs, pct;
+  double diff = -1;  // max relative difference of the output against cuDNN's; -1: not compared
 };
 std::vector<Row> g_rows;  // for --json
+constexpr double kMaxDiff = 1e-3;
+bool g_numbers_ok = true;
+
+std::vector<float> to_host(const float* d, int64_t n) {
+  std::vector<float> h(static_cast<size_t>(n));
+  CK(cudaMemcpy(h.data(), d, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+// Max |a - b| / max(1, |b|) (b: cuDNN's), recorded on the last row reported; NaN counts as failure.
+void compare_last(const std::vector<float>& ours, const std::vector<float>& theirs) {
+  double worst = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    const double d = std::fabs(double(ours[i]) - theirs[i]) / std::max(1.0, std::fabs(double(theirs[i])));
+    if (!(d <= worst)) worst = d;  // also takes NaN
+  }
+  Row& r = g_rows.back();
+  r.diff = worst;
+  const bool ok = worst <= kMaxDiff;
+  g_numbers_ok = g_numbers_ok && ok;
+  std::printf("%-58s max |ours - cuDNN| = %.2e (relative)%s\n", "", worst, ok ? "" : "  ** ABOVE 1e-3 **");
+}
 
 void report(const Gpu& d, const std::string& name, double ms, int64_t bytes) {
   const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
@@ -141,9 +168,9 @@ bool write_json(const char* path, const char* device, const Gpu& d, int iters) {
   std::fprintf(f, "{\"device\": \"%s\", \"peak_gbs\": %.1f, \"iters\": %d, \"rows\": [\n",
                esc(device).c_str(), d.peak_gbs, iters);
   for (size_t i = 0; i < g_rows.size(); ++i)
-    std::fprintf(f, "  {\"name\": \"%s\", \"ms\": %.5f, \"gbs\": %.2f, \"pct_of_peak\": %.2f}%s\n",
+    std::fprintf(f, "  {\"name\": \"%s\", \"ms\": %.5f, \"gbs\": %.2f, \"pct_of_peak\": %.2f, \"max_rel_diff_vs_normlab\": %s}%s\n",
                  esc(g_rows[i].name).c_str(), g_rows[i].ms, g_rows[i].gbs, g_rows[i].pct,
-                 i + 1 < g_rows.size() ? "," : "");
+                 g_rows[i].diff < 0 ? "null" : std::to_string(g_rows[i].diff).c_str(), i + 1 < g_rows.size() ? "," : "");
   std::fprintf(f, "]}\n");
   return std::fclose(f) == 0;
 }
@@ -181,6 +208,9 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
            else
              group_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta);
          }), bytes);
+  // Our output of the last timed run (the same every run: the same inputs), for the comparison.
+  const bool compare = pass != kFwdEval;
+  const std::vector<float> ours = compare ? to_host(pass == kBwd ? b.dx : b.y, n) : std::vector<float>();
 
   // cuDNN: BatchNorm on the real tensor, or on the [1, N*G, C/G*HW, 1] view for GN/LN.
   cudnnTensorDescriptor_t xd, sd;
@@ -227,6 +257,7 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
                                                    b.dgamma, b.dbeta, 1e-5, b.mean, b.rstd, nullptr, work,
                                                    std::max<size_t>(bws, 16), reserve, std::max<size_t>(rs, 16)));
            }), bytes);
+    if (compare) compare_last(ours, to_host(pass == kBwd ? b.dx : b.y, n));
     CK(cudaFree(work));
     CK(cudaFree(reserve));
   }
@@ -262,6 +293,7 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
       CK(cudaMalloc(&ws, std::max<size_t>({train.workspace_bytes(), timed.workspace_bytes(), 16})));
       train.run(ptr, ws);
       report(dev, base + "/cudnn_graph_layernorm", median_ms(dev, iters, [&] { timed.run(ptr, ws); }), bytes);
+      if (compare) compare_last(ours, to_host(pass == kBwd ? b.dx : b.y, n));
       CK(cudaFree(ws));
     } catch (const std::exception& ex) {
       std::printf("%-58s not run: %s\n", (base + "/cudnn_graph_layernorm").c_str(), ex.what());
@@ -316,6 +348,10 @@ int main(int argc, char** argv) {
   CK(cudaFree(dev.flush));
   if (json && !write_json(json, prop.name, dev, iters)) {
     std::fprintf(stderr, "bench_norm_cuda: cannot write %s\n", json);
+    return 1;
+  }
+  if (!g_numbers_ok) {
+    std::fprintf(stderr, "bench_norm_cuda: outputs differ from cuDNN's by more than %.0e (rows marked above)\n", kMaxDiff);
     return 1;
   }
   return 0;
