@@ -31,8 +31,14 @@ class Scratch {
   void* ptr_;
 };
 
-// The stream every normlab kernel runs on (the legacy default stream for now).
-inline cudaStream_t stream() { return nullptr; }
+// The stream normlab's kernels, copies and allocations use on this thread: the legacy default
+// stream unless set_stream chose another. The caching allocator is stream-ordered (memory.cu):
+// a block is reused only on the stream it was allocated on, and a block that kernels on another
+// stream also read or write must be announced with record_stream before it is freed.
+cudaStream_t stream();
+void set_stream(cudaStream_t s);
+void record_stream(void* ptr, cudaStream_t s);
+size_t pending_blocks();  // freed blocks still waiting for another stream (tests)
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 

@@ -1,7 +1,9 @@
 // Device memory: a caching allocator, copies between host and device, fills and strided gathers.
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -150,16 +152,28 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, De
 
 // Caches freed blocks by size: cudaMalloc/cudaFree synchronise the device and cost far more than
 // a kernel, so steady-state training must not call them.
+//
+// Stream-ordered, as PyTorch's CUDACachingAllocator: a block belongs to the stream that was
+// current when it was allocated, and a freed block is handed out again only for an allocation on
+// that stream. Work on one stream runs in order, so every kernel that used the block before it was
+// freed finishes before any kernel of its next owner starts; no host synchronisation is needed.
+// A block that kernels on other streams also used (record_stream) is parked at free time with an
+// event recorded on each of those streams, and joins its stream's free list only once every event
+// has completed (polled on the next allocations). Without that, a block freed after a launch on a
+// side stream (an NCCL all-reduce of a gradient, say) could be rewritten while still being read.
 class CudaAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
     const size_t rounded = (nbytes + 511) / 512 * 512;
+    const cudaStream_t s = stream();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = free_.find(rounded);
+      poll_pending();
+      auto it = free_.find({s, rounded});
       if (it != free_.end() && !it->second.empty()) {
         void* p = it->second.back();
         it->second.pop_back();
+        live_[p] = Block{s, rounded, {}};
         on_handout(p, nbytes, rounded);
         return p;
       }
@@ -173,35 +187,120 @@ class CudaAllocator final : public Allocator {
     }
     NL_CHECK(e == cudaSuccess, "out of memory: could not allocate ", nbytes, " bytes on cuda (",
              cudaGetErrorString(e), ")");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_[p] = Block{s, rounded, {}};
+    }
     on_handout(p, nbytes, rounded);
     return p;
   }
+
   void deallocate(void* ptr, size_t nbytes) noexcept override {
-    const size_t rounded = (nbytes + 511) / 512 * 512;
     std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(ptr);
+    Block b = it != live_.end() ? it->second : Block{stream(), (nbytes + 511) / 512 * 512, {}};
+    if (it != live_.end()) live_.erase(it);
     try {
-      free_[rounded].push_back(ptr);
-      on_cache(ptr, rounded);
+      if (!b.used_on.empty()) {
+        Pending pend{ptr, b, {}};
+        for (cudaStream_t other : b.used_on) {
+          cudaEvent_t ev = nullptr;
+          if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess || cudaEventRecord(ev, other) != cudaSuccess) {
+            // No event: wait for that stream here instead (correct, only slower).
+            if (ev) cudaEventDestroy(ev);
+            (void)cudaGetLastError();
+            cudaStreamSynchronize(other);
+            continue;
+          }
+          pend.events.push_back(ev);
+        }
+        on_cache(ptr, b.rounded);
+        if (!pend.events.empty()) {
+          pending_.push_back(std::move(pend));
+          return;
+        }
+      }
+      free_[{b.stream, b.rounded}].push_back(ptr);
+      on_cache(ptr, b.rounded);
     } catch (...) {
       cudaFree(ptr);
     }
   }
+
+  // Kernels on `s` use `ptr` too: its reuse must wait for them (see the class comment).
+  void record_stream(void* ptr, cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(ptr);
+    NL_CHECK(it != live_.end(), "record_stream: ", ptr, " is not a live block of the CUDA allocator");
+    if (s != it->second.stream) it->second.used_on.insert(s);
+  }
+
   void release_cache() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, list] : free_)
-      for (void* p : list) on_release(p, size), cudaFree(p);
+    for (auto& [key, list] : free_)
+      for (void* p : list) on_release(p, key.second), cudaFree(p);
     free_.clear();
   }
 
+  // For the tests: blocks waiting for other streams.
+  size_t pending() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pending_.size();
+  }
+
  private:
+  struct Block {
+    cudaStream_t stream;
+    size_t rounded;
+    std::set<cudaStream_t> used_on;  // other streams that used it (record_stream)
+  };
+  struct Pending {
+    void* ptr;
+    Block block;
+    std::vector<cudaEvent_t> events;
+  };
+  // Moves parked blocks whose events have all completed to their stream's free list.
+  void poll_pending() {
+    for (size_t i = 0; i < pending_.size();) {
+      Pending& pend = pending_[i];
+      bool done = true;
+      for (cudaEvent_t ev : pend.events) {
+        const cudaError_t q = cudaEventQuery(ev);
+        if (q == cudaErrorNotReady) done = false;
+        else if (q != cudaSuccess) (void)cudaGetLastError();  // a failed event: treat as done
+      }
+      if (!done) {
+        ++i;
+        continue;
+      }
+      for (cudaEvent_t ev : pend.events) cudaEventDestroy(ev);
+      free_[{pend.block.stream, pend.block.rounded}].push_back(pend.ptr);
+      pending_[i] = std::move(pending_.back());
+      pending_.pop_back();
+    }
+  }
+
   std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::map<std::pair<cudaStream_t, size_t>, std::vector<void*>> free_;
+  std::unordered_map<void*, Block> live_;
+  std::vector<Pending> pending_;
 };
 
-Allocator& allocator() {
+CudaAllocator& caching_allocator() {
   static CudaAllocator* a = new CudaAllocator;  // never destroyed: outlives static tensors
   return *a;
 }
+
+namespace {
+thread_local cudaStream_t g_stream = nullptr;
+}  // namespace
+
+cudaStream_t stream() { return g_stream; }
+void set_stream(cudaStream_t s) { g_stream = s; }
+void record_stream(void* ptr, cudaStream_t s) { caching_allocator().record_stream(ptr, s); }
+size_t pending_blocks() { return caching_allocator().pending(); }
+
+Allocator& allocator() { return caching_allocator(); }
 
 // ---------------------------------------------------------------------------------- registration
 

@@ -315,3 +315,37 @@ TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[
   WARN("not an AddressSanitizer build: the ASan CI stage runs this test");
 #endif
 }
+
+// The caching allocator is stream-ordered (kernels/cuda/memory.cu): a freed block is reused only
+// on the stream it was allocated on; a block another stream used (record_stream) waits for an
+// event on that stream before it can be reused at all.
+TEST_CASE("the CUDA caching allocator reuses a block only on its own stream", "[cuemu][memory]") {
+  nl::Allocator& a = nl::get_allocator(nl::Device::cuda());
+  cudaStream_t s1 = nullptr, s2 = nullptr;
+  REQUIRE(cudaStreamCreate(&s1) == cudaSuccess);
+  REQUIRE(cudaStreamCreate(&s2) == cudaSuccess);
+  const size_t bytes = 123457;  // a size no other test leaves in the cache
+  nl::cuda::set_stream(s1);
+  void* p = a.allocate(bytes);
+  a.deallocate(p, bytes);
+  nl::cuda::set_stream(s2);
+  void* q = a.allocate(bytes);
+  CHECK(q != p);  // s1's block is not handed to s2
+  nl::cuda::set_stream(s1);
+  void* r = a.allocate(bytes);
+  CHECK(r == p);  // but is to s1 again
+  nl::cuda::record_stream(r, s2);
+  a.deallocate(r, bytes);
+  CHECK(nl::cuda::pending_blocks() == 1);  // parked behind an event on s2
+  // cuemu runs everything eagerly, so the event has completed: the next allocation on s1 polls
+  // it and gets the block back.
+  void* t = a.allocate(bytes);
+  CHECK(t == p);
+  CHECK(nl::cuda::pending_blocks() == 0);
+  a.deallocate(t, bytes);
+  nl::cuda::set_stream(s2);
+  a.deallocate(q, bytes);
+  nl::cuda::set_stream(nullptr);
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+}
