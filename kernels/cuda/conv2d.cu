@@ -24,7 +24,11 @@ namespace nl::cuda {
 
 namespace {
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4, kThreads = 256;
-constexpr size_t kSmem = sizeof(float) * kBK * (kBM + kBN);
+// Shared tiles are [kBK][kBM + kPad]: rows padded by 4 floats so that a tile written k-fastest
+// (32 lanes on 16 k-rows) spreads over the banks (2-way at most instead of 16-way), while every
+// row start stays 16-byte aligned for the float4 fragment reads.
+constexpr int kPad = 4, kLdA = kBM + kPad, kLdB = kBN + kPad;
+constexpr size_t kSmem = sizeof(float) * kBK * (kLdA + kLdB);
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GEMM views
@@ -38,8 +42,17 @@ __device__ __forceinline__ float im2col_at(const Conv2dParams& p, const float* x
   return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
 }
 
+// Each view says along which index its operands are contiguous in memory, so the tile loaders
+// walk that index across the lanes of a warp (coalesced loads; docs/kernels.md, "GPU model"):
+// kAAlongK: A[m, k] is contiguous in k; kBAlongK: B[k, n] is contiguous in k (else in n).
+// kStoreRuns: four consecutive n are consecutive in memory when the image size allows
+// (store4 then writes them as one float4).
 struct ConvFwdOp {
   static constexpr bool kSplitK = false;  // long output, short reduction: tiles fill the GPU
+  // A (the weights) is contiguous in k, but walking k costs ptxas a spill on sm_80 (80 registers
+  // with the float4 output stores); the weights are a few KiB that stay in L1, the output is a
+  // full tensor: the stores get the registers.
+  static constexpr bool kAAlongK = false, kBAlongK = false;
   Conv2dParams p;
   const float *x, *w, *bias;
   float* y;
@@ -52,10 +65,20 @@ struct ConvFwdOp {
     const int64_t ni = n / (p.P * p.Q), pq = n % (p.P * p.Q);
     y[(ni * p.K + m) * p.P * p.Q + pq] = v + (bias ? bias[m] : 0.0f);
   }
+  // n % 4 == 0 and n + 3 < N: the 4 outputs share an image when P*Q % 4 == 0.
+  __device__ bool store4(int64_t m, int64_t n, float4 v) const {
+    const int64_t PQ = p.P * p.Q;
+    if (PQ % 4 != 0 || reinterpret_cast<uintptr_t>(y) % 16 != 0) return false;
+    const float b = bias ? bias[m] : 0.0f;
+    float* dst = y + (n / PQ * p.K + m) * PQ + n % PQ;
+    store_vec(reinterpret_cast<float4*>(dst), make_float4(v.x + b, v.y + b, v.z + b, v.w + b));
+    return true;
+  }
 };
 
 struct ConvBwdDataOp {
   static constexpr bool kSplitK = false;
+  static constexpr bool kAAlongK = false, kBAlongK = false;
   Conv2dParams p;
   const float *w, *dy;
   float* dx;
@@ -79,10 +102,17 @@ struct ConvBwdDataOp {
     const int64_t ni = n / (p.H * p.W), hw = n % (p.H * p.W);
     dx[(ni * p.C + c) * p.H * p.W + hw] = v;
   }
+  __device__ bool store4(int64_t c, int64_t n, float4 v) const {
+    const int64_t HW = p.H * p.W;
+    if (HW % 4 != 0 || reinterpret_cast<uintptr_t>(dx) % 16 != 0) return false;
+    store_vec(reinterpret_cast<float4*>(dx + (n / HW * p.C + c) * HW + n % HW), v);
+    return true;
+  }
 };
 
 struct ConvBwdWeightOp {
   static constexpr bool kSplitK = true;  // tiny output, reduction over the whole batch
+  static constexpr bool kAAlongK = true, kBAlongK = true;
   Conv2dParams p;
   const float *x, *dy;
   float* dw;
@@ -95,6 +125,11 @@ struct ConvBwdWeightOp {
   }
   __device__ float b(int64_t k, int64_t n) const { return im2col_at(p, x, n, k); }
   __device__ void store(int64_t m, int64_t n, float v) const { dw[m * N() + n] = v; }
+  __device__ bool store4(int64_t m, int64_t n, float4 v) const {
+    if (N() % 4 != 0 || reinterpret_cast<uintptr_t>(dw) % 16 != 0) return false;
+    store_vec(reinterpret_cast<float4*>(dw + m * N() + n), v);
+    return true;
+  }
 };
 
 // ---------------------------------------------------------------------------------- kernels
@@ -104,8 +139,8 @@ struct ConvBwdWeightOp {
 template <typename Op>
 __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
   NL_DYN_SHARED(float, smem);
-  float* As = smem;              // [kBK][kBM]
-  float* Bs = smem + kBK * kBM;  // [kBK][kBN]
+  float* As = smem;              // [kBK][kLdA]
+  float* Bs = smem + kBK * kLdA;  // [kBK][kLdB]
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
   const int64_t M = op.M(), N = op.N();
@@ -116,31 +151,49 @@ __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per
     for (int j = 0; j < kTN; ++j) acc[i][j] = 0.0f;
 
   for (int64_t k0 = k_begin; k0 < K; k0 += kBK) {
+    // Lanes walk the operand's contiguous index (Op::kAAlongK / kBAlongK): coalesced gathers.
     for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
-      const int mm = i % kBM, kk = i / kBM;
-      As[kk * kBM + mm] = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
+      const int mm = Op::kAAlongK ? i / kBK : i % kBM, kk = Op::kAAlongK ? i % kBK : i / kBM;
+      As[kk * kLdA + mm] = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
     }
     for (int i = threadIdx.x; i < kBN * kBK; i += kThreads) {
-      const int nn = i % kBN, kk = i / kBN;
-      Bs[kk * kBN + nn] = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
+      const int nn = Op::kBAlongK ? i / kBK : i % kBN, kk = Op::kBAlongK ? i % kBK : i / kBN;
+      Bs[kk * kLdB + nn] = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
     }
     __syncthreads();  // the tile is complete before anyone reads it
     for (int kk = 0; kk < kBK; ++kk) {
-      float a[kTM], b[kTN];
-      for (int i = 0; i < kTM; ++i) a[i] = As[kk * kBM + ty * kTM + i];
-      for (int j = 0; j < kTN; ++j) b[j] = Bs[kk * kBN + tx * kTN + j];
+      // One float4 per fragment: 16 lanes read 16 consecutive quads of a B row (conflict-free
+      // in quarter-warp phases); the A quad is a broadcast to the 16 lanes of a ty.
+      const float4 av = load_vec(reinterpret_cast<const float4*>(As + kk * kLdA + ty * kTM));
+      const float4 bv = load_vec(reinterpret_cast<const float4*>(Bs + kk * kLdB + tx * kTN));
+      const float a[kTM] = {av.x, av.y, av.z, av.w}, b[kTN] = {bv.x, bv.y, bv.z, bv.w};
       for (int i = 0; i < kTM; ++i)
         for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
     }
     __syncthreads();  // everyone is done reading before the next tile overwrites it
   }
-  for (int i = 0; i < kTM; ++i)
-    for (int j = 0; j < kTN; ++j) {
-      const int64_t m = m0 + ty * kTM + i, n = n0 + tx * kTN + j;
-      if (m >= M || n >= N) continue;
-      if (partial) partial[(int64_t(blockIdx.z) * M + m) * N + n] = acc[i][j];
-      else op.store(m, n, acc[i][j]);
+  // A thread's 4 outputs of a row are consecutive n: one float4 store when they are consecutive
+  // in memory too (16 lanes then write 256 contiguous bytes), else 4 scalar stores.
+  for (int i = 0; i < kTM; ++i) {
+    const int64_t m = m0 + ty * kTM + i, n = n0 + tx * kTN;
+    if (m >= M) continue;
+    if (n + kTN <= N) {
+      const float4 v = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+      if (partial) {
+        if (N % 4 == 0) {
+          store_vec(reinterpret_cast<float4*>(partial + (int64_t(blockIdx.z) * M + m) * N + n), v);
+          continue;
+        }
+      } else if (op.store4(m, n, v)) {
+        continue;
+      }
     }
+    for (int j = 0; j < kTN; ++j) {
+      if (n + j >= N) break;
+      if (partial) partial[(int64_t(blockIdx.z) * M + m) * N + n + j] = acc[i][j];
+      else op.store(m, n + j, acc[i][j]);
+    }
+  }
 }
 
 // out[i] = sum over z of partial[z][i], z in order (deterministic).
