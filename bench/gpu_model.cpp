@@ -57,14 +57,6 @@ const Gpu kGpus[] = {
 };
 constexpr double kLaunchSeconds = 2e-6;
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');)
-    if (!t.empty()) out.push_back(t);
-  return out;
-}
-
 // "implicit_gemm_kernel<Op>" -> "implicit_gemm_kernel"
 std::string base_name(const std::string& k) { return k.substr(0, k.find('<')); }
 
@@ -140,11 +132,15 @@ std::string key_of(const std::string& norm, const prof::Launch& l) {
 
 int main(int argc, char** argv) {
   CLI::App app{"normlab GPU model: the CUDA kernels' memory traffic measured on emulated CUDA, with roofline times"};
-  std::string norms = "bn,gn,ln", batches = "128,512", ptxas = "build-nvcc/ptxas-summary.txt";
+  std::vector<std::string> norms = {"bn", "gn", "ln"};
+  std::vector<int64_t> batches = {128, 512};
+  std::string ptxas = "build-nvcc/ptxas-summary.txt";
   uint64_t gemm_sample = 8;
   bool markdown = false;
-  app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->capture_default_str();
-  app.add_option("--batches", batches, "comma-separated batch sizes")->capture_default_str();
+  app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->delimiter(',')->capture_default_str()
+      ->check(CLI::IsMember({"bn", "gn", "ln"}));
+  app.add_option("--batches", batches, "comma-separated batch sizes")->delimiter(',')->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--ptxas", ptxas, "scripts/check-nvcc.sh's ptxas-summary.txt (registers per kernel)")->capture_default_str();
   app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")->capture_default_str();
   app.add_flag("--markdown", markdown, "Markdown tables (for docs/kernels.md)");
@@ -153,8 +149,9 @@ int main(int argc, char** argv) {
     Registers regs;
     regs.load(ptxas);
     if (!device_available(DeviceType::CUDA)) throw std::runtime_error("this build has no CUDA device (configure with NORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON)");
-    for (const std::string& bs : split(batches)) {
-      const int64_t batch = std::stoll(bs);
+    std::string norm_list;
+    for (const std::string& n : norms) norm_list += (norm_list.empty() ? "" : ",") + n;
+    for (const int64_t batch : batches) {
       std::map<std::string, Row> rows;
       std::vector<std::string> order;
       prof::Options o;
@@ -208,7 +205,7 @@ int main(int argc, char** argv) {
         r.m = l;
         r.m.streams.clear();
       };
-      for (const std::string& n : split(norms)) {
+      for (const std::string& n : norms) {
         Generator init(0), drop(1), data(2);
         current_norm = n;
         auto net = compare::make_net(compare::parse_norm(n), init, &drop);
@@ -231,7 +228,7 @@ int main(int argc, char** argv) {
       // Measurements (GPU-independent), then the model per GPU.
       const char* sep = markdown ? " | " : "  ";
       std::printf("\n%sBatch %lld: one training step of the comparison network (%s), %zu distinct launches\n\n",
-                  markdown ? "#### " : "== ", (long long)batch, norms.c_str(), order.size());
+                  markdown ? "#### " : "== ", (long long)batch, norm_list.c_str(), order.size());
       if (markdown)
         std::printf("| op | kernel | n | grid x block, smem | ld req | ld sect/req (ideal) | st sect/req (ideal) | smem wavefr/req (ideal) | unique MB | op min MB | H100 DRAM MB (model) | regs sm_90 | blk/SM H100 | A100 us | H100 us | H200 us |\n"
                     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -239,7 +236,7 @@ int main(int argc, char** argv) {
       for (const std::string& k : order) {
         const Row& r = rows[k];
         const prof::Launch& l = r.m;
-        const int per_step = r.norm.empty() ? r.count / int(split(norms).size()) : r.count;
+        const int per_step = r.norm.empty() ? r.count / int(norms.size()) : r.count;
         const double s = l.scale();
         auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
         const double ld_req = double(l.load.requests) * s;
@@ -265,9 +262,9 @@ int main(int argc, char** argv) {
                     double(l.unique_read_bytes + l.unique_written_bytes) * s / 1e6, sep, l.op_launch == 0 ? l.op_min_bytes / 1e6 : 0.0, sep,
                     r.dram[1] / 1e6, sep, reg90, sep, per_sm, sep, t[0] * 1e6, sep, t[1] * 1e6, sep, t[2] * 1e6, markdown ? " |" : "");
       }
-      const double steps = double(split(norms).size());
+      const double steps = double(norms.size());
       std::printf("\nModelled time per training step (mean over %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n",
-                  norms.c_str(), total[0] / steps * 1e6, total[1] / steps * 1e6, total[2] / steps * 1e6);
+                  norm_list.c_str(), total[0] / steps * 1e6, total[1] / steps * 1e6, total[2] / steps * 1e6);
       // The norms against their minimum traffic: per call, modelled H100 DRAM (L2 kept across the
       // op's launches) minus the op's minimum.
       std::printf("\n%sNorm ops, batch %lld: modelled H100 DRAM traffic per call against the op's minimum\n\n",
