@@ -131,6 +131,12 @@ TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops]
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dgamma, kTol, "dgamma");
     require_close(out[3], r.dbeta, kTol, "dbeta");
+    // Only gamma and beta want gradients (no dx): a block still has to finish every group it
+    // takes, not stop after the first.
+    Tensor g2 = gamma.detach().set_requires_grad(true), b2 = beta.detach().set_requires_grad(true);
+    group_norm(x.detach(), G, g2, b2, 1e-5f, e).backward(dy);
+    require_close(g2.grad(), r.dgamma, kTol, "dgamma without dx");
+    require_close(b2.grad(), r.dbeta, kTol, "dbeta without dx");
   }
 }
 
