@@ -106,12 +106,15 @@ test-profile: deps
 	build-profile/bench/gpu_model --batches 8 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) > build-profile/gpu-model-smoke.txt
 	@tail -1 build-profile/gpu-model-smoke.txt
 
-# The full table of docs/kernels.md ("GPU model"): batch 128 and 512, every norm (about 15 minutes).
+# The full table of docs/kernels.md ("GPU model"): batch 128 and 512, every norm (about 12 minutes),
+# and bench/gpu_model_norms.json, the model's time for each row of bench_norm_cuda, which
+# scripts/gpu-check.sh prints beside the measured time (commit it when the kernels change).
 gpu-model: deps
 	$(PROFILE_CONFIGURE)
 	cmake --build build-profile -j $(JOBS) --target gpu_model
 	test -f $(PTXAS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
-	build-profile/bench/gpu_model --batches 128,512 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --markdown | tee build-profile/gpu-model.md
+	build-profile/bench/gpu_model --batches 128,512 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --markdown \
+	  --bench-norm-json bench/gpu_model_norms.json | tee build-profile/gpu-model.md
 
 test-nvcc: deps
 	scripts/check-nvcc.sh build-nvcc

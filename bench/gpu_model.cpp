@@ -6,6 +6,7 @@
 // registers and the documented per-SM limits, and a roofline time per GPU.
 //
 //   gpu_model --batches 128,512 --norms bn,gn,ln --ptxas build-nvcc/ptxas-summary.txt [--markdown]
+//             [--bench-norm-json bench/gpu_model_norms.json]
 //
 // A MODEL, to be checked on a GPU (scripts/gpu-check.sh prints measured times beside it):
 //   - bandwidth and FP32 peaks are the datasheets' (NVIDIA A100, H100 SXM5, H200 SXM), not measured;
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "kernels/cuemu/profile.h"
+#include "kernels/stubs.h"
 #include "model.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
@@ -107,6 +109,89 @@ int blocks_per_sm(const Gpu& g, int threads, int regs, size_t shmem) {
   return std::max(n, 0);
 }
 
+// The resident blocks of `l` on all SMs of `g`: the L2 model's wave.
+uint64_t wave_of(const Gpu& g, const Registers& regs, const prof::Launch& l) {
+  const int threads = int(l.block[0] * l.block[1] * l.block[2]);
+  return uint64_t(g.sms) * uint64_t(std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes)));
+}
+
+// The roofline time of one launch that moves `dram` bytes (the op's FLOPs count on its first).
+double launch_seconds(const Gpu& g, const prof::Launch& l, double dram) {
+  const double flops = l.op_launch == 0 ? l.op_flops : 0;
+  const double busy = std::min(1.0, double(l.blocks) / g.sms);
+  return std::max(dram / g.bandwidth, flops / g.fp32) / busy + kLaunchSeconds;
+}
+
+// The model's time for every normlab row of bench_norm_cuda (same names, same calls through the
+// kernel stubs, L2 cold per call as the benchmark flushes it), for scripts/gpu-check.sh to print
+// beside the measured times. JSON: {"gpus": [...], "rows": [{"name": ..., "us": [A100, H100, H200]}]}.
+void write_bench_norm_model(const Registers& regs, const std::string& path) {
+  const char* kind_name[] = {"BN", "GN4", "LN"};
+  const char* pass_name[] = {"fwd_train", "fwd_eval", "bwd"};
+  const int64_t shapes[][2] = {{32, 32 * 32}, {32, 16 * 16}, {24, 8 * 8}};
+  const Device cuda = Device::cuda();
+  std::ofstream out(path);
+  if (!out) throw std::runtime_error("cannot write '" + path + "'");
+  out << "{\"model\": \"bench/gpu_model (cuemu profiler + L2 model + roofline on datasheet peaks)\", \"gpus\": [";
+  for (int gi = 0; gi < 3; ++gi) out << (gi ? ", " : "") << '"' << kGpus[gi].name << '"';
+  out << "], \"rows\": [\n";
+  bool first = true;
+  for (int kind = 0; kind < 3; ++kind)
+    for (int pass = 0; pass < 3; ++pass)
+      for (int64_t N : {128, 512})
+        for (const auto& sh : shapes) {
+          const int64_t C = sh[0], HW = sh[1], n = N * C * HW, G = kind == 1 ? 4 : 1;
+          Tensor x = Tensor::full({n}, 0.5f, cuda), dy = Tensor::full({n}, 0.25f, cuda);
+          Tensor y = Tensor::empty({n}, DType::F32, cuda), dx = Tensor::empty({n}, DType::F32, cuda);
+          const int64_t stats = std::max(C, N * G);
+          Tensor gamma = Tensor::ones({stats}, cuda), beta = Tensor::zeros({stats}, DType::F32, cuda);
+          Tensor dgamma = Tensor::empty({stats}, DType::F32, cuda), dbeta = Tensor::empty({stats}, DType::F32, cuda);
+          Tensor mean = Tensor::zeros({stats}, DType::F32, cuda), rstd = Tensor::ones({stats}, cuda);
+          Tensor rmean = Tensor::zeros({stats}, DType::F32, cuda), rvar = Tensor::ones({stats}, cuda);
+          NormParams p;
+          p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != 1;
+          auto fwd = [&] {
+            if (kind == 0)
+              batch_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, rmean.data_f32(),
+                                  rvar.data_f32(), y.data_f32(), mean.data_f32(), rstd.data_f32(), nullptr);
+            else
+              group_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, y.data_f32(),
+                                  mean.data_f32(), rstd.data_f32(), nullptr);
+          };
+          fwd();  // the statistics backward needs
+          std::vector<prof::Launch> launches;
+          prof::Options o;
+          o.on_launch = [&](const prof::Launch& l) { launches.push_back(l); };
+          prof::start(o);
+          if (pass != 2) fwd();
+          else if (kind == 0)
+            batch_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
+                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
+          else
+            group_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
+                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
+          prof::stop();
+          double us[3] = {0, 0, 0};
+          for (int gi = 0; gi < 3; ++gi) {
+            prof::L2 l2(uint64_t(kGpus[gi].l2));  // flushed before every timed iteration
+            for (const prof::Launch& l : launches) {
+              const prof::Dram d = l2.run(l, wave_of(kGpus[gi], regs, l));
+              us[gi] += launch_seconds(kGpus[gi], l, d.read_bytes + d.write_bytes) * 1e6;
+            }
+          }
+          const std::string name = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" + std::to_string(N) + "x" +
+                                   std::to_string(C) + "x" + std::to_string(HW) + "/normlab";
+          char line[256];
+          std::snprintf(line, sizeof line, "%s  {\"name\": \"%s\", \"us\": [%.2f, %.2f, %.2f]}", first ? "" : ",\n",
+                        name.c_str(), us[0], us[1], us[2]);
+          out << line;
+          first = false;
+          std::fprintf(stderr, "gpu_model: %s: H100 %.1f us (model)\n", name.c_str(), us[1]);
+        }
+  out << "\n]}\n";
+  if (!out.flush()) throw std::runtime_error("cannot write '" + path + "'");
+}
+
 struct Row {
   std::string norm, op, kernel;
   unsigned grid[3], block[3];
@@ -144,11 +229,15 @@ int main(int argc, char** argv) {
   app.add_option("--ptxas", ptxas, "scripts/check-nvcc.sh's ptxas-summary.txt (registers per kernel)")->capture_default_str();
   app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")->capture_default_str();
   app.add_flag("--markdown", markdown, "Markdown tables (for docs/kernels.md)");
+  std::string bench_norm_json;
+  app.add_option("--bench-norm-json", bench_norm_json,
+                 "also write the model's time for every normlab row of bench_norm_cuda to this file (for scripts/gpu-check.sh)");
   CLI11_PARSE(app, argc, argv);
   try {
     Registers regs;
     regs.load(ptxas);
     if (!device_available(DeviceType::CUDA)) throw std::runtime_error("this build has no CUDA device (configure with NORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON)");
+    if (!bench_norm_json.empty()) write_bench_norm_model(regs, bench_norm_json);
     std::string norm_list;
     for (const std::string& n : norms) norm_list += (norm_list.empty() ? "" : ",") + n;
     for (const int64_t batch : batches) {
@@ -177,13 +266,11 @@ int main(int argc, char** argv) {
         const bool sampled = l.blocks_run < l.blocks;
         for (int gi = 0; gi < 3; ++gi) {
           const Gpu& g = kGpus[gi];
-          const int threads = int(l.block[0] * l.block[1] * l.block[2]);
-          const int per_sm = std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes));
           if (sampled) {
             l2[gi]->flush();
             dram[gi] = l.op_launch == 0 ? l.op_min_bytes : 0;
           } else {
-            const prof::Dram d = l2[gi]->run(l, uint64_t(g.sms) * per_sm);
+            const prof::Dram d = l2[gi]->run(l, wave_of(g, regs, l));
             dram[gi] = d.read_bytes + d.write_bytes;
           }
         }
@@ -246,10 +333,7 @@ int main(int argc, char** argv) {
         const int reg90 = regs.get("sm_90", r.kernel);
         double t[3];
         for (int gi = 0; gi < 3; ++gi) {
-          const Gpu& g = kGpus[gi];
-          const double flops = l.op_launch == 0 ? l.op_flops : 0;
-          const double busy = std::min(1.0, double(l.blocks) / g.sms);
-          t[gi] = std::max(r.dram[gi] / g.bandwidth, flops / g.fp32) / busy + kLaunchSeconds;
+          t[gi] = launch_seconds(kGpus[gi], l, r.dram[gi]);
           total[gi] += t[gi] * r.count;  // every launch of every norm's step
         }
         const int per_sm = blocks_per_sm(kGpus[1], int(r.block[0] * r.block[1] * r.block[2]), reg90, r.shmem);

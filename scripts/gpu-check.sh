@@ -25,6 +25,7 @@
 #                 tests that reach every path ([medium] and [cuda-vs-cpu] on device cuda)
 # Writes into the output folder (at most 8 files, none deeper than the folder itself):
 #   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  compare_norms.json
+#   model_vs_measured.md (each normlab norm row's measured time beside bench/gpu_model's prediction)
 # Exit status: 0 when every part passed or was skipped for a stated reason, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -150,13 +151,15 @@ if [ $dry_run -eq 1 ]; then
                                                                                    compiles and links against .gpu-deps/ only)
   4 ctest        ctest -j $jobs: CPU tests + [cuda gpu] registrations; Fashion-MNIST tests left out
                  (its 30 MB dataset is not carried; CI runs them)
-  5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json; outputs vs cuDNN's within 1e-3
+  5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json; outputs vs cuDNN's within 1e-3;
+                 measured times beside the model's (bench/gpu_model_norms.json): model_vs_measured.md
   6 train-step   bench_train_step --device cuda --batches 128,512 --json
   7 compare      compare_norms --epochs 3 on the subset, --device cuda and --device cpu;
                  per-epoch train loss within 5 % and test accuracy within 5 pp
   8 sanitizer    compute-sanitizer --tool memcheck|racecheck|synccheck|initcheck on
                  normlab_tests "[medium],[cuda-vs-cpu]" (device cuda), 45 s each
-  output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, compare_norms.json
+  output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, compare_norms.json,
+          model_vs_measured.md
           in ${OUT:-runs/gpu-check} (\$OUT when set)
 EOF
 fi
@@ -288,7 +291,7 @@ if [ $built -eq 0 ]; then
 elif [ ! -x "$build/bench/bench_norm_cuda" ]; then
   record bench-norm SKIP "cuDNN not found (looked in the toolkit, /usr, /usr/local and pip's nvidia.cudnn)"
 elif run_part bench-norm 120 "$build/bench/bench_norm_cuda" --iters 20 --json "$out/bench_norm_cuda.json"; then
-  record bench-norm PASS "$(python3 - "$out/bench_norm_cuda.json" << 'EOF' 2>&1
+  record bench-norm PASS "$(python3 - "$out/bench_norm_cuda.json" "$repo/bench/gpu_model_norms.json" "$out/model_vs_measured.md" << 'EOF' 2>&1
 import json, statistics, sys
 d = json.load(open(sys.argv[1]))
 ours = [r for r in d["rows"] if "cudnn" not in r["name"].lower()]
@@ -299,6 +302,25 @@ line = (f'{d["device"]}, peak {d["peak_gbs"]:.0f} GB/s: ours median {med(ours):.
         f'({len(ours)} rows), cuDNN median {med(peer):.1f}% ({len(peer)} rows)')
 if diffs:
     line += f'; outputs vs cuDNN: max relative difference {max(diffs):.1e} over {len(diffs)} rows'
+# The model's prediction beside each measured normlab row (bench/gpu_model_norms.json, made
+# without a GPU by `make gpu-model`), for the GPU the name says, else the H100's column.
+try:
+    model = json.load(open(sys.argv[2]))
+    gpu = next((g for g in model["gpus"] if g in d["device"]), "H100")
+    col = model["gpus"].index(gpu)
+    pred = {r["name"]: r["us"][col] for r in model["rows"]}
+    rows = [(r["name"], r["ms"] * 1e3, pred[r["name"]]) for r in ours if r["name"] in pred]
+    with open(sys.argv[3], "w") as f:
+        f.write(f"# normlab norm kernels: measured on {d['device']} vs the model's {gpu} prediction\n\n")
+        f.write("| row | measured us | model us | measured / model |\n|---|---|---|---|\n")
+        for name, m, p in rows:
+            f.write(f"| {name} | {m:.1f} | {p:.1f} | {m / p:.2f} |\n")
+    if rows:
+        ratios = sorted(m / p for _, m, p in rows)
+        line += (f'; measured/model ({gpu} column) median {ratios[len(ratios) // 2]:.2f}, '
+                 f'range {ratios[0]:.2f}-{ratios[-1]:.2f} (model_vs_measured.md)')
+except (OSError, ValueError, KeyError) as e:
+    line += f'; no model comparison ({e})'
 print(line)
 EOF
 )"
