@@ -233,7 +233,8 @@ __global__ void reduce_over_n_kernel(int64_t N, int64_t C, const float* db_nc, c
 //
 // A channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block per
 // channel left most of a GPU idle at the network's 16-32 channels. Each block writes its partial
-// sums to [C, kSplit] scratch; a block does not wait for the others (no grid-wide sync, no
+// sums to [2][kSplit][C] scratch (channel fastest: the finishing kernel's lanes, one channel each,
+// read it coalesced); a block does not wait for the others (no grid-wide sync, no
 // atomics): the statistics are finished by a second tiny kernel, and the elementwise pass is a
 // third launch over the same grid. Partials are summed in split order: deterministic.
 constexpr int kSplit = 8;
@@ -275,7 +276,7 @@ __global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* par
     }
   }
   block_sum2(s, q, scratch);
-  if (threadIdx.x == 0) part[(c * kSplit + blockIdx.y) * 2] = s, part[(c * kSplit + blockIdx.y) * 2 + 1] = q;
+  if (threadIdx.x == 0) part[blockIdx.y * p.C + c] = s, part[(kSplit + blockIdx.y) * p.C + c] = q;
 }
 
 // One thread per channel: mean, rstd and the running statistics from the kSplit partials.
@@ -291,7 +292,7 @@ __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const flo
   }
   const int64_t M = p.N * p.HxW;
   float s = 0.0f, q = 0.0f;
-  for (int k = 0; k < kSplit; ++k) s += part[(c * kSplit + k) * 2], q += part[(c * kSplit + k) * 2 + 1];
+  for (int k = 0; k < kSplit; ++k) s += part[k * p.C + c], q += part[(kSplit + k) * p.C + c];
   const float shift_mean = s / float(M);
   const float var = fmaxf(q / float(M) - shift_mean * shift_mean, 0.0f);
   const float m = x[bn_offset(p, c, 0)] + shift_mean;
@@ -359,7 +360,7 @@ __global__ void batch_norm_bwd_sums_kernel(NormParams p, const float* x, const f
     }
   }
   block_sum2(a, b, scratch);
-  if (threadIdx.x == 0) part[(c * kSplit + blockIdx.y) * 2] = a, part[(c * kSplit + blockIdx.y) * 2 + 1] = b;
+  if (threadIdx.x == 0) part[blockIdx.y * p.C + c] = a, part[(kSplit + blockIdx.y) * p.C + c] = b;
 }
 
 // Backward pass 2: every (c, split) block sums the kSplit partials itself (same order in every
@@ -371,7 +372,7 @@ __global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const flo
                                          float* dx, float* dgamma, float* dbeta) {
   const int64_t c = blockIdx.x, M = p.N * p.HxW;
   float sg = 0.0f, sgxhat = 0.0f;
-  for (int k = 0; k < kSplit; ++k) sg += part[(c * kSplit + k) * 2], sgxhat += part[(c * kSplit + k) * 2 + 1];
+  for (int k = 0; k < kSplit; ++k) sg += part[k * p.C + c], sgxhat += part[(kSplit + k) * p.C + c];
   if (blockIdx.y == 0 && threadIdx.x == 0) {
     if (dgamma) dgamma[c] = sgxhat;
     if (dbeta) dbeta[c] = sg;
