@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "cudnn_graph_layernorm.h"
+#include "norm_cases.h"
 #include "kernels/stubs.h"
 
 namespace {
@@ -58,10 +59,9 @@ using namespace nl;
     }                                                                                            \
   } while (0)
 
-enum Kind { kBN, kGN, kLN };
-enum Pass { kFwdTrain, kFwdEval, kBwd };
-const char* kind_name[] = {"BN", "GN4", "LN"};
-const char* pass_name[] = {"fwd_train", "fwd_eval", "bwd"};
+using Kind = bench::NormKind;
+using Pass = bench::NormPass;
+using bench::kBN, bench::kGN, bench::kLN, bench::kFwdTrain, bench::kFwdEval, bench::kBwd;
 
 struct Gpu {
   double peak_gbs = 0;
@@ -177,7 +177,7 @@ bool write_json(const char* path, const char* device, const Gpu& d, int iters) {
 
 void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N, int64_t C,
                int64_t HW, int iters) {
-  const int64_t n = N * C * HW, G = kind == kGN ? 4 : 1;
+  const int64_t n = N * C * HW, G = bench::norm_groups(kind);
   const int64_t bytes = (pass == kBwd ? 3 : 2) * n * int64_t(sizeof(float));
   Bufs b{};
   b.x = dev_floats(size_t(n), NAN), b.dy = dev_floats(size_t(n), NAN);
@@ -199,8 +199,7 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
       group_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.y, b.mean, b.rstd, nullptr);
   };
   ours_fwd();
-  const std::string shape = std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(HW);
-  const std::string base = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" + shape;
+  const std::string base = bench::norm_case_name(kind, pass, N, C, HW);
   report(dev, base + "/normlab", median_ms(dev, iters, [&] {
            if (pass != kBwd) return ours_fwd();
            if (kind == kBN)
@@ -339,11 +338,10 @@ int main(int argc, char** argv) {
               prop.name, dev.peak_gbs, dev.l2 / 1024, iters);
   cudnnHandle_t h;
   DNN(cudnnCreate(&h));
-  const int64_t shapes[][3] = {{32, 32 * 32, 0}, {32, 16 * 16, 0}, {24, 8 * 8, 0}};
   for (int kind : {kBN, kGN, kLN})
     for (int pass : {kFwdTrain, kFwdEval, kBwd})
-      for (int64_t N : {128, 512})
-        for (const auto& s : shapes) run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
+      for (int64_t N : bench::kNormBatches)
+        for (const auto& s : bench::kNormShapes) run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
   DNN(cudnnDestroy(h));
   CK(cudaFree(dev.flush));
   if (json && !write_json(json, prop.name, dev, iters)) {

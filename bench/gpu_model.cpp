@@ -32,6 +32,7 @@
 #include "kernels/cuemu/profile.h"
 #include "kernels/stubs.h"
 #include "model.h"
+#include "norm_cases.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/nn/optim.h"
@@ -126,9 +127,6 @@ double launch_seconds(const Gpu& g, const prof::Launch& l, double dram) {
 // kernel stubs, L2 cold per call as the benchmark flushes it), for scripts/gpu-check.sh to print
 // beside the measured times. JSON: {"gpus": [...], "rows": [{"name": ..., "us": [A100, H100, H200]}]}.
 void write_bench_norm_model(const Registers& regs, const std::string& path) {
-  const char* kind_name[] = {"BN", "GN4", "LN"};
-  const char* pass_name[] = {"fwd_train", "fwd_eval", "bwd"};
-  const int64_t shapes[][2] = {{32, 32 * 32}, {32, 16 * 16}, {24, 8 * 8}};
   const Device cuda = Device::cuda();
   std::ofstream out(path);
   if (!out) throw std::runtime_error("cannot write '" + path + "'");
@@ -136,11 +134,11 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
   for (int gi = 0; gi < 3; ++gi) out << (gi ? ", " : "") << '"' << kGpus[gi].name << '"';
   out << "], \"rows\": [\n";
   bool first = true;
-  for (int kind = 0; kind < 3; ++kind)
-    for (int pass = 0; pass < 3; ++pass)
-      for (int64_t N : {128, 512})
-        for (const auto& sh : shapes) {
-          const int64_t C = sh[0], HW = sh[1], n = N * C * HW, G = kind == 1 ? 4 : 1;
+  for (int kind : {bench::kBN, bench::kGN, bench::kLN})
+    for (int pass : {bench::kFwdTrain, bench::kFwdEval, bench::kBwd})
+      for (int64_t N : bench::kNormBatches)
+        for (const auto& sh : bench::kNormShapes) {
+          const int64_t C = sh[0], HW = sh[1], n = N * C * HW, G = bench::norm_groups(kind);
           Tensor x = Tensor::full({n}, 0.5f, cuda), dy = Tensor::full({n}, 0.25f, cuda);
           Tensor y = Tensor::empty({n}, DType::F32, cuda), dx = Tensor::empty({n}, DType::F32, cuda);
           const int64_t stats = std::max(C, N * G);
@@ -149,9 +147,9 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           Tensor mean = Tensor::zeros({stats}, DType::F32, cuda), rstd = Tensor::ones({stats}, cuda);
           Tensor rmean = Tensor::zeros({stats}, DType::F32, cuda), rvar = Tensor::ones({stats}, cuda);
           NormParams p;
-          p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != 1;
+          p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != bench::kFwdEval;
           auto fwd = [&] {
-            if (kind == 0)
+            if (kind == bench::kBN)
               batch_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, rmean.data_f32(),
                                   rvar.data_f32(), y.data_f32(), mean.data_f32(), rstd.data_f32(), nullptr);
             else
@@ -163,8 +161,8 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           prof::Options o;
           o.on_launch = [&](const prof::Launch& l) { launches.push_back(l); };
           prof::start(o);
-          if (pass != 2) fwd();
-          else if (kind == 0)
+          if (pass != bench::kBwd) fwd();
+          else if (kind == bench::kBN)
             batch_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
                                 nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
           else
@@ -179,8 +177,7 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
               us[gi] += launch_seconds(kGpus[gi], l, d.read_bytes + d.write_bytes) * 1e6;
             }
           }
-          const std::string name = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" + std::to_string(N) + "x" +
-                                   std::to_string(C) + "x" + std::to_string(HW) + "/normlab";
+          const std::string name = bench::norm_case_name(kind, pass, N, C, HW) + "/normlab";
           char line[256];
           std::snprintf(line, sizeof line, "%s  {\"name\": \"%s\", \"us\": [%.2f, %.2f, %.2f]}", first ? "" : ",\n",
                         name.c_str(), us[0], us[1], us[2]);

@@ -84,22 +84,22 @@ __device__ __forceinline__ void store_stream(V* p, V v) {
 #else
 template <typename V>
 CUEMU_VECTOR_FN V load_stream(const V* p) {
-  CUEMU_EVICT_FIRST_ACCESS(p, sizeof(V), false);
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), false, true);
   return *p;
 }
 template <typename V>
 CUEMU_VECTOR_FN void store_stream(V* p, V v) {
-  CUEMU_EVICT_FIRST_ACCESS(p, sizeof(V), true);
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), true, true);
   *p = v;
 }
 template <typename V>
 CUEMU_VECTOR_FN V load_vec(const V* p) {
-  CUEMU_VECTOR_ACCESS(p, sizeof(V), false);
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), false, false);
   return *p;
 }
 template <typename V>
 CUEMU_VECTOR_FN void store_vec(V* p, V v) {
-  CUEMU_VECTOR_ACCESS(p, sizeof(V), true);
+  CUEMU_VECTOR_ACCESS(p, sizeof(V), true, false);
   *p = v;
 }
 #endif

@@ -164,7 +164,7 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, Device dst_device, De
 class CudaAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
-    const size_t rounded = (nbytes + 511) / 512 * 512;
+    const size_t rounded = round_up(nbytes);
     const cudaStream_t s = stream();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -198,9 +198,10 @@ class CudaAllocator final : public Allocator {
   void deallocate(void* ptr, size_t nbytes) noexcept override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = live_.find(ptr);
-    Block b = it != live_.end() ? it->second : Block{stream(), (nbytes + 511) / 512 * 512, {}};
+    Block b = it != live_.end() ? it->second : Block{stream(), round_up(nbytes), {}};
     if (it != live_.end()) live_.erase(it);
     try {
+      on_cache(ptr, b.rounded);
       if (!b.used_on.empty()) {
         Pending pend{ptr, b, {}};
         for (cudaStream_t other : b.used_on) {
@@ -214,15 +215,14 @@ class CudaAllocator final : public Allocator {
           }
           pend.events.push_back(ev);
         }
-        on_cache(ptr, b.rounded);
         if (!pend.events.empty()) {
           pending_.push_back(std::move(pend));
           return;
         }
       }
       free_[{b.stream, b.rounded}].push_back(ptr);
-      on_cache(ptr, b.rounded);
-    } catch (...) {
+    } catch (...) {  // no memory for the bookkeeping: give the block back instead
+      on_release(ptr, b.rounded);
       cudaFree(ptr);
     }
   }
@@ -249,6 +249,7 @@ class CudaAllocator final : public Allocator {
   }
 
  private:
+  static size_t round_up(size_t nbytes) { return (nbytes + 511) / 512 * 512; }
   struct Block {
     cudaStream_t stream;
     size_t rounded;

@@ -247,14 +247,11 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute at
 #if CUEMU_PROFILE
 #include "profile.h"
 #define CUEMU_VECTOR_FN __attribute__((noinline, no_sanitize_address))
-#define CUEMU_VECTOR_ACCESS(p, bytes, store) \
-  ::cuemu::profile::vector_access((p), (bytes), (store), __builtin_return_address(0))
-#define CUEMU_EVICT_FIRST_ACCESS(p, bytes, store) \
-  ::cuemu::profile::vector_access((p), (bytes), (store), __builtin_return_address(0), true)
+#define CUEMU_VECTOR_ACCESS(p, bytes, store, evict_first) \
+  ::cuemu::profile::vector_access((p), (bytes), (store), __builtin_return_address(0), (evict_first))
 #else
 #define CUEMU_VECTOR_FN inline
-#define CUEMU_VECTOR_ACCESS(p, bytes, store) ((void)0)
-#define CUEMU_EVICT_FIRST_ACCESS(p, bytes, store) ((void)0)
+#define CUEMU_VECTOR_ACCESS(p, bytes, store, evict_first) ((void)0)
 #endif
 
 namespace cuemu {
