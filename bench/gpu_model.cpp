@@ -10,8 +10,10 @@
 //
 // A MODEL, to be checked on a GPU (scripts/gpu-check.sh prints measured times beside it):
 //   - bandwidth and FP32 peaks are the datasheets' (NVIDIA A100, H100 SXM5, H200 SXM), not measured;
-//   - time = max(DRAM bytes / bandwidth, FLOPs / FP32 peak) / min(1, blocks / SMs) + 2 us launch;
-//     the FLOPs of an op count on its first launch; FP32 on CUDA cores (no tensor cores yet);
+//   - time = max(DRAM bytes / bandwidth, FLOPs / peak) / min(1, blocks / SMs) + 2 us launch;
+//     the FLOPs of an op count on its first launch; the peak is the TF32 tensor cores' for
+//     implicit_gemm_tf32_kernel, FP32 on CUDA cores otherwise. A roofline bound: it does not see
+//     the integer work of the im2col gathers, which limits the tensor-core GEMM well below peak;
 //   - DRAM bytes: the L2 model (cuemu::profile::L2: LRU over 32-byte sectors with evict-first
 //     hints, kept across the launches of a step as a GPU keeps it between kernels, blocks of a wave
 //     advancing together, wave = SMs x resident blocks per SM). Launches that ran a sample of their
@@ -120,7 +122,8 @@ uint64_t wave_of(const Gpu& g, const Registers& regs, const prof::Launch& l) {
 double launch_seconds(const Gpu& g, const prof::Launch& l, double dram) {
   const double flops = l.op_launch == 0 ? l.op_flops : 0;
   const double busy = std::min(1.0, double(l.blocks) / g.sms);
-  return std::max(dram / g.bandwidth, flops / g.fp32) / busy + kLaunchSeconds;
+  const double peak = base_name(l.kernel) == "implicit_gemm_tf32_kernel" ? g.tf32 : g.fp32;
+  return std::max(dram / g.bandwidth, flops / peak) / busy + kLaunchSeconds;
 }
 
 // The model's time for every normlab row of bench_norm_cuda (same names, same calls through the

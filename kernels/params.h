@@ -10,6 +10,9 @@ struct Conv2dParams {
   int64_t K, R, S;     // K output channels, R x S filter
   int64_t stride_h, stride_w, pad_h, pad_w;
   int64_t P, Q;  // output height and width
+  // CUDA: multiply on TF32 tensor cores (inputs rounded to a 10-bit mantissa, FP32 sums), as
+  // cuDNN does under PyTorch's default allow_tf32; the CPU computes in FP32 regardless.
+  bool tf32 = false;
 };
 
 // Statistics over sets of elements, then y = gamma * (x - mean) * rstd + beta.

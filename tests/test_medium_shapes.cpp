@@ -21,6 +21,7 @@
 #include "helpers.h"
 #include "reference.h"
 #include "normlab/core/autograd.h"
+#include "normlab/core/dispatch.h"
 #include "normlab/core/ops.h"
 
 using namespace nl;
@@ -183,6 +184,106 @@ TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half t
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dw, kTol, "dw");
     require_close(out[3], r.db, kTol, "dbias");
+  }
+}
+
+namespace {
+// Sets nl::conv_tf32 for a scope (the suite runs with it off; tests/test_main.cpp).
+struct ConvTf32 {
+  explicit ConvTf32(bool on) { set_conv_tf32(on); }
+  ~ConvTf32() { set_conv_tf32(false); }
+};
+
+// The TF32 tensor-core bound, elementwise (docs/kernels.md, "TF32 convolutions"): each input is
+// rounded to nearest with unit roundoff u = 2^-11, so a product carries a relative error of at
+// most 2u + u^2; the products are summed in FP32 over `terms` (the reduction, plus the split-K
+// partials), adding at most terms * 2^-24 relative to the sum of magnitudes. So
+//   |got - exact| <= (2^-10 + 2^-22 + terms * 2^-24) * sum|a||b| + 2^-24 |exact|
+// where sum|a||b| is the same convolution of the absolute values (`magnitude`).
+void require_within_tf32(const Tensor& got, const Vec& exact, const Vec& magnitude, int64_t terms,
+                         const std::string& what) {
+  const std::vector<float> g = got.to_vector();
+  REQUIRE(g.size() == exact.size());
+  const double rel = std::ldexp(1.0, -10) + std::ldexp(1.0, -22) + double(terms) * std::ldexp(1.0, -24);
+  double worst = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double tol = rel * magnitude[i] + std::ldexp(std::abs(exact[i]), -24) + 1e-30;
+    const double ratio = std::abs(g[i] - exact[i]) / tol;
+    if (!(ratio <= worst)) worst = std::isnan(ratio) ? INFINITY : ratio, at = i;
+  }
+  INFO(what << ": worst element " << at << " got " << g[at] << " expected " << exact[at] << " (error/bound = " << worst
+            << ")");
+  REQUIRE(worst <= 1.0);
+}
+
+Vec abs_of(Vec v) {
+  for (double& e : v) e = std::abs(e);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes", "[ops][conv2d][medium][tf32]") {
+  struct Case {
+    int64_t N, C, H, W, K, R, stride, pad;
+  };
+  // The medium shapes above; the 32->32 layer at 8x32x33x33 gives backward-weight 8712 reduction
+  // steps over several split-K blocks.
+  for (Case c : {Case{8, 3, 33, 33, 32, 3, 1, 1}, Case{8, 32, 17, 17, 32, 3, 1, 1}, Case{4, 35, 15, 13, 24, 3, 1, 1},
+                 Case{3, 7, 19, 17, 9, 5, 2, 2}, Case{2, 32, 9, 11, 70, 1, 1, 0}}) {
+    CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
+    const int64_t P = (c.H + 2 * c.pad - c.R) / c.stride + 1, Q = (c.W + 2 * c.pad - c.R) / c.stride + 1;
+    Tensor x = randn({c.N, c.C, c.H, c.W}, 151), w = randn({c.K, c.C, c.R, c.R}, 152, 0.2f), b = randn({c.K}, 153),
+           dy = randn({c.N, c.K, P, Q}, 154);
+    auto conv = [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); };
+    std::vector<Tensor> tc, fp32;
+    {
+      ConvTf32 on(true);
+      tc = run_with_grads(conv, {x, w, b}, dy);
+    }
+    fp32 = run_with_grads(conv, {x, w, b}, dy);
+    const Vec rb = to_double(b), rdy = to_double(dy), ady = abs_of(rdy);
+    const ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R,
+                                               c.R, c.stride, c.pad);
+    const ref::ConvRef m = ref::conv2d_fwd_bwd(abs_of(to_double(x)), abs_of(to_double(w)), nullptr, &ady, c.N, c.C,
+                                               c.H, c.W, c.K, c.R, c.R, c.stride, c.pad);
+    require_within_tf32(tc[0], r.y, m.y, c.C * c.R * c.R + 64, "y");
+    require_within_tf32(tc[1], r.dx, m.dx, c.K * c.R * c.R + 64, "dx");
+    require_within_tf32(tc[2], r.dw, m.dw, c.N * P * Q + 64, "dw");
+    require_close(tc[3], r.db, kTol, "dbias");  // the bias gradient is a plain FP32 sum
+    // On CUDA the tensor cores really ran: TF32 results are not FP32's bit for bit.
+    if (test_device().is_cuda()) {
+      for (int i = 0; i < 3; ++i) {
+        CAPTURE(i);
+        CHECK(tc[i].to_vector() != fp32[i].to_vector());
+      }
+    }
+  }
+}
+
+TEST_CASE("conv2d on TF32 rounds its inputs to nearest, not by truncation", "[ops][conv2d][tf32]") {
+  // 1 + 3 * 2^-12 lies above the midpoint between the TF32 neighbours 1 and 1 + 2^-10: rounding
+  // to nearest gives 1 + 2^-10, truncation (a tensor core fed unrounded FP32) gives 1, FP32 keeps
+  // it. A 1x1 convolution of 8 channels then sums 8 equal products exactly in each case.
+  const float x = 1.0f + 3.0f / 4096.0f, tf32 = 1.0f + 1.0f / 1024.0f;
+  const bool cuda = test_device().is_cuda();
+  auto full = [](const Shape& s, float v) {
+    return Tensor::from_vector(std::vector<float>(size_t(s.numel()), v), s, test_device());
+  };
+  ConvTf32 on(true);
+  // Which operand carries the value: every operand of the three GEMMs is checked (forward w * x,
+  // backward-data w * dy, backward-weight dy * x).
+  for (int carrier : {0, 1, 2}) {  // 0: x, 1: w, 2: dy
+    CAPTURE(carrier);
+    Tensor in = full({2, 8, 4, 4}, carrier == 0 ? x : 1.0f), wt = full({3, 8, 1, 1}, carrier == 1 ? x : 1.0f);
+    Tensor dy = full({2, 3, 4, 4}, carrier == 2 ? x : 1.0f);
+    auto out = run_with_grads([](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], Tensor(), 1, 0); },
+                              {in, wt}, dy);
+    const float v = cuda ? tf32 : x;
+    auto val = [&](bool has) { return has ? v : 1.0f; };
+    CHECK(out[0].to_vector() == std::vector<float>(2 * 3 * 16, 8.0f * val(carrier != 2)));   // y = sum_c w x
+    CHECK(out[1].to_vector() == std::vector<float>(2 * 8 * 16, 3.0f * val(carrier != 0)));   // dx = sum_k w dy
+    CHECK(out[2].to_vector() == std::vector<float>(3 * 8, 32.0f * val(carrier != 1)));       // dw = sum_npq dy x
   }
 }
 

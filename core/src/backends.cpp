@@ -1,5 +1,8 @@
 // The single registration point: the only file that knows which backends this build contains.
 // Ops and kernels never test NORMLAB_WITH_CUDA themselves.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "normlab/core/dispatch.h"
@@ -23,6 +26,24 @@ void ensure_backends_registered() {
 #endif
   });
 }
+
+namespace {
+std::atomic<bool>& conv_tf32_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* env = std::getenv("NORMLAB_CONV_TF32");
+    if (!env || !*env) return true;
+    for (const char* on : {"1", "on", "true"})
+      if (std::strcmp(env, on) == 0) return true;
+    for (const char* off : {"0", "off", "false"})
+      if (std::strcmp(env, off) == 0) return false;
+    throw Error(std::string("NORMLAB_CONV_TF32 must be 1/on/true or 0/off/false, got '") + env + "'");
+  }()};
+  return flag;
+}
+}  // namespace
+
+void set_conv_tf32(bool allow) { conv_tf32_flag().store(allow); }
+bool conv_tf32() { return conv_tf32_flag().load(); }
 
 const char* built_backends() {
 #if NORMLAB_WITH_CUDA

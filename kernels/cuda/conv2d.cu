@@ -5,9 +5,16 @@
 //   backward-data:  dX[c, (n,h,w)] = sum_(k,r,s)  W[k, (c,r,s)]   * dY(k,r,s ; n,h,w)
 //   backward-weight: dW[k, (c,r,s)] = sum_(n,p,q) dY[k, (n,p,q)]  * X(c,r,s ; n,p,q)
 //
-// Block tile 64 x 64 with a K-step of 16 staged in shared memory (8 KiB), 256 threads, each
-// computing a 4 x 4 register tile. Every output is reduced by one thread in a fixed order:
-// deterministic, no atomics.
+// Block tile 64 x 64 with a K-step of 16 staged in shared memory, 256 threads. Two ways to
+// multiply the staged tiles, chosen by Conv2dParams::tf32 (nl::conv_tf32(), on by default as in
+// PyTorch's cuDNN convolutions):
+//   - FP32 on CUDA cores: each thread computes a 4 x 4 register tile;
+//   - TF32 on tensor cores (wmma m16n16k8, FP32 accumulation): the gathers round each element to
+//     TF32 once as they stage it (cvt.rna: the tensor core would otherwise truncate), each of the
+//     8 warps computes a 16 x 32 slab as two 16 x 16 accumulators, and the block stages its
+//     64 x 64 result in shared memory so that both paths share one epilogue (bias, float4 stores,
+//     split-K partials). docs/kernels.md derives the tolerance the tests hold it to.
+// Every output is reduced by one thread or one warp in a fixed order: deterministic, no atomics.
 //
 // Backward-weight is split-K: its reduction runs over N*P*Q (131,072 steps per block at batch
 // 128 on 32x32 images) while its output is tiny (K x C*R*S: 32 x 288 is 5 tiles), so one block per
@@ -29,6 +36,12 @@ constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4, kThreads = 256;
 // row start stays 16-byte aligned for the float4 fragment reads.
 constexpr int kPad = 4, kLdA = kBM + kPad, kLdB = kBN + kPad;
 constexpr size_t kSmem = sizeof(float) * kBK * (kLdA + kLdB);
+// Tensor-core tiles are padded by 8: a TF32 fragment's lanes read (row g + 8i, column t + 4j)
+// with g = lane / 4, t = lane % 4, so a row stride of 8 (mod 32) banks puts the 32 lanes of a
+// fragment load on 32 different banks (a stride of 4 would pair them: 2-way conflicts). The
+// 64 x 64 result is staged in the same buffer after the last tile.
+constexpr int kLdTc = kBM + 8;
+constexpr size_t kSmemTc = sizeof(float) * std::max(kBK * 2 * kLdTc, kBM * kLdTc);
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GEMM views
@@ -136,12 +149,18 @@ struct ConvBwdWeightOp {
 
 // partial == nullptr: the block owns the whole reduction and stores through op. Otherwise block z
 // reduces [z * k_per, (z + 1) * k_per) and writes its tile to partial[z][M][N].
-template <typename Op>
-__global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
+template <typename Op, bool kTensorCores>
+__device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* partial) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int ldA = kTensorCores ? kLdTc : kLdA, ldB = kTensorCores ? kLdTc : kLdB;
   NL_DYN_SHARED(float, smem);
-  float* As = smem;              // [kBK][kLdA]
-  float* Bs = smem + kBK * kLdA;  // [kBK][kLdB]
+  float* As = smem;             // [kBK][ldA]
+  float* Bs = smem + kBK * ldA;  // [kBK][ldB]
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  // Tensor cores: warp w owns rows 16 (w / 2) .. +15 and columns 32 (w % 2) .. +31 of the tile.
+  const int warp = threadIdx.x / 32, wm = warp / 2 * 16, wn = warp % 2 * 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> cf[2];
+  if constexpr (kTensorCores) wmma::fill_fragment(cf[0], 0.0f), wmma::fill_fragment(cf[1], 0.0f);
   const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
   const int64_t M = op.M(), N = op.N();
   const int64_t k_begin = int64_t(blockIdx.z) * k_per;
@@ -154,13 +173,29 @@ __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per
     // Lanes walk the operand's contiguous index (Op::kAAlongK / kBAlongK): coalesced gathers.
     for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
       const int mm = Op::kAAlongK ? i / kBK : i % kBM, kk = Op::kAAlongK ? i % kBK : i / kBM;
-      As[kk * kLdA + mm] = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
+      const float v = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
+      As[kk * ldA + mm] = kTensorCores ? wmma::__float_to_tf32(v) : v;
     }
     for (int i = threadIdx.x; i < kBN * kBK; i += kThreads) {
       const int nn = Op::kBAlongK ? i / kBK : i % kBN, kk = Op::kBAlongK ? i % kBK : i / kBN;
-      Bs[kk * kLdB + nn] = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
+      const float v = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
+      Bs[kk * ldB + nn] = kTensorCores ? wmma::__float_to_tf32(v) : v;
     }
     __syncthreads();  // the tile is complete before anyone reads it
+    if constexpr (kTensorCores) {
+      // As holds A column-major (element (m, k) at k * ldA + m), Bs holds B row-major.
+      for (int kk = 0; kk < kBK; kk += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> af;
+        wmma::load_matrix_sync(af, As + kk * ldA + wm, ldA);
+        for (int j = 0; j < 2; ++j) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, Bs + kk * ldB + wn + 16 * j, ldB);
+          wmma::mma_sync(cf[j], af, bf, cf[j]);
+        }
+      }
+      __syncthreads();  // everyone is done reading before the next tile overwrites it
+      continue;
+    }
     for (int kk = 0; kk < kBK; ++kk) {
       // One float4 per fragment: 16 lanes read 16 consecutive quads of a B row (conflict-free
       // in quarter-warp phases); the A quad is a broadcast to the 16 lanes of a ty.
@@ -171,6 +206,17 @@ __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per
         for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
     }
     __syncthreads();  // everyone is done reading before the next tile overwrites it
+  }
+  if constexpr (kTensorCores) {
+    // Stage the warps' accumulators (the last tile was released by the loop's final barrier) and
+    // read back each thread's 4 x 4 of the FP32 layout, so both paths share the epilogue.
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(smem + wm * kLdTc + wn + 16 * j, cf[j], kLdTc, wmma::mem_row_major);
+    __syncthreads();  // every warp's slab is staged before threads read across slabs
+    for (int i = 0; i < kTM; ++i) {
+      const float4 v = load_vec(reinterpret_cast<const float4*>(smem + (ty * kTM + i) * kLdTc + tx * kTN));
+      acc[i][0] = v.x, acc[i][1] = v.y, acc[i][2] = v.z, acc[i][3] = v.w;
+    }
   }
   // A thread's 4 outputs of a row are consecutive n: one float4 store when they are consecutive
   // in memory too (16 lanes then write 256 contiguous bytes), else 4 scalar stores.
@@ -194,6 +240,18 @@ __global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per
       else op.store(m, n + j, acc[i][j]);
     }
   }
+}
+
+// The two instantiations carry their own names, so launches and ptxas' register counts tell them
+// apart. At least 3 blocks per SM for the FP32 kernel: left to itself ptxas holds the backward
+// instantiations to 64 registers (4 blocks) and spills 4-8 bytes; 85 allowed, they take 72-80.
+template <typename Op>
+__global__ void __launch_bounds__(256, 3) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
+  implicit_gemm<Op, false>(op, k_per, partial);
+}
+template <typename Op>
+__global__ void __launch_bounds__(256) implicit_gemm_tf32_kernel(Op op, int64_t k_per, float* partial) {
+  implicit_gemm<Op, true>(op, k_per, partial);
 }
 
 // out[i] = sum over z of partial[z][i], z in order (deterministic).
@@ -234,22 +292,33 @@ int64_t split_plan(int64_t tiles, int64_t K, int64_t& k_per) {
   return std::max<int64_t>(1, ceil_div(K, k_per));  // rounding can leave trailing splits empty
 }
 
-template <typename Op>
-void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
-  if (M == 0 || N == 0) return;
+template <typename Op, bool kTensorCores>
+void launch_gemm(dim3 grid, const Op& op, int64_t k_per, float* partial) {
+  if constexpr (kTensorCores) NL_LAUNCH(implicit_gemm_tf32_kernel<Op>, grid, kThreads, kSmemTc, op, k_per, partial);
+  else NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, partial);
+}
+
+template <typename Op, bool kTensorCores>
+void run_gemm_as(const Op& op, int64_t M, int64_t N, int64_t K) {
   const dim3 tiles(unsigned(ceil_div(N, kBN)), unsigned(ceil_div(M, kBM)));
   if constexpr (Op::kSplitK) {
     int64_t k_per = 0;
     const int64_t used = split_plan(int64_t(tiles.x) * tiles.y, K, k_per);
     if (used > 1) {
       Scratch partial(sizeof(float) * size_t(used * M * N));
-      NL_LAUNCH(implicit_gemm_kernel<Op>, dim3(tiles.x, tiles.y, unsigned(used)), kThreads, kSmem, op, k_per,
-                partial.f32());
+      launch_gemm<Op, kTensorCores>(dim3(tiles.x, tiles.y, unsigned(used)), op, k_per, partial.f32());
       NL_LAUNCH(split_k_reduce_kernel<Op>, grid_for(M * N), 256, 0, op, used, partial.f32());
       return;
     }
   }
-  NL_LAUNCH(implicit_gemm_kernel<Op>, tiles, kThreads, kSmem, op, std::max<int64_t>(K, 1), static_cast<float*>(nullptr));
+  launch_gemm<Op, kTensorCores>(tiles, op, std::max<int64_t>(K, 1), nullptr);
+}
+
+template <typename Op>
+void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
+  if (M == 0 || N == 0) return;
+  if (op.p.tf32) run_gemm_as<Op, true>(op, M, N, K);
+  else run_gemm_as<Op, false>(op, M, N, K);
 }
 }  // namespace
 

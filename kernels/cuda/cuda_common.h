@@ -3,6 +3,7 @@
 // error checks that throw, the launch helper and dynamic shared memory.
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
+#include <mma.h>
 #else
 #include "kernels/cuemu/cuemu.h"
 #endif
@@ -133,7 +134,7 @@ CUEMU_VECTOR_FN void store_vec(V* p, V v) {
     NL_CUDA_CHECK(cudaGetLastError());                                             \
   } while (0)
 #define NL_DYN_SHARED(T, name)                                 \
-  extern __shared__ __align__(16) unsigned char nl_dyn_smem_[]; \
+  extern __shared__ __align__(128) unsigned char nl_dyn_smem_[];\
   T* name = reinterpret_cast<T*>(nl_dyn_smem_)
 #else
 #define NL_LAUNCH(kernel, grid, block, shmem, ...)                                            \

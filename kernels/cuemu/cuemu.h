@@ -60,10 +60,21 @@ struct ThreadContext {
 ThreadContext& current();
 void* dynamic_shared();
 
-enum class WarpOpKind { Shfl, ShflUp, ShflDown, ShflXor, Ballot, All, Any, SyncWarp };
+enum class WarpOpKind { Shfl, ShflUp, ShflDown, ShflXor, Ballot, All, Any, SyncWarp, Mma };
 uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int width,
                  const std::source_location& loc);
 void syncthreads(const std::source_location& loc);
+// A launch failure raised by device code (cuemu's checks of CUDA API preconditions).
+[[noreturn]] void device_error(const std::string& what, const std::source_location& loc);
+
+// One lane's part of a warp's D = A * B + C on tensor cores (wmma::mma_sync, m16n16k8 TF32): the
+// lanes meet as at a shuffle and the last to arrive computes every lane's D from all lanes'
+// fragments (fragment layouts in nvcuda::wmma below).
+struct MmaLane {
+  const float *a, *b, *c;
+  float* d;
+};
+void warp_mma(MmaLane& lane, const std::source_location& loc);
 
 template <typename T>
 uint64_t to_bits(T v) {
@@ -124,6 +135,116 @@ inline int __all_sync(unsigned mask, int pred, std::source_location loc = std::s
 inline int __any_sync(unsigned mask, int pred, std::source_location loc = std::source_location::current()) {
   return static_cast<int>(cuemu::warp_op(cuemu::WarpOpKind::Any, mask, pred != 0, 0, 32, loc));
 }
+
+// --- tensor cores: the wmma API for TF32 (m16n16k8, FP32 accumulation) ---------------------------
+// A fragment's elements are spread over the 32 lanes as the PTX ISA documents them for
+// mma.m16n8k8 .tf32 (two such instructions make one m16n16k8): with g = lane / 4, t = lane % 4,
+//   A (16 x 8):  a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4)
+//   B (8 x 16):  per 8-column half h, b[2h] (t, 8h+g)  b[2h+1] (t+4, 8h+g)
+//   C (16 x 16): per half h, c[4h..4h+3] at (g, 8h+2t) (g, 8h+2t+1) (g+8, 8h+2t) (g+8, 8h+2t+1)
+// CUDA leaves the wmma layout unspecified (kernels may only load, store, fill and apply
+// elementwise operations), so this choice only decides which shared-memory banks the profiler
+// sees each lane touch: it makes that count the hardware's.
+//
+// TF32 as on the hardware: the multiply sees only the upper 19 bits of each input (sign, 8-bit
+// exponent, 10-bit mantissa: the low 13 bits are ignored, i.e. truncated); __float_to_tf32 rounds
+// to nearest, ties away from zero, as cvt.rna.tf32.f32 does. Products are exact in FP32 and summed
+// in FP32 (the hardware's internal order is unspecified; here k in order).
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 8, "cuemu emulates the TF32 shape m16n16k8 only");
+  static_assert(std::is_same_v<Use, accumulator> ? std::is_same_v<T, float> : std::is_same_v<T, precision::tf32>,
+                "cuemu emulates TF32 inputs with FP32 accumulators");
+  static constexpr int kRows = std::is_same_v<Use, matrix_b> ? K : M;
+  static constexpr int kCols = std::is_same_v<Use, matrix_a> ? K : N;
+  static constexpr int num_elements = kRows * kCols / 32;
+  using element_type = float;
+  float x[num_elements];
+};
+
+namespace detail {
+// (row, column) of element j of `lane`'s fragment (the table above).
+template <typename Use>
+constexpr void coord(int lane, int j, int& r, int& c) {
+  const int g = lane / 4, t = lane % 4;
+  if constexpr (std::is_same_v<Use, matrix_a>) {
+    r = g + 8 * (j & 1), c = t + 4 * (j >> 1);
+  } else if constexpr (std::is_same_v<Use, matrix_b>) {
+    r = t + 4 * (j & 1), c = 8 * (j >> 1) + g;
+  } else {
+    r = g + 8 * ((j >> 1) & 1), c = 8 * (j >> 2) + 2 * t + (j & 1);
+  }
+}
+inline void check_ptr(const void* p, unsigned ldm, const std::source_location& loc) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+    cuemu::device_error("wmma: matrix pointer is not 256-bit aligned", loc);
+  if (ldm % 4 != 0) cuemu::device_error("wmma: ldm " + std::to_string(ldm) + " is not a multiple of 16 bytes", loc);
+}
+inline int lane() { return int(::cuemu::current().linear_tid % 32); }
+}  // namespace detail
+
+template <typename Use, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, const float* p, unsigned ldm,
+                      std::source_location loc = std::source_location::current()) {
+  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>, "A and B fragments need a layout");
+  detail::check_ptr(p, ldm, loc);
+  for (int j = 0; j < f.num_elements; ++j) {
+    int r = 0, c = 0;
+    detail::coord<Use>(detail::lane(), j, r, c);
+    f.x[j] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
+  }
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const float* p, unsigned ldm, layout_t layout,
+                             std::source_location loc = std::source_location::current()) {
+  detail::check_ptr(p, ldm, loc);
+  for (int j = 0; j < f.num_elements; ++j) {
+    int r = 0, c = 0;
+    detail::coord<accumulator>(detail::lane(), j, r, c);
+    f.x[j] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+  }
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f, unsigned ldm, layout_t layout,
+                              std::source_location loc = std::source_location::current()) {
+  detail::check_ptr(p, ldm, loc);
+  for (int j = 0; j < f.num_elements; ++j) {
+    int r = 0, c = 0;
+    detail::coord<accumulator>(detail::lane(), j, r, c);
+    (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[j];
+  }
+}
+template <typename Use, typename T, typename Layout>
+void fill_fragment(fragment<Use, 16, 16, 8, T, Layout>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+template <typename LayoutA, typename LayoutB>
+void mma_sync(fragment<accumulator, 16, 16, 8, float>& d, const fragment<matrix_a, 16, 16, 8, precision::tf32, LayoutA>& a,
+              const fragment<matrix_b, 16, 16, 8, precision::tf32, LayoutB>& b,
+              const fragment<accumulator, 16, 16, 8, float>& c, bool satf = false,
+              std::source_location loc = std::source_location::current()) {
+  if (satf) cuemu::device_error("wmma::mma_sync: satf is not emulated", loc);
+  cuemu::MmaLane me{a.x, b.x, c.x, d.x};
+  cuemu::warp_mma(me, loc);
+}
+inline float __float_to_tf32(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;  // NaN and Inf unchanged
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+}  // namespace nvcuda::wmma
+
 
 // Atomics: relaxed, as CUDA's atomicAdd & co. are: a read-modify-write is indivisible but orders
 // no other memory access, so the race-check build does not see a happens-before edge that CUDA

@@ -7,7 +7,9 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
+#include <new>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -82,10 +84,22 @@ struct Thread {
   unsigned barriers = 0, syncwarps = 0;  // generations passed (race-check build)
 };
 
+// Dynamic shared memory starts 128-byte aligned, as on a GPU (wmma needs 32 bytes; malloc gives 16).
+template <typename T>
+struct Aligned128 {
+  using value_type = T;
+  Aligned128() = default;
+  template <typename U>
+  Aligned128(const Aligned128<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(128))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(128)); }
+  bool operator==(const Aligned128&) const { return true; }
+};
+
 struct Block {
   const char* kernel = "";
   std::vector<Thread> threads;
-  std::vector<unsigned char> shared[kSets];
+  std::vector<unsigned char, Aligned128<unsigned char>> shared[kSets];
   int set = 0;       // which fibers and shared buffer this block uses
   unsigned gen = 0;  // how many blocks of this set ran before it in this launch
   const ThreadBody* body = nullptr;
@@ -200,6 +214,43 @@ std::vector<size_t> make_order(size_t n, uint64_t salt) {
 
 bool in_segment(int lane, int src, int width) { return src / width == lane / width; }
 
+// The tensor core's view of a TF32 input: the low 13 bits of the mantissa are not read.
+float tf32_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u &= 0xffffe000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// wmma::mma_sync of the warp at `base` (all 32 lanes parked there): gathers A, B and C from the
+// lanes' fragments, computes D = A * B + C and scatters D back. Every D is computed before any is
+// written, since a lane's d is usually its own c.
+void mma_warp(Block& b, size_t base) {
+  namespace wd = nvcuda::wmma::detail;
+  namespace wm = nvcuda::wmma;
+  float A[16][8], B[8][16], C[16][16];
+  const MmaLane* lanes[32];
+  for (int m = 0; m < 32; ++m) {
+    const MmaLane* l = lanes[m] = from_bits<const MmaLane*>(b.threads[base + size_t(m)].value);
+    int r = 0, c = 0;
+    for (int j = 0; j < 4; ++j) wd::coord<wm::matrix_a>(m, j, r, c), A[r][c] = tf32_bits(l->a[j]);
+    for (int j = 0; j < 4; ++j) wd::coord<wm::matrix_b>(m, j, r, c), B[r][c] = tf32_bits(l->b[j]);
+    for (int j = 0; j < 8; ++j) wd::coord<wm::accumulator>(m, j, r, c), C[r][c] = l->c[j];
+  }
+  // Products of two 11-bit significands are exact in FP32; the sum rounds per step.
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = C[i][j];
+      for (int k = 0; k < 8; ++k) acc += A[i][k] * B[k][j];
+      C[i][j] = acc;
+    }
+  for (int m = 0; m < 32; ++m) {
+    int r = 0, c = 0;
+    for (int j = 0; j < 8; ++j) wd::coord<wm::accumulator>(m, j, r, c), lanes[m]->d[j] = C[r][c];
+  }
+}
+
 // Completes the warp operation of the warp starting at `base` if all lanes of its mask have
 // arrived. Returns true if it completed (the lanes are runnable again).
 bool resolve_warp(Block& b, size_t base) {
@@ -240,8 +291,13 @@ bool resolve_warp(Block& b, size_t base) {
       }
     }
     if (!ready) return false;
-    // Compute every lane's result, then release them.
     const unsigned mask = t.mask;
+    if (t.kind == WarpOpKind::Mma) {
+      mma_warp(b, base);
+      for (size_t m = 0; m < 32; ++m) b.threads[base + m].state = State::Runnable;
+      return true;
+    }
+    // Compute every lane's result, then release them.
     uint64_t ballot = 0;
     for (size_t m = 0; m < 32; ++m)
       if (mask >> m & 1u) ballot |= (b.threads[base + m].value != 0 ? 1ull : 0ull) << m;
@@ -389,6 +445,16 @@ uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int 
   if (kind == WarpOpKind::SyncWarp) hb_acquire(warp_sync);
 #endif
   return t->result;
+}
+
+void warp_mma(MmaLane& lane, const std::source_location& loc) {
+  if (!g_block) device_error("wmma::mma_sync outside a kernel", loc);
+  warp_op(WarpOpKind::Mma, 0xffffffffu, to_bits(&lane), 0, 32, loc);
+}
+
+void device_error(const std::string& what, const std::source_location& loc) {
+  if (!g_block) throw std::logic_error(what + " at " + where(loc));
+  fail_here(what + " at " + where(loc));
 }
 
 void set_order(Order order, uint64_t seed) {

@@ -349,3 +349,112 @@ TEST_CASE("the CUDA caching allocator reuses a block only on its own stream", "[
   cudaStreamDestroy(s1);
   cudaStreamDestroy(s2);
 }
+
+namespace {
+namespace wmma = nvcuda::wmma;
+// One warp per 16 x 16 output: D = A (16 x 8) * B (8 x 16) + C, A and B read in the layout
+// asked for (a_col / b_col: column-major), C and D row-major. round: __float_to_tf32 on A and B.
+// skip_lane >= 0: that lane returns before the mma (divergence).
+__global__ void mma_kernel(const float* a, bool a_col, const float* b, bool b_col, const float* c, float* d,
+                           bool round, int skip_lane) {
+  if (int(threadIdx.x) == skip_lane) return;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> cf;
+  wmma::load_matrix_sync(cf, c, 16, wmma::mem_row_major);
+  auto finish = [&](auto& af, auto& bf) {
+    if (round) {
+      for (int i = 0; i < af.num_elements; ++i) af.x[i] = wmma::__float_to_tf32(af.x[i]);
+      for (int i = 0; i < bf.num_elements; ++i) bf.x[i] = wmma::__float_to_tf32(bf.x[i]);
+    }
+    wmma::mma_sync(cf, af, bf, cf);
+    wmma::store_matrix_sync(d, cf, 16, wmma::mem_row_major);
+  };
+  // Column-major A (16 x 8) has a leading dimension of 16, row-major 8; B likewise 8 and 16.
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ar;
+  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> ac;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> br;
+  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> bc;
+  if (a_col) wmma::load_matrix_sync(ac, a, 16);
+  else wmma::load_matrix_sync(ar, a, 8);
+  if (b_col) wmma::load_matrix_sync(bc, b, 8);
+  else wmma::load_matrix_sync(br, b, 16);
+  if (a_col && b_col) finish(ac, bc);
+  else if (a_col) finish(ac, br);
+  else if (b_col) finish(ar, bc);
+  else finish(ar, br);
+}
+
+struct MmaRun {
+  std::vector<float> d;
+  cudaError_t err;
+  std::string failure;
+};
+// a, b, c given row-major; stored in the layout the kernel reads.
+MmaRun run_mma(const std::vector<float>& a, bool a_col, const std::vector<float>& b, bool b_col,
+               const std::vector<float>& c, bool round, int skip_lane = -1, size_t misalign = 0) {
+  std::vector<float> as(128), bs(128);
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 8; ++k) as[a_col ? k * 16 + r : r * 8 + k] = a[r * 8 + k];
+  for (int k = 0; k < 8; ++k)
+    for (int n = 0; n < 16; ++n) bs[b_col ? n * 8 + k : k * 16 + n] = b[k * 16 + n];
+  float *da, *db, *dc, *dd;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&da), 132 * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&db), 128 * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dc), 256 * sizeof(float)) == cudaSuccess);
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dd), 256 * sizeof(float)) == cudaSuccess);
+  cudaMemcpy(da + misalign, as.data(), 128 * sizeof(float), cudaMemcpyHostToDevice);
+  cudaMemcpy(db, bs.data(), 128 * sizeof(float), cudaMemcpyHostToDevice);
+  cudaMemcpy(dc, c.data(), 256 * sizeof(float), cudaMemcpyHostToDevice);
+  cuemu::launch("mma_kernel", mma_kernel, 1, 32, 0, nullptr, static_cast<const float*>(da + misalign), a_col,
+                static_cast<const float*>(db), b_col, static_cast<const float*>(dc), dd, round, skip_lane);
+  MmaRun out{std::vector<float>(256), cudaGetLastError(), cuemu::last_failure()};
+  if (out.err == cudaSuccess) cudaMemcpy(out.d.data(), dd, 256 * sizeof(float), cudaMemcpyDeviceToHost);
+  cuemu::reset_error();
+  for (float* p : {da, db, dc, dd}) cudaFree(p);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("wmma m16n16k8 TF32: every layout multiplies exactly, inputs are read as TF32", "[cuemu]") {
+  // Small integers: every product and sum is exact, so any misplaced element shows.
+  std::vector<float> a(128), b(128), c(256), want(256);
+  for (int i = 0; i < 128; ++i) a[i] = float(i % 7 - 3), b[i] = float(i % 5 - 2);
+  for (int i = 0; i < 256; ++i) c[i] = float(i % 11);
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 16; ++n) {
+      float s = c[r * 16 + n];
+      for (int k = 0; k < 8; ++k) s += a[r * 8 + k] * b[k * 16 + n];
+      want[r * 16 + n] = s;
+    }
+  for (auto order : {cuemu::Order::Forward, cuemu::Order::Reverse, cuemu::Order::Random}) {
+    cuemu::set_order(order, 5);
+    for (bool a_col : {false, true})
+      for (bool b_col : {false, true}) {
+        CAPTURE(a_col, b_col);
+        MmaRun r = run_mma(a, a_col, b, b_col, c, false);
+        REQUIRE(r.err == cudaSuccess);
+        CHECK(r.d == want);
+      }
+  }
+  cuemu::set_order(cuemu::Order::Forward);
+
+  // 1 + 3 * 2^-12 has mantissa bits below TF32's 10: the tensor core ignores them (1), and
+  // __float_to_tf32 rounds to nearest (1 + 2^-10); FP32 would keep them.
+  const float x = 1.0f + 3.0f / 4096.0f;
+  std::vector<float> ones_a(128, 1.0f), xs_b(128, x), zero(256, 0.0f);
+  MmaRun truncated = run_mma(ones_a, false, xs_b, false, zero, false);
+  MmaRun rounded = run_mma(ones_a, false, xs_b, false, zero, true);
+  CHECK(truncated.d[0] == 8.0f);
+  CHECK(rounded.d[0] == 8.0f * (1.0f + 1.0f / 1024.0f));
+  CHECK(wmma::__float_to_tf32(-x) == -(1.0f + 1.0f / 1024.0f));
+  CHECK(std::isnan(wmma::__float_to_tf32(std::nanf(""))));
+}
+
+TEST_CASE("wmma misuse fails the launch: a misaligned matrix, a lane that skips the mma", "[cuemu]") {
+  std::vector<float> a(128, 1.0f), b(128, 1.0f), c(256, 0.0f);
+  MmaRun mis = run_mma(a, false, b, false, c, false, -1, 1);
+  CHECK(mis.err == cudaErrorLaunchFailure);
+  CHECK_THAT(mis.failure, Contains("256-bit aligned"));
+  MmaRun skip = run_mma(a, false, b, false, c, false, 7);
+  CHECK(skip.err == cudaErrorLaunchFailure);
+  CHECK_THAT(skip.failure, Contains("exited"));
+}

@@ -1,4 +1,5 @@
 #include "kernels/stubs.h"
+#include "normlab/core/dispatch.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
 
@@ -20,6 +21,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int
   p.K = w_in.size(0), p.R = w_in.size(2), p.S = w_in.size(3);
   p.stride_h = p.stride_w = stride;
   p.pad_h = p.pad_w = padding;
+  p.tf32 = conv_tf32();
   NL_CHECK(p.H + 2 * padding >= p.R && p.W + 2 * padding >= p.S, op, ": filter ", p.R, "x", p.S,
            " is larger than the padded input ", p.H + 2 * padding, "x", p.W + 2 * padding);
   p.P = (p.H + 2 * padding - p.R) / stride + 1;

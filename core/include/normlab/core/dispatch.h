@@ -15,6 +15,14 @@ void ensure_backends_registered();
 // A short description of what this build contains, for error messages ("cpu", "cpu, cuda").
 const char* built_backends();
 
+// Whether CUDA convolutions may use TF32 tensor cores (inputs rounded to a 10-bit mantissa,
+// products summed in FP32: about 3 significant digits per product instead of 7). On by default,
+// as PyTorch's torch.backends.cudnn.allow_tf32; NORMLAB_CONV_TF32=0 in the environment or
+// set_conv_tf32(false) selects the FP32 kernels. Linear layers stay FP32 (PyTorch's default for
+// matmul). The CPU always computes in FP32. Read when an op is called.
+void set_conv_tf32(bool allow);
+bool conv_tf32();
+
 template <typename Fn>
 class DispatchStub;
 
