@@ -46,20 +46,51 @@ constexpr size_t kSmemTc = sizeof(float) * std::max(kBK * 2 * kLdTc, kBM * kLdTc
 
 // ---------------------------------------------------------------------------------- GEMM views
 
+// Index arithmetic in 32 bits with division by invariant integers (Granlund & Montgomery 1994,
+// as PyTorch's IntDivider and CUTLASS's FastDivmod): a gathered element costs a few multiply-highs
+// instead of up to six 64-bit divisions, which nvcc expands into long call-free sequences (the
+// PTX of the 64-bit version held 38-57 div/rem.s64 per kernel). Valid for n, d < 2^31: the
+// launcher refuses GEMM dimensions beyond that. Element offsets are formed in 64 bits.
+struct FastDiv {
+  uint32_t d = 1, m = 0, s = 0;
+  FastDiv() = default;
+  explicit FastDiv(int64_t divisor) : d(uint32_t(std::max<int64_t>(divisor, 1))) {  // 0: an empty GEMM
+    while (s < 31 && (uint32_t(1) << s) < d) ++s;  // s = ceil(log2 d)
+    m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
+  __device__ __forceinline__ void divmod(uint32_t n, uint32_t& q, uint32_t& r) const {
+    q = div(n);
+    r = n - q * d;
+  }
+};
+
+// The divisors of a convolution's index maps, built once on the host per launch.
+struct ConvDivs {
+  FastDiv RS, S, PQ, Q, HW, W, stride_h, stride_w;
+  explicit ConvDivs(const Conv2dParams& p)
+      : RS(p.R * p.S), S(p.S), PQ(p.P * p.Q), Q(p.Q), HW(p.H * p.W), W(p.W), stride_h(p.stride_h),
+        stride_w(p.stride_w) {}
+};
+
 // The implicit im2col matrix X̃[(c,r,s), (n,p,q)]: the input pixel that output (n, p, q) sees
 // through filter tap (r, s) of channel c, zero in the padding. Forward and backward-weight share it.
-__device__ __forceinline__ float im2col_at(const Conv2dParams& p, const float* x, int64_t crs, int64_t npq) {
-  const int64_t c = crs / (p.R * p.S), r = crs / p.S % p.R, s = crs % p.S;
-  const int64_t ni = npq / (p.P * p.Q), oh = npq / p.Q % p.P, ow = npq % p.Q;
-  const int64_t ih = oh * p.stride_h - p.pad_h + r, iw = ow * p.stride_w - p.pad_w + s;
-  return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W) ? x[((ni * p.C + c) * p.H + ih) * p.W + iw] : 0.0f;
+__device__ __forceinline__ float im2col_at(const Conv2dParams& p, const ConvDivs& d, const float* x, uint32_t crs,
+                                           uint32_t npq) {
+  uint32_t c, rs, r, s, ni, pq, oh, ow;
+  d.RS.divmod(crs, c, rs), d.S.divmod(rs, r, s);
+  d.PQ.divmod(npq, ni, pq), d.Q.divmod(pq, oh, ow);
+  const int ih = int(oh) * int(p.stride_h) - int(p.pad_h) + int(r), iw = int(ow) * int(p.stride_w) - int(p.pad_w) + int(s);
+  return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
+             ? x[(int64_t(ni) * p.C + c) * (p.H * p.W) + ih * int(p.W) + iw]
+             : 0.0f;
 }
 
 // Each view says along which index its operands are contiguous in memory, so the tile loaders
 // walk that index across the lanes of a warp (coalesced loads; docs/kernels.md, "GPU model"):
 // kAAlongK: A[m, k] is contiguous in k; kBAlongK: B[k, n] is contiguous in k (else in n).
-// kStoreRuns: four consecutive n are consecutive in memory when the image size allows
-// (store4 then writes them as one float4).
+// store4 writes four consecutive n as one float4 when they are consecutive in memory too.
+// GEMM indices (m, n, k) are below 2^31 (run_gemm).
 struct ConvFwdOp {
   static constexpr bool kSplitK = false;  // long output, short reduction: tiles fill the GPU
   // A (the weights) is contiguous in k, but walking k costs ptxas a spill on sm_80 (80 registers
@@ -67,23 +98,27 @@ struct ConvFwdOp {
   // full tensor: the stores get the registers.
   static constexpr bool kAAlongK = false, kBAlongK = false;
   Conv2dParams p;
+  ConvDivs d;
   const float *x, *w, *bias;
   float* y;
   __device__ int64_t M() const { return p.K; }
   __device__ int64_t N() const { return p.N * p.P * p.Q; }
   __device__ int64_t K() const { return p.C * p.R * p.S; }
-  __device__ float a(int64_t m, int64_t k) const { return w[m * K() + k]; }
-  __device__ float b(int64_t k, int64_t n) const { return im2col_at(p, x, k, n); }
-  __device__ void store(int64_t m, int64_t n, float v) const {
-    const int64_t ni = n / (p.P * p.Q), pq = n % (p.P * p.Q);
-    y[(ni * p.K + m) * p.P * p.Q + pq] = v + (bias ? bias[m] : 0.0f);
+  __device__ float a(uint32_t m, uint32_t k) const { return w[int64_t(m) * K() + k]; }
+  __device__ float b(uint32_t k, uint32_t n) const { return im2col_at(p, d, x, k, n); }
+  __device__ void store(uint32_t m, uint32_t n, float v) const {
+    uint32_t ni, pq;
+    d.PQ.divmod(n, ni, pq);
+    y[(int64_t(ni) * p.K + m) * (p.P * p.Q) + pq] = v + (bias ? bias[m] : 0.0f);
   }
   // n % 4 == 0 and n + 3 < N: the 4 outputs share an image when P*Q % 4 == 0.
-  __device__ bool store4(int64_t m, int64_t n, float4 v) const {
+  __device__ bool store4(uint32_t m, uint32_t n, float4 v) const {
     const int64_t PQ = p.P * p.Q;
     if (PQ % 4 != 0 || reinterpret_cast<uintptr_t>(y) % 16 != 0) return false;
     const float b = bias ? bias[m] : 0.0f;
-    float* dst = y + (n / PQ * p.K + m) * PQ + n % PQ;
+    uint32_t ni, pq;
+    d.PQ.divmod(n, ni, pq);
+    float* dst = y + (int64_t(ni) * p.K + m) * PQ + pq;
     store_vec(reinterpret_cast<float4*>(dst), make_float4(v.x + b, v.y + b, v.z + b, v.w + b));
     return true;
   }
@@ -93,32 +128,41 @@ struct ConvBwdDataOp {
   static constexpr bool kSplitK = false;
   static constexpr bool kAAlongK = false, kBAlongK = false;
   Conv2dParams p;
+  ConvDivs d;
   const float *w, *dy;
   float* dx;
   __device__ int64_t M() const { return p.C; }
   __device__ int64_t N() const { return p.N * p.H * p.W; }
   __device__ int64_t K() const { return p.K * p.R * p.S; }
-  __device__ float a(int64_t c, int64_t k) const {
-    const int64_t ko = k / (p.R * p.S), rs = k % (p.R * p.S);
-    return w[(ko * p.C + c) * p.R * p.S + rs];
+  __device__ float a(uint32_t c, uint32_t k) const {
+    uint32_t ko, rs;
+    d.RS.divmod(k, ko, rs);
+    return w[(int64_t(ko) * p.C + c) * (p.R * p.S) + rs];
   }
-  __device__ float b(int64_t k, int64_t n) const {
-    const int64_t ko = k / (p.R * p.S), r = k / p.S % p.R, s = k % p.S;
-    const int64_t ni = n / (p.H * p.W), h = n / p.W % p.H, wc = n % p.W;
+  __device__ float b(uint32_t k, uint32_t n) const {
+    uint32_t ko, rs, r, s, ni, hw, h, wc;
+    d.RS.divmod(k, ko, rs), d.S.divmod(rs, r, s);
+    d.HW.divmod(n, ni, hw), d.W.divmod(hw, h, wc);
     // Output (oh, ow) saw input (h, w) through tap (r, s) iff oh * stride - pad + r == h.
-    const int64_t th = h + p.pad_h - r, tw = wc + p.pad_w - s;
-    if (th < 0 || tw < 0 || th % p.stride_h || tw % p.stride_w) return 0.0f;
-    const int64_t oh = th / p.stride_h, ow = tw / p.stride_w;
-    return (oh < p.P && ow < p.Q) ? dy[((ni * p.K + ko) * p.P + oh) * p.Q + ow] : 0.0f;
+    const int th = int(h) + int(p.pad_h) - int(r), tw = int(wc) + int(p.pad_w) - int(s);
+    if (th < 0 || tw < 0) return 0.0f;
+    uint32_t oh, ow, rh, rw;
+    d.stride_h.divmod(uint32_t(th), oh, rh), d.stride_w.divmod(uint32_t(tw), ow, rw);
+    return (rh == 0 && rw == 0 && oh < p.P && ow < p.Q)
+               ? dy[(int64_t(ni) * p.K + ko) * (p.P * p.Q) + oh * uint32_t(p.Q) + ow]
+               : 0.0f;
   }
-  __device__ void store(int64_t c, int64_t n, float v) const {
-    const int64_t ni = n / (p.H * p.W), hw = n % (p.H * p.W);
-    dx[(ni * p.C + c) * p.H * p.W + hw] = v;
+  __device__ void store(uint32_t c, uint32_t n, float v) const {
+    uint32_t ni, hw;
+    d.HW.divmod(n, ni, hw);
+    dx[(int64_t(ni) * p.C + c) * (p.H * p.W) + hw] = v;
   }
-  __device__ bool store4(int64_t c, int64_t n, float4 v) const {
+  __device__ bool store4(uint32_t c, uint32_t n, float4 v) const {
     const int64_t HW = p.H * p.W;
     if (HW % 4 != 0 || reinterpret_cast<uintptr_t>(dx) % 16 != 0) return false;
-    store_vec(reinterpret_cast<float4*>(dx + (n / HW * p.C + c) * HW + n % HW), v);
+    uint32_t ni, hw;
+    d.HW.divmod(n, ni, hw);
+    store_vec(reinterpret_cast<float4*>(dx + (int64_t(ni) * p.C + c) * HW + hw), v);
     return true;
   }
 };
@@ -127,25 +171,33 @@ struct ConvBwdWeightOp {
   static constexpr bool kSplitK = true;  // tiny output, reduction over the whole batch
   static constexpr bool kAAlongK = true, kBAlongK = true;
   Conv2dParams p;
+  ConvDivs d;
   const float *x, *dy;
   float* dw;
   __device__ int64_t M() const { return p.K; }
   __device__ int64_t N() const { return p.C * p.R * p.S; }
   __device__ int64_t K() const { return p.N * p.P * p.Q; }
-  __device__ float a(int64_t ko, int64_t k) const {
-    const int64_t ni = k / (p.P * p.Q), pq = k % (p.P * p.Q);
-    return dy[(ni * p.K + ko) * p.P * p.Q + pq];
+  __device__ float a(uint32_t ko, uint32_t k) const {
+    uint32_t ni, pq;
+    d.PQ.divmod(k, ni, pq);
+    return dy[(int64_t(ni) * p.K + ko) * (p.P * p.Q) + pq];
   }
-  __device__ float b(int64_t k, int64_t n) const { return im2col_at(p, x, n, k); }
-  __device__ void store(int64_t m, int64_t n, float v) const { dw[m * N() + n] = v; }
-  __device__ bool store4(int64_t m, int64_t n, float4 v) const {
+  __device__ float b(uint32_t k, uint32_t n) const { return im2col_at(p, d, x, n, k); }
+  __device__ void store(uint32_t m, uint32_t n, float v) const { dw[int64_t(m) * N() + n] = v; }
+  __device__ bool store4(uint32_t m, uint32_t n, float4 v) const {
     if (N() % 4 != 0 || reinterpret_cast<uintptr_t>(dw) % 16 != 0) return false;
-    store_vec(reinterpret_cast<float4*>(dw + m * N() + n), v);
+    store_vec(reinterpret_cast<float4*>(dw + int64_t(m) * N() + n), v);
     return true;
   }
 };
 
 // ---------------------------------------------------------------------------------- kernels
+
+// Element i of a 64 x 16 tile gathered along k: a warp's 32 lanes take 8 k x 4 rows, so every
+// 8 lanes read one 32-byte sector and their stores into the padded tile [k][row] spread over the
+// banks: conflict-free with rows of 68 floats, 2-way with 72 (16 k x 2 rows was 2-way and 4-way).
+__device__ __forceinline__ int along_k_row(int i) { return i / 64 * 4 + i % 32 / 8; }
+__device__ __forceinline__ int along_k_k(int i) { return i % 8 + i / 32 % 2 * 8; }
 
 // partial == nullptr: the block owns the whole reduction and stores through op. Otherwise block z
 // reduces [z * k_per, (z + 1) * k_per) and writes its tile to partial[z][M][N].
@@ -161,23 +213,24 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
   const int warp = threadIdx.x / 32, wm = warp / 2 * 16, wn = warp % 2 * 32;
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> cf[2];
   if constexpr (kTensorCores) wmma::fill_fragment(cf[0], 0.0f), wmma::fill_fragment(cf[1], 0.0f);
-  const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
-  const int64_t M = op.M(), N = op.N();
-  const int64_t k_begin = int64_t(blockIdx.z) * k_per;
-  const int64_t K = k_begin + k_per < op.K() ? k_begin + k_per : op.K();  // this block's end
+  // GEMM coordinates in 32 bits (run_gemm checks M, N, K < 2^31).
+  const uint32_t m0 = blockIdx.y * kBM, n0 = blockIdx.x * kBN;
+  const uint32_t M = uint32_t(op.M()), N = uint32_t(op.N());
+  const uint32_t k_begin = uint32_t(blockIdx.z * k_per);
+  const uint32_t K = uint32_t(k_begin + k_per < op.K() ? k_begin + k_per : op.K());  // this block's end
   float acc[kTM][kTN];
   for (int i = 0; i < kTM; ++i)
     for (int j = 0; j < kTN; ++j) acc[i][j] = 0.0f;
 
-  for (int64_t k0 = k_begin; k0 < K; k0 += kBK) {
+  for (uint32_t k0 = k_begin; k0 < K; k0 += kBK) {
     // Lanes walk the operand's contiguous index (Op::kAAlongK / kBAlongK): coalesced gathers.
     for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
-      const int mm = Op::kAAlongK ? i / kBK : i % kBM, kk = Op::kAAlongK ? i % kBK : i / kBM;
+      const int mm = Op::kAAlongK ? along_k_row(i) : i % kBM, kk = Op::kAAlongK ? along_k_k(i) : i / kBM;
       const float v = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
       As[kk * ldA + mm] = kTensorCores ? wmma::__float_to_tf32(v) : v;
     }
     for (int i = threadIdx.x; i < kBN * kBK; i += kThreads) {
-      const int nn = Op::kBAlongK ? i / kBK : i % kBN, kk = Op::kBAlongK ? i % kBK : i / kBN;
+      const int nn = Op::kBAlongK ? along_k_row(i) : i % kBN, kk = Op::kBAlongK ? along_k_k(i) : i / kBN;
       const float v = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
       Bs[kk * ldB + nn] = kTensorCores ? wmma::__float_to_tf32(v) : v;
     }
@@ -193,17 +246,16 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
           wmma::mma_sync(cf[j], af, bf, cf[j]);
         }
       }
-      __syncthreads();  // everyone is done reading before the next tile overwrites it
-      continue;
-    }
-    for (int kk = 0; kk < kBK; ++kk) {
-      // One float4 per fragment: 16 lanes read 16 consecutive quads of a B row (conflict-free
-      // in quarter-warp phases); the A quad is a broadcast to the 16 lanes of a ty.
-      const float4 av = load_vec(reinterpret_cast<const float4*>(As + kk * kLdA + ty * kTM));
-      const float4 bv = load_vec(reinterpret_cast<const float4*>(Bs + kk * kLdB + tx * kTN));
-      const float a[kTM] = {av.x, av.y, av.z, av.w}, b[kTN] = {bv.x, bv.y, bv.z, bv.w};
-      for (int i = 0; i < kTM; ++i)
-        for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
+    } else {
+      for (int kk = 0; kk < kBK; ++kk) {
+        // One float4 per fragment: 16 lanes read 16 consecutive quads of a B row (conflict-free
+        // in quarter-warp phases); the A quad is a broadcast to the 16 lanes of a ty.
+        const float4 av = load_vec(reinterpret_cast<const float4*>(As + kk * kLdA + ty * kTM));
+        const float4 bv = load_vec(reinterpret_cast<const float4*>(Bs + kk * kLdB + tx * kTN));
+        const float a[kTM] = {av.x, av.y, av.z, av.w}, b[kTN] = {bv.x, bv.y, bv.z, bv.w};
+        for (int i = 0; i < kTM; ++i)
+          for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
+      }
     }
     __syncthreads();  // everyone is done reading before the next tile overwrites it
   }
@@ -221,7 +273,7 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
   // A thread's 4 outputs of a row are consecutive n: one float4 store when they are consecutive
   // in memory too (16 lanes then write 256 contiguous bytes), else 4 scalar stores.
   for (int i = 0; i < kTM; ++i) {
-    const int64_t m = m0 + ty * kTM + i, n = n0 + tx * kTN;
+    const uint32_t m = m0 + ty * kTM + i, n = n0 + tx * kTN;
     if (m >= M) continue;
     if (n + kTN <= N) {
       const float4 v = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
@@ -243,10 +295,9 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
 }
 
 // The two instantiations carry their own names, so launches and ptxas' register counts tell them
-// apart. At least 3 blocks per SM for the FP32 kernel: left to itself ptxas holds the backward
-// instantiations to 64 registers (4 blocks) and spills 4-8 bytes; 85 allowed, they take 72-80.
+// apart.
 template <typename Op>
-__global__ void __launch_bounds__(256, 3) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
+__global__ void __launch_bounds__(256) implicit_gemm_kernel(Op op, int64_t k_per, float* partial) {
   implicit_gemm<Op, false>(op, k_per, partial);
 }
 template <typename Op>
@@ -254,14 +305,14 @@ __global__ void __launch_bounds__(256) implicit_gemm_tf32_kernel(Op op, int64_t 
   implicit_gemm<Op, true>(op, k_per, partial);
 }
 
-// out[i] = sum over z of partial[z][i], z in order (deterministic).
+// out[i] = sum over z of partial[z][i], z in order (deterministic). M * N is a weight's size.
 template <typename Op>
 __global__ void split_k_reduce_kernel(Op op, int64_t splits, const float* partial) {
-  const int64_t MN = op.M() * op.N();
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < MN; i += int64_t(gridDim.x) * blockDim.x) {
+  const uint32_t N = uint32_t(op.N()), MN = uint32_t(op.M()) * N;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < MN; i += gridDim.x * blockDim.x) {
     float s = 0.0f;
     for (int64_t z = 0; z < splits; ++z) s += partial[z * MN + i];
-    op.store(i / op.N(), i % op.N(), s);
+    op.store(i / N, i % N, s);
   }
 }
 
@@ -317,6 +368,10 @@ void run_gemm_as(const Op& op, int64_t M, int64_t N, int64_t K) {
 template <typename Op>
 void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
   if (M == 0 || N == 0) return;
+  // The kernels index the GEMM in 32 bits (FastDiv); a bigger problem is split by the caller.
+  constexpr int64_t kMax = int64_t(1) << 31;
+  NL_CHECK(M < kMax && N < kMax && K < kMax && M * N < (int64_t(1) << 32), "conv2d on CUDA: the implicit GEMM is ", M,
+           " x ", N, " x ", K, "; each dimension must stay below 2^31 (split the batch)");
   if (op.p.tf32) run_gemm_as<Op, true>(op, M, N, K);
   else run_gemm_as<Op, false>(op, M, N, K);
 }
@@ -330,18 +385,18 @@ namespace {
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   NL_MODEL_OP("conv2d_fwd", conv_flops(p), conv_bytes(p));
-  run_gemm(ConvFwdOp{p, x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
+  run_gemm(ConvFwdOp{p, ConvDivs(p), x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
 }
 
 void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
                 float* dw, float* dbias) {
   if (dx) {
     NL_MODEL_OP("conv2d_bwd_data", conv_flops(p), conv_bytes(p));
-    run_gemm(ConvBwdDataOp{p, w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
+    run_gemm(ConvBwdDataOp{p, ConvDivs(p), w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
   }
   if (dw) {
     NL_MODEL_OP("conv2d_bwd_weight", conv_flops(p), conv_bytes(p));
-    run_gemm(ConvBwdWeightOp{p, x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
+    run_gemm(ConvBwdWeightOp{p, ConvDivs(p), x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
   }
   if (dbias && p.K > 0) {
     NL_MODEL_OP("conv2d_bwd_bias", p.N * p.K * p.P * p.Q, 4.0 * (p.N * p.K * p.P * p.Q + p.K));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "normlab/core/dispatch.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/core/tensor.h"
@@ -260,4 +261,36 @@ TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op n
       }
     }
   }
+}
+
+// The TF32 conv kernel at its design (docs/kernels.md, "TF32 convolutions"): the tensor-core
+// fragment loads and the epilogue's float4 reads of the staged tile are free of bank conflicts
+// (rows padded to 72 floats), for the forward, backward-data and backward-weight GEMMs.
+TEST_CASE("profiler: the TF32 conv reads its shared tiles without bank conflicts", "[profile]") {
+  using namespace nl;
+  set_conv_tf32(true);
+  Generator gen(3);
+  const Device cuda = Device::cuda();
+  Tensor x = Tensor::randn({4, 32, 16, 16}, gen).to(cuda).set_requires_grad(true);
+  Tensor w = Tensor::randn({32, 32, 3, 3}, gen).to(cuda).set_requires_grad(true);
+  Tensor dy = Tensor::randn({4, 32, 16, 16}, gen).to(cuda);
+  std::vector<prof::Launch> launches;
+  prof::Options o;
+  o.on_launch = [&](const prof::Launch& l) {
+    if (l.kernel.rfind("implicit_gemm", 0) == 0) launches.push_back(l);
+  };
+  prof::start(o);
+  conv2d(x, w, Tensor(), 1, 1).backward(dy);
+  prof::stop();
+  std::map<std::string, int> ops;
+  for (const prof::Launch& l : launches) {
+    INFO(l.op << ": " << l.kernel << ", shared loads " << l.shared_load.wavefronts << " wavefronts (ideal "
+              << l.shared_load.ideal_wavefronts << "), stores " << l.shared_store.wavefronts << " (ideal "
+              << l.shared_store.ideal_wavefronts << ")");
+    CHECK(l.kernel.rfind("implicit_gemm_tf32_kernel", 0) == 0);
+    CHECK(l.shared_load.wavefronts == l.shared_load.ideal_wavefronts);
+    ++ops[l.op];
+  }
+  CHECK(ops.size() == 3);  // forward, backward-data, backward-weight
+  set_conv_tf32(false);
 }
