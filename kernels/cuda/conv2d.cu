@@ -5,7 +5,9 @@
 //   backward-data:  dX[c, (n,h,w)] = sum_(k,r,s)  W[k, (c,r,s)]   * dY(k,r,s ; n,h,w)
 //   backward-weight: dW[k, (c,r,s)] = sum_(n,p,q) dY[k, (n,p,q)]  * X(c,r,s ; n,p,q)
 //
-// Block tile 64 x 64 with a K-step of 16 staged in shared memory, 256 threads. Two ways to
+// Block tile 64 x 64 with a K-step of 16, 256 threads, double-buffered: the gathers of tile t+1
+// are issued into registers before the math on tile t and stored to the other shared-memory stage
+// after it (one barrier per tile; the load latency hides behind the math). Two ways to
 // multiply the staged tiles, chosen by Conv2dParams::tf32 (nl::conv_tf32(), on by default as in
 // PyTorch's cuDNN convolutions):
 //   - FP32 on CUDA cores: each thread computes a 4 x 4 register tile;
@@ -35,13 +37,13 @@ constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4, kThreads = 256;
 // (32 lanes on 16 k-rows) spreads over the banks (2-way at most instead of 16-way), while every
 // row start stays 16-byte aligned for the float4 fragment reads.
 constexpr int kPad = 4, kLdA = kBM + kPad, kLdB = kBN + kPad;
-constexpr size_t kSmem = sizeof(float) * kBK * (kLdA + kLdB);
+constexpr size_t kSmem = 2 * sizeof(float) * kBK * (kLdA + kLdB);  // two stages
 // Tensor-core tiles are padded by 8: a TF32 fragment's lanes read (row g + 8i, column t + 4j)
 // with g = lane / 4, t = lane % 4, so a row stride of 8 (mod 32) banks puts the 32 lanes of a
 // fragment load on 32 different banks (a stride of 4 would pair them: 2-way conflicts). The
 // 64 x 64 result is staged in the same buffer after the last tile.
 constexpr int kLdTc = kBM + 8;
-constexpr size_t kSmemTc = sizeof(float) * std::max(kBK * 2 * kLdTc, kBM * kLdTc);
+constexpr size_t kSmemTc = sizeof(float) * std::max(2 * kBK * 2 * kLdTc, kBM * kLdTc);
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GEMM views
@@ -206,8 +208,9 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
   namespace wmma = nvcuda::wmma;
   constexpr int ldA = kTensorCores ? kLdTc : kLdA, ldB = kTensorCores ? kLdTc : kLdB;
   NL_DYN_SHARED(float, smem);
-  float* As = smem;             // [kBK][ldA]
-  float* Bs = smem + kBK * ldA;  // [kBK][ldB]
+  // Two stages of [kBK][ldA] A then [kBK][ldB] B: the block computes on one while its threads'
+  // loads of the next tile are in flight (held in registers, staged after the math).
+  constexpr int kStage = kBK * (ldA + ldB);
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   // Tensor cores: warp w owns rows 16 (w / 2) .. +15 and columns 32 (w % 2) .. +31 of the tile.
   const int warp = threadIdx.x / 32, wm = warp / 2 * 16, wn = warp % 2 * 32;
@@ -222,19 +225,39 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
   for (int i = 0; i < kTM; ++i)
     for (int j = 0; j < kTN; ++j) acc[i][j] = 0.0f;
 
-  for (uint32_t k0 = k_begin; k0 < K; k0 += kBK) {
-    // Lanes walk the operand's contiguous index (Op::kAAlongK / kBAlongK): coalesced gathers.
-    for (int i = threadIdx.x; i < kBM * kBK; i += kThreads) {
-      const int mm = Op::kAAlongK ? along_k_row(i) : i % kBM, kk = Op::kAAlongK ? along_k_k(i) : i / kBM;
-      const float v = (m0 + mm < M && k0 + kk < K) ? op.a(m0 + mm, k0 + kk) : 0.0f;
-      As[kk * ldA + mm] = kTensorCores ? wmma::__float_to_tf32(v) : v;
+  // Each thread gathers kPer elements of A and of B per tile. Lanes walk the operand's
+  // contiguous index (Op::kAAlongK / kBAlongK): coalesced gathers.
+  constexpr int kPer = kBM * kBK / kThreads;
+  float ra[kPer], rb[kPer];
+  auto gather = [&](uint32_t k0) {
+    for (int it = 0; it < kPer; ++it) {
+      const int i = threadIdx.x + it * kThreads;
+      const int mm = Op::kAAlongK ? along_k_row(i) : i % kBM, ka = Op::kAAlongK ? along_k_k(i) : i / kBM;
+      ra[it] = (m0 + mm < M && k0 + ka < K) ? op.a(m0 + mm, k0 + ka) : 0.0f;
+      const int nn = Op::kBAlongK ? along_k_row(i) : i % kBN, kb = Op::kBAlongK ? along_k_k(i) : i / kBN;
+      rb[it] = (n0 + nn < N && k0 + kb < K) ? op.b(k0 + kb, n0 + nn) : 0.0f;
     }
-    for (int i = threadIdx.x; i < kBN * kBK; i += kThreads) {
-      const int nn = Op::kBAlongK ? along_k_row(i) : i % kBN, kk = Op::kBAlongK ? along_k_k(i) : i / kBN;
-      const float v = (n0 + nn < N && k0 + kk < K) ? op.b(k0 + kk, n0 + nn) : 0.0f;
-      Bs[kk * ldB + nn] = kTensorCores ? wmma::__float_to_tf32(v) : v;
+  };
+  auto stage = [&](float* As, float* Bs) {
+    for (int it = 0; it < kPer; ++it) {
+      const int i = threadIdx.x + it * kThreads;
+      const int mm = Op::kAAlongK ? along_k_row(i) : i % kBM, ka = Op::kAAlongK ? along_k_k(i) : i / kBM;
+      const int nn = Op::kBAlongK ? along_k_row(i) : i % kBN, kb = Op::kBAlongK ? along_k_k(i) : i / kBN;
+      As[ka * ldA + mm] = kTensorCores ? wmma::__float_to_tf32(ra[it]) : ra[it];
+      Bs[kb * ldB + nn] = kTensorCores ? wmma::__float_to_tf32(rb[it]) : rb[it];
     }
-    __syncthreads();  // the tile is complete before anyone reads it
+  };
+
+  if (k_begin < K) {
+    gather(k_begin);
+    stage(smem, smem + kBK * ldA);
+  }
+  __syncthreads();  // the first tile is complete before anyone reads it
+  for (uint32_t k0 = k_begin, t = 0; k0 < K; k0 += kBK, ++t) {
+    const float* As = smem + (t % 2) * kStage;
+    const float* Bs = As + kBK * ldA;
+    const bool more = k0 + kBK < K;
+    if (more) gather(k0 + kBK);  // in flight during the math below
     if constexpr (kTensorCores) {
       // As holds A column-major (element (m, k) at k * ldA + m), Bs holds B row-major.
       for (int kk = 0; kk < kBK; kk += 8) {
@@ -257,7 +280,11 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
           for (int j = 0; j < kTN; ++j) acc[i][j] += a[i] * b[j];
       }
     }
-    __syncthreads();  // everyone is done reading before the next tile overwrites it
+    // The other stage was last read in the previous iteration, before its closing barrier.
+    if (more) stage(smem + (1 - t % 2) * kStage, smem + (1 - t % 2) * kStage + kBK * ldA);
+    // One barrier per tile: the next stage is complete before anyone reads it, and everyone is
+    // done reading this stage before the iteration after next overwrites it.
+    __syncthreads();
   }
   if constexpr (kTensorCores) {
     // Stage the warps' accumulators (the last tile was released by the loop's final barrier) and
