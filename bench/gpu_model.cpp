@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
       std::vector<std::string> order;
       prof::Options o;
       o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
-        return gemm_sample && base_name(kernel) == "implicit_gemm_kernel" ? std::min(blocks, gemm_sample) : blocks;
+        return gemm_sample && base_name(kernel).rfind("implicit_gemm", 0) == 0 ? std::min(blocks, gemm_sample) : blocks;
       };
       std::string current_norm;
       std::vector<std::unique_ptr<prof::L2>> l2;
