@@ -303,4 +303,12 @@ void linear_bwd(const LinearParams& p, const float* x, const float* w, const flo
   if (dbias) VecMap(dbias, p.N) = dY.colwise().sum().transpose();
 }
 
+// Registration: a kernel whose signature drifts from its stub fails to compile here.
+void register_conv_kernels() {
+  conv2d_fwd_stub.set(DeviceType::CPU, &conv2d_fwd);
+  conv2d_bwd_stub.set(DeviceType::CPU, &conv2d_bwd);
+  linear_fwd_stub.set(DeviceType::CPU, &linear_fwd);
+  linear_bwd_stub.set(DeviceType::CPU, &linear_bwd);
+}
+
 }  // namespace nl::cpu

@@ -67,4 +67,17 @@ void dropout_bwd(const DropoutParams& p, const float* dy, float* dx) {
   dropout_fwd(p, dy, dx);
 }
 
+// Registration: a kernel whose signature drifts from its stub fails to compile here.
+void register_elementwise_kernels() {
+  add_fwd_stub.set(DeviceType::CPU, &add_fwd);
+  mul_fwd_stub.set(DeviceType::CPU, &mul_fwd);
+  sum_fwd_stub.set(DeviceType::CPU, &sum_fwd);
+  sum_bwd_stub.set(DeviceType::CPU, &sum_bwd);
+  nonfinite_count_stub.set(DeviceType::CPU, &nonfinite_count);
+  relu_fwd_stub.set(DeviceType::CPU, &relu_fwd);
+  relu_bwd_stub.set(DeviceType::CPU, &relu_bwd);
+  dropout_fwd_stub.set(DeviceType::CPU, &dropout_fwd);
+  dropout_bwd_stub.set(DeviceType::CPU, &dropout_bwd);
+}
+
 }  // namespace nl::cpu

@@ -302,4 +302,14 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   }
 }
 
+// Registration: a kernel whose signature drifts from its stub fails to compile here.
+void register_norm_kernels() {
+  batch_norm_fwd_stub.set(DeviceType::CPU, &batch_norm_fwd);
+  batch_norm_bwd_stub.set(DeviceType::CPU, &batch_norm_bwd);
+  group_norm_fwd_stub.set(DeviceType::CPU, &group_norm_fwd);
+  group_norm_bwd_stub.set(DeviceType::CPU, &group_norm_bwd);
+  layer_norm_fwd_stub.set(DeviceType::CPU, &layer_norm_fwd);
+  layer_norm_bwd_stub.set(DeviceType::CPU, &layer_norm_bwd);
+}
+
 }  // namespace nl::cpu

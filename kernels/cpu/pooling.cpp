@@ -47,4 +47,12 @@ void global_avg_pool_bwd(int64_t NC, int64_t HxW, const float* dy, float* dx) {
   MapR(dx, NC, HxW).colwise() = CVecMap(dy, NC) / static_cast<float>(HxW);
 }
 
+// Registration: a kernel whose signature drifts from its stub fails to compile here.
+void register_pooling_kernels() {
+  max_pool2d_fwd_stub.set(DeviceType::CPU, &max_pool2d_fwd);
+  max_pool2d_bwd_stub.set(DeviceType::CPU, &max_pool2d_bwd);
+  global_avg_pool_fwd_stub.set(DeviceType::CPU, &global_avg_pool_fwd);
+  global_avg_pool_bwd_stub.set(DeviceType::CPU, &global_avg_pool_bwd);
+}
+
 }  // namespace nl::cpu

@@ -1,6 +1,7 @@
 #include "normlab/nn/layers.h"
 
-#include <atomic>
+#include "fusion.h"
+
 #include <cmath>
 #include <sstream>
 
@@ -195,15 +196,8 @@ std::string Sequential::describe() const {
   return out;
 }
 
-namespace {
-std::atomic<bool> g_fusion{true};
-}  // namespace
-
 OutputCheck g_output_check;
 void set_output_check(OutputCheck check) { g_output_check = std::move(check); }
-
-void set_fusion_enabled(bool on) { g_fusion = on; }
-bool fusion_enabled() { return g_fusion; }
 
 Tensor Sequential::forward(const Tensor& x) { return run(x, nullptr); }
 
@@ -216,32 +210,19 @@ Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
   const size_t n = layers.size();
   Tensor h = x;
   bool residual_done = residual == nullptr;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n;) {
     Module* m = layers[i].second.get();
-    auto* norm = dynamic_cast<FusableNorm*>(m);
-    if (!g_fusion || !norm || !norm->can_fuse()) {
+    const FusedRun run = plan_fused_run(layers, i, h, residual_done ? nullptr : residual);
+    if (!run.norm) {
       h = m->forward(h);
       if (g_output_check) g_output_check(*m, h);
+      ++i;
       continue;
     }
-    // norm > [ReLU] > [Dropout], then the residual add when the run ends the Sequential.
-    NormEpilogue e;
-    size_t j = i + 1;
-    if (j < n && dynamic_cast<ReLU*>(layers[j].second.get())) e.relu = true, ++j;
-    if (j < n) {
-      if (auto* d = dynamic_cast<Dropout*>(layers[j].second.get())) {
-        e.dropout = d->is_training() ? d->p : 0.0f;
-        e.gen = d->gen;
-        ++j;
-      }
-    }
-    if (j == n && !residual_done && residual->shape() == h.shape()) {
-      e.residual = *residual;
-      residual_done = true;
-    }
-    h = norm->forward_fused(h, e);
+    residual_done = residual_done || run.epilogue.residual.defined();
+    h = run.norm->forward_fused(h, run.epilogue);
     if (g_output_check) g_output_check(*m, h);
-    i = j - 1;
+    i = run.end;
   }
   if (!residual_done) {
     NL_CHECK(h.shape() == residual->shape(), "Residual: body maps ", residual->shape(), " to ",

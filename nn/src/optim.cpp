@@ -1,9 +1,8 @@
 #include "normlab/nn/optim.h"
 
-#include <cmath>
 
-#include "kernels/stubs.h"
 #include "normlab/core/error.h"
+#include "normlab/core/ops.h"
 
 namespace nl::nn {
 
@@ -37,10 +36,7 @@ void SGD::step() {
     if (first && options_.momentum != 0.0f) {
       momentum_[i] = Tensor::empty(p.shape(), DType::F32, p.device());
     }
-    SgdParams sp{p.numel(), options_.lr, options_.momentum, options_.dampening,
-                 options_.weight_decay, options_.nesterov, first};
-    sgd_step_stub(p.device(), sp, p.data_f32(), g.data_f32(),
-                  momentum_[i].defined() ? momentum_[i].data_f32() : nullptr);
+    sgd_step_(p, g, momentum_[i], options_, first);
   }
 }
 
@@ -68,17 +64,7 @@ void Adam::step() {
       m_[i] = Tensor::zeros(p.shape(), DType::F32, p.device());
       v_[i] = Tensor::zeros(p.shape(), DType::F32, p.device());
     }
-    int64_t t = ++t_[i];
-    AdamParams ap{p.numel(),
-                  options_.lr,
-                  options_.beta1,
-                  options_.beta2,
-                  options_.eps,
-                  options_.weight_decay,
-                  options_.decoupled,
-                  static_cast<float>(1.0 - std::pow(double(options_.beta1), double(t))),
-                  static_cast<float>(1.0 - std::pow(double(options_.beta2), double(t)))};
-    adam_step_stub(p.device(), ap, p.data_f32(), g.data_f32(), m_[i].data_f32(), v_[i].data_f32());
+    adam_step_(p, g, m_[i], v_[i], options_, ++t_[i]);
   }
 }
 

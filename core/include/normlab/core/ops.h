@@ -66,4 +66,30 @@ Tensor log_softmax(const Tensor& x);
 Tensor nll_loss(const Tensor& logp, const Tensor& target);
 Tensor cross_entropy(const Tensor& logits, const Tensor& target);
 
+// Optimizer updates, in place on the parameter's device, with torch.optim's semantics (nn::SGD
+// and nn::Adam are built on them). No autograd: parameters are leaves.
+struct SgdOptions {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  float dampening = 0.0f;
+  float weight_decay = 0.0f;  // coupled: added to the gradient, as torch.optim.SGD
+  bool nesterov = false;
+};
+// momentum_buf: a contiguous tensor like param, or undefined when o.momentum == 0. first: the
+// buffer holds nothing yet and starts as this step's update (PyTorch), so it may be uninitialised.
+void sgd_step_(const Tensor& param, const Tensor& grad, const Tensor& momentum_buf, const SgdOptions& o,
+               bool first);
+
+struct AdamOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled = false;  // true: AdamW (decay the weights directly), false: Adam (L2 in grad)
+};
+// m, v: contiguous tensors like param, zero before the first step; step counts from 1 (bias
+// correction 1 - beta^step).
+void adam_step_(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamOptions& o,
+                int64_t step);
+
 }  // namespace nl

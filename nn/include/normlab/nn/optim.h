@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "normlab/core/ops.h"
 #include "normlab/core/tensor.h"
 
 namespace nl::nn {
@@ -32,13 +33,7 @@ class Optimizer {
   std::vector<Tensor> params_;
 };
 
-struct SgdOptions {
-  float lr = 0.01f;
-  float momentum = 0.0f;
-  float dampening = 0.0f;
-  float weight_decay = 0.0f;  // coupled: added to the gradient, as torch.optim.SGD
-  bool nesterov = false;
-};
+using SgdOptions = nl::SgdOptions;  // normlab/core/ops.h
 
 class SGD : public Optimizer {
  public:
@@ -57,13 +52,7 @@ class SGD : public Optimizer {
   SgdOptions options_;
 };
 
-struct AdamOptions {
-  float lr = 1e-3f;
-  float beta1 = 0.9f, beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
-  bool decoupled = false;  // true: AdamW (decay the weights directly), false: Adam (L2 in grad)
-};
+using AdamOptions = nl::AdamOptions;  // normlab/core/ops.h
 
 class Adam : public Optimizer {
  public:
