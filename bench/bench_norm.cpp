@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "bench_main.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/rng.h"
 
 namespace {

@@ -37,7 +37,7 @@
 
 #include "cudnn_graph_layernorm.h"
 #include "norm_cases.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace {
 using namespace nl;

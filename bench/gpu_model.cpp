@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "kernels/cuemu/profile.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "model.h"
 #include "norm_cases.h"
 #include "normlab/core/ops.h"

@@ -2,7 +2,7 @@
 #include "helpers.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/ops.h"
-#include "kernels/philox.h"
+#include "normlab/core/kernel/philox.h"
 #include "reference.h"
 
 using namespace nl;

@@ -1,5 +1,5 @@
 #include "helpers.h"
-#include "kernels/philox.h"
+#include "normlab/core/kernel/philox.h"
 
 using namespace nl;
 

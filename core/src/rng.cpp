@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/philox.h"
+#include "normlab/core/kernel/philox.h"
 #include "normlab/core/error.h"
 
 namespace nl {

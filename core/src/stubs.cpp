@@ -1,5 +1,5 @@
-// Definitions of the stubs declared in kernels/stubs.h.
-#include "kernels/stubs.h"
+// Definitions of the stubs declared in normlab/core/kernel/stubs.h.
+#include "normlab/core/kernel/stubs.h"
 
 #define NL_DEFINE_STUB(name) ::nl::DispatchStub<name##_fn> name##_stub{#name}
 

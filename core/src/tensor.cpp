@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/error.h"
 #include "normlab/core/rng.h"

@@ -11,7 +11,7 @@
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/cpu/parallel.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cpu {
 namespace {

@@ -14,7 +14,7 @@
 // takes im2col + GEMM.
 #include <cstdint>
 
-#include "kernels/params.h"
+#include "normlab/core/kernel/params.h"
 
 namespace nl::cpu {
 

@@ -4,7 +4,7 @@
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/philox_cpu.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cpu {
 

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "kernels/cpu/eigen_types.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/error.h"
 
 namespace nl::cpu {

@@ -6,7 +6,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/error.h"
 #include "normlab/core/storage.h"
 

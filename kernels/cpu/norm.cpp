@@ -1,6 +1,6 @@
 // The normalisation family on the CPU: BatchNorm2d, GroupNorm (LayerNorm over C,H,W is G = 1)
 // and LayerNorm over the last dimension, forward and backward; BatchNorm and GroupNorm with the
-// fused ReLU / dropout / residual epilogue (kernels/stubs.h).
+// fused ReLU / dropout / residual epilogue (normlab/core/kernel/stubs.h).
 //
 // Statistics are two-pass (mean, then centred sum of squares): each row of HxW contiguous
 // elements is summed in float by Eigen's vectorised reduction, rows are accumulated in double,
@@ -17,7 +17,7 @@
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/philox_cpu.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cpu {
 namespace {

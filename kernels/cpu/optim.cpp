@@ -1,7 +1,7 @@
 // Optimizer steps with torch.optim's semantics, updating parameters and state in place.
 #include <cmath>
 
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cpu {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Philox4x32-10 on the CPU, 16 counter blocks (64 draws) at a time, and the dropout keep-mask
 // built from it. Element i of a draw starting at counter block `offset` uses lane i % 4 of block
-// offset + i / 4 (kernels/philox.h), exactly as the CUDA kernels draw it, so masks agree bit
+// offset + i / 4 (normlab/core/kernel/philox.h), exactly as the CUDA kernels draw it, so masks agree bit
 // for bit across devices.
 #include <algorithm>
 #include <cstdint>
@@ -10,7 +10,7 @@
 #define NL_PHILOX_AVX512 1
 #endif
 
-#include "kernels/philox.h"
+#include "normlab/core/kernel/philox.h"
 
 namespace nl::cpu {
 

@@ -1,7 +1,7 @@
 // max-pool and global average pool, forward and backward. Threads take whole planes.
 #include "kernels/cpu/eigen_types.h"
 #include "kernels/cpu/parallel.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cpu {
 

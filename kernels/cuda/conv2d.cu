@@ -27,7 +27,7 @@
 // partition.
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 
@@ -95,10 +95,7 @@ __device__ __forceinline__ float im2col_at(const Conv2dParams& p, const ConvDivs
 // GEMM indices (m, n, k) are below 2^31 (run_gemm).
 struct ConvFwdOp {
   static constexpr bool kSplitK = false;  // long output, short reduction: tiles fill the GPU
-  // A (the weights) is contiguous in k, but walking k costs ptxas a spill on sm_80 (80 registers
-  // with the float4 output stores); the weights are a few KiB that stay in L1, the output is a
-  // full tensor: the stores get the registers.
-  static constexpr bool kAAlongK = false, kBAlongK = false;
+  static constexpr bool kAAlongK = true, kBAlongK = false;  // weights: rows contiguous in (c,r,s)
   Conv2dParams p;
   ConvDivs d;
   const float *x, *w, *bias;
@@ -128,7 +125,8 @@ struct ConvFwdOp {
 
 struct ConvBwdDataOp {
   static constexpr bool kSplitK = false;
-  static constexpr bool kAAlongK = false, kBAlongK = false;
+  // A[c, (k,r,s)] is contiguous in runs of R*S along k (stride R*S along c): walk k.
+  static constexpr bool kAAlongK = true, kBAlongK = false;
   Conv2dParams p;
   ConvDivs d;
   const float *w, *dy;

@@ -1,8 +1,8 @@
 // add, mul, sum, relu and dropout on the GPU, forward and backward.
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
-#include "kernels/philox.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/philox.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/storage.h"
 
 // (The profiler build's -fsanitize=kernel-address also defines __SANITIZE_ADDRESS__, without ASan.)

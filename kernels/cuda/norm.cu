@@ -14,8 +14,8 @@
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/norm_epilogue.cuh"
 #include "kernels/cuda/reduce.cuh"
-#include "kernels/philox.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/philox.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 

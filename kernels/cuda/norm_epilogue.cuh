@@ -5,8 +5,8 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/philox.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/philox.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 

@@ -1,6 +1,6 @@
 // Optimizer steps on the GPU (same formulas as kernels/cpu/optim.cpp).
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 

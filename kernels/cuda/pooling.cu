@@ -1,7 +1,7 @@
 // max-pool and global average pool on the GPU, forward and backward.
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl::cuda {
 

@@ -1,4 +1,4 @@
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/dispatch.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"

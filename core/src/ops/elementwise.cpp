@@ -1,5 +1,5 @@
 // add, mul, sum, relu, dropout.
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
 

@@ -1,5 +1,5 @@
 // log_softmax, nll_loss, cross_entropy.
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
 
@@ -40,7 +40,7 @@ Tensor nll_loss(const Tensor& logp_in, const Tensor& target_in) {
   NL_CHECK(M > 0, op, ": empty batch");
   Tensor logp = logp_in.contiguous(), target = target_in.contiguous();
   // Labels come from user data: the kernels check them where they are (no copy to the host, no
-  // synchronisation per step on a GPU; see nll_loss_fwd in kernels/stubs.h).
+  // synchronisation per step on a GPU; see nll_loss_fwd in normlab/core/kernel/stubs.h).
   Tensor loss = Tensor::empty({}, DType::F32, logp.device());
   nll_loss_fwd_stub(logp.device(), M, C, logp.data_f32(), target.data_i32(), loss.data_f32());
   if (any_requires_grad({&logp})) {

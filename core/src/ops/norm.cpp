@@ -1,6 +1,6 @@
 // batch_norm, group_norm (with the fused ReLU / dropout / residual epilogue), layer_norm: shape
 // checks, saved statistics and tape nodes.
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
 

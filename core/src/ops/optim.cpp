@@ -1,6 +1,6 @@
 #include <cmath>
 
-#include "kernels/stubs.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
 

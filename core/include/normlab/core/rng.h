@@ -17,7 +17,7 @@ class Generator {
     lane_ = 4;
   }
 
-  // Reserves counter blocks for n draws made by a kernel (see kernels/philox.h) and returns
+  // Reserves counter blocks for n draws made by a kernel (see normlab/core/kernel/philox.h) and returns
   // the first block; the host stream continues after them.
   uint64_t reserve(uint64_t n);
 

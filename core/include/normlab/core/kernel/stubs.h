@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/params.h"
+#include "normlab/core/kernel/params.h"
 #include "normlab/core/dispatch.h"
 
 #define NL_DECLARE_STUB(name, ...) \
