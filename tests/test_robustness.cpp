@@ -279,7 +279,7 @@ TEST_CASE("nonfinite_counts counts NaN and Inf per tensor, every tail, in one pa
 TEST_CASE("the NaN guard names the first module whose output is not finite", "[app][robust][guard]") {
   using namespace compare;
   nl::Generator g(0);
-  auto net = make_net(NormKind::Group, g, nullptr, {});
+  auto net = make_net(parse_norm("gn"), g, nullptr, {});
   nl::Tensor x = nl::Tensor::randn({2, 3, 32, 32}, g);
   CHECK(first_nonfinite_output(*net, x).empty());
   // Poison the conv of the fourth block: the message names it, not a later module. (A NaN in a
@@ -309,9 +309,9 @@ TEST_CASE("a diverging run leaves a complete report for the others and a diverge
   cfg.epochs = 2;
   cfg.batch_size = 16;
   std::ostringstream log;
-  rep.runs.push_back(train_one(NormKind::Batch, 0, d, cfg, log));
+  rep.runs.push_back(train_one(parse_norm("bn"), 0, d, cfg, log));
   cfg.max_lr = 1e30f;  // diverges in its first steps
-  rep.runs.push_back(train_one(NormKind::Group, 0, d, cfg, log));
+  rep.runs.push_back(train_one(parse_norm("gn"), 0, d, cfg, log));
   INFO(log.str());
   REQUIRE(rep.runs[0].status == "ok");
   REQUIRE(rep.runs[1].status == "diverged");

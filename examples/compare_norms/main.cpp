@@ -83,7 +83,7 @@ std::vector<NormKind> parse_norms(const std::string& list) {
     for (NormKind seen : out) NL_CHECK(seen != k, "--norms lists '", item, "' twice");
     out.push_back(k);
   }
-  NL_CHECK(!out.empty(), "--norms is empty: give some of bn,gn,ln");
+  NL_CHECK(!out.empty(), "--norms is empty: give some of the keys ", norm_keys());
   return out;
 }
 
@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
       "LayerNorm on the same data, seeds and initial weights, and report how each learns.\n"
       "Outputs in --out: metrics.csv, results.json, curves (PNG, SVG), misclassified-image "
       "grids, confusion matrices and report.md."};
-  app.add_option("--norms", o.norms, "Comma-separated norms to train: bn, gn (4 groups), ln (over C,H,W)")
+  app.add_option("--norms", o.norms, "Comma-separated norms to train: " + norm_keys() + "; GroupNorm's groups from --groups, LayerNorm over (C,H,W)")
       ->capture_default_str();
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();

@@ -6,20 +6,29 @@
 namespace compare {
 using namespace nl;
 
-NormKind parse_norm(const std::string& name) {
-  if (name == "bn") return NormKind::Batch;
-  if (name == "gn") return NormKind::Group;
-  if (name == "ln") return NormKind::Layer;
-  NL_FAIL("unknown norm '", name, "': use bn, gn or ln");
+const std::vector<NormVariant>& norm_variants() {
+  static const std::vector<NormVariant> table = {
+      {"bn", "BatchNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::BatchNorm2d>(c, 1e-5f, 0.1f); }},
+      {"gn", "GroupNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c); }},
+      {"ln", "LayerNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::LayerNorm>(c); }},
+  };
+  return table;
 }
 
-std::string norm_key(NormKind k) {
-  return k == NormKind::Batch ? "bn" : k == NormKind::Group ? "gn" : "ln";
+std::string norm_keys() {
+  std::string known;
+  for (const NormVariant& v : norm_variants()) known += (known.empty() ? "" : ", ") + v.key + " (" + v.title + ")";
+  return known;
 }
 
-std::string norm_title(NormKind k) {
-  return k == NormKind::Batch ? "BatchNorm" : k == NormKind::Group ? "GroupNorm" : "LayerNorm";
+NormKind parse_norm(const std::string& key) {
+  for (const NormVariant& v : norm_variants())
+    if (v.key == key) return &v;
+  NL_FAIL("unknown norm '", key, "': use ", norm_keys());
 }
+
+std::string norm_key(NormKind k) { return k->key; }
+std::string norm_title(NormKind k) { return k->title; }
 
 namespace {
 
@@ -29,15 +38,6 @@ class LogSoftmax : public nn::Module {
   std::string describe() const override { return "LogSoftmax"; }
 };
 
-std::shared_ptr<nn::Module> make_norm(NormKind k, int64_t c, const NetOptions& o) {
-  switch (k) {
-    case NormKind::Batch: return std::make_shared<nn::BatchNorm2d>(c, 1e-5f, 0.1f);
-    case NormKind::Group: return std::make_shared<nn::GroupNorm>(o.groups, c);
-    case NormKind::Layer: return std::make_shared<nn::LayerNorm>(c);
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 std::shared_ptr<nn::Sequential> make_net(NormKind norm, Generator& init, Generator* dropout_gen,
@@ -45,7 +45,7 @@ std::shared_ptr<nn::Sequential> make_net(NormKind norm, Generator& init, Generat
   auto block = [&](int64_t cin, int64_t cout) -> std::shared_ptr<nn::Module> {
     auto b = std::make_shared<nn::Sequential>();
     b->add("conv", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, false, init))
-        .add("norm", make_norm(norm, cout, o))
+        .add("norm", norm->make(cout, o))
         .add("relu", std::make_shared<nn::ReLU>())
         .add("drop", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
     return b;

@@ -3,19 +3,15 @@
 // input, whatever the norm):
 //   C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10, every Cn = conv3x3 (no bias) > norm > ReLU >
 //   dropout(0.05), C4 C5 C8 C9 residual, cN = 1x1 conv, then log-softmax.
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "normlab/core/rng.h"
 #include "normlab/nn/layers.h"
 
 namespace compare {
-
-enum class NormKind { Batch, Group, Layer };
-
-NormKind parse_norm(const std::string& name);  // "bn", "gn", "ln"
-std::string norm_key(NormKind k);                // "bn", "gn", "ln"
-std::string norm_title(NormKind k);              // "BatchNorm", "GroupNorm", "LayerNorm"
 
 struct NetOptions {
   int64_t in_channels = 3;
@@ -23,6 +19,22 @@ struct NetOptions {
   int64_t groups = 4;     // GroupNorm
   float dropout = 0.05f;
 };
+
+// The norms the app compares: one row each in norm_variants() (model.cpp), the only place that
+// knows them. Everything else (flags, file names, report titles, the network) reads the row.
+struct NormVariant {
+  std::string key;    // --norms key, file names, results.json: "bn"
+  std::string title;  // the report's name: "BatchNorm"
+  std::function<std::shared_ptr<nl::nn::Module>(int64_t channels, const NetOptions&)> make;
+};
+const std::vector<NormVariant>& norm_variants();
+
+// A row of norm_variants(); compare with ==.
+using NormKind = const NormVariant*;
+NormKind parse_norm(const std::string& key);  // throws naming the known keys
+std::string norm_key(NormKind k);
+std::string norm_title(NormKind k);
+std::string norm_keys();  // "bn (BatchNorm), gn (GroupNorm), ln (LayerNorm)", for help and errors
 
 // Conv weights are drawn from `init` in layer order, so nets built from equal generators have
 // equal weights for every norm; dropout draws from `dropout_gen`.

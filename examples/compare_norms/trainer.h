@@ -42,7 +42,7 @@ struct EpochStats {
 };
 
 struct RunResult {
-  NormKind norm;
+  NormKind norm = nullptr;
   uint64_t seed = 0;
   int64_t parameters = 0;
   std::vector<EpochStats> epochs;         // the finished epochs (all of them unless diverged)
