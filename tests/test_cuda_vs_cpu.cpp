@@ -129,7 +129,8 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
   lo.augment = true;
   lo.background = false;
   data::DataLoader loader(d.train.head(64), d.mean, d.std, lo);
-  for (compare::NormKind k : {compare::parse_norm("bn"), compare::parse_norm("gn"), compare::parse_norm("ln")}) {
+  for (const char* key : {"bn", "gn", "ln", "in"}) {
+    const compare::NormKind k = compare::parse_norm(key);
     INFO("norm " << compare::norm_key(k));
     std::vector<float> losses[2];
     for (int dev = 0; dev < 2; ++dev) {

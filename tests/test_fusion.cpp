@@ -97,7 +97,8 @@ TEST_CASE("fused norm epilogue rejects a residual of the wrong shape and a bad d
 
 TEST_CASE("the comparison network gives the same loss and gradients with fusion on and off",
           "[train][fusion]") {
-  for (compare::NormKind norm : {compare::parse_norm("bn"), compare::parse_norm("gn"), compare::parse_norm("ln")}) {
+  for (const char* key : {"bn", "gn", "ln", "in"}) {
+    const compare::NormKind norm = compare::parse_norm(key);
     CAPTURE(compare::norm_key(norm));
     std::vector<std::vector<double>> results[2];
     for (int fused = 0; fused < 2; ++fused) {

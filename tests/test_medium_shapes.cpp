@@ -163,20 +163,37 @@ TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops]
   }
 }
 
+namespace {
+// The conv cases of both arithmetics: the stem (C*R*S = 27), the network's 32->32 layer on an odd
+// image (backward-weight: 2312 reduction steps over several split-K blocks), C*R*S = 315, a
+// strided 5x5 and a 1x1 with 70 output channels (a 64-row tile and a 6-row tail).
+struct ConvCase {
+  int64_t N, C, H, W, K, R, stride, pad;
+  int64_t P() const { return (H + 2 * pad - R) / stride + 1; }
+  int64_t Q() const { return (W + 2 * pad - R) / stride + 1; }
+};
+const ConvCase kConvCases[] = {{8, 3, 33, 33, 32, 3, 1, 1}, {8, 32, 17, 17, 32, 3, 1, 1}, {4, 35, 15, 13, 24, 3, 1, 1},
+                               {3, 7, 19, 17, 9, 5, 2, 2},  {2, 32, 9, 11, 70, 1, 1, 0}};
+
+// x, w, bias and dy of a case (seeded), and conv2d with gradients for all three.
+struct ConvInputs {
+  Tensor x, w, b, dy;
+  explicit ConvInputs(const ConvCase& c, uint64_t seed)
+      : x(randn({c.N, c.C, c.H, c.W}, seed)), w(randn({c.K, c.C, c.R, c.R}, seed + 1, 0.2f)), b(randn({c.K}, seed + 2)),
+        dy(randn({c.N, c.K, c.P(), c.Q()}, seed + 3)) {}
+  std::vector<Tensor> run(const ConvCase& c) const {
+    return run_with_grads([&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); },
+                          {x, w, b}, dy);
+  }
+};
+}  // namespace
+
 TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles", "[ops][conv2d][medium]") {
-  struct Case {
-    int64_t N, C, H, W, K, R, stride, pad;
-  };
-  // The stem (C*R*S = 27), the network's 32->32 layer on an odd image, C*R*S = 315, a strided
-  // 5x5 and a 1x1 with 70 output channels (a 64-row tile and a 6-row tail).
-  for (Case c : {Case{8, 3, 33, 33, 32, 3, 1, 1}, Case{4, 32, 17, 17, 32, 3, 1, 1}, Case{4, 35, 15, 13, 24, 3, 1, 1},
-                 Case{3, 7, 19, 17, 9, 5, 2, 2}, Case{2, 32, 9, 11, 70, 1, 1, 0}}) {
+  for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
-    const int64_t P = (c.H + 2 * c.pad - c.R) / c.stride + 1, Q = (c.W + 2 * c.pad - c.R) / c.stride + 1;
-    Tensor x = randn({c.N, c.C, c.H, c.W}, 131), w = randn({c.K, c.C, c.R, c.R}, 132, 0.2f), b = randn({c.K}, 133),
-           dy = randn({c.N, c.K, P, Q}, 134);
-    auto out = run_with_grads(
-        [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); }, {x, w, b}, dy);
+    const ConvInputs in(c, 131);
+    const Tensor &x = in.x, &w = in.w, &b = in.b, &dy = in.dy;
+    auto out = in.run(c);
     const Vec rb = to_double(b), rdy = to_double(dy);
     ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R, c.R,
                                          c.stride, c.pad);
@@ -224,24 +241,17 @@ Vec abs_of(Vec v) {
 }  // namespace
 
 TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes", "[ops][conv2d][medium][tf32]") {
-  struct Case {
-    int64_t N, C, H, W, K, R, stride, pad;
-  };
-  // The medium shapes above; the 32->32 layer at 8x32x33x33 gives backward-weight 8712 reduction
-  // steps over several split-K blocks.
-  for (Case c : {Case{8, 3, 33, 33, 32, 3, 1, 1}, Case{8, 32, 17, 17, 32, 3, 1, 1}, Case{4, 35, 15, 13, 24, 3, 1, 1},
-                 Case{3, 7, 19, 17, 9, 5, 2, 2}, Case{2, 32, 9, 11, 70, 1, 1, 0}}) {
+  for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
-    const int64_t P = (c.H + 2 * c.pad - c.R) / c.stride + 1, Q = (c.W + 2 * c.pad - c.R) / c.stride + 1;
-    Tensor x = randn({c.N, c.C, c.H, c.W}, 151), w = randn({c.K, c.C, c.R, c.R}, 152, 0.2f), b = randn({c.K}, 153),
-           dy = randn({c.N, c.K, P, Q}, 154);
-    auto conv = [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); };
+    const ConvInputs in(c, 151);
+    const Tensor &x = in.x, &w = in.w, &b = in.b, &dy = in.dy;
+    const int64_t P = c.P(), Q = c.Q();
     std::vector<Tensor> tc, fp32;
     {
       ConvTf32 on(true);
-      tc = run_with_grads(conv, {x, w, b}, dy);
+      tc = in.run(c);
     }
-    fp32 = run_with_grads(conv, {x, w, b}, dy);
+    fp32 = in.run(c);
     const Vec rb = to_double(b), rdy = to_double(dy), ady = abs_of(rdy);
     const ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R,
                                                c.R, c.stride, c.pad);

@@ -11,6 +11,8 @@ const std::vector<NormVariant>& norm_variants() {
       {"bn", "BatchNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::BatchNorm2d>(c, 1e-5f, 0.1f); }},
       {"gn", "GroupNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c); }},
       {"ln", "LayerNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::LayerNorm>(c); }},
+      // GroupNorm with a group per channel: InstanceNorm2d(affine=True) in PyTorch's terms.
+      {"in", "InstanceNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::GroupNorm>(c, c); }},
   };
   return table;
 }
