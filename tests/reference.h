@@ -60,14 +60,15 @@ struct NormRef {
 inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW, int64_t sets,
                                  const std::function<int64_t(int64_t, int64_t)>& set_of, const Vec* gamma,
                                  const Vec* beta, const Vec* dy, double eps, bool relu = false,
-                                 const Vec* residual = nullptr) {
+                                 const Vec* residual = nullptr, bool center = true) {
   NormRef r;
   Vec sum(sets, 0.0), sq(sets, 0.0), cnt(sets, 0.0);
   auto at = [&](int64_t n, int64_t c, int64_t i) { return (n * C + c) * HW + i; };
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < HW; ++i) sum[set_of(n, c)] += x[at(n, c, i)], cnt[set_of(n, c)] += 1;
-  for (int64_t s = 0; s < sets; ++s) sum[s] /= cnt[s];
+  // Without centering (RMSNorm) the "mean" is 0 and the variance is the mean square.
+  for (int64_t s = 0; s < sets; ++s) sum[s] = center ? sum[s] / cnt[s] : 0.0;
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < HW; ++i) {
@@ -101,7 +102,7 @@ inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW,
       for (int64_t c = 0; c < C; ++c)
         for (int64_t i = 0; i < HW; ++i) {
           const int64_t s = set_of(n, c), k = at(n, c, i);
-          r.dx[k] = (g[k] - sg[s] / cnt[s] - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
+          r.dx[k] = (g[k] - (center ? sg[s] / cnt[s] : 0.0) - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
         }
   return r;
 }

@@ -93,6 +93,15 @@ TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][
        {cpu_randn({3, 6, 5, 7}, 17), cpu_randn({6}, 18), cpu_randn({6}, 19)}, 1e-5},
       {"group_norm G=C (InstanceNorm)", [](auto& v) { return group_norm(v[0], 6, v[1], v[2]); },
        {cpu_randn({3, 6, 5, 7}, 20), cpu_randn({6}, 21), cpu_randn({6}, 22)}, 1e-5},
+      {"RMSNorm over C,H,W, HxW 35", [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 56, 1.0f, 0.5f), cpu_randn({6}, 57), cpu_randn({6}, 58)}, 1e-5},
+      {"RMSNorm + relu + dropout + residual, HxW 32", [&](auto& v) {
+         Generator gen(11);
+         NormEpilogue e;
+         e.relu = true, e.dropout = 0.2f, e.gen = &gen, e.residual = v[3];
+         return normalize(v[0], NormSpec::rms(), v[1], v[2], Tensor(), Tensor(), true, e);
+       },
+       {cpu_randn({4, 6, 4, 8}, 59, 1.5f, 0.3f), cpu_randn({6}, 60), cpu_randn({6}, 61), cpu_randn({4, 6, 4, 8}, 62)}, 1e-5},
       // The fused epilogue on a scalar-path shape (HxW = 35) and a float4-path shape (HxW = 32);
       // BatchNorm with a large mean checks the GPU's shifted one-pass statistics.
       {"batch_norm + relu + dropout + residual, HxW 35", [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
@@ -129,7 +138,7 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
   lo.augment = true;
   lo.background = false;
   data::DataLoader loader(d.train.head(64), d.mean, d.std, lo);
-  for (const char* key : {"bn", "gn", "ln", "in"}) {
+  for (const char* key : {"bn", "gn", "ln", "in", "rms"}) {
     const compare::NormKind k = compare::parse_norm(key);
     INFO("norm " << compare::norm_key(k));
     std::vector<float> losses[2];

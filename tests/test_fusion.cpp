@@ -97,7 +97,7 @@ TEST_CASE("fused norm epilogue rejects a residual of the wrong shape and a bad d
 
 TEST_CASE("the comparison network gives the same loss and gradients with fusion on and off",
           "[train][fusion]") {
-  for (const char* key : {"bn", "gn", "ln", "in"}) {
+  for (const char* key : {"bn", "gn", "ln", "in", "rms"}) {
     const compare::NormKind norm = compare::parse_norm(key);
     CAPTURE(compare::norm_key(norm));
     std::vector<std::vector<double>> results[2];

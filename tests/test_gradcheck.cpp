@@ -140,6 +140,8 @@ TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][m
        {randn({3, 6, 5, 7}, 12), randn({6}, 13, 0.5f, 1.0f), randn({6}, 14)}},
       {"layer_norm", [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
        {randn({5, 7}, 15), randn({7}, 16), randn({7}, 17)}},
+      {"rms_norm", [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
+       {randn({3, 6, 5, 7}, 35, 1.0f, 0.5f), randn({6}, 36, 0.5f, 1.0f), randn({6}, 37)}},
       {"relu", [](auto& v) { return relu(v[0]); }, {spaced({3, 5, 7}, 18)}},
       {"max_pool2d", [](auto& v) { return max_pool2d(v[0]); }, {spaced({3, 6, 5, 7}, 19)}},
       {"global_avg_pool", [](auto& v) { return global_avg_pool(v[0]); }, {randn({3, 6, 5, 7}, 21)}},

@@ -84,20 +84,24 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
 TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium]") {
   for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}}) {
     for (int64_t G : {int64_t{1}, int64_t{4}, s.C}) {
-      for (bool fused : {false, true}) {
-        CAPTURE(s.N, s.C, s.H, s.W, G, fused);
+      for (int variant = 0; variant < 3; ++variant) {  // plain, fused, RMSNorm (not centred) fused
+        const bool fused = variant > 0, center = variant < 2;
+        if (!center && G != 1) continue;  // RMSNorm over (C, H, W)
+        CAPTURE(s.N, s.C, s.H, s.W, G, fused, center);
         const int64_t HW = s.H * s.W, Cg = s.C / G;
         Tensor x = randn({s.N, s.C, s.H, s.W}, 111, 1.5f, -0.4f), gamma = randn({s.C}, 112, 0.5f, 1.0f),
                beta = randn({s.C}, 113), res = randn({s.N, s.C, s.H, s.W}, 114), dy = randn({s.N, s.C, s.H, s.W}, 115);
         NormEpilogue e;
         if (fused) e.relu = true, e.residual = res;
+        NormSpec spec = NormSpec::group(G);
+        spec.center = center;
         auto out = run_with_grads(
-            [&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
+            [&](const std::vector<Tensor>& v) { return normalize(v[0], spec, v[1], v[2], Tensor(), Tensor(), true, e); },
             {x, gamma, beta}, dy);
         const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
         ref::NormRef r = ref::normalize_fwd_bwd(
             to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb,
-            &rdy, 1e-5, fused, fused ? &rres : nullptr);
+            &rdy, 1e-5, fused, fused ? &rres : nullptr, center);
         require_close(out[0], r.y, kTol, "y");
         require_close(out[1], r.dx, kTol, "dx");
         require_close(out[2], r.dgamma, kTol, "dgamma");

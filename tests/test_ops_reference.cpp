@@ -74,6 +74,32 @@ TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][nor
   require_close(group_norm(x, 1, Tensor(), Tensor()), plain, 1e-5, "group_norm no affine");
 }
 
+TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches the definition", "[ops][norm]") {
+  // A mean of -0.4 that centering would remove: here it must stay in the output.
+  Tensor x = randn({3, 6, 5, 7}, 7, 1.5f, -0.4f), dy = randn({3, 6, 5, 7}, 70);
+  Tensor gamma = randn({6}, 8, 0.5f, 1.0f), beta = randn({6}, 9);
+  for (int64_t G : {1, 3}) {
+    CAPTURE(G);
+    const int64_t Cg = 6 / G;
+    const ref::Vec rx = to_double(x), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
+    const ref::NormRef r = ref::normalize_fwd_bwd(
+        rx, 3, 6, 35, 3 * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb, &rdy, 1e-5, false,
+        nullptr, /*center=*/false);
+    NormSpec spec = NormSpec::rms();
+    spec.groups = G;
+    Tensor xi = x.detach().set_requires_grad(true), gi = gamma.detach().set_requires_grad(true),
+           bi = beta.detach().set_requires_grad(true);
+    Tensor y = normalize(xi, spec, gi, bi);
+    y.backward(dy);
+    require_close(y, r.y, 1e-5, "rms y");
+    require_close(xi.grad(), r.dx, 1e-4, "rms dx");
+    require_close(gi.grad(), r.dgamma, 1e-4, "rms dgamma");
+    require_close(bi.grad(), r.dbeta, 1e-4, "rms dbeta");
+  }
+  CHECK_THROWS_WITH(normalize(x, NormSpec{NormSpec::Stats::PerChannel, 1, false}, gamma, beta),
+                    Catch::Contains("per-group statistics only"));
+}
+
 TEST_CASE("layer_norm over the last dimension matches the definition", "[ops][norm]") {
   Tensor x = randn({5, 7}, 10, 3.0f, 1.0f), gamma = randn({7}, 11), beta = randn({7}, 12);
   ref::Vec expected;

@@ -13,6 +13,8 @@ const std::vector<NormVariant>& norm_variants() {
       {"ln", "LayerNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::LayerNorm>(c); }},
       // GroupNorm with a group per channel: InstanceNorm2d(affine=True) in PyTorch's terms.
       {"in", "InstanceNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::GroupNorm>(c, c); }},
+      // RMSNorm over (C, H, W) per sample, per-channel affine (nl::NormSpec::rms).
+      {"rms", "RMSNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::Norm>(NormSpec::rms(), c); }},
   };
   return table;
 }

@@ -194,7 +194,7 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
   parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t ng = s0; ng < s1; ++ng) {
       const int64_t base = ng * D, g = ng % p.G;
-      const double m = run_sum(x + base, D) / static_cast<double>(D);
+      const double m = p.center ? run_sum(x + base, D) / static_cast<double>(D) : 0.0;
       const double q = run_centred_sq(x + base, D, static_cast<float>(m));
       const double r = 1.0 / std::sqrt(q / static_cast<double>(D) + p.eps);
       mean[ng] = static_cast<float>(m);
@@ -237,7 +237,8 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
         sum_gg_xhat += gamma_at(gamma, c) * b;
       }
       if (!dx) continue;
-      const float k1 = static_cast<float>(sum_gg / D), k2 = static_cast<float>(sum_gg_xhat / D);
+      // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
+      const float k1 = p.center ? static_cast<float>(sum_gg / D) : 0.0f, k2 = static_cast<float>(sum_gg_xhat / D);
       for (int64_t ci = 0; ci < Cg; ++ci) {
         const float gc = gamma_at(gamma, g * Cg + ci);
         const int64_t off = base + ci * p.HxW;

@@ -38,17 +38,20 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
   const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
   const float* xg = x + ng * D;
-  float s = 0.0f;
-  if (kVec) {
-    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-      float v[4];
-      load4(xg, i, v);
-      s += (v[0] + v[1]) + (v[2] + v[3]);
+  float m = 0.0f;  // RMSNorm (!p.center): no mean, one pass fewer; p is uniform, so is the branch
+  if (p.center) {
+    float s = 0.0f;
+    if (kVec) {
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        float v[4];
+        load4(xg, i, v);
+        s += (v[0] + v[1]) + (v[2] + v[3]);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
     }
-  } else {
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+    m = block_sum(s, scratch) / float(D);
   }
-  const float m = block_sum(s, scratch) / float(D);
   float q = 0.0f;
   if (kVec) {
     for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
@@ -118,7 +121,8 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     sum_gg_xhat += gamma_at(gamma, c) * b;
   }
   if (!dx) continue;
-  const float k1 = sum_gg / float(D), k2 = sum_gg_xhat / float(D);
+  // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
+  const float k1 = p.center ? sum_gg / float(D) : 0.0f, k2 = sum_gg_xhat / float(D);
   if (kVec) {
     for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
       const float gc = gamma_at(gamma, g * Cg + i / p.HxW);

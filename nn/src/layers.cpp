@@ -114,6 +114,32 @@ std::string GroupNorm::describe() const {
   return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";
 }
 
+Norm::Norm(const NormSpec& spec_in, int64_t c, bool affine) : spec(spec_in), channels(c) {
+  NL_CHECK(spec.stats == NormSpec::Stats::PerGroup,
+           "nn::Norm: per-group specs only (GroupNorm, LayerNorm over C,H,W, InstanceNorm, RMSNorm); use "
+           "BatchNorm2d or LayerNorm for the others");
+  NL_CHECK(spec.groups > 0 && c > 0 && c % spec.groups == 0, "nn::Norm: groups (", spec.groups,
+           ") must be positive and divide channels (", c, ")");
+  if (affine) {
+    weight = Tensor::ones({c});
+    bias = Tensor::zeros({c});
+    register_parameter("weight", weight);
+    register_parameter("bias", bias);
+  }
+}
+
+Tensor Norm::forward(const Tensor& x) { return forward_fused(x, {}); }
+
+Tensor Norm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
+  return normalize(x, spec, weight, bias, Tensor(), Tensor(), true, epilogue);
+}
+
+std::string Norm::describe() const {
+  const std::string c = std::to_string(channels);
+  if (!spec.center) return "RMSNorm(groups " + std::to_string(spec.groups) + ", " + c + ")";
+  return "Norm(groups " + std::to_string(spec.groups) + ", " + c + ")";
+}
+
 LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, int64_t w)
     : channels(c), height(h), width(w), eps(eps), affine(affine) {
   NL_CHECK(c > 0, "LayerNorm: channels must be positive, got ", c);

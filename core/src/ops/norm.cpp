@@ -110,14 +110,15 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
   return y;
 }
 
-Tensor group_norm(const Tensor& x_in, int64_t groups, const Tensor& gamma_in,
-                  const Tensor& beta_in, float eps, const NormEpilogue& epilogue) {
-  const char* op = "group_norm";
+namespace {
+// GroupNorm and its relatives: statistics per (sample, group), centred or not.
+Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool center, const Tensor& gamma_in,
+                       const Tensor& beta_in, float eps, const NormEpilogue& epilogue) {
   check_inputs(op, {{"input", &x_in}, {"weight", &gamma_in}, {"bias", &beta_in}});
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
   check_eps(op, eps);
   NormParams p;
-  p.N = x_in.size(0), p.C = x_in.size(1), p.G = groups, p.eps = eps;
+  p.N = x_in.size(0), p.C = x_in.size(1), p.G = groups, p.eps = eps, p.center = center;
   p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
   NL_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups (", groups,
            ") must be >= 1 and divide the channel count ", p.C);
@@ -137,6 +138,12 @@ Tensor group_norm(const Tensor& x_in, int64_t groups, const Tensor& gamma_in,
   record_norm(op, y, group_norm_bwd_stub, p, x, gamma, beta, residual,
               {save(x), save(gamma), mean, rstd, mask});
   return y;
+}
+}  // namespace
+
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps,
+                  const NormEpilogue& epilogue) {
+  return group_norm_impl("group_norm", x, groups, true, gamma, beta, eps, epilogue);
 }
 
 Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, float eps) {
@@ -169,6 +176,25 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
     });
   }
   return y;
+}
+
+Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
+                 const Tensor& running_mean, const Tensor& running_var, bool training, const NormEpilogue& epilogue) {
+  NL_CHECK(spec.center || spec.stats == NormSpec::Stats::PerGroup,
+           "normalize: center = false (RMSNorm) is implemented for per-group statistics only");
+  switch (spec.stats) {
+    case NormSpec::Stats::PerChannel:
+      return batch_norm(x, gamma, beta, running_mean, running_var, training, spec.momentum, spec.eps, epilogue);
+    case NormSpec::Stats::PerGroup:
+      return group_norm_impl(spec.center ? "group_norm" : "rms_norm", x, spec.groups, spec.center, gamma, beta,
+                             spec.eps, epilogue);
+    case NormSpec::Stats::PerRow: {
+      NL_CHECK(!epilogue.relu && epilogue.dropout == 0.0f && !epilogue.residual.defined(),
+               "normalize: a per-row (last-dimension) norm has no fused epilogue");
+      return layer_norm(x, gamma, beta, spec.eps);
+    }
+  }
+  NL_FAIL("normalize: unknown statistics kind");
 }
 
 }  // namespace nl

@@ -53,6 +53,33 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
 // Normalises over the last dimension D; gamma/beta [D] or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 
+// A normalization as data: which elements share statistics, whether the mean is subtracted, and
+// its constants. batch_norm, group_norm and layer_norm are its named cases; nl::normalize runs any.
+struct NormSpec {
+  enum class Stats {
+    PerChannel,  // over (N, H, W) per channel: BatchNorm (running statistics, momentum)
+    PerGroup,    // over (C/G, H, W) per (sample, group): GroupNorm; G = 1 LayerNorm over (C,H,W), G = C InstanceNorm
+    PerRow,      // over the last dimension: the transformers' LayerNorm
+  };
+  Stats stats = Stats::PerGroup;
+  int64_t groups = 1;     // PerGroup
+  bool center = true;     // subtract the mean; false: divide by the root mean square (RMSNorm; PerGroup only)
+  float eps = 1e-5f;
+  float momentum = 0.1f;  // PerChannel running statistics
+
+  static NormSpec batch(float momentum = 0.1f, float eps = 1e-5f) { return {Stats::PerChannel, 1, true, eps, momentum}; }
+  static NormSpec group(int64_t groups, float eps = 1e-5f) { return {Stats::PerGroup, groups, true, eps}; }
+  // RMSNorm over (C, H, W) per sample: x / sqrt(mean(x^2) + eps), then the per-channel affine.
+  static NormSpec rms(float eps = 1e-5f) { return {Stats::PerGroup, 1, false, eps}; }
+  static NormSpec row(float eps = 1e-5f) { return {Stats::PerRow, 1, true, eps}; }
+};
+
+// Any NormSpec: PerChannel takes running_mean/var and training as batch_norm; PerGroup and
+// PerRow ignore them. The epilogue fuses as in batch_norm/group_norm (not for PerRow).
+Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
+                 const Tensor& running_mean = Tensor(), const Tensor& running_var = Tensor(), bool training = true,
+                 const NormEpilogue& epilogue = {});
+
 // kernel x kernel windows with the given stride (PyTorch's floor mode, no padding).
 Tensor max_pool2d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);
 Tensor global_avg_pool(const Tensor& x);  // [N, C, H, W] -> [N, C, 1, 1]

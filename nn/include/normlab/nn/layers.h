@@ -75,6 +75,21 @@ class GroupNorm : public Module, public FusableNorm {
   float eps;
 };
 
+// A per-sample norm of the family as data (nl::NormSpec with per-group statistics): GroupNorm,
+// LayerNorm over (C, H, W), InstanceNorm, RMSNorm (spec.center = false), with a per-channel affine.
+// Norm(NormSpec::rms(), c) is RMSNorm over (C, H, W); unlike torch.nn.RMSNorm's per-element
+// weight, the affine is per channel with a bias, as every norm compared here.
+class Norm : public Module, public FusableNorm {
+ public:
+  Norm(const NormSpec& spec, int64_t channels, bool affine = true);
+  Tensor forward(const Tensor& x) override;
+  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
+  std::string describe() const override;
+  Tensor weight, bias;
+  NormSpec spec;
+  int64_t channels;
+};
+
 enum class LayerNormAffine { PerChannel, PerElement, None };
 
 // LayerNorm over (C, H, W) per sample. The default per-channel affine (C gammas and betas) makes

@@ -22,6 +22,9 @@ struct NormParams {
   int64_t N = 0, C = 0, HxW = 1, G = 1;
   float eps = 1e-5f;
   float momentum = 0.1f;  // BatchNorm running statistics
+  // Subtract the set's mean (true) or scale by its root mean square alone (false: RMSNorm; the
+  // saved mean is then 0). GroupNorm kernels only.
+  bool center = true;
   bool training = true;   // BatchNorm: batch statistics (true) or running statistics (false)
   // The fused epilogue of BatchNorm and GroupNorm forward: y = residual + dropout(relu(norm(x))),
   // each part optional. Dropout draws element i of the [N, C, HxW] tensor as DropoutParams does.
