@@ -33,9 +33,9 @@ namespace nl::cuda {
 
 namespace {
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4, kThreads = 256;
-// Shared tiles are [kBK][kBM + kPad]: rows padded by 4 floats so that a tile written k-fastest
-// (32 lanes on 16 k-rows) spreads over the banks (2-way at most instead of 16-way), while every
-// row start stays 16-byte aligned for the float4 fragment reads.
+// Shared tiles are [kBK][kBM + kPad]: rows padded by 4 floats so that a tile gathered along k
+// (a warp's 32 lanes on 8 k-rows x 4 columns, along_k_row/along_k_k) lands on 32 different banks,
+// while every row start stays 16-byte aligned for the float4 fragment reads.
 constexpr int kPad = 4, kLdA = kBM + kPad, kLdB = kBN + kPad;
 constexpr size_t kSmem = 2 * sizeof(float) * kBK * (kLdA + kLdB);  // two stages
 // Tensor-core tiles are padded by 8: a TF32 fragment's lanes read (row g + 8i, column t + 4j)
@@ -50,8 +50,8 @@ constexpr size_t kSmemTc = sizeof(float) * std::max(2 * kBK * 2 * kLdTc, kBM * k
 
 // Index arithmetic in 32 bits with division by invariant integers (Granlund & Montgomery 1994,
 // as PyTorch's IntDivider and CUTLASS's FastDivmod): a gathered element costs a few multiply-highs
-// instead of up to six 64-bit divisions, which nvcc expands into long call-free sequences (the
-// PTX of the 64-bit version held 38-57 div/rem.s64 per kernel). Valid for n, d < 2^31: the
+// instead of up to six 64-bit divisions, each a long instruction sequence in SASS (the PTX of the
+// 64-bit version held 38-57 div/rem.s64 per kernel). Valid for n, d < 2^31: the
 // launcher refuses GEMM dimensions beyond that. Element offsets are formed in 64 bits.
 struct FastDiv {
   uint32_t d = 1, m = 0, s = 0;
