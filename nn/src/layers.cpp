@@ -92,23 +92,16 @@ std::string BatchNorm2d::describe() const {
   return "BatchNorm2d(" + std::to_string(channels) + ")";
 }
 
+namespace {
+// Checked before nn::Norm's own check, so the message names the class the user constructed.
+NormSpec group_spec(int64_t g, int64_t c, float eps) {
+  NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g, ") must be positive and divide channels (", c, ")");
+  return NormSpec::group(g, eps);
+}
+}  // namespace
+
 GroupNorm::GroupNorm(int64_t g, int64_t c, float eps, bool affine)
-    : groups(g), channels(c), eps(eps) {
-  NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g,
-           ") must be positive and divide channels (", c, ")");
-  if (affine) {
-    weight = Tensor::ones({c});
-    bias = Tensor::zeros({c});
-    register_parameter("weight", weight);
-    register_parameter("bias", bias);
-  }
-}
-
-Tensor GroupNorm::forward(const Tensor& x) { return forward_fused(x, {}); }
-
-Tensor GroupNorm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
-  return group_norm(x, groups, weight, bias, eps, epilogue);
-}
+    : Norm(group_spec(g, c, eps), c, affine), groups(g), eps(eps) {}
 
 std::string GroupNorm::describe() const {
   return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";

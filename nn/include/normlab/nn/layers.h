@@ -64,16 +64,6 @@ class BatchNorm2d : public Module, public FusableNorm {
   float eps, momentum;
 };
 
-class GroupNorm : public Module, public FusableNorm {
- public:
-  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool affine = true);
-  Tensor forward(const Tensor& x) override;
-  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
-  std::string describe() const override;
-  Tensor weight, bias;
-  int64_t groups, channels;
-  float eps;
-};
 
 // A per-sample norm of the family as data (nl::NormSpec with per-group statistics): GroupNorm,
 // LayerNorm over (C, H, W), InstanceNorm, RMSNorm (spec.center = false), with a per-channel affine.
@@ -88,6 +78,15 @@ class Norm : public Module, public FusableNorm {
   Tensor weight, bias;
   NormSpec spec;
   int64_t channels;
+};
+
+// GroupNorm: nn::Norm with NormSpec::group(groups, eps) (state dict "weight", "bias").
+class GroupNorm : public Norm {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool affine = true);
+  std::string describe() const override;
+  int64_t groups;
+  float eps;
 };
 
 enum class LayerNormAffine { PerChannel, PerElement, None };
