@@ -67,23 +67,23 @@ void BM_normlab(benchmark::State& state) {
   // The backward pass needs the forward's statistics.
   if (kind == kBN)
     batch_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.rmean.data(),
-                        b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr);
+                        b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr, nullptr);
   else
-    group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.y.data(),
+    group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, nullptr, b.y.data(),
                         b.mean.data(), b.rstd.data(), nullptr);
   for (auto _ : state) {
     if (pass == kBwd) {
       if (kind == kBN)
         batch_norm_bwd_stub(cpu, p, b.x.data(), b.dy.data(), b.gamma.data(), b.mean.data(),
-                            b.rstd.data(), nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data());
+                            b.rstd.data(), nullptr, nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data());
       else
         group_norm_bwd_stub(cpu, p, b.x.data(), b.dy.data(), b.gamma.data(), b.mean.data(),
-                            b.rstd.data(), nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data());
+                            b.rstd.data(), nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data(), nullptr);
     } else if (kind == kBN) {
       batch_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.rmean.data(),
-                          b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr);
+                          b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr, nullptr);
     } else {
-      group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.y.data(),
+      group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, nullptr, b.y.data(),
                           b.mean.data(), b.rstd.data(), nullptr);
     }
     benchmark::DoNotOptimize(b.y.data());

@@ -194,18 +194,18 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
   const nl::Device cuda = nl::Device::cuda();
   auto ours_fwd = [&] {
     if (kind == kBN)
-      batch_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.rmean, b.rvar, b.y, b.mean, b.rstd, nullptr);
+      batch_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.rmean, b.rvar, b.y, b.mean, b.rstd, nullptr, nullptr);
     else
-      group_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.y, b.mean, b.rstd, nullptr);
+      group_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, nullptr, b.y, b.mean, b.rstd, nullptr);
   };
   ours_fwd();
   const std::string base = bench::norm_case_name(kind, pass, N, C, HW);
   report(dev, base + "/normlab", median_ms(dev, iters, [&] {
            if (pass != kBwd) return ours_fwd();
            if (kind == kBN)
-             batch_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta);
+             batch_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, nullptr, b.dx, b.dgamma, b.dbeta);
            else
-             group_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta);
+             group_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta, nullptr);
          }), bytes);
   // Our output of the last timed run (the same every run: the same inputs), for the comparison.
   const bool compare = pass != kFwdEval;

@@ -155,9 +155,9 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           auto fwd = [&] {
             if (kind == bench::kBN)
               batch_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, rmean.data_f32(),
-                                  rvar.data_f32(), y.data_f32(), mean.data_f32(), rstd.data_f32(), nullptr);
+                                  rvar.data_f32(), y.data_f32(), mean.data_f32(), rstd.data_f32(), nullptr, nullptr);
             else
-              group_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, y.data_f32(),
+              group_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, nullptr, y.data_f32(),
                                   mean.data_f32(), rstd.data_f32(), nullptr);
           };
           fwd();  // the statistics backward needs
@@ -168,10 +168,10 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           if (pass != bench::kBwd) fwd();
           else if (kind == bench::kBN)
             batch_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
-                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
+                                nullptr, nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
           else
             group_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
-                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
+                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32(), nullptr);
           prof::stop();
           // The op's FLOPs count on its launch with the most blocks: on its first, a one-block
           // finishing kernel (BatchNorm eval starts with one) would be charged the whole op's

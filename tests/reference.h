@@ -5,6 +5,8 @@
 #include <cmath>
 #include <functional>
 #include <vector>
+#include <tuple>
+#include <utility>
 
 #include "helpers.h"  // to_double
 #include "normlab/core/tensor.h"
@@ -55,12 +57,19 @@ inline Vec conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t str
 // y = act(xhat * gamma_c + beta_c) + residual, act = relu or identity; with dy, the backward
 // (dx, dgamma, dbeta) from the definitions. mean and var are the sets' biased statistics.
 struct NormRef {
-  Vec y, dx, dgamma, dbeta, mean, var;
+  Vec y, dx, dgamma, dbeta, dtau, mean, var;
+};
+// What the plain set-statistics definition leaves out.
+struct NormRefExtras {
+  // Batch Renorm: (set, batch mean, batch variance) -> (r, d), constants to the gradient:
+  // xhat becomes r * xhat + d.
+  std::function<std::pair<double, double>(int64_t, double, double)> renorm;
+  const Vec* tau = nullptr;  // TLU max(pre, tau[c]) as the activation (FRN)
 };
 inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW, int64_t sets,
                                  const std::function<int64_t(int64_t, int64_t)>& set_of, const Vec* gamma,
                                  const Vec* beta, const Vec* dy, double eps, bool relu = false,
-                                 const Vec* residual = nullptr, bool center = true) {
+                                 const Vec* residual = nullptr, bool center = true, const NormRefExtras& ex = {}) {
   NormRef r;
   Vec sum(sets, 0.0), sq(sets, 0.0), cnt(sets, 0.0);
   auto at = [&](int64_t n, int64_t c, int64_t i) { return (n * C + c) * HW + i; };
@@ -77,24 +86,30 @@ inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW,
       }
   for (int64_t s = 0; s < sets; ++s) sq[s] /= cnt[s];
   r.mean = sum, r.var = sq;
+  Vec rr(sets, 1.0), dd(sets, 0.0);
+  if (ex.renorm)
+    for (int64_t s = 0; s < sets; ++s) std::tie(rr[s], dd[s]) = ex.renorm(s, sum[s], sq[s]);
   const size_t total = x.size();
-  Vec xhat(total), g(total);  // g: the gradient reaching xhat * gamma + beta, times gamma
+  Vec xhat(total), g(total);  // g: the gradient reaching xhat, the set's own normalised x
   r.y.resize(total);
   Vec sg(sets, 0.0), sgx(sets, 0.0);
-  if (dy) r.dx.resize(total), r.dgamma.assign(C, 0.0), r.dbeta.assign(C, 0.0);
+  if (dy) r.dx.resize(total), r.dgamma.assign(C, 0.0), r.dbeta.assign(C, 0.0), r.dtau.assign(C, 0.0);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < HW; ++i) {
         const int64_t s = set_of(n, c), k = at(n, c, i);
         const double gc = gamma ? (*gamma)[c] : 1.0;
         xhat[k] = (x[k] - sum[s]) / std::sqrt(sq[s] + eps);
-        const double pre = xhat[k] * gc + (beta ? (*beta)[c] : 0.0);
-        const bool pass = !relu || pre > 0.0;
-        r.y[k] = (pass ? pre : 0.0) + (residual ? (*residual)[k] : 0.0);
+        const double z = rr[s] * xhat[k] + dd[s];
+        const double pre = z * gc + (beta ? (*beta)[c] : 0.0);
+        const double floor = ex.tau ? (*ex.tau)[c] : relu ? 0.0 : -INFINITY;
+        const bool pass = pre > floor;
+        r.y[k] = (pass ? pre : ex.tau ? floor : 0.0) + (residual ? (*residual)[k] : 0.0);
         if (!dy) continue;
         const double d = pass ? (*dy)[k] : 0.0;
-        r.dgamma[c] += d * xhat[k], r.dbeta[c] += d;
-        g[k] = d * gc;
+        if (!pass) r.dtau[c] += (*dy)[k];
+        r.dgamma[c] += d * z, r.dbeta[c] += d;
+        g[k] = d * gc * rr[s];
         sg[s] += g[k], sgx[s] += g[k] * xhat[k];
       }
   if (dy)

@@ -68,7 +68,8 @@ json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, co
   h = fnv1a(d.test.labels.data(), d.test.labels.size() * sizeof(int32_t), h);
   h = fnv1a(d.train.pixels.data(), std::min<size_t>(d.train.pixels.size(), 1 << 20), h);
   return {{"network", {{"norm", norm_key(norm)}, {"parameters", net.parameter_count()},
-                       {"layout", hex(fnv1a(layout.data(), layout.size()))}}},
+                       {"layout", hex(fnv1a(layout.data(), layout.size()))},
+                       {"groups", cfg.net.groups}, {"ghost_batch", cfg.net.ghost_batch}, {"eps", cfg.net.eps}}},
           {"data", {{"dataset", d.name}, {"train_images", d.train.N}, {"test_images", d.test.N},
                     {"content", hex(h)}}},
           {"recipe", {{"seed", seed}, {"epochs", cfg.epochs}, {"batch_size", cfg.batch_size},

@@ -31,6 +31,9 @@ namespace {
 
 struct Options {
   std::string norms = "bn,gn,ln";
+  int64_t groups = 4;
+  int64_t ghost_batch = 32;
+  float eps = 0.0f;  // 0: each norm's default
   int64_t epochs = 20;
   int64_t batch_size = 128;
   float lr = 0.1f;
@@ -58,6 +61,12 @@ void validate(Options& o) {
   NL_CHECK(o.batch_size >= 1, "--batch-size must be at least 1 (got ", o.batch_size, ")");
   NL_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr must be a positive finite number (got ", o.lr, ")");
   NL_CHECK(o.seeds >= 1, "--seeds must be at least 1 (got ", o.seeds, ")");
+  // Every group count must divide the network's widths, 16, 24 and 32 channels.
+  NL_CHECK(o.groups >= 1 && 16 % o.groups == 0 && 24 % o.groups == 0 && 32 % o.groups == 0,
+           "--groups must divide the network's widths 16, 24 and 32: 1, 2, 4 or 8 (got ", o.groups, ")");
+  NL_CHECK(o.ghost_batch >= 1, "--ghost-batch must be at least 1 sample (got ", o.ghost_batch, ")");
+  NL_CHECK(o.eps == 0.0f || (std::isfinite(o.eps) && o.eps > 0.0f),
+           "--eps must be a positive finite number, or 0 for each norm's default (got ", o.eps, ")");
   const bool digits = !o.seed.empty() && o.seed.size() <= 20 &&
                       o.seed.find_first_not_of("0123456789") == std::string::npos;
   errno = 0;
@@ -164,7 +173,14 @@ int main(int argc, char** argv) {
       "LayerNorm on the same data, seeds and initial weights, and report how each learns.\n"
       "Outputs in --out: metrics.csv, results.json, curves (PNG, SVG), misclassified-image "
       "grids, confusion matrices and report.md."};
-  app.add_option("--norms", o.norms, "Comma-separated norms to train: " + norm_keys() + "; GroupNorm's groups from --groups, LayerNorm over (C,H,W)")
+  app.add_option("--norms", o.norms, "Comma-separated norms to train: " + norm_keys() + "; LayerNorm is over (C,H,W)")
+      ->capture_default_str();
+  app.add_option("--groups", o.groups, "Groups of GroupNorm (gn): 1, 2, 4 or 8")->capture_default_str();
+  app.add_option("--ghost-batch", o.ghost_batch,
+                 "Samples per ghost batch of Ghost BatchNorm (gbn): its statistics as a data-parallel worker "
+                 "with this many samples would see them")
+      ->capture_default_str();
+  app.add_option("--eps", o.eps, "eps of every norm (0: each norm's own default, 1e-5; FRN 1e-6)")
       ->capture_default_str();
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();
@@ -234,6 +250,7 @@ int main(int argc, char** argv) {
     cfg.batch_size = o.batch_size;
     cfg.max_lr = o.lr;
     cfg.device = device;
+    cfg.net.groups = o.groups, cfg.net.ghost_batch = o.ghost_batch, cfg.net.eps = o.eps;
     cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
     cfg.guard = !o.no_guard;
 
@@ -245,7 +262,9 @@ int main(int argc, char** argv) {
                 (unsigned long long)(o.first_seed + o.seeds - 1));
     for (NormKind k : norms) {
       nl::Generator g(o.first_seed);
-      auto net = make_net(k, g, nullptr, {.in_channels = data.train.C});
+      NetOptions no = cfg.net;
+      no.in_channels = data.train.C;
+      auto net = make_net(k, g, nullptr, no);
       std::printf("\n%s\n%s", norm_title(k).c_str(),
                   nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
     }
@@ -257,7 +276,8 @@ int main(int argc, char** argv) {
                   {"lr", o.lr},           {"seed", o.first_seed},     {"seeds", o.seeds},
                   {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
-                  {"limit_test", o.limit_test}};
+                  {"limit_test", o.limit_test}, {"groups", o.groups}, {"ghost_batch", o.ghost_batch},
+                  {"eps", o.eps}};
     const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
     const std::string raise_at = raise_env ? raise_env : "";
     cfg.resume = o.resume;
@@ -296,16 +316,16 @@ int main(int argc, char** argv) {
     bool pictures = write_plots(rep);
     write_report_md(rep, results, pictures);
 
-    std::printf("\n%-10s %8s %18s %16s %18s\n", "norm", "params", "final test acc", "final test loss",
+    std::printf("\n%-15s %8s %18s %16s %18s\n", "norm", "params", "final test acc", "final test loss",
                 "best test acc");
     for (NormKind k : norms) {
       const auto& n = results["norms"][norm_key(k)];
       if (n["final_test_acc"]["mean"].is_null()) {  // every seed of this norm diverged
-        std::printf("%-10s %8lld %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
+        std::printf("%-15s %8lld %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
                     "diverged");
         continue;
       }
-      std::printf("%-10s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),
+      std::printf("%-15s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),
                   (long long)n["parameters"].get<int64_t>(), n["final_test_acc"]["mean"].get<double>(),
                   n["final_test_acc"]["std"].get<double>(), n["final_test_loss"]["mean"].get<double>(),
                   n["best_test_acc"]["mean"].get<double>(), n["best_test_acc"]["std"].get<double>());

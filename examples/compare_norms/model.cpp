@@ -6,15 +6,30 @@
 namespace compare {
 using namespace nl;
 
+namespace {
+// o.eps when given, else the variant's own default.
+float eps_or(const NetOptions& o, float fallback) { return o.eps > 0.0f ? o.eps : fallback; }
+}  // namespace
+
 const std::vector<NormVariant>& norm_variants() {
+  using nn::Norm;
   static const std::vector<NormVariant> table = {
-      {"bn", "BatchNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::BatchNorm2d>(c, 1e-5f, 0.1f); }},
-      {"gn", "GroupNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c); }},
-      {"ln", "LayerNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::LayerNorm>(c); }},
+      {"bn", "BatchNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::BatchNorm2d>(c, eps_or(o, 1e-5f), 0.1f); }},
+      {"gn", "GroupNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c, eps_or(o, 1e-5f)); }},
+      {"ln", "LayerNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::LayerNorm>(c, eps_or(o, 1e-5f)); }},
       // GroupNorm with a group per channel: InstanceNorm2d(affine=True) in PyTorch's terms.
-      {"in", "InstanceNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::GroupNorm>(c, c); }},
+      {"in", "InstanceNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(c, c, eps_or(o, 1e-5f)); }},
       // RMSNorm over (C, H, W) per sample, per-channel affine (nl::NormSpec::rms).
-      {"rms", "RMSNorm", [](int64_t c, const NetOptions&) { return std::make_shared<nn::Norm>(NormSpec::rms(), c); }},
+      {"rms", "RMSNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<Norm>(NormSpec::rms(eps_or(o, 1e-5f)), c); }},
+      // BatchNorm statistics over micro-batches of --ghost-batch samples: a data-parallel worker's view.
+      {"gbn", "GhostBatchNorm", [](int64_t c, const NetOptions& o) {
+         return std::make_shared<Norm>(NormSpec::ghost_batch_norm(o.ghost_batch, 0.1f, eps_or(o, 1e-5f)), c); }},
+      // Batch Renormalization with the paper's final clips r_max = 3, d_max = 5.
+      {"brn", "BatchRenorm", [](int64_t c, const NetOptions& o) {
+         return std::make_shared<Norm>(NormSpec::batch_renorm(3.0f, 5.0f, 0.1f, eps_or(o, 1e-5f)), c); }},
+      // Filter Response Normalization; its TLU replaces the block's ReLU.
+      {"frn", "FRN+TLU", [](int64_t c, const NetOptions& o) { return std::make_shared<Norm>(NormSpec::frn(eps_or(o, 1e-6f)), c); },
+       /*own_activation=*/true},
   };
   return table;
 }
@@ -48,10 +63,9 @@ std::shared_ptr<nn::Sequential> make_net(NormKind norm, Generator& init, Generat
                                          NetOptions o) {
   auto block = [&](int64_t cin, int64_t cout) -> std::shared_ptr<nn::Module> {
     auto b = std::make_shared<nn::Sequential>();
-    b->add("conv", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, false, init))
-        .add("norm", norm->make(cout, o))
-        .add("relu", std::make_shared<nn::ReLU>())
-        .add("drop", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
+    b->add("conv", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, false, init)).add("norm", norm->make(cout, o));
+    if (!norm->own_activation) b->add("relu", std::make_shared<nn::ReLU>());
+    b->add("drop", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
     return b;
   };
   auto residual = [&](int64_t c) { return std::make_shared<nn::Residual>(block(c, c)); };

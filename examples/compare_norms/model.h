@@ -1,6 +1,6 @@
 #pragma once
 // The comparison network of ../shared/design/comparison-recipe.md (43,600 parameters for 3-channel
-// input, whatever the norm):
+// input with any norm of per-channel affine; FRN adds its thresholds tau, 216):
 //   C1 C2 c3 P1 C3 C4 C5 c6 P2 C7 C8 C9 GAP c10, every Cn = conv3x3 (no bias) > norm > ReLU >
 //   dropout(0.05), C4 C5 C8 C9 residual, cN = 1x1 conv, then log-softmax.
 #include <functional>
@@ -16,7 +16,9 @@ namespace compare {
 struct NetOptions {
   int64_t in_channels = 3;
   int64_t classes = 10;
-  int64_t groups = 4;     // GroupNorm
+  int64_t groups = 4;       // GroupNorm
+  int64_t ghost_batch = 32;  // Ghost BatchNorm's micro-batch (samples)
+  float eps = 0.0f;          // every norm's eps; 0: each variant's own default
   float dropout = 0.05f;
 };
 
@@ -26,6 +28,8 @@ struct NormVariant {
   std::string key;    // --norms key, file names, results.json: "bn"
   std::string title;  // the report's name: "BatchNorm"
   std::function<std::shared_ptr<nl::nn::Module>(int64_t channels, const NetOptions&)> make;
+  // The norm brings its own activation (FRN's TLU): the block has no ReLU after it.
+  bool own_activation = false;
 };
 const std::vector<NormVariant>& norm_variants();
 

@@ -133,7 +133,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
   res.norm = norm;
   res.seed = seed;
   Generator init(seed), drop(seed ^ kDropoutStream);
-  NetOptions o;
+  NetOptions o = cfg.net;
   o.in_channels = d.train.C;
   o.classes = static_cast<int64_t>(d.classes.size());
   auto net = make_net(norm, init, &drop, o);

@@ -15,6 +15,7 @@
 namespace compare {
 
 struct TrainConfig {
+  NetOptions net;  // the norms' options (groups, ghost batch, eps); channels and classes from the data
   int64_t epochs = 20;
   int64_t batch_size = 128;
   float max_lr = 0.1f;

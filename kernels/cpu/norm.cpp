@@ -59,7 +59,8 @@ struct Epilogue {
         threshold(p.dropout > 0.0f ? philox_keep_threshold(p.dropout) : 0u),
         keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f) {}
 
-  void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift) const {
+  // tau: the row's channel's TLU threshold (read only when p.tlu).
+  void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift, float tau = 0.0f) const {
     // Local restrict pointers and constants: the byte mask could otherwise alias everything, and
     // the compiler would reload the constants and refuse to vectorise.
     const float* __restrict xr = x + off;
@@ -75,9 +76,22 @@ struct Epilogue {
     }
     uint8_t* __restrict m = mask + off;
     const float ks = keep_scale;
+    if (p.tlu) {
+      // TLU: max(pre, tau). A clamped element's gradient goes to tau (mask 2), not the norm.
+      if (p.dropout > 0.0f) dropout_keep_bytes(p.seed, p.offset, threshold, p.index_base + off, len, m);
+      for (int64_t i = 0; i < len; ++i) {
+        const float pre = xr[i] * scale + shift;
+        const bool keep = p.dropout <= 0.0f || m[i] != 0, pass = pre > tau;
+        m[i] = keep ? (pass ? 1 : 2) : 0;
+        yr[i] = keep ? (pass ? pre : tau) * ks : 0.0f;
+      }
+      if (rr)
+        for (int64_t i = 0; i < len; ++i) yr[i] = yr[i] + rr[i];
+      return;
+    }
     const float floor = p.relu ? 0.0f : -INFINITY;  // pre > floor: passes ReLU
     if (p.dropout > 0.0f) {
-      dropout_keep_bytes(p.seed, p.offset, threshold, off, len, m);
+      dropout_keep_bytes(p.seed, p.offset, threshold, p.index_base + off, len, m);
       for (int64_t i = 0; i < len; ++i) {
         const float pre = xr[i] * scale + shift;
         const bool pass = (m[i] != 0) & (pre > floor);
@@ -97,8 +111,8 @@ struct Epilogue {
   }
 };
 
-// The gradient reaching the norm on one row: g = mask * dy / (1 - dropout), written to g (which
-// may alias nothing else); returns g, or dy itself when there is no mask.
+// The gradient reaching the norm on one row: g = (mask == 1) * dy / (1 - dropout), written to g
+// (which may alias nothing else); returns g, or dy itself when there is no mask.
 const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64_t off,
                          int64_t len, float* g) {
   if (!mask) return dy + off;
@@ -106,8 +120,17 @@ const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* ma
   const float* __restrict d = dy + off;
   const uint8_t* __restrict m = mask + off;
   float* __restrict out = g;
-  for (int64_t i = 0; i < len; ++i) out[i] = m[i] ? d[i] * s : 0.0f;
+  for (int64_t i = 0; i < len; ++i) out[i] = m[i] == 1 ? d[i] * s : 0.0f;
   return g;
+}
+
+// TLU's tau gradient on one row: sum of dy / (1 - dropout) where the mask says 2 (clamped, kept).
+double tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64_t off, int64_t len) {
+  const float s = p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f;
+  double t = 0.0;
+  for (int64_t i = 0; i < len; ++i)
+    if (mask[off + i] == 2) t += dy[off + i] * s;
+  return t;
 }
 
 }  // namespace
@@ -116,12 +139,12 @@ const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* ma
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, uint8_t* mask) {
+                    float* mean, float* rstd, float* renorm, uint8_t* mask) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
   const Epilogue epi(p, residual, mask);
   parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
-      double m, r;
+      double m, r, rr = 1.0, dd = 0.0;  // Batch Renorm's r and d (1 and 0: BatchNorm)
       if (p.training) {
         double s = 0.0;
         for (int64_t n = 0; n < p.N; ++n) s += row_sum(x + n * plane + c * p.HxW, p.HxW);
@@ -131,6 +154,15 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
           q += row_centred_sq(x + n * plane + c * p.HxW, p.HxW, static_cast<float>(m));
         const double var = q / static_cast<double>(M);
         r = 1.0 / std::sqrt(var + p.eps);
+        if (p.renorm) {
+          // From the running statistics as they were before this batch.
+          const double sigma_run = std::sqrt(static_cast<double>(running_var[c]) + p.eps);
+          rr = std::clamp(std::sqrt(var + p.eps) / sigma_run, 1.0 / p.r_max, static_cast<double>(p.r_max));
+          dd = std::clamp((m - running_mean[c]) / sigma_run, -static_cast<double>(p.d_max),
+                          static_cast<double>(p.d_max));
+          renorm[c] = static_cast<float>(rr);
+          renorm[p.C + c] = static_cast<float>(dd);
+        }
         if (running_mean) {
           // PyTorch updates the running variance with the unbiased estimate.
           const double unbiased = var * static_cast<double>(M) / static_cast<double>(M - 1);
@@ -143,21 +175,25 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
       }
       mean[c] = static_cast<float>(m);
       rstd[c] = static_cast<float>(r);
-      const float scale = static_cast<float>(gamma_at(gamma, c) * r);
-      const float shift = static_cast<float>(beta_at(beta, c) - m * gamma_at(gamma, c) * r);
+      // gamma * (r * xhat + d) + beta, as one scale and shift.
+      const float scale = static_cast<float>(gamma_at(gamma, c) * rr * r);
+      const float shift = static_cast<float>(beta_at(beta, c) + gamma_at(gamma, c) * dd - m * gamma_at(gamma, c) * rr * r);
       for (int64_t n = 0; n < p.N; ++n) epi.row(x, y, n * plane + c * p.HxW, p.HxW, scale, shift);
     }
   });
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
+                    float* dx, float* dgamma, float* dbeta) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
   parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
     float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
     for (int64_t c = c0; c < c1; ++c) {
       const float m = mean[c], r = rstd[c];
+      // Batch Renorm: y = gamma * (rr * xhat + dd) + beta with rr, dd constants, so dx is
+      // BatchNorm's with gamma * rr, and dgamma = sum(g * (rr * xhat + dd)).
+      const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
       // Pass 1: the masked gradient g goes to dx (reread in pass 2) and its two sums.
       double sg = 0.0, sgx = 0.0;
       for (int64_t n = 0; n < p.N; ++n) {
@@ -167,13 +203,13 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
         sgx += CVecMap(g, p.HxW).dot(CVecMap(x + off, p.HxW));
       }
       const double sgxhat = (sgx - m * sg) * r;  // sum(g * xhat)
-      if (dgamma) dgamma[c] = static_cast<float>(sgxhat);
+      if (dgamma) dgamma[c] = static_cast<float>(rr * sgxhat + dd * sg);
       if (dbeta) dbeta[c] = static_cast<float>(sg);
       if (!dx) continue;
       // Eval mode normalises with constants, so only the direct term remains.
       const float k1 = p.training ? static_cast<float>(sg / M) : 0.0f;
       const float k2 = p.training ? static_cast<float>(sgxhat / M) : 0.0f;
-      const float gr = gamma_at(gamma, c) * r;
+      const float gr = gamma_at(gamma, c) * rr * r;
       for (int64_t n = 0; n < p.N; ++n) {
         const int64_t off = n * plane + c * p.HxW;
         const float* g = mask ? dx + off : dy + off;
@@ -188,7 +224,8 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
 // --- GroupNorm: sets are (C/G, HxW) per (sample, group), contiguous in memory ------------------
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    const float* residual, float* y, float* mean, float* rstd, uint8_t* mask) {
+                    const float* tau, const float* residual, float* y, float* mean, float* rstd,
+                    uint8_t* mask) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
   const Epilogue epi(p, residual, mask);
   parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
@@ -203,7 +240,7 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
         const int64_t c = g * Cg + ci;
         const double gc = gamma_at(gamma, c);
         epi.row(x, y, base + ci * p.HxW, p.HxW, static_cast<float>(gc * r),
-                static_cast<float>(beta_at(beta, c) - m * gc * r));
+                static_cast<float>(beta_at(beta, c) - m * gc * r), p.tlu ? tau[c] : 0.0f);
       }
     }
   });
@@ -211,13 +248,15 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta) {
+                    float* dgamma, float* dbeta, float* dtau) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
-  // Per-(n, c) sums of g and g * xhat; dgamma/dbeta sum them over n in order below.
+  // Per-(n, c) sums of g, g * xhat and TLU's clamped dy; dgamma/dbeta/dtau sum them over n in
+  // order below.
   thread_local std::vector<double> part;
-  part.resize(static_cast<size_t>(2 * p.N * p.C));
+  part.resize(static_cast<size_t>(3 * p.N * p.C));
   double* sg_nc = part.data();
   double* sgxhat_nc = part.data() + p.N * p.C;
+  double* stau_nc = part.data() + 2 * p.N * p.C;
   parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
     float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
     for (int64_t ng = s0; ng < s1; ++ng) {
@@ -233,6 +272,7 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
         const double b = (CVecMap(gr, p.HxW).dot(CVecMap(x + off, p.HxW)) - m * a) * r;
         sg_nc[n * p.C + c] = a;
         sgxhat_nc[n * p.C + c] = b;
+        stau_nc[n * p.C + c] = p.tlu ? tau_grad(p, dy, mask, off, p.HxW) : 0.0;
         sum_gg += gamma_at(gamma, c) * a;
         sum_gg_xhat += gamma_at(gamma, c) * b;
       }
@@ -250,10 +290,12 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
     }
   });
   for (int64_t c = 0; c < p.C; ++c) {
-    double a = 0.0, b = 0.0;
-    for (int64_t n = 0; n < p.N; ++n) a += sg_nc[n * p.C + c], b += sgxhat_nc[n * p.C + c];
+    double a = 0.0, b = 0.0, t = 0.0;
+    for (int64_t n = 0; n < p.N; ++n)
+      a += sg_nc[n * p.C + c], b += sgxhat_nc[n * p.C + c], t += stau_nc[n * p.C + c];
     if (dgamma) dgamma[c] = static_cast<float>(b);
     if (dbeta) dbeta[c] = static_cast<float>(a);
+    if (dtau) dtau[c] = static_cast<float>(t);
   }
 }
 

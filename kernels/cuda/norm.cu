@@ -30,8 +30,8 @@ constexpr size_t kScratch = 64 * sizeof(float);  // block_sum2 needs 2 x 32 floa
 // aligned pointers): each thread moves 4 elements per access, all in one channel.
 template <bool kVec>
 __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma,
-                                      const float* beta, Epilogue e, float* y, float* mean,
-                                      float* rstd) {
+                                      const float* beta, const float* tau, Epilogue e, float* y,
+                                      float* mean, float* rstd) {
   NL_DYN_SHARED(float, scratch);
   // Groups in turn (gn_grid caps the grid so the groups in flight stay in L2 for the 2nd and 3rd
   // pass); block_sum's trailing barrier makes scratch safe to reuse for the next group.
@@ -71,14 +71,14 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
       float v[4];
       load4(xg, i, v);
       for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
-      epilogue4(p, e, ng * D + i, v);
+      epilogue4(p, e, ng * D + i, v, p.tlu ? tau[c] : 0.0f);
       store4(y, ng * D + i, v);
     }
   } else {
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
       const int64_t c = g * Cg + i / p.HxW;
       const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-      store_stream(y + ng * D + i, epilogue1(p, e, ng * D + i, xg[i] * scale + shift));
+      store_stream(y + ng * D + i, epilogue1(p, e, ng * D + i, xg[i] * scale + shift, p.tlu ? tau[c] : 0.0f));
     }
   }
   }
@@ -91,7 +91,7 @@ template <bool kVec>
 __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy,
                                       const float* gamma, const float* mean, const float* rstd,
                                       const uint8_t* mask, float keep_scale, float* dx,
-                                      float* db_nc, float* ds_nc) {
+                                      float* db_nc, float* ds_nc, float* dt_nc) {
   NL_DYN_SHARED(float, scratch);
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
   const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
@@ -117,6 +117,12 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     }
     block_sum2(a, b, scratch);
     if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
+    if (p.tlu) {  // uniform: every thread takes it or none
+      float t = 0.0f;
+      for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) t += clamped_dy(dy, mask, keep_scale, row + i);
+      t = block_sum(t, scratch);
+      if (threadIdx.x == 0) dt_nc[n * p.C + c] = t;
+    }
     sum_gg += gamma_at(gamma, c) * a;
     sum_gg_xhat += gamma_at(gamma, c) * b;
   }
@@ -206,7 +212,7 @@ __global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* par
 // One thread per channel: mean, rstd and the running statistics from the kSplit partials.
 __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part,
                                          float* running_mean, float* running_var, float* mean,
-                                         float* rstd) {
+                                         float* rstd, float* renorm) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= p.C) return;
   if (!p.training) {
@@ -222,6 +228,12 @@ __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const flo
   const float m = x[bn_offset(p, c, 0)] + shift_mean;
   mean[c] = m;
   rstd[c] = rsqrtf(var + p.eps);
+  if (p.renorm) {
+    // Batch Renorm's r and d, from the running statistics before this batch updates them.
+    const float sigma_run = sqrtf(running_var[c] + p.eps);
+    renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / p.r_max), p.r_max);
+    renorm[p.C + c] = fminf(fmaxf((m - running_mean[c]) / sigma_run, -p.d_max), p.d_max);
+  }
   if (running_mean) {
     running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
     running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
@@ -231,11 +243,14 @@ __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const flo
 template <bool kVec>
 __global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma,
                                         const float* beta, const float* mean, const float* rstd,
-                                        Epilogue e, float* y) {
+                                        const float* renorm, Epilogue e, float* y) {
   const int64_t c = blockIdx.x, M = p.N * p.HxW;
   int64_t begin, end;
   bn_split(M, begin, end);
-  const float scale = gamma_at(gamma, c) * rstd[c], shift = beta_at(beta, c) - mean[c] * scale;
+  // gamma * (r * xhat + d) + beta as one scale and shift (r = 1, d = 0 unless Batch Renorm).
+  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
+  const float scale = gamma_at(gamma, c) * rr * rstd[c];
+  const float shift = beta_at(beta, c) + gamma_at(gamma, c) * dd - mean[c] * scale;
   // Backwards through the split, the reverse of the statistics pass: the x it read last is still
   // in L2 and is read first (docs/kernels.md, "L2-aware order"). Lanes stay on consecutive
   // elements, so every request is as coalesced as forwards.
@@ -292,19 +307,22 @@ __global__ void batch_norm_bwd_sums_kernel(NormParams p, const float* x, const f
 template <bool kVec>
 __global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const float* dy,
                                          const float* gamma, const float* mean, const float* rstd,
-                                         const uint8_t* mask, float keep_scale, const float* part,
-                                         float* dx, float* dgamma, float* dbeta) {
+                                         const float* renorm, const uint8_t* mask, float keep_scale,
+                                         const float* part, float* dx, float* dgamma, float* dbeta) {
   const int64_t c = blockIdx.x, M = p.N * p.HxW;
   float sg = 0.0f, sgxhat = 0.0f;
   for (int k = 0; k < kSplit; ++k) sg += part[k * p.C + c], sgxhat += part[(kSplit + k) * p.C + c];
+  // Batch Renorm: r and d are constants, so dx is BatchNorm's with gamma * r, and
+  // dgamma = sum(g * (r * xhat + d)).
+  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
   if (blockIdx.y == 0 && threadIdx.x == 0) {
-    if (dgamma) dgamma[c] = sgxhat;
+    if (dgamma) dgamma[c] = rr * sgxhat + dd * sg;
     if (dbeta) dbeta[c] = sg;
   }
   if (!dx) return;
   int64_t begin, end;
   bn_split(M, begin, end);
-  const float m = mean[c], r = rstd[c], gr = gamma_at(gamma, c) * r;
+  const float m = mean[c], r = rstd[c], gr = gamma_at(gamma, c) * rr * r;
   // Eval mode normalises with constants, so only the direct term remains.
   const float k1 = p.training ? sg / float(M) : 0.0f, k2 = p.training ? sgxhat / float(M) : 0.0f;
   // Backwards through the split, as in batch_norm_apply_kernel: what the sums pass read last is
@@ -429,7 +447,8 @@ namespace {
 
 // float4 paths need rows of whole quads and 16-byte aligned pointers (null ones are fine).
 bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
-  if (p.HxW % 4 != 0) return false;
+  // A part of a larger draw (index_base) must start on a Philox block for epilogue4's quads.
+  if (p.HxW % 4 != 0 || p.index_base % 4 != 0) return false;
   for (const void* q : ptrs)
     if (reinterpret_cast<uintptr_t>(q) % 16 != 0) return false;
   return true;
@@ -462,42 +481,47 @@ unsigned gn_grid(const NormParams& p, double bytes_per_group) {
 }  // namespace
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    const float* residual, float* y, float* mean, float* rstd, uint8_t* mask) {
+                    const float* tau, const float* residual, float* y, float* mean, float* rstd,
+                    uint8_t* mask) {
   if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const Epilogue e = make_epilogue(p, residual, mask);
   // Re-read: x (the output, mask and residual stream through evict-first).
   const unsigned grid = gn_grid(p, 4.0 * (p.C / p.G) * p.HxW);
   if (vec_ok(p, {x, residual, y, mask}))
-    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean, rstd);
   else
-    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean, rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta) {
+                    float* dgamma, float* dbeta, float* dtau) {
   if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
-  Scratch scratch(sizeof(float) * 2 * size_t(p.N * p.C));  // db_nc then ds_nc, [N, C] each
+  // db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
+  Scratch scratch(sizeof(float) * (p.tlu ? 3 : 2) * size_t(p.N * p.C));
   float* partial = scratch.f32();
+  float* dt_nc = p.tlu ? partial + 2 * p.N * p.C : nullptr;
   const float ks = keep_scale(p);
   // Re-read: x, dy and the mask.
   const unsigned grid = gn_grid(p, (mask ? 9.0 : 8.0) * (p.C / p.G) * p.HxW);
   if (vec_ok(p, {x, dy, mask, dx}))
     NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma,
-              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
+              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C, dt_nc);
   else
     NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma,
-              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C);
+              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C, dt_nc);
   if (dgamma || dbeta)
     NL_LAUNCH(reduce_over_n_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.N, p.C, partial,
               partial + p.N * p.C, dgamma, dbeta);
+  if (p.tlu && dtau)  // dtau[c] = sum_n dt_nc[n, c], in the dbeta slot
+    NL_LAUNCH(reduce_over_n_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.N, p.C, dt_nc, dt_nc, nullptr, dtau);
 }
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, uint8_t* mask) {
+                    float* mean, float* rstd, float* renorm, uint8_t* mask) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const dim3 grid(unsigned(p.C), kSplit);
@@ -508,15 +532,15 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
     else NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
   }
   NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(),
-            running_mean, running_var, mean, rstd);
+            running_mean, running_var, mean, rstd, renorm);
   const Epilogue e = make_epilogue(p, residual, mask);
-  if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, e, y);
-  else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, e, y);
+  if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
+  else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta) {
+                    const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
+                    float* dx, float* dgamma, float* dbeta) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
   const dim3 grid(unsigned(p.C), kSplit);
@@ -526,10 +550,10 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   float* part = scratch.f32();
   if (vec) {
     NL_LAUNCH(batch_norm_bwd_sums_kernel<true>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
-    NL_LAUNCH(batch_norm_bwd_dx_kernel<true>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, mask, ks, part, dx, dgamma, dbeta);
+    NL_LAUNCH(batch_norm_bwd_dx_kernel<true>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, renorm, mask, ks, part, dx, dgamma, dbeta);
   } else {
     NL_LAUNCH(batch_norm_bwd_sums_kernel<false>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
-    NL_LAUNCH(batch_norm_bwd_dx_kernel<false>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, mask, ks, part, dx, dgamma, dbeta);
+    NL_LAUNCH(batch_norm_bwd_dx_kernel<false>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, renorm, mask, ks, part, dx, dgamma, dbeta);
   }
 }
 

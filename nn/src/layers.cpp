@@ -108,27 +108,48 @@ std::string GroupNorm::describe() const {
 }
 
 Norm::Norm(const NormSpec& spec_in, int64_t c, bool affine) : spec(spec_in), channels(c) {
-  NL_CHECK(spec.stats == NormSpec::Stats::PerGroup,
-           "nn::Norm: per-group specs only (GroupNorm, LayerNorm over C,H,W, InstanceNorm, RMSNorm); use "
-           "BatchNorm2d or LayerNorm for the others");
-  NL_CHECK(spec.groups > 0 && c > 0 && c % spec.groups == 0, "nn::Norm: groups (", spec.groups,
-           ") must be positive and divide channels (", c, ")");
+  NL_CHECK(spec.stats != NormSpec::Stats::PerRow,
+           "nn::Norm: normalises [N, C, H, W] per channel or per group; use LayerNorm for last-dimension rows");
+  NL_CHECK(c > 0, "nn::Norm: channels must be positive, got ", c);
+  if (spec.stats == NormSpec::Stats::PerGroup)
+    NL_CHECK(spec.groups >= 0 && (spec.groups == 0 || c % spec.groups == 0), "nn::Norm: groups (", spec.groups,
+             ") must divide channels (", c, "), or be 0 for one group per channel");
+  NL_CHECK(spec.ghost_batch >= 0, "nn::Norm: ghost batch must be >= 0 (0: the whole batch), got ", spec.ghost_batch);
   if (affine) {
     weight = Tensor::ones({c});
     bias = Tensor::zeros({c});
     register_parameter("weight", weight);
     register_parameter("bias", bias);
   }
+  if (spec.tlu) {
+    tau = Tensor::zeros({c});
+    register_parameter("tau", tau);
+  }
+  if (spec.stats == NormSpec::Stats::PerChannel) {
+    running_mean = Tensor::zeros({c});
+    running_var = Tensor::ones({c});
+    register_buffer("running_mean", running_mean);
+    register_buffer("running_var", running_var);
+  }
 }
 
 Tensor Norm::forward(const Tensor& x) { return forward_fused(x, {}); }
 
 Tensor Norm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
-  return normalize(x, spec, weight, bias, Tensor(), Tensor(), true, epilogue);
+  if (!spec.tlu) return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), epilogue);
+  NormEpilogue e = epilogue;
+  e.tau = tau;
+  return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), e);
 }
 
 std::string Norm::describe() const {
   const std::string c = std::to_string(channels);
+  if (spec.stats == NormSpec::Stats::PerChannel) {
+    if (spec.renorm) return "BatchRenorm(" + c + ")";
+    if (spec.ghost_batch > 0) return "GhostBatchNorm(" + c + ", ghost " + std::to_string(spec.ghost_batch) + ")";
+    return "BatchNorm(" + c + ")";
+  }
+  if (spec.tlu) return "FRN+TLU(" + c + ")";
   if (!spec.center) return "RMSNorm(groups " + std::to_string(spec.groups) + ", " + c + ")";
   return "Norm(groups " + std::to_string(spec.groups) + ", " + c + ")";
 }

@@ -23,7 +23,14 @@ void prepare_epilogue(const char* op, const NormEpilogue& e, const Tensor& x, No
     NL_CHECK(e.residual.shape() == x.shape(), op, ": residual has shape ", e.residual.shape(),
              " but the input has shape ", x.shape(), "; a residual add needs equal shapes");
   }
+  if (e.tau.defined()) {
+    NL_CHECK(!e.relu, op, ": TLU (tau) and ReLU are both activations; give one");
+    check_inputs(op, {{"input", &x}, {"tau", &e.tau}});
+    NL_CHECK(e.tau.dim() == 1 && x.dim() >= 2 && e.tau.size(0) == x.size(1), op, ": tau must be [C] = [",
+             x.dim() >= 2 ? x.size(1) : 0, "], got shape ", e.tau.shape());
+  }
   p.relu = e.relu;
+  p.tlu = e.tau.defined();
   p.dropout = e.dropout;
   if (e.dropout > 0.0f) {
     Generator& g = e.gen ? *e.gen : default_generator();
@@ -42,72 +49,123 @@ uint8_t* mask_ptr(const Tensor& m) {
 }
 
 struct NormSaved {
-  Tensor x, gamma, mean, rstd, mask;
+  Tensor x, gamma, mean, rstd, mask, renorm;
 };
 
-using NormBwdStub = DispatchStub<batch_norm_bwd_fn>;
-
-// Inputs of the node: x, gamma, beta, residual (any may be undefined or not need a gradient).
-void record_norm(const char* op, Tensor& y, const NormBwdStub& stub, const NormParams& p,
-                 const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& residual,
-                 NormSaved s) {
-  if (!any_requires_grad({&x, &gamma, &beta, &residual})) return;
-  const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual);
-  record_node(y, op, {&x, &gamma, &beta, &residual},
-              [&stub, p, s, gx, gg, gb, gr](const Tensor& dy) {
-                Tensor dx = grad_buffer(gx, s.x);
-                Tensor dgamma = gg ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
-                Tensor dbeta = gb ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
-                stub(dy.device(), p, s.x.data_f32(), dy.data_f32(), opt_ptr(s.gamma),
-                     s.mean.data_f32(), s.rstd.data_f32(), mask_ptr(s.mask), opt_mut(dx),
-                     opt_mut(dgamma), opt_mut(dbeta));
-                return std::vector<Tensor>{dx, dgamma, dbeta, gr ? dy : Tensor()};
-              });
+// [chunks, C] -> [C], rows added in order (deterministic); one chunk is returned as is.
+Tensor sum_chunks(const Tensor& t, int64_t chunks, int64_t C) {
+  if (!t.defined() || chunks == 1) return t.defined() ? t.view({C}) : t;
+  Tensor out = Tensor::empty({C}, DType::F32, t.device());
+  add_fwd_stub(t.device(), C, t.data_f32(), t.data_f32() + C, out.data_f32());
+  for (int64_t j = 2; j < chunks; ++j) add_fwd_stub(t.device(), C, out.data_f32(), t.data_f32() + j * C, out.data_f32());
+  return out;
 }
+
 
 Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
 
 }  // namespace
 
-Tensor batch_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in,
-                  const Tensor& running_mean, const Tensor& running_var, bool training,
-                  float momentum, float eps, const NormEpilogue& epilogue) {
-  const char* op = "batch_norm";
+namespace {
+
+// BatchNorm and its relatives: statistics per channel over the batch, or over micro-batches of
+// spec.ghost_batch samples (one kernel call per micro-batch on its contiguous [b, C, H, W] slice),
+// optionally renormalised (Batch Renorm).
+Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec, const Tensor& gamma_in,
+                       const Tensor& beta_in, const Tensor& running_mean, const Tensor& running_var,
+                       bool training, const NormEpilogue& epilogue) {
   check_inputs(op, {{"input", &x_in}, {"weight", &gamma_in}, {"bias", &beta_in},
                     {"running_mean", &running_mean}, {"running_var", &running_var}});
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
-  check_eps(op, eps);
-  NL_CHECK(momentum >= 0.0f && momentum <= 1.0f, op, ": momentum must be in [0, 1], got ",
-           momentum);
+  check_eps(op, spec.eps);
+  NL_CHECK(spec.momentum >= 0.0f && spec.momentum <= 1.0f, op, ": momentum must be in [0, 1], got ",
+           spec.momentum);
   NL_CHECK(running_mean.defined() == running_var.defined(), op,
            ": give both running_mean and running_var, or neither");
   NL_CHECK(training || running_mean.defined(), op,
            ": eval mode needs running statistics (running_mean/running_var)");
+  NL_CHECK(spec.ghost_batch >= 0, op, ": ghost batch must be >= 0 (0: the whole batch), got ", spec.ghost_batch);
+  if (spec.renorm) {
+    NL_CHECK(running_mean.defined(), op, ": Batch Renorm needs running statistics");
+    NL_CHECK(spec.r_max >= 1.0f && spec.d_max >= 0.0f, op, ": Batch Renorm needs r_max >= 1 and d_max >= 0, got ",
+             spec.r_max, " and ", spec.d_max);
+  }
   NormParams p;
   p.N = x_in.size(0), p.C = x_in.size(1), p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
-  p.eps = eps, p.momentum = momentum, p.training = training;
+  p.eps = spec.eps, p.momentum = spec.momentum, p.training = training;
+  p.renorm = spec.renorm && training, p.r_max = spec.r_max, p.d_max = spec.d_max;
   for (const auto& [name, t] : {std::pair{"weight", &gamma_in}, {"bias", &beta_in},
                                 {"running_mean", &running_mean}, {"running_var", &running_var}}) {
     check_vec(op, name, *t, p.C);
     NL_CHECK(!t->defined() || t->is_contiguous(), op, ": ", name, " must be contiguous");
   }
-  NL_CHECK(!training || p.N * p.HxW > 1, op, ": training needs more than one value per channel, "
-           "got input of shape ", x_in.shape());
+  // Micro-batches of b samples (training only: eval normalises with the running statistics).
+  const int64_t b = training && spec.ghost_batch > 0 ? std::min(spec.ghost_batch, p.N) : p.N;
+  const int64_t chunks = p.N == 0 ? 1 : (p.N + b - 1) / b;
+  const int64_t last = p.N - (chunks - 1) * b;
+  NL_CHECK(!training || std::min(b, last) * p.HxW > 1, op, ": training needs more than one value per channel",
+           chunks > 1 ? " in every ghost batch" : "", ", got input of shape ", x_in.shape(),
+           chunks > 1 ? " split into ghost batches of " + std::to_string(b) : std::string());
+  NL_CHECK(!epilogue.tau.defined(), op, ": TLU (tau) fuses into per-sample norms only (FRN's)");
   prepare_epilogue(op, epilogue, x_in, p);
 
   Tensor x = x_in.contiguous();
   Tensor gamma = contiguous_or_none(gamma_in), beta = contiguous_or_none(beta_in);
   Tensor residual = contiguous_or_none(epilogue.residual);
   Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
-  Tensor mean = Tensor::empty({p.C}, DType::F32, x.device());
-  Tensor rstd = Tensor::empty({p.C}, DType::F32, x.device());
+  Tensor mean = Tensor::empty({chunks, p.C}, DType::F32, x.device());
+  Tensor rstd = Tensor::empty({chunks, p.C}, DType::F32, x.device());
+  Tensor renorm = p.renorm ? Tensor::empty({chunks, 2, p.C}, DType::F32, x.device()) : Tensor();
   Tensor mask = mask_buffer(p, x);
-  batch_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), opt_ptr(residual),
-                      opt_mut(running_mean), opt_mut(running_var), y.data_f32(), mean.data_f32(),
-                      rstd.data_f32(), mask_ptr(mask));
-  record_norm(op, y, batch_norm_bwd_stub, p, x, gamma, beta, residual,
-              {save(x), save(gamma), mean, rstd, mask});
+  const int64_t per_sample = p.C * p.HxW;
+  auto chunk_params = [p, b, per_sample](int64_t j, int64_t N) {
+    NormParams q = p;
+    q.N = std::min(b, N - j * b);
+    q.index_base = j * b * per_sample;
+    return q;
+  };
+  for (int64_t j = 0; j < chunks; ++j) {
+    const NormParams q = chunk_params(j, p.N);
+    const int64_t off = q.index_base;
+    batch_norm_fwd_stub(x.device(), q, x.data_f32() + off, opt_ptr(gamma), opt_ptr(beta),
+                        residual.defined() ? residual.data_f32() + off : nullptr, opt_mut(running_mean),
+                        opt_mut(running_var), y.data_f32() + off, mean.data_f32() + j * p.C,
+                        rstd.data_f32() + j * p.C, renorm.defined() ? renorm.data_f32() + j * 2 * p.C : nullptr,
+                        mask.defined() ? mask_ptr(mask) + off : nullptr);
+  }
+  if (!any_requires_grad({&x, &gamma, &beta, &residual})) return y;
+  const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual);
+  NormSaved s{save(x), save(gamma), mean, rstd, mask, renorm};
+  record_node(y, op, {&x, &gamma, &beta, &residual},
+              [p, s, gx, gg, gb, gr, chunks, chunk_params](const Tensor& dy) {
+                Tensor dx = grad_buffer(gx, s.x);
+                // One [C] slice of dgamma/dbeta per micro-batch, summed in order after.
+                Tensor dgamma = gg ? Tensor::empty({chunks, p.C}, DType::F32, dy.device()) : Tensor();
+                Tensor dbeta = gb ? Tensor::empty({chunks, p.C}, DType::F32, dy.device()) : Tensor();
+                for (int64_t j = 0; j < chunks; ++j) {
+                  const NormParams q = chunk_params(j, p.N);
+                  const int64_t off = q.index_base;
+                  batch_norm_bwd_stub(dy.device(), q, s.x.data_f32() + off, dy.data_f32() + off, opt_ptr(s.gamma),
+                                      s.mean.data_f32() + j * p.C, s.rstd.data_f32() + j * p.C,
+                                      s.renorm.defined() ? s.renorm.data_f32() + j * 2 * p.C : nullptr,
+                                      s.mask.defined() ? mask_ptr(s.mask) + off : nullptr,
+                                      dx.defined() ? dx.data_f32() + off : nullptr,
+                                      dgamma.defined() ? dgamma.data_f32() + j * p.C : nullptr,
+                                      dbeta.defined() ? dbeta.data_f32() + j * p.C : nullptr);
+                }
+                return std::vector<Tensor>{dx, sum_chunks(dgamma, chunks, p.C), sum_chunks(dbeta, chunks, p.C),
+                                           gr ? dy : Tensor()};
+              });
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, float momentum, float eps,
+                  const NormEpilogue& epilogue) {
+  return batch_norm_impl("batch_norm", x, NormSpec::batch(momentum, eps), gamma, beta, running_mean,
+                         running_var, training, epilogue);
 }
 
 namespace {
@@ -118,10 +176,10 @@ Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool 
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
   check_eps(op, eps);
   NormParams p;
-  p.N = x_in.size(0), p.C = x_in.size(1), p.G = groups, p.eps = eps, p.center = center;
+  p.N = x_in.size(0), p.C = x_in.size(1), p.G = groups == 0 ? p.C : groups, p.eps = eps, p.center = center;
   p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
-  NL_CHECK(groups >= 1 && p.C % groups == 0, op, ": groups (", groups,
-           ") must be >= 1 and divide the channel count ", p.C);
+  NL_CHECK(groups >= 0 && p.G >= 1 && p.C % p.G == 0, op, ": groups (", groups,
+           ") must be >= 1 and divide the channel count ", p.C, ", or 0 for one group per channel");
   check_vec(op, "weight", gamma_in, p.C);
   check_vec(op, "bias", beta_in, p.C);
   prepare_epilogue(op, epilogue, x_in, p);
@@ -133,10 +191,22 @@ Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool 
   Tensor mean = Tensor::empty({p.N, p.G}, DType::F32, x.device());
   Tensor rstd = Tensor::empty({p.N, p.G}, DType::F32, x.device());
   Tensor mask = mask_buffer(p, x);
-  group_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), opt_ptr(residual),
-                      y.data_f32(), mean.data_f32(), rstd.data_f32(), mask_ptr(mask));
-  record_norm(op, y, group_norm_bwd_stub, p, x, gamma, beta, residual,
-              {save(x), save(gamma), mean, rstd, mask});
+  Tensor tau = contiguous_or_none(epilogue.tau);
+  group_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), opt_ptr(tau),
+                      opt_ptr(residual), y.data_f32(), mean.data_f32(), rstd.data_f32(), mask_ptr(mask));
+  if (!any_requires_grad({&x, &gamma, &beta, &residual, &tau})) return y;
+  const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual), gt = needs(tau);
+  NormSaved s{save(x), save(gamma), mean, rstd, mask, Tensor()};
+  record_node(y, op, {&x, &gamma, &beta, &residual, &tau}, [p, s, gx, gg, gb, gr, gt](const Tensor& dy) {
+    Tensor dx = grad_buffer(gx, s.x);
+    Tensor dgamma = gg ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
+    Tensor dbeta = gb ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
+    Tensor dtau = gt ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
+    group_norm_bwd_stub(dy.device(), p, s.x.data_f32(), dy.data_f32(), opt_ptr(s.gamma), s.mean.data_f32(),
+                        s.rstd.data_f32(), mask_ptr(s.mask), opt_mut(dx), opt_mut(dgamma), opt_mut(dbeta),
+                        opt_mut(dtau));
+    return std::vector<Tensor>{dx, dgamma, dbeta, gr ? dy : Tensor(), dtau};
+  });
   return y;
 }
 }  // namespace
@@ -164,7 +234,7 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
                       mean.data_f32(), rstd.data_f32());
   if (any_requires_grad({&x, &gamma, &beta})) {
     const bool gx = needs(x), gg = needs(gamma), gb = needs(beta);
-    NormSaved s{save(x), save(gamma), mean, rstd, Tensor()};
+    NormSaved s{save(x), save(gamma), mean, rstd, Tensor(), Tensor()};
     record_node(y, op, {&x, &gamma, &beta}, [p, s, gx, gg, gb](const Tensor& dy) {
       Tensor dx = grad_buffer(gx, s.x);
       Tensor dgamma = gg ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
@@ -182,12 +252,18 @@ Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, con
                  const Tensor& running_mean, const Tensor& running_var, bool training, const NormEpilogue& epilogue) {
   NL_CHECK(spec.center || spec.stats == NormSpec::Stats::PerGroup,
            "normalize: center = false (RMSNorm) is implemented for per-group statistics only");
+  NL_CHECK(spec.stats == NormSpec::Stats::PerChannel || (spec.ghost_batch == 0 && !spec.renorm),
+           "normalize: ghost batches and Batch Renorm need per-channel (BatchNorm) statistics");
+  NL_CHECK(spec.tlu == epilogue.tau.defined(), "normalize: ",
+           spec.tlu ? "a TLU spec (FRN) needs the threshold tau in the epilogue"
+                    : "tau given in the epilogue but the spec has no TLU");
   switch (spec.stats) {
     case NormSpec::Stats::PerChannel:
-      return batch_norm(x, gamma, beta, running_mean, running_var, training, spec.momentum, spec.eps, epilogue);
+      return batch_norm_impl(spec.renorm ? "batch_renorm" : spec.ghost_batch > 0 ? "ghost_batch_norm" : "batch_norm",
+                             x, spec, gamma, beta, running_mean, running_var, training, epilogue);
     case NormSpec::Stats::PerGroup:
-      return group_norm_impl(spec.center ? "group_norm" : "rms_norm", x, spec.groups, spec.center, gamma, beta,
-                             spec.eps, epilogue);
+      return group_norm_impl(spec.tlu ? "frn" : spec.center ? "group_norm" : "rms_norm", x, spec.groups, spec.center,
+                             gamma, beta, spec.eps, epilogue);
     case NormSpec::Stats::PerRow: {
       NL_CHECK(!epilogue.relu && epilogue.dropout == 0.0f && !epilogue.residual.defined(),
                "normalize: a per-row (last-dimension) norm has no fused epilogue");

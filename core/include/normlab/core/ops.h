@@ -29,7 +29,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor(), i
               int64_t padding = 0);
 
 // What follows a norm in a conv block, fused into the norm's single pass over memory:
-//   out = residual + dropout(relu(norm(x)))
+//   out = residual + dropout(act(norm(x))), act ReLU, or FRN's TLU max(z, tau) when tau is given
 // Forward writes out and a one-byte-per-element mask; backward reads x, dy and the mask once
 // more and gives dx, dgamma, dbeta, and dy as the residual's gradient. The result equals the
 // unfused ops bit for bit, dropout mask included (same generator, same draw).
@@ -38,6 +38,9 @@ struct NormEpilogue {
   float dropout = 0.0f;      // applied as given: pass 0 in eval mode
   Generator* gen = nullptr;  // dropout's generator; null: the default generator
   Tensor residual;           // same shape as x; undefined: no residual add
+  // TLU (Singh & Krishnan 2019): act = max(z, tau[c]) with a learned [C] threshold, instead of
+  // ReLU; per-sample (GroupNorm-kernel) norms only. Gets a gradient like gamma and beta.
+  Tensor tau;
 };
 
 // x [N, C, H, W] (or [N, C]); gamma/beta [C] or undefined; running_mean/var [C] or undefined
@@ -59,6 +62,7 @@ struct NormSpec {
   enum class Stats {
     PerChannel,  // over (N, H, W) per channel: BatchNorm (running statistics, momentum)
     PerGroup,    // over (C/G, H, W) per (sample, group): GroupNorm; G = 1 LayerNorm over (C,H,W), G = C InstanceNorm
+                 // (groups = 0: one group per channel, whatever C is)
     PerRow,      // over the last dimension: the transformers' LayerNorm
   };
   Stats stats = Stats::PerGroup;
@@ -66,12 +70,42 @@ struct NormSpec {
   bool center = true;     // subtract the mean; false: divide by the root mean square (RMSNorm; PerGroup only)
   float eps = 1e-5f;
   float momentum = 0.1f;  // PerChannel running statistics
+  // PerChannel, training: statistics over micro-batches of ghost_batch samples (Ghost BatchNorm,
+  // Hoffer et al. 2017: what a data-parallel worker with ghost_batch samples sees; a smaller last
+  // micro-batch takes the remainder); the running statistics take one update per micro-batch, in
+  // order. 0: the whole batch.
+  int64_t ghost_batch = 0;
+  // PerChannel, training: Batch Renormalization (Ioffe 2017), r and d clipped to r_max, d_max
+  // (NormParams::renorm); eval as BatchNorm.
+  bool renorm = false;
+  float r_max = 3.0f, d_max = 5.0f;
+  // PerGroup: the activation is TLU with the epilogue's tau (FRN); a ReLU cannot follow fused.
+  bool tlu = false;
 
   static NormSpec batch(float momentum = 0.1f, float eps = 1e-5f) { return {Stats::PerChannel, 1, true, eps, momentum}; }
+  static NormSpec ghost_batch_norm(int64_t ghost_batch, float momentum = 0.1f, float eps = 1e-5f) {
+    NormSpec s = batch(momentum, eps);
+    s.ghost_batch = ghost_batch;
+    return s;
+  }
+  static NormSpec batch_renorm(float r_max = 3.0f, float d_max = 5.0f, float momentum = 0.1f, float eps = 1e-5f) {
+    NormSpec s = batch(momentum, eps);
+    s.renorm = true, s.r_max = r_max, s.d_max = d_max;
+    return s;
+  }
   static NormSpec group(int64_t groups, float eps = 1e-5f) { return {Stats::PerGroup, groups, true, eps}; }
   // RMSNorm over (C, H, W) per sample: x / sqrt(mean(x^2) + eps), then the per-channel affine.
   static NormSpec rms(float eps = 1e-5f) { return {Stats::PerGroup, 1, false, eps}; }
   static NormSpec row(float eps = 1e-5f) { return {Stats::PerRow, 1, true, eps}; }
+  static NormSpec instance(float eps = 1e-5f) { return group(0, eps); }
+  // Filter Response Normalization (Singh & Krishnan 2019): x / sqrt(mean over (H, W) of x^2 + eps)
+  // per (sample, channel), the per-channel affine, then TLU max(., tau) as the activation (the
+  // caller's NormEpilogue::tau). Its paper's eps for spatial sizes above 1x1.
+  static NormSpec frn(float eps = 1e-6f) {
+    NormSpec s = group(0, eps);
+    s.center = false, s.tlu = true;
+    return s;
+  }
 };
 
 // Any NormSpec: PerChannel takes running_mean/var and training as batch_norm; PerGroup and

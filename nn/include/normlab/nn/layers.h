@@ -17,6 +17,8 @@ class FusableNorm {
  public:
   virtual ~FusableNorm() = default;
   virtual bool can_fuse() const { return true; }
+  // False for a norm with its own activation (FRN's TLU): a ReLU after it then runs on its own.
+  virtual bool fuses_relu() const { return true; }
   virtual Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) = 0;
 };
 
@@ -65,17 +67,22 @@ class BatchNorm2d : public Module, public FusableNorm {
 };
 
 
-// A per-sample norm of the family as data (nl::NormSpec with per-group statistics): GroupNorm,
-// LayerNorm over (C, H, W), InstanceNorm, RMSNorm (spec.center = false), with a per-channel affine.
-// Norm(NormSpec::rms(), c) is RMSNorm over (C, H, W); unlike torch.nn.RMSNorm's per-element
-// weight, the affine is per channel with a bias, as every norm compared here.
+// A norm of the family as data (nl::NormSpec) over [N, C, H, W], with a per-channel affine:
+// per-channel statistics (BatchNorm, Ghost BatchNorm, Batch Renorm: running statistics as
+// BatchNorm2d's, batch statistics in training mode) or per-group ones (GroupNorm, LayerNorm over
+// (C, H, W), InstanceNorm, RMSNorm). Norm(NormSpec::rms(), c) is RMSNorm over (C, H, W); unlike
+// torch.nn.RMSNorm's per-element weight, the affine is per channel with a bias, as every norm
+// compared here.
 class Norm : public Module, public FusableNorm {
  public:
   Norm(const NormSpec& spec, int64_t channels, bool affine = true);
   Tensor forward(const Tensor& x) override;
   Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
+  bool fuses_relu() const override { return !spec.tlu; }
   std::string describe() const override;
   Tensor weight, bias;
+  Tensor running_mean, running_var;  // per-channel specs only
+  Tensor tau;                        // TLU specs (FRN) only: the learned threshold, [C], from 0
   NormSpec spec;
   int64_t channels;
 };

@@ -26,12 +26,23 @@ struct NormParams {
   // saved mean is then 0). GroupNorm kernels only.
   bool center = true;
   bool training = true;   // BatchNorm: batch statistics (true) or running statistics (false)
-  // The fused epilogue of BatchNorm and GroupNorm forward: y = residual + dropout(relu(norm(x))),
-  // each part optional. Dropout draws element i of the [N, C, HxW] tensor as DropoutParams does.
+  // Batch Renormalization (Ioffe 2017), BatchNorm kernels in training: xhat = r * (x - mean) * rstd
+  // + d with r = clip(sigma_B / sigma_run, 1/r_max, r_max), d = clip((mean - running_mean) /
+  // sigma_run, -d_max, d_max), sigma = sqrt(var + eps), from the running statistics before this
+  // call updates them; r and d are constants to the gradient.
+  bool renorm = false;
+  float r_max = 3.0f, d_max = 5.0f;
+  // The fused epilogue of BatchNorm and GroupNorm forward: y = residual + dropout(act(norm(x))),
+  // each part optional, act ReLU or (GroupNorm kernels) FRN's TLU max(z, tau[c]) with a learned
+  // per-channel tau. Dropout draws element i of the [N, C, HxW] tensor as DropoutParams does.
   bool relu = false;
+  bool tlu = false;
   float dropout = 0.0f;           // probability of zeroing; 0: no dropout
   uint64_t seed = 0, offset = 0;  // the dropout draw's Philox stream
-  bool has_mask() const { return relu || dropout > 0.0f; }
+  // Element 0 of this call is element index_base of the draw: a call over one part of a tensor
+  // (Ghost BatchNorm's micro-batches) draws the mask the whole tensor would.
+  int64_t index_base = 0;
+  bool has_mask() const { return relu || tlu || dropout > 0.0f; }
 };
 
 struct Pool2dParams {

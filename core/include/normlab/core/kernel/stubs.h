@@ -47,25 +47,32 @@ NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const fl
 // [N] for LayerNorm. BatchNorm in training updates running_mean/var in place (the one
 // documented +=-like side effect); in eval it reads them and saves them as mean/rstd.
 //
-// BatchNorm and GroupNorm fuse the epilogue of NormParams (ReLU, dropout, residual add; residual
-// may be null). When p.has_mask(), forward writes mask[i] = 1 where output i passed ReLU and
-// dropout (one byte per element) and backward reads it: dy of the fused output then reaches the
-// norm as mask * dy / (1 - dropout). The residual's own gradient is dy itself.
+// Batch Renorm (p.renorm, training): forward writes renorm = [r (C), d (C)] and backward reads it
+// (null otherwise); mean/rstd are the batch's own.
+//
+// BatchNorm and GroupNorm fuse the epilogue of NormParams (ReLU or TLU, dropout, residual add;
+// residual may be null). When p.has_mask(), forward writes one byte per element, mask[i] = 1 where
+// output i passed the activation and dropout, 2 where TLU clamped it to tau and dropout kept it,
+// else 0, and backward reads it: dy of the fused output reaches the norm as (mask == 1) * dy /
+// (1 - dropout), and dtau[c] sums (mask == 2) * dy / (1 - dropout). The residual's own gradient
+// is dy itself.
 NL_DECLARE_STUB(batch_norm_fwd,
                 void(const NormParams& p, const float* x, const float* gamma, const float* beta,
                      const float* residual, float* running_mean, float* running_var, float* y,
-                     float* mean, float* rstd, uint8_t* mask));
+                     float* mean, float* rstd, float* renorm, uint8_t* mask));
 NL_DECLARE_STUB(batch_norm_bwd,
                 void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                     float* dgamma, float* dbeta));
+                     const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
+                     float* dx, float* dgamma, float* dbeta));
+// tau: [C] when p.tlu, else null; dtau likewise (null: not wanted).
 NL_DECLARE_STUB(group_norm_fwd,
                 void(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                     const float* residual, float* y, float* mean, float* rstd, uint8_t* mask));
+                     const float* tau, const float* residual, float* y, float* mean, float* rstd,
+                     uint8_t* mask));
 NL_DECLARE_STUB(group_norm_bwd,
                 void(const NormParams& p, const float* x, const float* dy, const float* gamma,
                      const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                     float* dgamma, float* dbeta));
+                     float* dgamma, float* dbeta, float* dtau));
 // LayerNorm over the last dimension: p.N rows of p.C elements, per-element gamma/beta [C].
 NL_DECLARE_STUB(layer_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
                                      const float* beta, float* y, float* mean, float* rstd));
