@@ -13,6 +13,7 @@
 #include "helpers.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/ops.h"
+#include "normlab/nn/layers.h"
 #include "reference.h"
 
 using namespace nl;
@@ -261,4 +262,36 @@ TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with
       }
     }
   }
+}
+
+// Weight Standardization is a transform of the conv's weights, not a normalize() spec: its row is
+// the app's "gn+ws" (test_fusion.cpp and the CUDA training step run every row of that table); here
+// nn::Conv2d with it against the definition, and its gradient through the filter statistics.
+TEST_CASE("norm table: Weight Standardization convs match the definition and pass the gradient check",
+          "[ops][grad][norm-table]") {
+  Generator init(5);
+  nn::Conv2d conv(3, 4, 3, 1, 1, false, init);
+  conv.weight_standardization = true;
+  auto f = [&conv](const std::vector<Tensor>& v) {
+    conv.weight = v[1];
+    return conv.forward(v[0]);
+  };
+  const Tensor x = randn({2, 3, 5, 6}, 20), w = randn({4, 3, 3, 3}, 21, 0.3f, 0.1f);
+  // Each filter to zero mean and unit (biased) variance over (C, R, S), then the convolution.
+  std::vector<float> ws = w.to_vector();
+  for (int64_t k = 0; k < 4; ++k) {
+    double m = 0.0, q = 0.0;
+    for (int64_t i = 0; i < 27; ++i) m += ws[size_t(k * 27 + i)] / 27.0;
+    for (int64_t i = 0; i < 27; ++i) q += std::pow(ws[size_t(k * 27 + i)] - m, 2) / 27.0;
+    for (int64_t i = 0; i < 27; ++i) ws[size_t(k * 27 + i)] = float((ws[size_t(k * 27 + i)] - m) / std::sqrt(q + 1e-5));
+  }
+  const Tensor w_std = Tensor::from_vector(ws, w.shape(), test_device());
+  require_close(f({x, w}), ref::conv2d(x, w_std, nullptr, 1, 1), 1e-5, "ws conv");
+  CHECK(grad_check(f, {x, w}, {true, true}).ok);
+  GradCheckOptions tampered;
+  // The filter gradients are large (the standardisation divides by a small std): double one.
+  tampered.tamper = [](size_t i, std::vector<float>& g) {
+    if (i == 1) g[g.size() / 2] = 2.0f * g[g.size() / 2] + 0.5f;
+  };
+  CHECK_FALSE(grad_check(f, {x, w}, {true, true}, tampered).ok);
 }

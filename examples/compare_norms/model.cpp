@@ -30,6 +30,9 @@ const std::vector<NormVariant>& norm_variants() {
       // Filter Response Normalization; its TLU replaces the block's ReLU.
       {"frn", "FRN+TLU", [](int64_t c, const NetOptions& o) { return std::make_shared<Norm>(NormSpec::frn(eps_or(o, 1e-6f)), c); },
        /*own_activation=*/true},
+      // GroupNorm after weight-standardised convs (the block convs; the 1x1 ones have no norm after them).
+      {"gn+ws", "GN+WS", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c, eps_or(o, 1e-5f)); },
+       /*own_activation=*/false, /*weight_standardization=*/true},
   };
   return table;
 }
@@ -63,7 +66,9 @@ std::shared_ptr<nn::Sequential> make_net(NormKind norm, Generator& init, Generat
                                          NetOptions o) {
   auto block = [&](int64_t cin, int64_t cout) -> std::shared_ptr<nn::Module> {
     auto b = std::make_shared<nn::Sequential>();
-    b->add("conv", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, false, init)).add("norm", norm->make(cout, o));
+    auto conv = std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1, false, init);
+    conv->weight_standardization = norm->weight_standardization;
+    b->add("conv", conv).add("norm", norm->make(cout, o));
     if (!norm->own_activation) b->add("relu", std::make_shared<nn::ReLU>());
     b->add("drop", std::make_shared<nn::Dropout>(o.dropout, dropout_gen));
     return b;

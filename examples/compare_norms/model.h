@@ -30,6 +30,8 @@ struct NormVariant {
   std::function<std::shared_ptr<nl::nn::Module>(int64_t channels, const NetOptions&)> make;
   // The norm brings its own activation (FRN's TLU): the block has no ReLU after it.
   bool own_activation = false;
+  // The conv before the norm uses Weight Standardization (nn::Conv2d::weight_standardization).
+  bool weight_standardization = false;
 };
 const std::vector<NormVariant>& norm_variants();
 

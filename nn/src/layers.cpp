@@ -31,7 +31,11 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool ha
   }
 }
 
-Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, stride, padding); }
+Tensor Conv2d::forward(const Tensor& x) {
+  if (!weight_standardization) return conv2d(x, weight, bias, stride, padding);
+  const Tensor w = layer_norm(weight.reshape({out_channels, in_channels * kernel * kernel}), Tensor(), Tensor(), ws_eps);
+  return conv2d(x, w.view(weight.shape()), bias, stride, padding);
+}
 
 std::string Conv2d::describe() const {
   std::ostringstream os;
@@ -39,6 +43,7 @@ std::string Conv2d::describe() const {
   if (stride != 1) os << ", s=" << stride;
   if (padding != 0) os << ", p=" << padding;
   if (!bias.defined()) os << ", no bias";
+  if (weight_standardization) os << ", WS";
   return os.str() + ")";
 }
 

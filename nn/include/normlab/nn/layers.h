@@ -43,6 +43,12 @@ class Conv2d : public Module {
   void receptive_field(ReceptiveField& rf) const override;
   Tensor weight, bias;
   int64_t in_channels, out_channels, kernel, stride, padding;
+  // Weight Standardization (Qiao et al. 2019): each filter is used standardised over (C, R, S),
+  // (w - mean) / sqrt(var + ws_eps), with the gradient through mean and variance: LayerNorm
+  // without affine over the filter's row. The biased variance inside the root (timm's StdConv2d),
+  // not the paper code's unbiased std + eps: a rescale per filter that the norm after it removes.
+  bool weight_standardization = false;
+  float ws_eps = 1e-5f;
 };
 
 class Linear : public Module {
