@@ -2,10 +2,12 @@
 // Tolerance: 1e-5 relative for forward values, 1e-4 for conv and norm gradients, each floored
 // at the reference tensor's RMS (see require_close).
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
 #include "normlab/core/ops.h"
+#include "normlab/nn/layers.h"
 
 using namespace nl;
 using namespace nl::test;
@@ -48,6 +50,27 @@ void check_case(const json& c, double grad_rtol) {
     extra["running_mean"] = in["running_mean"], extra["running_var"] = in["running_var"];
   } else if (op == "group_norm") {
     y = group_norm(in["x"], attrs.at("groups"), in["gamma"], in["beta"], attrs.at("eps"));
+  } else if (op == "normalize") {
+    // The norm family's variants: the attrs name the spec.
+    const std::string kind = attrs.at("spec");
+    const float eps = attrs.at("eps");
+    NormSpec spec = kind == "in"    ? NormSpec::instance(eps)
+                    : kind == "rms" ? NormSpec::rms(eps)
+                    : kind == "gbn" ? NormSpec::ghost_batch_norm(attrs.at("ghost_batch"), 0.1f, eps)
+                    : kind == "brn" ? NormSpec::batch_renorm(attrs.at("r_max"), attrs.at("d_max"), 0.1f, eps)
+                    : kind == "frn" ? NormSpec::frn(eps)
+                                    : NormSpec{};
+    if (spec.stats == NormSpec::Stats::PerRow) FAIL("unknown variant " << kind);
+    NormEpilogue e;
+    e.tau = get("tau");
+    y = normalize(in["x"], spec, in["gamma"], in["beta"], get("running_mean"), get("running_var"), true, e);
+    if (in.count("running_mean")) extra["running_mean"] = in["running_mean"], extra["running_var"] = in["running_var"];
+  } else if (op == "ws_conv2d") {
+    Generator unused(0);  // the fixture's weights replace the drawn ones
+    nn::Conv2d conv(in["x"].size(1), in["w"].size(0), in["w"].size(2), 1, attrs.at("padding"), false, unused);
+    conv.weight_standardization = true, conv.ws_eps = attrs.at("eps");
+    conv.weight = in["w"];
+    y = conv.forward(in["x"]);
   } else if (op == "layer_norm") {
     y = layer_norm(in["x"], in["gamma"], in["beta"], attrs.at("eps"));
   } else if (op == "max_pool2d") {
@@ -86,6 +109,15 @@ TEST_CASE("golden: batch, group and layer norm against PyTorch", "[golden][norm]
   json j = load("norm.json");
   REQUIRE(j.at("cases").size() >= 7);
   for (const json& c : j.at("cases")) check_case(c, 1e-4);
+}
+
+TEST_CASE("golden: the norm variants (InstanceNorm, RMSNorm, Ghost BN, Batch Renorm, FRN+TLU, WS) against PyTorch",
+          "[golden][norm]") {
+  json j = load("norm_variants.json");
+  std::set<std::string> names;
+  for (const json& c : j.at("cases")) names.insert(c.at("name").get<std::string>()), check_case(c, 1e-4);
+  CHECK(names == std::set<std::string>{"instance_norm", "rms_norm", "ghost_batch_norm_2", "batch_renorm", "frn_tlu",
+                                       "ws_conv2d"});
 }
 
 TEST_CASE("golden: max-pool, log-softmax + NLL, linear against PyTorch", "[golden]") {

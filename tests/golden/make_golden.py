@@ -43,6 +43,101 @@ def run(name, op, attrs, inputs, fn, grad_of, gen):
     }
 
 
+def variant_cases(gen):
+    """The norm family beyond PyTorch's modules: InstanceNorm2d from torch, the others written out
+    from their papers' equations (autograd differentiates them; detach() where a paper stops the
+    gradient). Attrs name the nl::NormSpec the C++ test builds."""
+    cases = []
+    N, C, H, W = 5, 6, 5, 7
+
+    def common(shift=0.4):
+        return {
+            "x": t32(N, C, H, W, gen=gen, scale=1.5, shift=shift),
+            "gamma": t32(C, gen=gen, scale=0.5, shift=1.0),
+            "beta": t32(C, gen=gen, scale=0.5),
+        }
+
+    # InstanceNorm (affine): torch's own op.
+    inputs = common()
+    fn = lambda L: {"y": F.instance_norm(L["x"], weight=L["gamma"], bias=L["beta"], eps=1e-5)}
+    cases.append(run("instance_norm", "normalize", {"spec": "in", "eps": 1e-5}, inputs, fn,
+                     ["x", "gamma", "beta"], gen))
+
+    # RMSNorm over (C, H, W) per sample with a per-channel affine.
+    def rms(L):
+        x = L["x"]
+        ms = (x * x).mean(dim=(1, 2, 3), keepdim=True)
+        return {"y": x / torch.sqrt(ms + 1e-5) * L["gamma"].view(1, -1, 1, 1) + L["beta"].view(1, -1, 1, 1)}
+    cases.append(run("rms_norm", "normalize", {"spec": "rms", "eps": 1e-5}, common(), rms,
+                     ["x", "gamma", "beta"], gen))
+
+    # Ghost BatchNorm (Hoffer et al. 2017): F.batch_norm on each micro-batch of 2 samples in
+    # order (2, 2, 1), the running statistics updated by each.
+    inputs = common()
+    inputs["running_mean"] = t32(C, gen=gen, scale=0.5)
+    inputs["running_var"] = t32(C, gen=gen).abs() + 0.5
+
+    def gbn(L):
+        rm, rv = L["running_mean"].detach().clone(), L["running_var"].detach().clone()
+        ys = [F.batch_norm(chunk, rm, rv, L["gamma"], L["beta"], training=True, momentum=0.1, eps=1e-5)
+              for chunk in L["x"].split(2, dim=0)]
+        return {"y": torch.cat(ys), "running_mean": rm, "running_var": rv}
+    cases.append(run("ghost_batch_norm_2", "normalize", {"spec": "gbn", "ghost_batch": 2, "eps": 1e-5},
+                     inputs, gbn, ["x", "gamma", "beta"], gen))
+
+    # Batch Renormalization (Ioffe 2017, Algorithm 1): r and d from the moving statistics, clipped
+    # and treated as constants; moving averages updated with the batch's (unbiased) statistics.
+    inputs = common()
+    inputs["running_mean"] = t32(C, gen=gen, scale=0.6, shift=0.5)
+    inputs["running_var"] = torch.exp(t32(C, gen=gen, scale=0.8, shift=0.8)).float().double()
+    r_max, d_max, eps = 1.5, 0.5, 1e-5
+
+    def brn(L):
+        x, rm, rv = L["x"], L["running_mean"].detach().clone(), L["running_var"].detach().clone()
+        mu = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        sigma = torch.sqrt(var + eps)
+        sigma_run = torch.sqrt(rv + eps)
+        r = torch.clamp(sigma / sigma_run, 1.0 / r_max, r_max).detach()
+        d = torch.clamp((mu - rm) / sigma_run, -d_max, d_max).detach()
+        xhat = (x - mu.view(1, -1, 1, 1)) / sigma.view(1, -1, 1, 1) * r.view(1, -1, 1, 1) + d.view(1, -1, 1, 1)
+        y = xhat * L["gamma"].view(1, -1, 1, 1) + L["beta"].view(1, -1, 1, 1)
+        m = x.numel() // C
+        with torch.no_grad():
+            rm.mul_(0.9).add_(0.1 * mu)
+            rv.mul_(0.9).add_(0.1 * var * m / (m - 1))
+        return {"y": y, "running_mean": rm, "running_var": rv}
+    cases.append(run("batch_renorm", "normalize", {"spec": "brn", "r_max": r_max, "d_max": d_max, "eps": eps},
+                     inputs, brn, ["x", "gamma", "beta"], gen))
+
+    # Filter Response Normalization + TLU (Singh & Krishnan 2019, eqs. 1-3):
+    # nu^2 = mean over (H, W) of x^2, y = max(gamma * x / sqrt(nu^2 + eps) + beta, tau).
+    inputs = common(shift=0.2)
+    inputs["tau"] = t32(C, gen=gen, scale=0.3, shift=-0.2)
+
+    def frn(L):
+        x = L["x"]
+        nu2 = (x * x).mean(dim=(2, 3), keepdim=True)
+        z = x / torch.sqrt(nu2 + 1e-6) * L["gamma"].view(1, -1, 1, 1) + L["beta"].view(1, -1, 1, 1)
+        return {"y": torch.max(z, L["tau"].view(1, -1, 1, 1))}
+    cases.append(run("frn_tlu", "normalize", {"spec": "frn", "eps": 1e-6}, inputs, frn,
+                     ["x", "gamma", "beta", "tau"], gen))
+
+    # Weight Standardization (Qiao et al. 2019) before a 3x3 convolution, each filter over
+    # (C, R, S) with the biased variance inside the root (see nn::Conv2d::weight_standardization).
+    inputs = {"x": t32(2, 3, 6, 5, gen=gen), "w": t32(4, 3, 3, 3, gen=gen, scale=0.3, shift=0.1)}
+
+    def ws(L):
+        w = L["w"]
+        flat = w.reshape(4, -1)
+        mean = flat.mean(dim=1, keepdim=True)
+        var = flat.var(dim=1, unbiased=False, keepdim=True)
+        w_hat = ((flat - mean) / torch.sqrt(var + 1e-5)).reshape(w.shape)
+        return {"y": F.conv2d(L["x"], w_hat, padding=1)}
+    cases.append(run("ws_conv2d", "ws_conv2d", {"eps": 1e-5, "padding": 1}, inputs, ws, ["x", "w"], gen))
+    return cases
+
+
 def conv_cases(gen):
     cases = []
     for name, (n, c, h, w, k, r, stride, pad, bias) in {
@@ -150,6 +245,13 @@ def main():
             json.dump({"torch_version": torch.__version__, "cases": cases}, f)
         os.replace(path + ".tmp", path)
         print(f"wrote {path}: {len(cases)} cases")
+    # Its own generator: the fixtures above stay what they were.
+    vgen = torch.Generator().manual_seed(20261130)
+    path = os.path.join(HERE, "norm_variants.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"torch_version": torch.__version__, "cases": variant_cases(vgen)}, f)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
     path = os.path.join(HERE, "onecycle.json")
     with open(path + ".tmp", "w") as f:
         json.dump({"torch_version": torch.__version__, "cases": schedule_cases()}, f)
