@@ -71,45 +71,30 @@ std::string Linear::describe() const {
   return os.str();
 }
 
-BatchNorm2d::BatchNorm2d(int64_t c, float eps, float momentum, bool affine)
-    : channels(c), eps(eps), momentum(momentum) {
+namespace {
+// Checked before nn::Norm's own checks, so the message names the class the user constructed.
+NormSpec batch_spec(int64_t c, float eps, float momentum) {
   NL_CHECK(c > 0, "BatchNorm2d: channels must be positive, got ", c);
-  if (affine) {
-    weight = Tensor::ones({c});
-    bias = Tensor::zeros({c});
-    register_parameter("weight", weight);
-    register_parameter("bias", bias);
-  }
-  running_mean = Tensor::zeros({c});
-  running_var = Tensor::ones({c});
-  register_buffer("running_mean", running_mean);
-  register_buffer("running_var", running_var);
+  return NormSpec::batch(momentum, eps);
 }
+}  // namespace
 
-Tensor BatchNorm2d::forward(const Tensor& x) { return forward_fused(x, {}); }
+BatchNorm2d::BatchNorm2d(int64_t c, float eps, float momentum, bool affine)
+    : Norm(batch_spec(c, eps, momentum), c, affine) {}
 
-Tensor BatchNorm2d::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps,
-                    epilogue);
-}
-
-std::string BatchNorm2d::describe() const {
-  return "BatchNorm2d(" + std::to_string(channels) + ")";
-}
+std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_string(channels) + ")"; }
 
 namespace {
-// Checked before nn::Norm's own check, so the message names the class the user constructed.
 NormSpec group_spec(int64_t g, int64_t c, float eps) {
   NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g, ") must be positive and divide channels (", c, ")");
   return NormSpec::group(g, eps);
 }
 }  // namespace
 
-GroupNorm::GroupNorm(int64_t g, int64_t c, float eps, bool affine)
-    : Norm(group_spec(g, c, eps), c, affine), groups(g), eps(eps) {}
+GroupNorm::GroupNorm(int64_t g, int64_t c, float eps, bool affine) : Norm(group_spec(g, c, eps), c, affine) {}
 
 std::string GroupNorm::describe() const {
-  return "GroupNorm(" + std::to_string(groups) + ", " + std::to_string(channels) + ")";
+  return "GroupNorm(" + std::to_string(spec.groups) + ", " + std::to_string(channels) + ")";
 }
 
 Norm::Norm(const NormSpec& spec_in, int64_t c, bool affine) : spec(spec_in), channels(c) {
@@ -159,35 +144,35 @@ std::string Norm::describe() const {
   return "Norm(groups " + std::to_string(spec.groups) + ", " + c + ")";
 }
 
-LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, int64_t w)
-    : channels(c), height(h), width(w), eps(eps), affine(affine) {
+namespace {
+NormSpec layer_spec(int64_t c, float eps) {
   NL_CHECK(c > 0, "LayerNorm: channels must be positive, got ", c);
-  if (affine == LayerNormAffine::PerElement) {
-    NL_CHECK(h > 0 && w > 0, "LayerNorm: a per-element affine needs the height and width, got ", h,
-             "x", w);
-    weight = Tensor::ones({c, h, w});
-    bias = Tensor::zeros({c, h, w});
-  } else if (affine == LayerNormAffine::PerChannel) {
-    weight = Tensor::ones({c});
-    bias = Tensor::zeros({c});
-  }
+  return NormSpec::group(1, eps);
+}
+}  // namespace
+
+LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, int64_t w)
+    : Norm(layer_spec(c, eps), c, affine == LayerNormAffine::PerChannel), height(h), width(w), affine(affine) {
+  if (affine != LayerNormAffine::PerElement) return;
+  NL_CHECK(h > 0 && w > 0, "LayerNorm: a per-element affine needs the height and width, got ", h, "x", w);
+  weight = Tensor::ones({c, h, w});
+  bias = Tensor::zeros({c, h, w});
   register_parameter("weight", weight);
   register_parameter("bias", bias);
 }
 
 Tensor LayerNorm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
   NL_CHECK(can_fuse(), "LayerNorm: the per-element affine does not fuse with what follows");
-  return group_norm(x, 1, weight, bias, eps, epilogue);
+  return Norm::forward_fused(x, epilogue);
 }
 
 Tensor LayerNorm::forward(const Tensor& x) {
-  if (affine != LayerNormAffine::PerElement) return group_norm(x, 1, weight, bias, eps);
+  if (affine != LayerNormAffine::PerElement) return Norm::forward_fused(x, {});
   NL_CHECK(x.dim() == 4 && x.size(1) == channels && x.size(2) == height && x.size(3) == width,
            "LayerNorm: built for [N, ", channels, ", ", height, ", ", width, "] inputs, got ",
            x.shape());
   const int64_t D = channels * height * width;
-  return layer_norm(x.reshape({x.size(0), D}), weight.view({D}), bias.view({D}), eps)
-      .view(x.shape());
+  return layer_norm(x.reshape({x.size(0), D}), weight.view({D}), bias.view({D}), spec.eps).view(x.shape());
 }
 
 std::string LayerNorm::describe() const {

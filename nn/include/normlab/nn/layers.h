@@ -60,19 +60,6 @@ class Linear : public Module {
   int64_t in_features, out_features;
 };
 
-class BatchNorm2d : public Module, public FusableNorm {
- public:
-  explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f,
-                       bool affine = true);
-  Tensor forward(const Tensor& x) override;
-  Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
-  std::string describe() const override;
-  Tensor weight, bias, running_mean, running_var;
-  int64_t channels;
-  float eps, momentum;
-};
-
-
 // A norm of the family as data (nl::NormSpec) over [N, C, H, W], with a per-channel affine:
 // per-channel statistics (BatchNorm, Ghost BatchNorm, Batch Renorm: running statistics as
 // BatchNorm2d's, batch statistics in training mode) or per-group ones (GroupNorm, LayerNorm over
@@ -93,13 +80,20 @@ class Norm : public Module, public FusableNorm {
   int64_t channels;
 };
 
-// GroupNorm: nn::Norm with NormSpec::group(groups, eps) (state dict "weight", "bias").
+// The named norms are nn::Norm with a spec; their settings live in `spec` alone.
+// BatchNorm2d: NormSpec::batch(momentum, eps) (state dict "weight", "bias", "running_mean",
+// "running_var", as torch.nn.BatchNorm2d's without num_batches_tracked).
+class BatchNorm2d : public Norm {
+ public:
+  explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f, bool affine = true);
+  std::string describe() const override;
+};
+
+// GroupNorm: NormSpec::group(groups, eps) (state dict "weight", "bias").
 class GroupNorm : public Norm {
  public:
   GroupNorm(int64_t groups, int64_t channels, float eps = 1e-5f, bool affine = true);
   std::string describe() const override;
-  int64_t groups;
-  float eps;
 };
 
 enum class LayerNormAffine { PerChannel, PerElement, None };
@@ -107,7 +101,9 @@ enum class LayerNormAffine { PerChannel, PerElement, None };
 // LayerNorm over (C, H, W) per sample. The default per-channel affine (C gammas and betas) makes
 // it GroupNorm with one group; PerElement is torch.nn.LayerNorm([C, H, W]) with C*H*W of each,
 // which needs H and W up front and costs C*H*W*2 parameters per layer.
-class LayerNorm : public Module, public FusableNorm {
+// NormSpec::group(1, eps) with the per-channel affine or none; the per-element one normalises
+// the [N, C*H*W] rows (NormSpec::row) with C*H*W gammas and betas.
+class LayerNorm : public Norm {
  public:
   explicit LayerNorm(int64_t channels, float eps = 1e-5f,
                      LayerNormAffine affine = LayerNormAffine::PerChannel, int64_t height = 0,
@@ -116,9 +112,7 @@ class LayerNorm : public Module, public FusableNorm {
   bool can_fuse() const override { return affine != LayerNormAffine::PerElement; }
   Tensor forward_fused(const Tensor& x, const NormEpilogue& epilogue) override;
   std::string describe() const override;
-  Tensor weight, bias;
-  int64_t channels, height, width;
-  float eps;
+  int64_t height, width;
   LayerNormAffine affine;
 };
 
