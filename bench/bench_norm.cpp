@@ -63,29 +63,19 @@ void BM_normlab(benchmark::State& state) {
   p.training = pass != kFwdEval;
   const int64_t stats = kind == kBN ? C : N * p.G;
   Buffers b(N * C * HW, C, stats);
+  p.kind = kind == kBN ? NormKind::Batch : NormKind::Group;
   const Device cpu = Device::cpu();
-  // The backward pass needs the forward's statistics.
-  if (kind == kBN)
-    batch_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.rmean.data(),
-                        b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr, nullptr);
-  else
-    group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, nullptr, b.y.data(),
-                        b.mean.data(), b.rstd.data(), nullptr);
+  NormFwdArgs f;
+  f.x = b.x.data(), f.gamma = b.gamma.data(), f.beta = b.beta.data(), f.y = b.y.data();
+  f.mean = b.mean.data(), f.rstd = b.rstd.data();
+  if (kind == kBN) f.running_mean = b.rmean.data(), f.running_var = b.rvar.data();
+  NormBwdArgs g;
+  g.x = b.x.data(), g.dy = b.dy.data(), g.gamma = b.gamma.data(), g.mean = b.mean.data(), g.rstd = b.rstd.data();
+  g.dx = b.dx.data(), g.dgamma = b.dgamma.data(), g.dbeta = b.dbeta.data();
+  norm_fwd_stub(cpu, p, f);  // the backward pass needs the forward's statistics
   for (auto _ : state) {
-    if (pass == kBwd) {
-      if (kind == kBN)
-        batch_norm_bwd_stub(cpu, p, b.x.data(), b.dy.data(), b.gamma.data(), b.mean.data(),
-                            b.rstd.data(), nullptr, nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data());
-      else
-        group_norm_bwd_stub(cpu, p, b.x.data(), b.dy.data(), b.gamma.data(), b.mean.data(),
-                            b.rstd.data(), nullptr, b.dx.data(), b.dgamma.data(), b.dbeta.data(), nullptr);
-    } else if (kind == kBN) {
-      batch_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, b.rmean.data(),
-                          b.rvar.data(), b.y.data(), b.mean.data(), b.rstd.data(), nullptr, nullptr);
-    } else {
-      group_norm_fwd_stub(cpu, p, b.x.data(), b.gamma.data(), b.beta.data(), nullptr, nullptr, b.y.data(),
-                          b.mean.data(), b.rstd.data(), nullptr);
-    }
+    if (pass == kBwd) norm_bwd_stub(cpu, p, g);
+    else norm_fwd_stub(cpu, p, f);
     benchmark::DoNotOptimize(b.y.data());
     benchmark::DoNotOptimize(b.dx.data());
   }

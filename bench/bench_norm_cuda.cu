@@ -191,21 +191,20 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
 
   NormParams p;
   p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != kFwdEval;
+  p.kind = kind == kBN ? NormKind::Batch : NormKind::Group;
   const nl::Device cuda = nl::Device::cuda();
-  auto ours_fwd = [&] {
-    if (kind == kBN)
-      batch_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, b.rmean, b.rvar, b.y, b.mean, b.rstd, nullptr, nullptr);
-    else
-      group_norm_fwd_stub(cuda, p, b.x, b.gamma, b.beta, nullptr, nullptr, b.y, b.mean, b.rstd, nullptr);
-  };
+  NormFwdArgs f;
+  f.x = b.x, f.gamma = b.gamma, f.beta = b.beta, f.y = b.y, f.mean = b.mean, f.rstd = b.rstd;
+  if (kind == kBN) f.running_mean = b.rmean, f.running_var = b.rvar;
+  NormBwdArgs g;
+  g.x = b.x, g.dy = b.dy, g.gamma = b.gamma, g.mean = b.mean, g.rstd = b.rstd;
+  g.dx = b.dx, g.dgamma = b.dgamma, g.dbeta = b.dbeta;
+  auto ours_fwd = [&] { norm_fwd_stub(cuda, p, f); };
   ours_fwd();
   const std::string base = bench::norm_case_name(kind, pass, N, C, HW);
   report(dev, base + "/normlab", median_ms(dev, iters, [&] {
            if (pass != kBwd) return ours_fwd();
-           if (kind == kBN)
-             batch_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, nullptr, b.dx, b.dgamma, b.dbeta);
-           else
-             group_norm_bwd_stub(cuda, p, b.x, b.dy, b.gamma, b.mean, b.rstd, nullptr, b.dx, b.dgamma, b.dbeta, nullptr);
+           norm_bwd_stub(cuda, p, g);
          }), bytes);
   // Our output of the last timed run (the same every run: the same inputs), for the comparison.
   const bool compare = pass != kFwdEval;

@@ -152,26 +152,22 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           Tensor rmean = Tensor::zeros({stats}, DType::F32, cuda), rvar = Tensor::ones({stats}, cuda);
           NormParams p;
           p.N = N, p.C = C, p.HxW = HW, p.G = G, p.training = pass != bench::kFwdEval;
-          auto fwd = [&] {
-            if (kind == bench::kBN)
-              batch_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, rmean.data_f32(),
-                                  rvar.data_f32(), y.data_f32(), mean.data_f32(), rstd.data_f32(), nullptr, nullptr);
-            else
-              group_norm_fwd_stub(cuda, p, x.data_f32(), gamma.data_f32(), beta.data_f32(), nullptr, nullptr, y.data_f32(),
-                                  mean.data_f32(), rstd.data_f32(), nullptr);
-          };
+          p.kind = kind == bench::kBN ? NormKind::Batch : NormKind::Group;
+          NormFwdArgs f;
+          f.x = x.data_f32(), f.gamma = gamma.data_f32(), f.beta = beta.data_f32(), f.y = y.data_f32();
+          f.mean = mean.data_f32(), f.rstd = rstd.data_f32();
+          if (kind == bench::kBN) f.running_mean = rmean.data_f32(), f.running_var = rvar.data_f32();
+          NormBwdArgs g;
+          g.x = x.data_f32(), g.dy = dy.data_f32(), g.gamma = gamma.data_f32(), g.mean = mean.data_f32();
+          g.rstd = rstd.data_f32(), g.dx = dx.data_f32(), g.dgamma = dgamma.data_f32(), g.dbeta = dbeta.data_f32();
+          auto fwd = [&] { norm_fwd_stub(cuda, p, f); };
           fwd();  // the statistics backward needs
           std::vector<prof::Launch> launches;
           prof::Options o;
           o.on_launch = [&](const prof::Launch& l) { launches.push_back(l); };
           prof::start(o);
           if (pass != bench::kBwd) fwd();
-          else if (kind == bench::kBN)
-            batch_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
-                                nullptr, nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32());
-          else
-            group_norm_bwd_stub(cuda, p, x.data_f32(), dy.data_f32(), gamma.data_f32(), mean.data_f32(), rstd.data_f32(),
-                                nullptr, dx.data_f32(), dgamma.data_f32(), dbeta.data_f32(), nullptr);
+          else norm_bwd_stub(cuda, p, g);
           prof::stop();
           // The op's FLOPs count on its launch with the most blocks: on its first, a one-block
           // finishing kernel (BatchNorm eval starts with one) would be charged the whole op's

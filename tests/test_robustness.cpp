@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "checkpoint.h"
 #include "data_helpers.h"
 #include "helpers.h"
 #include "model.h"
@@ -199,6 +200,10 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
            {{"--threads", "1000"}, "--threads must be from 0 (all cores) to"},
            {{"--seeds", "0"}, "--seeds must be at least 1"},
            {{"--limit-train", "-5"}, "--limit-train must be 0 (all) or more"},
+           {{"--groups", "3"}, "--groups must divide the network's widths 16, 24 and 32: 1, 2, 4 or 8 (got 3)"},
+           {{"--ghost-batch", "0"}, "--ghost-batch must be at least 1 sample (got 0)"},
+           {{"--eps", "-1e-5"}, "--eps must be a positive finite number, or 0 for each norm's default"},
+           {{"--eps", "inf"}, "--eps must be a positive finite number"},
        }) {
     std::vector<std::string> a = {"--data-dir", data.string(), "--out", (t.path / "o").string()};
     a.insert(a.end(), c.flags.begin(), c.flags.end());
@@ -219,6 +224,25 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
   CHECK(r.status == 1);
   CHECK_THAT(r.output, Contains("makes 1 step; the one-cycle schedule needs at least 2"));
   CHECK_THAT(r.output, !Contains("OneCycleLR"));
+}
+
+TEST_CASE("a study or checkpoint from before --groups/--ghost-batch/--eps resumes at their old values only",
+          "[app][robust][resume]") {
+  using nlohmann::json;
+  const json optional = {{"groups", 4}, {"ghost_batch", 32}, {"eps", 0.0}};
+  const json old_config = {{"norms", "bn,gn"}, {"epochs", 20}};
+  json now = old_config;
+  now.update({{"groups", 4}, {"ghost_batch", 32}, {"eps", 0.0}});
+  CHECK(compare::first_config_difference(old_config, now, optional).empty());
+  now["groups"] = 8;  // the old version ran 4 groups: a resume with 8 would mix two studies
+  CHECK(compare::first_config_difference(old_config, now, optional) == "groups: not recorded before, now 8");
+  const json old_print = {{"network", {{"norm", "gn"}, {"parameters", 43600}}}};
+  json print = old_print;
+  print["network"].update({{"groups", 4}, {"ghost_batch", 32}, {"eps", 0.0}});
+  const json paths = {{"network.groups", 4}, {"network.ghost_batch", 32}, {"network.eps", 0.0}};
+  CHECK(compare::first_difference(old_print, print, "", paths).empty());
+  print["network"]["ghost_batch"] = 8;
+  CHECK(compare::first_difference(old_print, print, "", paths) == "network.ghost_batch: missing in the checkpoint, now 8");
 }
 
 TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") {

@@ -77,12 +77,13 @@ json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, co
                       {"device", cfg.device.is_cpu() ? "cpu" : "cuda"}}}};
 }
 
-std::string first_difference(const json& saved, const json& now, const std::string& path) {
+std::string first_difference(const json& saved, const json& now, const std::string& path, const json& optional) {
   if (saved.is_object() && now.is_object()) {
     for (const auto& [k, v] : now.items()) {
       const std::string p = path.empty() ? k : path + "." + k;
+      if (!saved.contains(k) && optional.contains(p) && optional[p] == v) continue;
       if (!saved.contains(k)) return p + ": missing in the checkpoint, now " + v.dump();
-      if (std::string d = first_difference(saved[k], v, p); !d.empty()) return d;
+      if (std::string d = first_difference(saved[k], v, p, optional); !d.empty()) return d;
     }
     for (const auto& [k, v] : saved.items())
       if (!now.contains(k)) return (path.empty() ? k : path + "." + k) + ": checkpoint " + v.dump() + ", now absent";
@@ -129,7 +130,10 @@ std::optional<Checkpoint> load_checkpoint(const std::string& stem, const json& f
   }
   NL_CHECK(c.sidecar.is_object() && c.sidecar.value("format", "") == kFormat, "checkpoint ", side_path,
            " is not a ", kFormat, " file");
-  if (std::string d = first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint); !d.empty())
+  // Checkpoints written before --groups, --ghost-batch and --eps existed ran at these values.
+  const json optional = {{"network.groups", 4}, {"network.ghost_batch", 32}, {"network.eps", 0.0}};
+  if (std::string d = first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint, "", optional);
+      !d.empty())
     NL_FAIL("checkpoint ", side_path, " was written by another configuration (", d,
             "): use the same flags as the interrupted run, or --overwrite to start over");
   c.tensors = nl::nn::load_safetensors(stem + ".safetensors");

@@ -230,7 +230,8 @@ int main(int argc, char** argv) {
         {"norms", o.norms},     {"epochs", o.epochs},         {"batch_size", o.batch_size},
         {"lr", o.lr},           {"seed", o.first_seed},       {"seeds", o.seeds},
         {"dataset", o.dataset}, {"device", device.is_cpu() ? "cpu" : "cuda"},
-        {"limit_train", o.limit_train}, {"limit_test", o.limit_test}};
+        {"limit_train", o.limit_train}, {"limit_test", o.limit_test}, {"groups", o.groups},
+        {"ghost_batch", o.ghost_batch}, {"eps", o.eps}};
     claim_out_dir(o.out, o.overwrite, o.resume, run_config);
     install_stop_handlers();
     nl::data::Dataset data = load(o);

@@ -131,7 +131,9 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const js
     } catch (const json::exception& e) {
       NL_FAIL("--resume: ", run_json.string(), " is not valid JSON: ", e.what());
     }
-    const std::string diff = first_config_difference(saved.value("config", json::object()), config);
+    // Studies started before --groups, --ghost-batch and --eps existed ran at these values.
+    const json optional = {{"groups", 4}, {"ghost_batch", 32}, {"eps", 0.0}};
+    const std::string diff = first_config_difference(saved.value("config", json::object()), config, optional);
     NL_CHECK(diff.empty(), "--resume: the run in ", dir, " had another configuration (", diff,
              "): give the same flags, or --overwrite to start over");
     results.clear();  // kept: the finished runs are part of the resumed study
@@ -154,8 +156,9 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const js
   if (!resume) nl::nn::write_file_atomic(run_json.string(), json{{"config", config}}.dump(1) + "\n");
 }
 
-std::string first_config_difference(const json& saved, const json& now) {
+std::string first_config_difference(const json& saved, const json& now, const json& optional) {
   for (const auto& [k, v] : now.items()) {
+    if (!saved.contains(k) && optional.contains(k) && optional[k] == v) continue;
     if (!saved.contains(k)) return k + ": not recorded before, now " + v.dump();
     if (saved[k] != v) return "--" + k + ": was " + saved[k].dump() + ", now " + v.dump();
   }

@@ -28,7 +28,10 @@ struct ReportInput {
 void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const nlohmann::json& config);
 // The first field that differs between a recorded and a current configuration, as
 // "--epochs: was 20, now 10"; "" when equal.
-std::string first_config_difference(const nlohmann::json& saved, const nlohmann::json& now);
+// Keys in `optional` that a saved config lacks count as equal when now has the given value: flags
+// added after the study was started, at the value that version used implicitly.
+std::string first_config_difference(const nlohmann::json& saved, const nlohmann::json& now,
+                                    const nlohmann::json& optional = nlohmann::json::object());
 // Whether a file name in --out is one compare_norms writes (metrics.csv, curves_bn.dat, ...).
 bool is_own_output(const std::string& name);
 // Runs argv (argv[0] looked up on PATH) without a shell, in dir when not empty, stdin from

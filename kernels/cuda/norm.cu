@@ -581,15 +581,35 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   }
 }
 
+// The one entry per direction: the kind picks the family's fast path.
+void norm_fwd(const NormParams& p, const NormFwdArgs& a) {
+  switch (p.kind) {
+    case NormKind::Batch:
+      return batch_norm_fwd(p, a.x, a.gamma, a.beta, a.residual, a.running_mean, a.running_var, a.y, a.mean, a.rstd,
+                            a.renorm, a.mask);
+    case NormKind::Group:
+      return group_norm_fwd(p, a.x, a.gamma, a.beta, a.tau, a.residual, a.y, a.mean, a.rstd, a.mask);
+    case NormKind::Row:
+      return layer_norm_fwd(p, a.x, a.gamma, a.beta, a.y, a.mean, a.rstd);
+  }
+}
+
+void norm_bwd(const NormParams& p, const NormBwdArgs& a) {
+  switch (p.kind) {
+    case NormKind::Batch:
+      return batch_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.renorm, a.mask, a.dx, a.dgamma, a.dbeta);
+    case NormKind::Group:
+      return group_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.mask, a.dx, a.dgamma, a.dbeta, a.dtau);
+    case NormKind::Row:
+      return layer_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.dx, a.dgamma, a.dbeta);
+  }
+}
+
 // ---------------------------------------------------------------------------------- registration
 
 void register_norm_kernels() {
-  batch_norm_fwd_stub.set(DeviceType::CUDA, &batch_norm_fwd);
-  batch_norm_bwd_stub.set(DeviceType::CUDA, &batch_norm_bwd);
-  group_norm_fwd_stub.set(DeviceType::CUDA, &group_norm_fwd);
-  group_norm_bwd_stub.set(DeviceType::CUDA, &group_norm_bwd);
-  layer_norm_fwd_stub.set(DeviceType::CUDA, &layer_norm_fwd);
-  layer_norm_bwd_stub.set(DeviceType::CUDA, &layer_norm_bwd);
+  norm_fwd_stub.set(DeviceType::CUDA, &norm_fwd);
+  norm_bwd_stub.set(DeviceType::CUDA, &norm_bwd);
 }
 
 }  // namespace nl::cuda

@@ -91,6 +91,7 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
              spec.r_max, " and ", spec.d_max);
   }
   NormParams p;
+  p.kind = NormKind::Batch;
   p.N = x_in.size(0), p.C = x_in.size(1), p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
   p.eps = spec.eps, p.momentum = spec.momentum, p.training = training;
   p.renorm = spec.renorm && training, p.r_max = spec.r_max, p.d_max = spec.d_max;
@@ -127,11 +128,14 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
   for (int64_t j = 0; j < chunks; ++j) {
     const NormParams q = chunk_params(j, p.N);
     const int64_t off = q.index_base;
-    batch_norm_fwd_stub(x.device(), q, x.data_f32() + off, opt_ptr(gamma), opt_ptr(beta),
-                        residual.defined() ? residual.data_f32() + off : nullptr, opt_mut(running_mean),
-                        opt_mut(running_var), y.data_f32() + off, mean.data_f32() + j * p.C,
-                        rstd.data_f32() + j * p.C, renorm.defined() ? renorm.data_f32() + j * 2 * p.C : nullptr,
-                        mask.defined() ? mask_ptr(mask) + off : nullptr);
+    NormFwdArgs a;
+    a.x = x.data_f32() + off, a.gamma = opt_ptr(gamma), a.beta = opt_ptr(beta);
+    a.residual = residual.defined() ? residual.data_f32() + off : nullptr;
+    a.running_mean = opt_mut(running_mean), a.running_var = opt_mut(running_var);
+    a.y = y.data_f32() + off, a.mean = mean.data_f32() + j * p.C, a.rstd = rstd.data_f32() + j * p.C;
+    a.renorm = renorm.defined() ? renorm.data_f32() + j * 2 * p.C : nullptr;
+    a.mask = mask.defined() ? mask_ptr(mask) + off : nullptr;
+    norm_fwd_stub(x.device(), q, a);
   }
   if (!any_requires_grad({&x, &gamma, &beta, &residual})) return y;
   const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual);
@@ -145,13 +149,15 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
                 for (int64_t j = 0; j < chunks; ++j) {
                   const NormParams q = chunk_params(j, p.N);
                   const int64_t off = q.index_base;
-                  batch_norm_bwd_stub(dy.device(), q, s.x.data_f32() + off, dy.data_f32() + off, opt_ptr(s.gamma),
-                                      s.mean.data_f32() + j * p.C, s.rstd.data_f32() + j * p.C,
-                                      s.renorm.defined() ? s.renorm.data_f32() + j * 2 * p.C : nullptr,
-                                      s.mask.defined() ? mask_ptr(s.mask) + off : nullptr,
-                                      dx.defined() ? dx.data_f32() + off : nullptr,
-                                      dgamma.defined() ? dgamma.data_f32() + j * p.C : nullptr,
-                                      dbeta.defined() ? dbeta.data_f32() + j * p.C : nullptr);
+                  NormBwdArgs a;
+                  a.x = s.x.data_f32() + off, a.dy = dy.data_f32() + off, a.gamma = opt_ptr(s.gamma);
+                  a.mean = s.mean.data_f32() + j * p.C, a.rstd = s.rstd.data_f32() + j * p.C;
+                  a.renorm = s.renorm.defined() ? s.renorm.data_f32() + j * 2 * p.C : nullptr;
+                  a.mask = s.mask.defined() ? mask_ptr(s.mask) + off : nullptr;
+                  a.dx = dx.defined() ? dx.data_f32() + off : nullptr;
+                  a.dgamma = dgamma.defined() ? dgamma.data_f32() + j * p.C : nullptr;
+                  a.dbeta = dbeta.defined() ? dbeta.data_f32() + j * p.C : nullptr;
+                  norm_bwd_stub(dy.device(), q, a);
                 }
                 return std::vector<Tensor>{dx, sum_chunks(dgamma, chunks, p.C), sum_chunks(dbeta, chunks, p.C),
                                            gr ? dy : Tensor()};
@@ -176,6 +182,7 @@ Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool 
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
   check_eps(op, eps);
   NormParams p;
+  p.kind = NormKind::Group;
   p.N = x_in.size(0), p.C = x_in.size(1), p.G = groups == 0 ? p.C : groups, p.eps = eps, p.center = center;
   p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
   NL_CHECK(groups >= 0 && p.G >= 1 && p.C % p.G == 0, op, ": groups (", groups,
@@ -192,8 +199,11 @@ Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool 
   Tensor rstd = Tensor::empty({p.N, p.G}, DType::F32, x.device());
   Tensor mask = mask_buffer(p, x);
   Tensor tau = contiguous_or_none(epilogue.tau);
-  group_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), opt_ptr(tau),
-                      opt_ptr(residual), y.data_f32(), mean.data_f32(), rstd.data_f32(), mask_ptr(mask));
+  NormFwdArgs a;
+  a.x = x.data_f32(), a.gamma = opt_ptr(gamma), a.beta = opt_ptr(beta), a.tau = opt_ptr(tau);
+  a.residual = opt_ptr(residual), a.y = y.data_f32(), a.mean = mean.data_f32(), a.rstd = rstd.data_f32();
+  a.mask = mask_ptr(mask);
+  norm_fwd_stub(x.device(), p, a);
   if (!any_requires_grad({&x, &gamma, &beta, &residual, &tau})) return y;
   const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual), gt = needs(tau);
   NormSaved s{save(x), save(gamma), mean, rstd, mask, Tensor()};
@@ -202,9 +212,11 @@ Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool 
     Tensor dgamma = gg ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
     Tensor dbeta = gb ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
     Tensor dtau = gt ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
-    group_norm_bwd_stub(dy.device(), p, s.x.data_f32(), dy.data_f32(), opt_ptr(s.gamma), s.mean.data_f32(),
-                        s.rstd.data_f32(), mask_ptr(s.mask), opt_mut(dx), opt_mut(dgamma), opt_mut(dbeta),
-                        opt_mut(dtau));
+    NormBwdArgs a;
+    a.x = s.x.data_f32(), a.dy = dy.data_f32(), a.gamma = opt_ptr(s.gamma), a.mean = s.mean.data_f32();
+    a.rstd = s.rstd.data_f32(), a.mask = mask_ptr(s.mask);
+    a.dx = opt_mut(dx), a.dgamma = opt_mut(dgamma), a.dbeta = opt_mut(dbeta), a.dtau = opt_mut(dtau);
+    norm_bwd_stub(dy.device(), p, a);
     return std::vector<Tensor>{dx, dgamma, dbeta, gr ? dy : Tensor(), dtau};
   });
   return y;
@@ -222,6 +234,7 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
   NL_CHECK(x_in.dim() >= 1, op, ": input must have at least one dimension");
   check_eps(op, eps);
   NormParams p;
+  p.kind = NormKind::Row;
   p.C = x_in.size(-1), p.N = x_in.numel() / std::max<int64_t>(p.C, 1), p.eps = eps;
   check_vec(op, "weight", gamma_in, p.C);
   check_vec(op, "bias", beta_in, p.C);
@@ -230,8 +243,10 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
   Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
   Tensor mean = Tensor::empty({p.N}, DType::F32, x.device());
   Tensor rstd = Tensor::empty({p.N}, DType::F32, x.device());
-  layer_norm_fwd_stub(x.device(), p, x.data_f32(), opt_ptr(gamma), opt_ptr(beta), y.data_f32(),
-                      mean.data_f32(), rstd.data_f32());
+  NormFwdArgs a;
+  a.x = x.data_f32(), a.gamma = opt_ptr(gamma), a.beta = opt_ptr(beta);
+  a.y = y.data_f32(), a.mean = mean.data_f32(), a.rstd = rstd.data_f32();
+  norm_fwd_stub(x.device(), p, a);
   if (any_requires_grad({&x, &gamma, &beta})) {
     const bool gx = needs(x), gg = needs(gamma), gb = needs(beta);
     NormSaved s{save(x), save(gamma), mean, rstd, Tensor(), Tensor()};
@@ -239,9 +254,11 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
       Tensor dx = grad_buffer(gx, s.x);
       Tensor dgamma = gg ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
       Tensor dbeta = gb ? Tensor::empty({p.C}, DType::F32, dy.device()) : Tensor();
-      layer_norm_bwd_stub(dy.device(), p, s.x.data_f32(), dy.data_f32(), opt_ptr(s.gamma),
-                          s.mean.data_f32(), s.rstd.data_f32(), opt_mut(dx), opt_mut(dgamma),
-                          opt_mut(dbeta));
+      NormBwdArgs a;
+      a.x = s.x.data_f32(), a.dy = dy.data_f32(), a.gamma = opt_ptr(s.gamma);
+      a.mean = s.mean.data_f32(), a.rstd = s.rstd.data_f32();
+      a.dx = opt_mut(dx), a.dgamma = opt_mut(dgamma), a.dbeta = opt_mut(dbeta);
+      norm_bwd_stub(dy.device(), p, a);
       return std::vector<Tensor>{dx, dgamma, dbeta};
     });
   }

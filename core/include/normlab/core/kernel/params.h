@@ -15,10 +15,15 @@ struct Conv2dParams {
   bool tf32 = false;
 };
 
+// Which kernels a norm runs on (nl::NormSpec::stats): BatchNorm's per-channel sets, GroupNorm's
+// per-(sample, group) sets, or LayerNorm's rows of the last dimension.
+enum class NormKind : uint8_t { Batch, Group, Row };
+
 // Statistics over sets of elements, then y = gamma * (x - mean) * rstd + beta.
 // BatchNorm: sets are (N, HxW) per channel. GroupNorm: (C/G, HxW) per (sample, group).
 // LayerNorm over the last dimension: N rows of C elements, with HxW = 1 and G = 1.
 struct NormParams {
+  NormKind kind = NormKind::Group;
   int64_t N = 0, C = 0, HxW = 1, G = 1;
   float eps = 1e-5f;
   float momentum = 0.1f;  // BatchNorm running statistics

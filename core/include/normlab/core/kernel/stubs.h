@@ -43,42 +43,48 @@ NL_DECLARE_STUB(conv2d_fwd, void(const Conv2dParams& p, const float* x, const fl
 NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const float* w,
                                  const float* dy, float* dx, float* dw, float* dbias));
 
-// Normalisation family. mean/rstd are saved per set: [C] for BatchNorm, [N, G] for GroupNorm,
-// [N] for LayerNorm. BatchNorm in training updates running_mean/var in place (the one
-// documented +=-like side effect); in eval it reads them and saves them as mean/rstd.
+// Normalisation family: one forward and one backward entry; p.kind picks the family's kernels
+// (Batch, Group, Row) and the other NormParams flags the variant. mean/rstd are saved per set:
+// [C] for Batch, [N, G] for Group, [N] for Row (p.N rows of p.C elements, per-element gamma/beta
+// [C]). Batch in training updates running_mean/var in place (the one documented +=-like side
+// effect); in eval it reads them and saves them as mean/rstd. Batch Renorm (p.renorm, training):
+// forward writes renorm = [r (C), d (C)] and backward reads it; mean/rstd are the batch's own.
 //
-// Batch Renorm (p.renorm, training): forward writes renorm = [r (C), d (C)] and backward reads it
-// (null otherwise); mean/rstd are the batch's own.
-//
-// BatchNorm and GroupNorm fuse the epilogue of NormParams (ReLU or TLU, dropout, residual add;
-// residual may be null). When p.has_mask(), forward writes one byte per element, mask[i] = 1 where
-// output i passed the activation and dropout, 2 where TLU clamped it to tau and dropout kept it,
-// else 0, and backward reads it: dy of the fused output reaches the norm as (mask == 1) * dy /
+// Batch and Group fuse the epilogue of NormParams (ReLU or TLU, dropout, residual add; residual
+// may be null). When p.has_mask(), forward writes one byte per element, mask[i] = 1 where output
+// i passed the activation and dropout, 2 where TLU clamped it to tau and dropout kept it, else 0,
+// and backward reads it: dy of the fused output reaches the norm as (mask == 1) * dy /
 // (1 - dropout), and dtau[c] sums (mask == 2) * dy / (1 - dropout). The residual's own gradient
-// is dy itself.
-NL_DECLARE_STUB(batch_norm_fwd,
-                void(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                     const float* residual, float* running_mean, float* running_var, float* y,
-                     float* mean, float* rstd, float* renorm, uint8_t* mask));
-NL_DECLARE_STUB(batch_norm_bwd,
-                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
-                     float* dx, float* dgamma, float* dbeta));
-// tau: [C] when p.tlu, else null; dtau likewise (null: not wanted).
-NL_DECLARE_STUB(group_norm_fwd,
-                void(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                     const float* tau, const float* residual, float* y, float* mean, float* rstd,
-                     uint8_t* mask));
-NL_DECLARE_STUB(group_norm_bwd,
-                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                     float* dgamma, float* dbeta, float* dtau));
-// LayerNorm over the last dimension: p.N rows of p.C elements, per-element gamma/beta [C].
-NL_DECLARE_STUB(layer_norm_fwd, void(const NormParams& p, const float* x, const float* gamma,
-                                     const float* beta, float* y, float* mean, float* rstd));
-NL_DECLARE_STUB(layer_norm_bwd,
-                void(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta));
+// is dy itself. tau: [C] when p.tlu (Group only), else null.
+struct NormFwdArgs {
+  const float* x = nullptr;
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  const float* tau = nullptr;
+  const float* residual = nullptr;
+  float* running_mean = nullptr;  // Batch
+  float* running_var = nullptr;
+  float* y = nullptr;
+  float* mean = nullptr;
+  float* rstd = nullptr;
+  float* renorm = nullptr;  // Batch Renorm
+  uint8_t* mask = nullptr;
+};
+struct NormBwdArgs {
+  const float* x = nullptr;
+  const float* dy = nullptr;
+  const float* gamma = nullptr;
+  const float* mean = nullptr;
+  const float* rstd = nullptr;
+  const float* renorm = nullptr;
+  const uint8_t* mask = nullptr;
+  float* dx = nullptr;
+  float* dgamma = nullptr;
+  float* dbeta = nullptr;
+  float* dtau = nullptr;
+};
+NL_DECLARE_STUB(norm_fwd, void(const NormParams& p, const NormFwdArgs& a));
+NL_DECLARE_STUB(norm_bwd, void(const NormParams& p, const NormBwdArgs& a));
 
 // Pooling. argmax holds, per output, the flat index of the winning input within its H x W plane.
 NL_DECLARE_STUB(max_pool2d_fwd, void(const Pool2dParams& p, const float* x, float* y,
