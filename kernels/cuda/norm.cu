@@ -86,12 +86,13 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
 
 // One block per (n, g): per-channel sums of g and g * xhat (g: dy through the mask) go to
 // db_nc/ds_nc for the dgamma/dbeta kernel, and their gamma-weighted totals give dx in the same
-// block.
-template <bool kVec>
-__global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy,
-                                      const float* gamma, const float* mean, const float* rstd,
-                                      const uint8_t* mask, float keep_scale, float* dx,
-                                      float* db_nc, float* ds_nc, float* dt_nc) {
+// block. kTlu (FRN): also TLU's per-channel tau gradient to dt_nc; a template parameter with its
+// own kernel, not a branch on p.tlu, because the branch cost every GroupNorm backward 8 registers
+// (48 -> 56 on sm_90).
+template <bool kVec, bool kTlu>
+__device__ __forceinline__ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                                               const float* mean, const float* rstd, const uint8_t* mask,
+                                               float keep_scale, float* dx, float* db_nc, float* ds_nc, float* dt_nc) {
   NL_DYN_SHARED(float, scratch);
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
   const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
@@ -117,7 +118,7 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     }
     block_sum2(a, b, scratch);
     if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
-    if (p.tlu) {  // uniform: every thread takes it or none
+    if (kTlu) {
       float t = 0.0f;
       for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) t += clamped_dy(dy, mask, keep_scale, row + i);
       t = block_sum(t, scratch);
@@ -146,6 +147,20 @@ __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float*
     }
   }
   }
+}
+
+// The two entry points: GroupNorm and its relatives, and FRN (TLU: dt_nc too).
+template <bool kVec>
+__global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
+                                      const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
+                                      float* dx, float* db_nc, float* ds_nc) {
+  group_norm_bwd<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
+}
+template <bool kVec>
+__global__ void group_norm_tlu_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
+                                          const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
+                                          float* dx, float* db_nc, float* ds_nc, float* dt_nc) {
+  group_norm_bwd<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
 }
 
 // dgamma[c] = sum_n ds[n, c], dbeta[c] = sum_n db[n, c]: one thread per channel, n in order.
@@ -506,12 +521,21 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   const float ks = keep_scale(p);
   // Re-read: x, dy and the mask.
   const unsigned grid = gn_grid(p, (mask ? 9.0 : 8.0) * (p.C / p.G) * p.HxW);
-  if (vec_ok(p, {x, dy, mask, dx}))
-    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma,
-              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C, dt_nc);
+  const bool vec = vec_ok(p, {x, dy, mask, dx});
+  float* db_nc = partial;
+  float* ds_nc = partial + p.N * p.C;
+  if (p.tlu && vec)
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx,
+              db_nc, ds_nc, dt_nc);
+  else if (p.tlu)
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx,
+              db_nc, ds_nc, dt_nc);
+  else if (vec)
+    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx, db_nc,
+              ds_nc);
   else
-    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma,
-              mean, rstd, mask, ks, dx, partial, partial + p.N * p.C, dt_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx, db_nc,
+              ds_nc);
   if (dgamma || dbeta)
     NL_LAUNCH(reduce_over_n_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.N, p.C, partial,
               partial + p.N * p.C, dgamma, dbeta);
