@@ -295,3 +295,35 @@ TEST_CASE("norm table: Weight Standardization convs match the definition and pas
   };
   CHECK_FALSE(grad_check(f, {x, w}, {true, true}, tampered).ok);
 }
+
+TEST_CASE("norm table: Batch Renorm's warm-up relaxes the clips from BatchNorm's over the counted steps",
+          "[ops][norm][norm-table]") {
+  const Tensor x = randn({5, 6, 5, 7}, 300, 1.5f, 0.4f), g = randn({6}, 301, 0.5f, 1.0f), b = randn({6}, 302);
+  NormSpec warm = NormSpec::batch_renorm(1.5f, 0.5f);
+  warm.renorm_warmup = 4;
+  auto run_at = [&](const NormSpec& s, float step, Tensor* steps_out = nullptr) {
+    Tensor steps = Tensor::full({1}, step, test_device());
+    Tensor y = normalize(x, s, g, b, start_mean(6), start_var(6), true, {}, steps);
+    if (steps_out) *steps_out = steps;
+    return to_double(y);
+  };
+  // Step 0: r = 1, d = 0 exactly, BatchNorm.
+  Tensor steps;
+  const ref::Vec bn = to_double(normalize(x, NormSpec::batch(), g, b, start_mean(6), start_var(6), true));
+  CHECK(run_at(warm, 0.0f, &steps) == bn);
+  CHECK(steps.item() == 1.0f);  // one training call, one step
+  // Half-way: the clips half-way from (1, 0) to (1.5, 0.5).
+  const ref::Vec half = run_at(warm, 2.0f);
+  Tensor y_half = normalize(x, NormSpec::batch_renorm(1.25f, 0.25f), g, b, start_mean(6), start_var(6), true);
+  require_close(y_half, half, 1e-6, "brn half-way");
+  CHECK(closeness(y_half.to_vector(), bn, 1e-3, 1e-3).worst_ratio > 1.0);
+  // Past the warm-up: the full clips.
+  Tensor y_full = normalize(x, NormSpec::batch_renorm(1.5f, 0.5f), g, b, start_mean(6), start_var(6), true);
+  require_close(y_full, run_at(warm, 9.0f), 1e-6, "brn after warm-up");
+  // Eval reads the running statistics and counts nothing; training without the counter is refused.
+  Tensor counter = Tensor::full({1}, 5.0f, test_device());
+  normalize(x, warm, g, b, start_mean(6), start_var(6), false, {}, counter);
+  CHECK(counter.item() == 5.0f);
+  CHECK_THROWS_WITH(normalize(x, warm, g, b, start_mean(6), start_var(6), true),
+                    Catch::Contains("a warm-up of 4 steps needs the step counter"));
+}

@@ -139,9 +139,11 @@ double tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, float* renorm, uint8_t* mask) {
+                    float* mean, float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
   const Epilogue epi(p, residual, mask);
+  const double warm = renorm_warmup_fraction(p, renorm_step);
+  const double r_max = 1.0 + (p.r_max - 1.0) * warm, d_max = p.d_max * warm;
   parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double m, r, rr = 1.0, dd = 0.0;  // Batch Renorm's r and d (1 and 0: BatchNorm)
@@ -157,9 +159,8 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
         if (p.renorm) {
           // From the running statistics as they were before this batch.
           const double sigma_run = std::sqrt(static_cast<double>(running_var[c]) + p.eps);
-          rr = std::clamp(std::sqrt(var + p.eps) / sigma_run, 1.0 / p.r_max, static_cast<double>(p.r_max));
-          dd = std::clamp((m - running_mean[c]) / sigma_run, -static_cast<double>(p.d_max),
-                          static_cast<double>(p.d_max));
+          rr = std::clamp(std::sqrt(var + p.eps) / sigma_run, 1.0 / r_max, r_max);
+          dd = std::clamp((m - running_mean[c]) / sigma_run, -d_max, d_max);
           renorm[c] = static_cast<float>(rr);
           renorm[p.C + c] = static_cast<float>(dd);
         }
@@ -345,29 +346,7 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   }
 }
 
-// The one entry per direction: the kind picks the family's fast path.
-void norm_fwd(const NormParams& p, const NormFwdArgs& a) {
-  switch (p.kind) {
-    case NormKind::Batch:
-      return batch_norm_fwd(p, a.x, a.gamma, a.beta, a.residual, a.running_mean, a.running_var, a.y, a.mean, a.rstd,
-                            a.renorm, a.mask);
-    case NormKind::Group:
-      return group_norm_fwd(p, a.x, a.gamma, a.beta, a.tau, a.residual, a.y, a.mean, a.rstd, a.mask);
-    case NormKind::Row:
-      return layer_norm_fwd(p, a.x, a.gamma, a.beta, a.y, a.mean, a.rstd);
-  }
-}
-
-void norm_bwd(const NormParams& p, const NormBwdArgs& a) {
-  switch (p.kind) {
-    case NormKind::Batch:
-      return batch_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.renorm, a.mask, a.dx, a.dgamma, a.dbeta);
-    case NormKind::Group:
-      return group_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.mask, a.dx, a.dgamma, a.dbeta, a.dtau);
-    case NormKind::Row:
-      return layer_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.dx, a.dgamma, a.dbeta);
-  }
-}
+#include "kernels/norm_entries.h"  // norm_fwd, norm_bwd
 
 // Registration: a kernel whose signature drifts from its stub fails to compile here.
 void register_norm_kernels() {

@@ -90,9 +90,10 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
 // own kernel, not a branch on p.tlu, because the branch cost every GroupNorm backward 8 registers
 // (48 -> 56 on sm_90).
 template <bool kVec, bool kTlu>
-__device__ __forceinline__ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                                               const float* mean, const float* rstd, const uint8_t* mask,
-                                               float keep_scale, float* dx, float* db_nc, float* ds_nc, float* dt_nc) {
+__device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const float* x, const float* dy,
+                                                    const float* gamma, const float* mean, const float* rstd,
+                                                    const uint8_t* mask, float keep_scale, float* dx, float* db_nc,
+                                                    float* ds_nc, float* dt_nc) {
   NL_DYN_SHARED(float, scratch);
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
   const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
@@ -154,13 +155,13 @@ template <bool kVec>
 __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
                                       const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
                                       float* dx, float* db_nc, float* ds_nc) {
-  group_norm_bwd<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
+  group_norm_bwd_body<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
 }
 template <bool kVec>
 __global__ void group_norm_tlu_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
                                           const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
                                           float* dx, float* db_nc, float* ds_nc, float* dt_nc) {
-  group_norm_bwd<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
+  group_norm_bwd_body<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
 }
 
 // dgamma[c] = sum_n ds[n, c], dbeta[c] = sum_n db[n, c]: one thread per channel, n in order.
@@ -227,7 +228,7 @@ __global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* par
 // One thread per channel: mean, rstd and the running statistics from the kSplit partials.
 __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part,
                                          float* running_mean, float* running_var, float* mean,
-                                         float* rstd, float* renorm) {
+                                         float* rstd, float* renorm, const float* renorm_step) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= p.C) return;
   if (!p.training) {
@@ -245,9 +246,11 @@ __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const flo
   rstd[c] = rsqrtf(var + p.eps);
   if (p.renorm) {
     // Batch Renorm's r and d, from the running statistics before this batch updates them.
+    const float warm = float(renorm_warmup_fraction(p, renorm_step));
+    const float r_max = 1.0f + (p.r_max - 1.0f) * warm, d_max = p.d_max * warm;
     const float sigma_run = sqrtf(running_var[c] + p.eps);
-    renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / p.r_max), p.r_max);
-    renorm[p.C + c] = fminf(fmaxf((m - running_mean[c]) / sigma_run, -p.d_max), p.d_max);
+    renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / r_max), r_max);
+    renorm[p.C + c] = fminf(fmaxf((m - running_mean[c]) / sigma_run, -d_max), d_max);
   }
   if (running_mean) {
     running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
@@ -545,7 +548,7 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, float* renorm, uint8_t* mask) {
+                    float* mean, float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const dim3 grid(unsigned(p.C), kSplit);
@@ -556,7 +559,7 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
     else NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
   }
   NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(),
-            running_mean, running_var, mean, rstd, renorm);
+            running_mean, running_var, mean, rstd, renorm, renorm_step);
   const Epilogue e = make_epilogue(p, residual, mask);
   if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
   else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
@@ -605,29 +608,7 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   }
 }
 
-// The one entry per direction: the kind picks the family's fast path.
-void norm_fwd(const NormParams& p, const NormFwdArgs& a) {
-  switch (p.kind) {
-    case NormKind::Batch:
-      return batch_norm_fwd(p, a.x, a.gamma, a.beta, a.residual, a.running_mean, a.running_var, a.y, a.mean, a.rstd,
-                            a.renorm, a.mask);
-    case NormKind::Group:
-      return group_norm_fwd(p, a.x, a.gamma, a.beta, a.tau, a.residual, a.y, a.mean, a.rstd, a.mask);
-    case NormKind::Row:
-      return layer_norm_fwd(p, a.x, a.gamma, a.beta, a.y, a.mean, a.rstd);
-  }
-}
-
-void norm_bwd(const NormParams& p, const NormBwdArgs& a) {
-  switch (p.kind) {
-    case NormKind::Batch:
-      return batch_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.renorm, a.mask, a.dx, a.dgamma, a.dbeta);
-    case NormKind::Group:
-      return group_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.mask, a.dx, a.dgamma, a.dbeta, a.dtau);
-    case NormKind::Row:
-      return layer_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.dx, a.dgamma, a.dbeta);
-  }
-}
+#include "kernels/norm_entries.h"  // norm_fwd, norm_bwd
 
 // ---------------------------------------------------------------------------------- registration
 

@@ -121,12 +121,18 @@ Norm::Norm(const NormSpec& spec_in, int64_t c, bool affine) : spec(spec_in), cha
     register_buffer("running_mean", running_mean);
     register_buffer("running_var", running_var);
   }
+  if (spec.renorm && spec.renorm_warmup > 0) {
+    // A buffer, so checkpoints carry it and a resumed run continues the warm-up where it was.
+    num_batches_tracked = Tensor::zeros({1});
+    register_buffer("num_batches_tracked", num_batches_tracked);
+  }
 }
 
 Tensor Norm::forward(const Tensor& x) { return forward_fused(x, {}); }
 
 Tensor Norm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
-  if (!spec.tlu) return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), epilogue);
+  if (!spec.tlu)
+    return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), epilogue, num_batches_tracked);
   NormEpilogue e = epilogue;
   e.tau = tau;
   return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), e);

@@ -73,7 +73,7 @@ namespace {
 // optionally renormalised (Batch Renorm).
 Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec, const Tensor& gamma_in,
                        const Tensor& beta_in, const Tensor& running_mean, const Tensor& running_var,
-                       bool training, const NormEpilogue& epilogue) {
+                       bool training, const NormEpilogue& epilogue, const Tensor& steps = Tensor()) {
   check_inputs(op, {{"input", &x_in}, {"weight", &gamma_in}, {"bias", &beta_in},
                     {"running_mean", &running_mean}, {"running_var", &running_var}});
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
@@ -89,12 +89,19 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
     NL_CHECK(running_mean.defined(), op, ": Batch Renorm needs running statistics");
     NL_CHECK(spec.r_max >= 1.0f && spec.d_max >= 0.0f, op, ": Batch Renorm needs r_max >= 1 and d_max >= 0, got ",
              spec.r_max, " and ", spec.d_max);
+    NL_CHECK(spec.renorm_warmup >= 0, op, ": the warm-up must be >= 0 steps, got ", spec.renorm_warmup);
+    if (spec.renorm_warmup > 0 && training) {
+      NL_CHECK(steps.defined(), op, ": a warm-up of ", spec.renorm_warmup, " steps needs the step counter (steps)");
+      check_inputs(op, {{"input", &x_in}, {"steps", &steps}});
+      NL_CHECK(steps.numel() == 1 && steps.is_contiguous(), op, ": steps must be one float, got shape ", steps.shape());
+    }
   }
   NormParams p;
   p.kind = NormKind::Batch;
   p.N = x_in.size(0), p.C = x_in.size(1), p.HxW = x_in.numel() / std::max<int64_t>(p.N * p.C, 1);
   p.eps = spec.eps, p.momentum = spec.momentum, p.training = training;
   p.renorm = spec.renorm && training, p.r_max = spec.r_max, p.d_max = spec.d_max;
+  p.renorm_warmup = spec.renorm_warmup;
   for (const auto& [name, t] : {std::pair{"weight", &gamma_in}, {"bias", &beta_in},
                                 {"running_mean", &running_mean}, {"running_var", &running_var}}) {
     check_vec(op, name, *t, p.C);
@@ -134,8 +141,14 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
     a.running_mean = opt_mut(running_mean), a.running_var = opt_mut(running_var);
     a.y = y.data_f32() + off, a.mean = mean.data_f32() + j * p.C, a.rstd = rstd.data_f32() + j * p.C;
     a.renorm = renorm.defined() ? renorm.data_f32() + j * 2 * p.C : nullptr;
+    a.renorm_step = p.renorm && p.renorm_warmup > 0 ? steps.data_f32() : nullptr;
     a.mask = mask.defined() ? mask_ptr(mask) + off : nullptr;
     norm_fwd_stub(x.device(), q, a);
+  }
+  // One step per training call (all micro-batches of a ghost batch share it), on the device.
+  if (p.renorm && p.renorm_warmup > 0) {
+    const Tensor one = Tensor::ones({1}, x.device());
+    add_fwd_stub(x.device(), 1, steps.data_f32(), one.data_f32(), steps.data_f32());
   }
   if (!any_requires_grad({&x, &gamma, &beta, &residual})) return y;
   const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual);
@@ -266,7 +279,8 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
 }
 
 Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
-                 const Tensor& running_mean, const Tensor& running_var, bool training, const NormEpilogue& epilogue) {
+                 const Tensor& running_mean, const Tensor& running_var, bool training, const NormEpilogue& epilogue,
+                 const Tensor& steps) {
   NL_CHECK(spec.center || spec.stats == NormSpec::Stats::PerGroup,
            "normalize: center = false (RMSNorm) is implemented for per-group statistics only");
   NL_CHECK(spec.stats == NormSpec::Stats::PerChannel || (spec.ghost_batch == 0 && !spec.renorm),
@@ -277,7 +291,7 @@ Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, con
   switch (spec.stats) {
     case NormSpec::Stats::PerChannel:
       return batch_norm_impl(spec.renorm ? "batch_renorm" : spec.ghost_batch > 0 ? "ghost_batch_norm" : "batch_norm",
-                             x, spec, gamma, beta, running_mean, running_var, training, epilogue);
+                             x, spec, gamma, beta, running_mean, running_var, training, epilogue, steps);
     case NormSpec::Stats::PerGroup:
       return group_norm_impl(spec.tlu ? "frn" : spec.center ? "group_norm" : "rms_norm", x, spec.groups, spec.center,
                              gamma, beta, spec.eps, epilogue);

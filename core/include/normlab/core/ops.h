@@ -79,6 +79,9 @@ struct NormSpec {
   // (NormParams::renorm); eval as BatchNorm.
   bool renorm = false;
   float r_max = 3.0f, d_max = 5.0f;
+  // The paper's warm-up: the clips relax linearly from (1, 0) to (r_max, d_max) over this many
+  // training steps, counted in normalize()'s `steps` tensor. 0: the full clips from the start.
+  int64_t renorm_warmup = 0;
   // PerGroup: the activation is TLU with the epilogue's tau (FRN); a ReLU cannot follow fused.
   bool tlu = false;
 
@@ -110,9 +113,12 @@ struct NormSpec {
 
 // Any NormSpec: PerChannel takes running_mean/var and training as batch_norm; PerGroup and
 // PerRow ignore them. The epilogue fuses as in batch_norm/group_norm (not for PerRow).
+// steps: Batch Renorm's warm-up counter, a [1] float tensor on x's device holding the training
+// steps taken so far; read on the device and incremented by each training call (required when
+// spec.renorm_warmup > 0).
 Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
                  const Tensor& running_mean = Tensor(), const Tensor& running_var = Tensor(), bool training = true,
-                 const NormEpilogue& epilogue = {});
+                 const NormEpilogue& epilogue = {}, const Tensor& steps = Tensor());
 
 // kernel x kernel windows with the given stride (PyTorch's floor mode, no padding).
 Tensor max_pool2d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);

@@ -75,6 +75,7 @@ class Norm : public Module, public FusableNorm {
   std::string describe() const override;
   Tensor weight, bias;
   Tensor running_mean, running_var;  // per-channel specs only
+  Tensor num_batches_tracked;        // Batch Renorm with a warm-up: its step counter ([1], float)
   Tensor tau;                        // TLU specs (FRN) only: the learned threshold, [C], from 0
   NormSpec spec;
   int64_t channels;

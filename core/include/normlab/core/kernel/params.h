@@ -37,6 +37,10 @@ struct NormParams {
   // call updates them; r and d are constants to the gradient.
   bool renorm = false;
   float r_max = 3.0f, d_max = 5.0f;
+  // The paper's warm-up: over the first renorm_warmup training steps the clips relax linearly
+  // from (1, 0), plain BatchNorm, to (r_max, d_max); the step count is read from the device
+  // (NormFwdArgs::renorm_step), so no host round trip. 0: the full clips from the first step.
+  int64_t renorm_warmup = 0;
   // The fused epilogue of BatchNorm and GroupNorm forward: y = residual + dropout(act(norm(x))),
   // each part optional, act ReLU or (GroupNorm kernels) FRN's TLU max(z, tau[c]) with a learned
   // per-channel tau. Dropout draws element i of the [N, C, HxW] tensor as DropoutParams does.
@@ -49,6 +53,17 @@ struct NormParams {
   int64_t index_base = 0;
   bool has_mask() const { return relu || tlu || dropout > 0.0f; }
 };
+
+// Batch Renorm's warm-up fraction in [0, 1] at the step *renorm_step (1 without a warm-up): the
+// clips are 1 + (r_max - 1) * f and d_max * f. Host and device share it.
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline double renorm_warmup_fraction(const NormParams& p, const float* renorm_step) {
+  if (p.renorm_warmup <= 0 || !renorm_step) return 1.0;
+  const double f = static_cast<double>(*renorm_step) / static_cast<double>(p.renorm_warmup);
+  return f < 1.0 ? f : 1.0;
+}
 
 struct Pool2dParams {
   int64_t N, C, H, W;

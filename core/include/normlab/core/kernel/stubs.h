@@ -67,7 +67,8 @@ struct NormFwdArgs {
   float* y = nullptr;
   float* mean = nullptr;
   float* rstd = nullptr;
-  float* renorm = nullptr;  // Batch Renorm
+  float* renorm = nullptr;             // Batch Renorm
+  const float* renorm_step = nullptr;  // Batch Renorm's warm-up: training steps so far, one float
   uint8_t* mask = nullptr;
 };
 struct NormBwdArgs {
