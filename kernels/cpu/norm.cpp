@@ -53,11 +53,32 @@ struct Epilogue {
   uint8_t* mask;
   uint32_t threshold;
   float keep_scale;
+  // Copied once, not read through p per row: the rows of an 8x8 layer are 64 elements, where
+  // re-reading the flags each row measured a few percent.
+  bool plain;  // no mask: no activation, no dropout
 
   Epilogue(const NormParams& p, const float* residual, uint8_t* mask)
       : p(p), residual(residual), mask(mask),
         threshold(p.dropout > 0.0f ? philox_keep_threshold(p.dropout) : 0u),
-        keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f) {}
+        keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f), plain(!p.has_mask()) {}
+
+  // TLU: max(pre, tau); a clamped element's gradient goes to tau (mask 2), not the norm. Out of
+  // line: inlined into row() it kept row() from being inlined into the norm loops, a call per row
+  // (a few percent on the 64-element rows of an 8x8 layer, bench_norm).
+  [[gnu::noinline]] void tlu_row(const float* __restrict xr, float* __restrict yr, const float* __restrict rr,
+                                 uint8_t* __restrict m, int64_t off, int64_t len, float scale, float shift,
+                                 float tau) const {
+    const float ks = keep_scale;
+    if (p.dropout > 0.0f) dropout_keep_bytes(p.seed, p.offset, threshold, p.index_base + off, len, m);
+    for (int64_t i = 0; i < len; ++i) {
+      const float pre = xr[i] * scale + shift;
+      const bool keep = p.dropout <= 0.0f || m[i] != 0, pass = pre > tau;
+      m[i] = keep ? (pass ? 1 : 2) : 0;
+      yr[i] = keep ? (pass ? pre : tau) * ks : 0.0f;
+    }
+    if (rr)
+      for (int64_t i = 0; i < len; ++i) yr[i] = yr[i] + rr[i];
+  }
 
   // tau: the row's channel's TLU threshold (read only when p.tlu).
   void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift, float tau = 0.0f) const {
@@ -66,7 +87,7 @@ struct Epilogue {
     const float* __restrict xr = x + off;
     float* __restrict yr = y + off;
     const float* __restrict rr = residual ? residual + off : nullptr;
-    if (!p.has_mask()) {
+    if (plain) {
       if (rr) {
         for (int64_t i = 0; i < len; ++i) yr[i] = (xr[i] * scale + shift) + rr[i];
       } else {
@@ -76,19 +97,7 @@ struct Epilogue {
     }
     uint8_t* __restrict m = mask + off;
     const float ks = keep_scale;
-    if (p.tlu) {
-      // TLU: max(pre, tau). A clamped element's gradient goes to tau (mask 2), not the norm.
-      if (p.dropout > 0.0f) dropout_keep_bytes(p.seed, p.offset, threshold, p.index_base + off, len, m);
-      for (int64_t i = 0; i < len; ++i) {
-        const float pre = xr[i] * scale + shift;
-        const bool keep = p.dropout <= 0.0f || m[i] != 0, pass = pre > tau;
-        m[i] = keep ? (pass ? 1 : 2) : 0;
-        yr[i] = keep ? (pass ? pre : tau) * ks : 0.0f;
-      }
-      if (rr)
-        for (int64_t i = 0; i < len; ++i) yr[i] = yr[i] + rr[i];
-      return;
-    }
+    if (p.tlu) return tlu_row(xr, yr, rr, m, off, len, scale, shift, tau);
     const float floor = p.relu ? 0.0f : -INFINITY;  // pre > floor: passes ReLU
     if (p.dropout > 0.0f) {
       dropout_keep_bytes(p.seed, p.offset, threshold, p.index_base + off, len, m);
@@ -131,6 +140,20 @@ double tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64
   for (int64_t i = 0; i < len; ++i)
     if (mask[off + i] == 2) t += dy[off + i] * s;
   return t;
+}
+
+// TLU's dtau[c]: the clamped, kept dy of channel c summed over the batch (FRN only). A pass and a
+// function of its own: inside GroupNorm's backward loop, or inlined after it, the code for it
+// measured 5-9% slower GroupNorm/LayerNorm backward on the 8x8 layers (bench_norm, paired runs),
+// where it is never taken.
+[[gnu::noinline]] void group_norm_tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, float* dtau) {
+  parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double t = 0.0;
+      for (int64_t n = 0; n < p.N; ++n) t += tau_grad(p, dy, mask, (n * p.C + c) * p.HxW, p.HxW);
+      dtau[c] = static_cast<float>(t);
+    }
+  });
 }
 
 }  // namespace
@@ -229,10 +252,12 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
                     uint8_t* mask) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
   const Epilogue epi(p, residual, mask);
+  // Flags copied once (see Epilogue::plain).
+  const bool center = p.center, tlu = p.tlu;
   parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t ng = s0; ng < s1; ++ng) {
       const int64_t base = ng * D, g = ng % p.G;
-      const double m = p.center ? run_sum(x + base, D) / static_cast<double>(D) : 0.0;
+      const double m = center ? run_sum(x + base, D) / static_cast<double>(D) : 0.0;
       const double q = run_centred_sq(x + base, D, static_cast<float>(m));
       const double r = 1.0 / std::sqrt(q / static_cast<double>(D) + p.eps);
       mean[ng] = static_cast<float>(m);
@@ -241,23 +266,25 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
         const int64_t c = g * Cg + ci;
         const double gc = gamma_at(gamma, c);
         epi.row(x, y, base + ci * p.HxW, p.HxW, static_cast<float>(gc * r),
-                static_cast<float>(beta_at(beta, c) - m * gc * r), p.tlu ? tau[c] : 0.0f);
+                static_cast<float>(beta_at(beta, c) - m * gc * r), tlu ? tau[c] : 0.0f);
       }
     }
   });
 }
 
-void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta, float* dtau) {
+// kCenter false: RMSNorm and FRN, no mean flows back. A template parameter, not a branch on
+// p.center: the branch measured 5-10% slower GroupNorm/LayerNorm backward on the 8x8 layers
+// (bench_norm GN4/LN bwd at 24x8x8, paired runs against the code before it).
+template <bool kCenter>
+void group_norm_bwd_impl(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                         const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                         float* dgamma, float* dbeta) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
-  // Per-(n, c) sums of g, g * xhat and TLU's clamped dy; dgamma/dbeta/dtau sum them over n in
-  // order below.
+  // Per-(n, c) sums of g and g * xhat; dgamma/dbeta sum them over n in order below.
   thread_local std::vector<double> part;
-  part.resize(static_cast<size_t>(3 * p.N * p.C));
+  part.resize(static_cast<size_t>(2 * p.N * p.C));
   double* sg_nc = part.data();
   double* sgxhat_nc = part.data() + p.N * p.C;
-  double* stau_nc = part.data() + 2 * p.N * p.C;
   parallel_for(p.N * p.G, 1, [&](int64_t s0, int64_t s1) {
     float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
     for (int64_t ng = s0; ng < s1; ++ng) {
@@ -273,13 +300,11 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
         const double b = (CVecMap(gr, p.HxW).dot(CVecMap(x + off, p.HxW)) - m * a) * r;
         sg_nc[n * p.C + c] = a;
         sgxhat_nc[n * p.C + c] = b;
-        stau_nc[n * p.C + c] = p.tlu ? tau_grad(p, dy, mask, off, p.HxW) : 0.0;
         sum_gg += gamma_at(gamma, c) * a;
         sum_gg_xhat += gamma_at(gamma, c) * b;
       }
       if (!dx) continue;
-      // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
-      const float k1 = p.center ? static_cast<float>(sum_gg / D) : 0.0f, k2 = static_cast<float>(sum_gg_xhat / D);
+      const float k1 = kCenter ? static_cast<float>(sum_gg / D) : 0.0f, k2 = static_cast<float>(sum_gg_xhat / D);
       for (int64_t ci = 0; ci < Cg; ++ci) {
         const float gc = gamma_at(gamma, g * Cg + ci);
         const int64_t off = base + ci * p.HxW;
@@ -291,13 +316,19 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
     }
   });
   for (int64_t c = 0; c < p.C; ++c) {
-    double a = 0.0, b = 0.0, t = 0.0;
-    for (int64_t n = 0; n < p.N; ++n)
-      a += sg_nc[n * p.C + c], b += sgxhat_nc[n * p.C + c], t += stau_nc[n * p.C + c];
+    double a = 0.0, b = 0.0;
+    for (int64_t n = 0; n < p.N; ++n) a += sg_nc[n * p.C + c], b += sgxhat_nc[n * p.C + c];
     if (dgamma) dgamma[c] = static_cast<float>(b);
     if (dbeta) dbeta[c] = static_cast<float>(a);
-    if (dtau) dtau[c] = static_cast<float>(t);
   }
+}
+
+void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
+                    float* dgamma, float* dbeta, float* dtau) {
+  if (p.center) group_norm_bwd_impl<true>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
+  else group_norm_bwd_impl<false>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
+  if (p.tlu && dtau) group_norm_tau_grad(p, dy, mask, dtau);
 }
 
 // --- LayerNorm over the last dimension: N rows of C elements, per-element affine -------------
