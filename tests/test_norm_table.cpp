@@ -2,7 +2,8 @@
 // double-precision reference (forward, backward, running statistics, the fused ReLU/TLU +
 // residual epilogue), the finite-difference gradient check and its tamper test, and (hidden tag
 // [.cuda], in the cuda registrations under three thread orders) CUDA against the CPU, plain and
-// with the whole fused epilogue on a scalar-path (HxW 35) and a float4-path (HxW 32) shape.
+// with the whole fused epilogue on a scalar-path (HxW 35), a float4-path (HxW 32) and a medium
+// (HxW 1089, several trips of every loop) shape.
 // The PyTorch goldens of the same keys are in test_golden.cpp; the fusion check over the app's
 // network in test_fusion.cpp. A new variant is one row here.
 #include <algorithm>
@@ -233,7 +234,10 @@ TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with
           "[.cuda][cuda-vs-cpu][norm-table]") {
   REQUIRE(device_available(DeviceType::CUDA));
   for (const NormCase& c : norm_cases()) {
-    for (const Shape& s : {Shape{5, 6, 5, 7}, Shape{5, 6, 4, 8}}) {
+    // HxW 35 (scalar path) and 32 (float4 path) with ghost batches of 2, 2 and 1; and HxW 1089 so
+    // that every per-row loop of a 256-thread block (GroupNorm's per-channel sums, TLU's dtau)
+    // and BatchNorm's split take several trips.
+    for (const Shape& s : {Shape{5, 6, 5, 7}, Shape{5, 6, 4, 8}, Shape{2, 6, 33, 33}}) {
       for (bool fused : {false, true}) {
         CAPTURE(c.key, s, fused);
         const Inputs in = inputs(c, s, 80);
