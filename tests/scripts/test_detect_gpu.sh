@@ -6,10 +6,14 @@ detect=$1/scripts/detect-gpu.sh
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 fail=0
-# check NAME EXPECTED_STDOUT STDERR_PATTERN: runs detect-gpu.sh with PATH=$bin plus the basics.
+# The stand-ins' folder is the whole PATH, with links to the two programs the script needs besides
+# them: a machine with a real GPU has nvidia-smi (and maybe nvcc) in /usr/bin, which would answer
+# the "no driver" case (seen on the H200 that gpu-check.sh ran on).
+for tool in bash head; do ln -s "$(command -v $tool)" "$bin/$tool"; done
+# check NAME EXPECTED_STDOUT STDERR_PATTERN: runs detect-gpu.sh with PATH=$bin alone.
 check() {
   local out err
-  out=$(PATH="$bin:/usr/bin:/bin" "$detect" 2> "$bin/err")
+  out=$(PATH="$bin" "$detect" 2> "$bin/err")
   err=$(cat "$bin/err")
   if [ "$out" != "$2" ] || ! grep -q -- "$3" <<< "$err"; then
     echo "FAIL $1: stdout '$out' (want '$2'), stderr '$err' (want /$3/)"
