@@ -234,10 +234,11 @@ TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with
           "[.cuda][cuda-vs-cpu][norm-table]") {
   REQUIRE(device_available(DeviceType::CUDA));
   for (const NormCase& c : norm_cases()) {
-    // HxW 35 (scalar path) and 32 (float4 path) with ghost batches of 2, 2 and 1; and HxW 1089 so
+    // HxW 35 (scalar path) and 32 (float4 path) with ghost batches of 2, 2 and 1; HxW 1089 so
     // that every per-row loop of a 256-thread block (GroupNorm's per-channel sums, TLU's dtau)
-    // and BatchNorm's split take several trips.
-    for (const Shape& s : {Shape{5, 6, 5, 7}, Shape{5, 6, 4, 8}, Shape{2, 6, 33, 33}}) {
+    // and BatchNorm's split take several trips; and N = 70 so that the sums over the batch
+    // (dgamma, dbeta, dtau: 32 row lanes) take three trips, the last a tail of 6.
+    for (const Shape& s : {Shape{5, 6, 5, 7}, Shape{5, 6, 4, 8}, Shape{2, 6, 33, 33}, Shape{70, 6, 2, 3}}) {
       for (bool fused : {false, true}) {
         CAPTURE(c.key, s, fused);
         const Inputs in = inputs(c, s, 80);
