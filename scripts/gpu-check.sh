@@ -23,7 +23,8 @@
 #   compare       compare_norms, 3 epochs on the real subset, on the GPU and on the CPU; their
 #                 per-epoch losses compared
 #   sanitizer     compute-sanitizer memcheck, racecheck, synccheck and initcheck on the CUDA op
-#                 tests that reach every path ([medium] and [cuda-vs-cpu] on device cuda)
+#                 tests that reach every path ([medium] and [cuda-vs-cpu] on device cuda; racecheck
+#                 without the training-step test, which takes minutes under it)
 # Writes into the output folder (at most 8 files, none deeper than the folder itself):
 #   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  train_step_vs_torch.md  compare_norms.json
 #   model_vs_measured.md (each normlab norm row's measured time beside bench/gpu_model's prediction)
@@ -159,7 +160,8 @@ if [ $dry_run -eq 1 ]; then
   7 compare      compare_norms --epochs 3 on the subset, --device cuda and --device cpu;
                  per-epoch train loss within 5 % and test accuracy within 5 pp
   8 sanitizer    compute-sanitizer --tool memcheck|racecheck|synccheck|initcheck on
-                 normlab_tests "[medium],[cuda-vs-cpu]" (device cuda), 45 s each
+                 normlab_tests "[medium],[cuda-vs-cpu]" (device cuda), 40 s each; racecheck 100 s
+                 without the training-step test (too slow under it)
   output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, train_step_vs_torch.md, compare_norms.json,
           model_vs_measured.md
           in ${OUT:-runs/gpu-check} (\$OUT when set)
@@ -422,19 +424,21 @@ elif [ -z "$sanitizer" ]; then
 else
   san_ok=() san_bad=()
   for tool in memcheck racecheck synccheck initcheck; do
-    # racecheck is the slowest by far: at 45 s it was stopped inside the training-step test on
-    # the first run (2026-11-30), with no hazard reported up to there.
-    limit=40
-    [ $tool = racecheck ] && limit=100
+    # racecheck is the slowest by far: under it the training-step test (every variant of the app's
+    # table, the same kernels at the network's shapes) was still running after 100 s on the H200
+    # (2026-11-30, no hazard reported up to there), so racecheck runs the op tests, which reach
+    # every kernel path, and the other three tools run the training step too.
+    limit=40 filter="[medium],[cuda-vs-cpu]"
+    [ $tool = racecheck ] && limit=100 filter="[medium],[cuda-vs-cpu]~[train]"
     if NORMLAB_TEST_DEVICE=cuda run_part "san-$tool" $limit "$sanitizer" --tool "$tool" --error-exitcode 99 \
-        "$build/tests/normlab_tests" "[medium],[cuda-vs-cpu]"; then
+        "$build/tests/normlab_tests" "$filter"; then
       san_ok+=("$tool")
     else
       san_bad+=("$tool: $(grep -m2 -E '=+ (ERROR|Invalid|Race|Barrier|Uninitialized)|test cases|not started' "$logs/san-$tool.log" | tr '\n' ' ' | cut -c1-160)")
     fi
   done
   if [ ${#san_bad[@]} -eq 0 ]; then
-    record sanitizer PASS "${san_ok[*]} clean on [medium],[cuda-vs-cpu] (device cuda)"
+    record sanitizer PASS "${san_ok[*]} clean on [medium],[cuda-vs-cpu] (device cuda; racecheck without the training-step test, see the script)"
   else
     record sanitizer FAIL "$(printf '%s; ' "${san_bad[@]}")clean: ${san_ok[*]:-none}"
   fi
