@@ -31,6 +31,13 @@ const std::vector<NormVariant>& norm_variants() {
          NormSpec s = NormSpec::batch_renorm(3.0f, 5.0f, 0.1f, eps_or(o, 1e-5f));
          s.renorm_warmup = 250;
          return std::make_shared<Norm>(s, c); }},
+      // Batch Renorm over ghost batches of --ghost-batch samples: the renorm correction r, d as a
+      // data-parallel worker with that many samples would compute it (the study's ghost-batch axis).
+      {"gbrn", "GhostBatchRenorm", [](int64_t c, const NetOptions& o) {
+         NormSpec s = NormSpec::batch_renorm(3.0f, 5.0f, 0.1f, eps_or(o, 1e-5f));
+         s.renorm_warmup = 250;
+         s.ghost_batch = o.ghost_batch;
+         return std::make_shared<Norm>(s, c); }},
       // Filter Response Normalization; its TLU replaces the block's ReLU.
       {"frn", "FRN+TLU", [](int64_t c, const NetOptions& o) { return std::make_shared<Norm>(NormSpec::frn(eps_or(o, 1e-6f)), c); },
        /*own_activation=*/true},

@@ -66,6 +66,10 @@ std::string fmt(double v, int digits) {
   return os.str();
 }
 
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c"};
+
+}  // namespace
+
 // gnuplot string literal for any text (class names come from the data set's batches.meta.txt):
 // single quotes, inside which gnuplot performs no backtick command substitution, no macro
 // expansion and no backslash escapes; an embedded ' is doubled, and control characters (a line
@@ -80,10 +84,6 @@ std::string gp_quote(const std::string& s) {
   }
   return out + "'";
 }
-
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c"};
-
-}  // namespace
 
 bool is_own_output(const std::string& name) {
   static const std::regex own(

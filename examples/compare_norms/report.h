@@ -39,6 +39,10 @@ bool is_own_output(const std::string& name);
 // program could not be started.
 int run_program(const std::vector<std::string>& argv, const std::string& dir, const std::string& log);
 
+// gnuplot string literal for any text: single quotes (no backtick substitution, macros or
+// escapes inside), an embedded ' doubled, control characters as spaces. Print with noenhanced.
+std::string gp_quote(const std::string& s);
+
 // Mean and sample standard deviation (0 for one value).
 std::pair<double, double> mean_std(const std::vector<double>& v);
 
