@@ -34,59 +34,13 @@ using namespace nl::test;
 
 namespace {
 
-struct Run {
-  int status;
-  std::string output;
-};
-
 // The app run with an argument vector (no shell: paths with quotes stay intact), in cwd, with
 // extra environment variables.
 Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}, const std::vector<std::string>& env = {}) {
-  int pipefd[2];
-  REQUIRE(::pipe(pipefd) == 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
-  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-  std::vector<std::string> all = {NORMLAB_COMPARE_NORMS_BIN};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> envs(env);
-  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
-  std::vector<char*> envp;
-  for (std::string& e : envs) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  pid_t pid;
-  REQUIRE(::posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()) == 0);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(pipefd[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(pipefd[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return run_bin(NORMLAB_COMPARE_NORMS_BIN, args, cwd, env);
 }
 
 bool is_png(const fs::path& p) { return slurp(p).substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
-
-// A small synthetic CIFAR-10 copy whose batches.meta.txt holds the given class names.
-fs::path make_cifar(const fs::path& root, const std::vector<std::string>& classes) {
-  const fs::path d = root / "cifar-10-batches-bin";
-  fs::create_directories(d);
-  for (int b = 1; b <= 5; ++b) write_bytes(d / ("data_batch_" + std::to_string(b) + ".bin"), cifar_records(16, b));
-  write_bytes(d / "test_batch.bin", cifar_records(30));
-  std::string meta;
-  for (const std::string& c : classes) meta += c + "\n";
-  write_bytes(d / "batches.meta.txt", meta);
-  return root;
-}
 
 // Flag/value pairs of a quick run.
 const std::vector<std::string> kQuick = {"--epochs", "1", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
