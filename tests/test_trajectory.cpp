@@ -1,0 +1,113 @@
+// Step-by-step parity with PyTorch: the comparison network, loaded with the PyTorch twin's initial
+// weights, trained 100 SGD + OneCycle steps of the recipe on the same 3,200 real CIFAR-10 images,
+// against the twin's float64 trajectory (tests/golden/make_trajectory.py wrote it with torch; this
+// test needs no torch). At max lr 0.1 the training is chaotic, so the tolerance at a step is
+// max(1e-4, 8x the deviation of PyTorch's own float32 run from float64 up to that step): strict
+// for the first steps, where a wrong eps or momentum cycle shows, and as loose as PyTorch later.
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+#include "model.h"
+#include "normlab/core/ops.h"
+#include "normlab/nn/optim.h"
+#include "normlab/nn/safetensors.h"
+#include "normlab/nn/scheduler.h"
+
+using namespace nl;
+
+namespace {
+
+// ||a - b|| / ||b|| over a whole tensor: per-element ratios are meaningless for the weights that
+// decay towards 0.
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
+  return std::sqrt(d / std::max(n, 1e-30));
+}
+
+}  // namespace
+
+TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss and the final weights",
+          "[trajectory][slow]") {
+  const nn::TensorFile f = nn::load_safetensors(std::string(NORMLAB_GOLDEN_DIR) + "/trajectory.safetensors");
+  std::ifstream js(std::string(NORMLAB_GOLDEN_DIR) + "/trajectory.json");
+  const nlohmann::json meta = nlohmann::json::parse(js);
+  const int64_t steps = meta["steps"], batch = meta["batch"], images = meta["images"];
+  const float max_lr = meta["max_lr"];
+  // The first `images` training images of the subset in file order, normalised as numpy did it
+  // for the fixture: (u8 / 255 - mean) / std, every operation in float32.
+  std::vector<float> pixels;
+  std::vector<int32_t> labels;
+  const std::vector<float> mean = meta["mean"], stdv = meta["std"];
+  for (int b = 1; b <= 5 && int64_t(labels.size()) < images; ++b) {
+    std::ifstream in(std::string(NORMLAB_CIFAR_SUBSET) + "/cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin",
+                     std::ios::binary);
+    REQUIRE(in.good());
+    std::vector<unsigned char> rec(3073);
+    while (int64_t(labels.size()) < images && in.read(reinterpret_cast<char*>(rec.data()), 3073)) {
+      labels.push_back(rec[0]);
+      for (int i = 0; i < 3072; ++i) pixels.push_back((float(rec[size_t(1 + i)]) / 255.0f - mean[size_t(i / 1024)]) / stdv[size_t(i / 1024)]);
+    }
+  }
+  REQUIRE(int64_t(labels.size()) == images);
+  for (const char* key : {"bn", "gn", "ln"}) {
+    CAPTURE(key);
+    Generator init(0);
+    compare::NetOptions o;
+    o.dropout = 0.0f;
+    auto net = compare::make_net(compare::parse_norm(key), init, nullptr, o);
+    // The twin's initial weights (and BatchNorm's zero/one running statistics).
+    int loaded = 0;
+    for (auto& [name, t] : net->named_parameters()) {
+      CAPTURE(name);
+      const Tensor& src = f.at("init/" + name);
+      REQUIRE(src.shape() == t.shape());
+      t.copy_(src);
+      ++loaded;
+    }
+    for (auto& [name, t] : net->named_buffers()) {
+      if (name.find("num_batches_tracked") != std::string::npos) continue;
+      CAPTURE(name);
+      t.copy_(f.at("init/" + name));
+    }
+    REQUIRE(loaded > 20);
+    net->train();
+    nn::SGD opt(net->parameters(), {.lr = max_lr / 25.0f, .momentum = 0.95f, .weight_decay = 5e-4f});
+    nn::OneCycleLR sched(opt, max_lr, steps);
+    const std::vector<double> want = meta["losses64"][key], torch32 = meta["losses32"][key];
+    double envelope = 0, worst_ratio = 0;
+    int64_t strict_steps = 0;
+    for (int64_t step = 0; step < steps; ++step) {
+      const int64_t b = step * batch;
+      const Tensor x = Tensor::from_vector(std::vector<float>(pixels.begin() + b * 3072, pixels.begin() + (b + batch) * 3072),
+                                           {batch, 3, 32, 32});
+      const std::vector<int32_t> y(labels.begin() + b, labels.begin() + b + batch);
+      opt.zero_grad();
+      Tensor loss = nll_loss(net->forward(x), Tensor::from_ints(y, {batch}));
+      loss.backward();
+      opt.step();
+      if (step + 1 < steps) sched.step();
+      const double ref = want[size_t(step)];
+      envelope = std::max(envelope, std::fabs(torch32[size_t(step)] - ref) / std::fabs(ref));
+      const double tol = std::max(1e-4, 8.0 * envelope);
+      strict_steps += tol == 1e-4;
+      const double rel = std::fabs(double(loss.item()) - ref) / std::fabs(ref);
+      worst_ratio = std::max(worst_ratio, rel / tol);
+      INFO("step " << step << ": normlab " << loss.item() << ", PyTorch float64 " << ref << ", float32 "
+                   << torch32[size_t(step)] << "; tolerance " << tol);
+      REQUIRE(rel <= tol);
+    }
+    WARN(key << ": every step within its tolerance (" << strict_steps << " of " << steps
+             << " at 1e-4); the largest difference was " << worst_ratio << " of its step's tolerance");
+    for (auto& [name, t] : net->state_dict()) {
+      if (name.find("num_batches_tracked") != std::string::npos) continue;
+      CAPTURE(name);
+      const double dev32 = meta["final_dev32"][key][name];
+      const double rel = rel_l2(t.to_vector(), f.at(std::string(key) + "/final/" + name).to_vector());
+      INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 vs float64 " << dev32);
+      CHECK(rel <= std::max(1e-4, 8.0 * dev32));
+    }
+  }
+}
