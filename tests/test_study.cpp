@@ -3,7 +3,10 @@
 // any moment and continued with --resume ends with the same study.csv as an uninterrupted one.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "data_helpers.h"
@@ -183,4 +186,50 @@ TEST_CASE("normlab_study refuses what it cannot do, naming the problem", "[study
   r = run_bin(NORMLAB_STUDY_BIN, {"--study", (t.path / "missing.json").string(), "--out", (t.path / "y").string()});
   CHECK(r.status == 2);
   CHECK_THAT(r.output, Contains("cannot read the file"));
+}
+
+TEST_CASE("stability telemetry is written per layer and epoch and leaves the trajectory unchanged",
+          "[app][telemetry]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  auto run = [&](const fs::path& out, bool telemetry) {
+    std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string(), "--norms", "bn,gn",
+                                  "--epochs", "2", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
+    if (!telemetry) a.push_back("--no-telemetry");
+    Run r = run_bin(NORMLAB_COMPARE_NORMS_BIN, a);
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    // metrics.csv without its seconds column.
+    std::istringstream in(slurp(out / "metrics.csv"));
+    std::string kept;
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> f;
+      std::stringstream ls(line);
+      for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
+      for (size_t i = 0; i < f.size(); ++i)
+        if (i != 7) kept += f[i] + ",";
+      kept += "\n";
+    }
+    return kept;
+  };
+  const std::string with = run(t.path / "on", true), without = run(t.path / "off", false);
+  CHECK(with == without);
+  CHECK_FALSE(fs::exists(t.path / "off" / "telemetry.csv"));
+  const std::string csv = slurp(t.path / "on" / "telemetry.csv");
+XX
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 8 * 2 * 2);
+  CHECK_THAT(csv, Contains("bn,0,2,C4.body,"));
+  const nlohmann::json j = nlohmann::json::parse(slurp(t.path / "on" / "results.json"));
+  const nlohmann::json& bn = j["norms"]["bn"]["runs"][0]["telemetry"];
+  const nlohmann::json& gn = j["norms"]["gn"]["runs"][0]["telemetry"];
+  REQUIRE(bn.size() == 2);
+  CHECK(bn[1]["bn_gap"].is_number());
+  CHECK(gn[1]["bn_gap"].is_null());
+  for (const nlohmann::json& l : bn[1]["layers"]) {
+    CAPTURE(l.dump());
+    CHECK(l["weight_norm"].get<double>() > 0);
+    CHECK(l["grad_norm"].get<double>() > 0);
+    CHECK(l["eff_lr"].get<double>() == Approx(0.0).margin(1.0));
+    CHECK(l["out_std"].get<double>() > 0);
+  }
 }

@@ -32,7 +32,7 @@ std::string hex(uint64_t v) {
 json epoch_json(const EpochStats& e) {
   return {{"epoch", e.epoch},           {"train_loss", e.train_loss}, {"train_acc", e.train_acc},
           {"test_loss", e.test_loss},   {"test_acc", e.test_acc},     {"test_correct", e.test_correct},
-          {"test_total", e.test_total}, {"seconds", e.seconds}};
+          {"test_total", e.test_total}, {"seconds", e.seconds}, {"telemetry", e.telemetry}};
 }
 
 // Doubles go through JSON as their shortest round-trip text (nlohmann writes %.17g): the
@@ -47,6 +47,7 @@ EpochStats epoch_from(const json& j) {
   e.test_correct = j.at("test_correct").get<int64_t>();
   e.test_total = j.at("test_total").get<int64_t>();
   e.seconds = j.at("seconds").get<double>();
+  if (j.contains("telemetry")) e.telemetry = j["telemetry"];  // absent in checkpoints before it
   return e;
 }
 

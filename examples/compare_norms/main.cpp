@@ -52,6 +52,7 @@ struct Options {
   bool resume = false;
   bool strict = false;
   bool no_guard = false;
+  bool no_telemetry = false;
 };
 
 // Every flag checked before any work, each message naming the flag (CLI11's own range checks
@@ -209,6 +210,8 @@ int main(int argc, char** argv) {
   app.add_flag("--strict", o.strict, "Exit with status 3 when a run diverged (default: 0 and a warning)");
   app.add_flag("--no-guard", o.no_guard,
                "Skip the per-step NaN/Inf check of every parameter and gradient (the loss is always checked)");
+  app.add_flag("--no-telemetry", o.no_telemetry,
+               "Skip the per-epoch stability telemetry (telemetry.csv; its cost is in docs/performance.md)");
   CLI11_PARSE(app, argc, argv);
   try {
     validate(o);
@@ -254,6 +257,7 @@ int main(int argc, char** argv) {
     cfg.net.groups = o.groups, cfg.net.ghost_batch = o.ghost_batch, cfg.net.eps = o.eps;
     cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
     cfg.guard = !o.no_guard;
+    cfg.telemetry = !o.no_telemetry;
 
     std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
                 "device %s, %d threads, seeds %llu..%llu\n",

@@ -87,7 +87,7 @@ std::string gp_quote(const std::string& s) {
 
 bool is_own_output(const std::string& name) {
   static const std::regex own(
-      R"(metrics\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log|run\.json)"
+      R"(metrics\.csv|telemetry\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log|run\.json)"
       R"(|(train_loss|test_loss|test_accuracy)\.(png|svg))"
       R"(|(curves|misclassified|confusion)_[a-z0-9+]+\.(dat|txt|png))"
       R"(|ckpt_[a-z0-9+]+_s[0-9]+\.(safetensors|json)|model_[a-z0-9+]+_s[0-9]+\.safetensors)");
@@ -212,6 +212,25 @@ void write_metrics_csv(const ReportInput& in) {
     if (r.diverged()) os << norm_key(r.norm) << ',' << r.seed << ',' << r.diverged_epoch << ",,,,,,diverged\n";
   }
   nl::nn::write_file_atomic(path_in(in, "metrics.csv"), os.str());
+  // The stability telemetry, one row per norm layer and epoch; the epoch's loss spikes and
+  // BatchNorm train/eval gap repeated on each of its rows.
+  std::ostringstream ts;
+  ts << "norm,seed,epoch,layer,weight_norm,grad_norm,eff_lr,out_mean,out_std,loss_spikes,max_loss_ratio,bn_gap\n";
+  auto num = [](const json& j, const char* k) {
+    return j.contains(k) && j[k].is_number() ? fmt(j[k].get<double>(), 6) : std::string();
+  };
+  bool any = false;
+  for (const RunResult& r : in.runs)
+    for (const EpochStats& e : r.epochs) {
+      if (e.telemetry.is_null()) continue;
+      any = true;
+      for (const json& l : e.telemetry["layers"])
+        ts << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << l["layer"].get<std::string>() << ','
+           << num(l, "weight_norm") << ',' << num(l, "grad_norm") << ',' << num(l, "eff_lr") << ',' << num(l, "out_mean")
+           << ',' << num(l, "out_std") << ',' << e.telemetry["loss_spikes"].get<int64_t>() << ','
+           << num(e.telemetry, "max_loss_ratio") << ',' << num(e.telemetry, "bn_gap") << '\n';
+    }
+  if (any) nl::nn::write_file_atomic(path_in(in, "telemetry.csv"), ts.str());
 }
 
 json write_results_json(const ReportInput& in) {
@@ -239,6 +258,14 @@ json write_results_json(const ReportInput& in) {
                         {"train_acc", last.train_acc},  {"test_loss", last.test_loss},
                         {"test_acc", last.test_acc},    {"test_correct", last.test_correct}};
         run["best"] = {{"epoch", best->epoch}, {"test_acc", best->test_acc}};
+        json tel = json::array();
+        for (const EpochStats& e : r->epochs)
+          if (!e.telemetry.is_null()) {
+            json t = e.telemetry;
+            t["epoch"] = e.epoch;
+            tel.push_back(t);
+          }
+        if (!tel.empty()) run["telemetry"] = tel;
         // Only runs that finished enter the means: a diverged or interrupted run's last epoch is
         // no result.
         if (r->status == "ok") {

@@ -174,7 +174,14 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
       o.final_train_acc = r["final"]["train_acc"], o.final_train_loss = r["final"]["train_loss"];
     }
     if (r.contains("best")) o.best_test_acc = r["best"]["test_acc"];
-    if (r.contains("telemetry")) o.telemetry = r["telemetry"];
+    if (r.contains("telemetry") && r["telemetry"].is_array() && !r["telemetry"].empty()) {
+      // The last epoch's, plus the run's loss spikes over all epochs.
+      o.telemetry = r["telemetry"].back();
+      int64_t spikes = 0;
+      for (const json& e : r["telemetry"]) spikes += e.value("loss_spikes", int64_t(0));
+      o.loss_spikes = spikes;
+      if (o.telemetry.contains("bn_gap") && o.telemetry["bn_gap"].is_number()) o.bn_gap = o.telemetry["bn_gap"];
+    }
   } catch (const std::exception&) {
     o.status = "missing";  // half a study's results.json cannot exist (written atomically): a foreign file
   }
@@ -184,7 +191,7 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
 void write_study_csv(const std::string& path, const std::vector<RunSpec>& runs, const std::vector<RunOutcome>& outs) {
   std::ostringstream os;
   os << "id,norm,dataset,epochs,batch,ghost_batch,lr,groups,seed,status,final_test_acc,best_test_acc,"
-        "final_test_loss,final_train_acc,final_train_loss\n";
+        "final_test_loss,final_train_acc,final_train_loss,loss_spikes,bn_gap\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunSpec& r = runs[i];
     const RunOutcome& o = outs[i];
@@ -192,7 +199,8 @@ void write_study_csv(const std::string& path, const std::vector<RunSpec>& runs, 
     os << r.id << ',' << r.norm << ',' << r.dataset << ',' << r.epochs << ',' << r.batch << ','
        << r.ghost_batch << ',' << num(r.lr) << ',' << r.groups << ',' << r.seed << ',' << o.status << ','
        << fixed(o.final_test_acc, 4) << ',' << fixed(o.best_test_acc, 4) << ',' << fixed(o.final_test_loss, 6)
-       << ',' << fixed(o.final_train_acc, 4) << ',' << fixed(o.final_train_loss, 6) << '\n';
+       << ',' << fixed(o.final_train_acc, 4) << ',' << fixed(o.final_train_loss, 6) << ','
+       << (o.loss_spikes >= 0 ? std::to_string(o.loss_spikes) : "") << ',' << fixed(o.bn_gap, 4) << '\n';
   }
   nl::nn::write_file_atomic(path, os.str());
 }
@@ -250,7 +258,8 @@ void write_study_json(const std::string& path, const json& config, const std::ve
     auto put = [&](const char* k, double v) { r[k] = std::isfinite(v) ? json(v) : json(nullptr); };
     put("final_test_acc", o.final_test_acc), put("best_test_acc", o.best_test_acc);
     put("final_test_loss", o.final_test_loss), put("final_train_acc", o.final_train_acc);
-    put("final_train_loss", o.final_train_loss), put("seconds", o.seconds);
+    put("final_train_loss", o.final_train_loss), put("seconds", o.seconds), put("bn_gap", o.bn_gap);
+    if (o.loss_spikes >= 0) r["loss_spikes"] = o.loss_spikes;
     if (!o.telemetry.is_null()) r["telemetry"] = o.telemetry;
     j["runs"].push_back(r);
   }

@@ -56,6 +56,8 @@ struct RunOutcome {
          final_train_loss = NAN, seconds = NAN;
   int64_t epochs_finished = 0;
   nlohmann::json telemetry;  // the last epoch's telemetry when the run wrote it
+  int64_t loss_spikes = -1;  // over all epochs; -1 without telemetry
+  double bn_gap = NAN;       // the last epoch's BatchNorm train/eval gap (pp)
   bool finished() const { return status == "ok" || status == "diverged"; }
 };
 RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec);

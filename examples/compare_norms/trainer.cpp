@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <filesystem>
 #include <cstdio>
@@ -102,6 +103,89 @@ void draw_progress(const std::string& tag, int64_t epoch, int64_t epochs, int64_
   std::fflush(stderr);
 }
 
+// Steps whose loss jumps above kSpikeFactor x the median of the kSpikeWindow steps before.
+constexpr double kSpikeFactor = 3.0;
+constexpr size_t kSpikeWindow = 50;
+
+double l2(const Tensor& t) { return std::sqrt(double(sum(mul(t, t)).item())); }
+
+// The epoch's stability telemetry (TrainConfig::telemetry). Runs after the epoch's evaluation;
+// touches no generator and restores every buffer, so a run's trajectory is the same with it off.
+nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device device, float lr,
+                               int64_t spikes, double max_ratio, bool batch_stats) {
+  nlohmann::json layers = nlohmann::json::array();
+  std::map<std::string, size_t> row;  // "C4.body" -> index in layers
+  for (const auto& [name, w] : net.named_parameters()) {
+    const std::string suffix = ".conv.weight";
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    const std::string layer = name.substr(0, name.size() - suffix.size());
+    const double wn = l2(w);
+    row[layer] = layers.size();
+    layers.push_back({{"layer", layer}, {"weight_norm", wn},
+                      {"grad_norm", w.grad().defined() ? l2(w.grad()) : 0.0},
+                      {"eff_lr", double(lr) / (wn * wn)}});
+  }
+  // Each norm's output on the first 256 test images in eval mode, unfused (before its ReLU).
+  std::map<const nn::Module*, std::string> names;
+  name_modules(net, "", names);
+  const bool fused = nn::fusion_enabled();
+  nn::set_fusion_enabled(false);
+  net.eval();
+  {
+    NoGradGuard no_grad;
+    nn::set_output_check([&](const nn::Module& m, const Tensor& y) {
+      const std::string& n = names[&m];
+      if (n.size() < 5 || n.compare(n.size() - 5, 5, ".norm") != 0) return;
+      const auto it = row.find(n.substr(0, n.size() - 5));
+      if (it == row.end()) return;
+      const double count = double(y.numel()), mean = double(sum(y).item()) / count;
+      const double sq = double(sum(mul(y, y)).item()) / count;
+      layers[it->second]["out_mean"] = mean;
+      layers[it->second]["out_std"] = std::sqrt(std::max(0.0, sq - mean * mean));
+    });
+    try {
+      net.forward(data::to_tensor(d.test, d.mean, d.std, 0, std::min<int64_t>(256, d.test.N)).to(device));
+    } catch (...) {
+      nn::set_output_check(nullptr);
+      nn::set_fusion_enabled(fused);
+      throw;
+    }
+    nn::set_output_check(nullptr);
+  }
+  nn::set_fusion_enabled(fused);
+  nlohmann::json t = {{"loss_spikes", spikes}, {"max_loss_ratio", max_ratio}, {"bn_gap", nullptr}, {"layers", layers}};
+  if (batch_stats) {
+    // BatchNorm's train/eval gap: the test set normalised with its own batch statistics (chunks of
+    // 500, as evaluate() runs) against the running statistics. Only the norms switch to training
+    // mode (dropout stays off), and their buffers are put back after.
+    net.eval();
+    std::vector<std::pair<Tensor, Tensor>> saved;
+    for (const auto& [name, b] : net.named_buffers()) saved.emplace_back(b, b.clone());
+    std::function<void(nn::Module&)> norms_train = [&](nn::Module& m) {
+      for (const auto& [name, child] : m.children()) {
+        if (name == "norm") child->train(true);
+        else norms_train(*child);
+      }
+    };
+    norms_train(net);
+    int64_t correct = 0;
+    {
+      NoGradGuard no_grad;
+      for (int64_t b = 0; b < d.test.N; b += 500) {
+        const int64_t e = std::min(d.test.N, b + 500);
+        Tensor x = data::to_tensor(d.test, d.mean, d.std, b, e).to(device);
+        Tensor y = Tensor::from_ints(std::vector<int32_t>(d.test.labels.begin() + b, d.test.labels.begin() + e),
+                                     {e - b}, device);
+        correct += count_correct(net.forward(x), y, nullptr);
+      }
+    }
+    for (auto& [live, copy] : saved) live.copy_(copy);
+    t["bn_gap_batch_stats_acc"] = 100.0 * double(correct) / double(d.test.N);
+  }
+  net.train();
+  return t;
+}
+
 }  // namespace
 
 // Runs x through net once more with every module's output checked, and names the first module
@@ -176,11 +260,18 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
     save_checkpoint(cfg.checkpoint_stem, state, res, fingerprint, finished);
   };
 
+  bool running_stats = false;  // a norm with running statistics (BatchNorm's family): the train/eval gap
+  for (const auto& [name, b] : net->named_buffers()) running_stats |= name.find("running_mean") != std::string::npos;
   for (int64_t epoch = first_epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = Clock::now();
     loader.start_epoch(epoch);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, b = 0;
+    int64_t spikes = 0;
+    double max_ratio = 0;
+    // The last kSpikeWindow step losses of this epoch: per epoch, so a run resumed at an epoch
+    // boundary counts the same spikes as an uninterrupted one.
+    std::deque<double> recent;
     data::Batch batch;
     const nn::NamedTensors params = net->named_parameters();
     auto diverge = [&](const std::string& what) {
@@ -206,6 +297,17 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
         diverge(culprit.empty() ? "the training loss is " + std::to_string(l) + " (every module's output was finite)"
                                 : culprit + "; training loss " + std::to_string(l));
         break;
+      }
+      if (cfg.telemetry) {
+        if (recent.size() >= 10) {
+          std::vector<double> sorted(recent.begin(), recent.end());
+          std::nth_element(sorted.begin(), sorted.begin() + long(sorted.size() / 2), sorted.end());
+          const double ratio = l / sorted[sorted.size() / 2];
+          max_ratio = std::max(max_ratio, ratio);
+          spikes += ratio > kSpikeFactor;
+        }
+        recent.push_back(l);
+        if (recent.size() > kSpikeWindow) recent.pop_front();
       }
       loss.backward();
       if (cfg.guard) {
@@ -269,6 +371,13 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
     s.test_correct = ev.correct;
     s.test_total = d.test.N;
     s.test_acc = 100.0 * double(ev.correct) / double(d.test.N);
+    if (cfg.telemetry) {
+      s.telemetry = epoch_telemetry(*net, d, cfg.device, opt.lr(), spikes, max_ratio, running_stats);
+      if (s.telemetry.contains("bn_gap_batch_stats_acc")) {
+        s.telemetry["bn_gap"] = s.telemetry["bn_gap_batch_stats_acc"].get<double>() - s.test_acc;
+        s.telemetry.erase("bn_gap_batch_stats_acc");
+      }
+    }
     s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     res.epochs.push_back(s);
     if (cfg.progress) std::fprintf(stderr, "\r\033[K");

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <ostream>
 #include <vector>
@@ -25,6 +26,10 @@ struct TrainConfig {
   // Checks every parameter and gradient for NaN/Inf after every step (one fused reduction each;
   // the loss and the test loss are always checked).
   bool guard = true;
+  // Stability telemetry after every epoch (EpochStats::telemetry): per conv before a norm its
+  // weight norm, last-step gradient norm and effective learning rate lr / |w|^2, per norm the mean
+  // and std of its output on a probe batch, loss spikes, BatchNorm's train/eval gap.
+  bool telemetry = true;
   // Checkpoints after every epoch to checkpoint_stem.{safetensors,json} when not empty; with
   // resume, a run that has one continues from it (or is taken as it is when it had finished).
   std::string checkpoint_stem;
@@ -40,6 +45,11 @@ struct EpochStats {
   double test_loss = 0, test_acc = 0;    // eval mode after the epoch
   int64_t test_correct = 0, test_total = 0;
   double seconds = 0;
+  // {"loss_spikes": steps whose loss exceeded 3x the median of the 50 before, "max_loss_ratio",
+  //  "bn_gap": test accuracy with batch statistics minus with running statistics (pp; null for
+  //  norms without running statistics), "layers": [{"layer", "weight_norm", "grad_norm", "eff_lr",
+  //  "out_mean", "out_std"}]}; null when telemetry was off.
+  nlohmann::json telemetry;
 };
 
 struct RunResult {
