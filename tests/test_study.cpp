@@ -216,7 +216,7 @@ TEST_CASE("stability telemetry is written per layer and epoch and leaves the tra
   CHECK(with == without);
   CHECK_FALSE(fs::exists(t.path / "off" / "telemetry.csv"));
   const std::string csv = slurp(t.path / "on" / "telemetry.csv");
-XX
+  // 8 convs before a norm (C1, C2, C3, C4.body, C5.body, C7, C8.body, C9.body) x 2 epochs x 2 norms.
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 8 * 2 * 2);
   CHECK_THAT(csv, Contains("bn,0,2,C4.body,"));
   const nlohmann::json j = nlohmann::json::parse(slurp(t.path / "on" / "results.json"));
