@@ -66,7 +66,10 @@ std::string fmt(double v, int digits) {
   return os.str();
 }
 
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c"};
+// Ten distinguishable colours (matplotlib's tab10): the family's nine norms each get their own.
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+constexpr size_t kNumColors = sizeof kColors / sizeof kColors[0];
 
 }  // namespace
 
@@ -88,7 +91,7 @@ std::string gp_quote(const std::string& s) {
 bool is_own_output(const std::string& name) {
   static const std::regex own(
       R"(metrics\.csv|telemetry\.csv|results\.json|report\.md|plots\.gp|gnuplot\.log|run\.json)"
-      R"(|(train_loss|test_loss|test_accuracy)\.(png|svg))"
+      R"(|(train_loss|test_loss|test_accuracy|effective_lr|bn_gap)\.(png|svg))"
       R"(|(curves|misclassified|confusion)_[a-z0-9+]+\.(dat|txt|png))"
       R"(|ckpt_[a-z0-9+]+_s[0-9]+\.(safetensors|json)|model_[a-z0-9+]+_s[0-9]+\.safetensors)");
   return std::regex_match(name, own);
@@ -308,21 +311,34 @@ bool write_plots(const ReportInput& in) {
   for (NormKind k : norms) {
     auto runs = runs_of(in, k);
     std::ostringstream os;
-    os << "# epoch train_loss train_acc test_loss test_acc test_acc_std (means over "
-       << runs.size() << " seed(s))\n";
+    os << "# epoch train_loss train_acc test_loss test_acc test_acc_std eff_lr bn_gap out_std loss_spikes (means over "
+       << runs.size() << " seed(s); eff_lr and out_std also over the norm layers; NaN: no telemetry)\n";
     size_t epochs = 0;
     for (const RunResult* r : runs) epochs = std::max(epochs, r->epochs.size());
     if (epochs > 0) curved.push_back(k);
     // A diverged run's curve stops at its last finished epoch: later points average the others.
     for (size_t e = 0; e < epochs; ++e) {
-      std::vector<double> tl, ta, vl, va;
+      std::vector<double> tl, ta, vl, va, lr, gap, ostd, spikes;
       for (const RunResult* r : runs) {
         if (e >= r->epochs.size()) continue;
         tl.push_back(r->epochs[e].train_loss), ta.push_back(r->epochs[e].train_acc);
         vl.push_back(r->epochs[e].test_loss), va.push_back(r->epochs[e].test_acc);
+        const json& t = r->epochs[e].telemetry;
+        if (t.is_null()) continue;
+        std::vector<double> l, o;
+        for (const json& layer : t["layers"]) {
+          l.push_back(layer.value("eff_lr", 0.0));
+          if (layer.contains("out_std")) o.push_back(layer["out_std"].get<double>());
+        }
+        if (!l.empty()) lr.push_back(mean_std(l).first);
+        if (!o.empty()) ostd.push_back(mean_std(o).first);
+        if (t["bn_gap"].is_number()) gap.push_back(t["bn_gap"].get<double>());
+        spikes.push_back(double(t.value("loss_spikes", int64_t(0))));
       }
+      auto m = [](const std::vector<double>& v) { return v.empty() ? std::string("NaN") : fmt(mean_std(v).first, 8); };
       os << e + 1 << ' ' << mean_std(tl).first << ' ' << mean_std(ta).first << ' '
-         << mean_std(vl).first << ' ' << mean_std(va).first << ' ' << mean_std(va).second << '\n';
+         << mean_std(vl).first << ' ' << mean_std(va).first << ' ' << mean_std(va).second << ' ' << m(lr) << ' '
+         << m(gap) << ' ' << m(ostd) << ' ' << m(spikes) << '\n';
     }
     nl::nn::write_file_atomic(path_in(in, "curves_" + norm_key(k) + ".dat"), os.str());
 
@@ -392,16 +408,20 @@ bool write_plots(const ReportInput& in) {
   for (Chart c : curved.empty() ? std::vector<Chart>{}
                                 : std::vector<Chart>{Chart{"train_loss", "Training loss", "loss (NLL)", 2},
                                                      Chart{"test_loss", "Test loss", "loss (NLL)", 4},
-                                                     Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5}}) {
+                                                     Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5},
+                                                     Chart{"effective_lr", "Effective learning rate lr/|w|^2 (mean over the convs before a norm)", "lr / |w|^2", 7},
+                                                     Chart{"bn_gap", "BatchNorm train/eval gap (test acc, batch minus running statistics)", "pp", 8}}) {
     for (const char* term : {"png", "svg"}) {
       gp << (std::string(term) == "png" ? "set terminal pngcairo size 960,600 font 'Sans,11'\n"
                                         : "set terminal svg size 960,600 font 'Sans,11'\n");
       gp << "set output " << gp_quote(output(std::string(c.name) + "." + term)) << "\n";
       gp << "set title " << gp_quote(std::string(c.title) + " per epoch — " + ds) << "\n";
+      gp << (std::string(c.name) == "effective_lr" ? "set logscale y\nset format y '%.0e'\n"
+                                                   : "unset logscale y\nset format y '%g'\n");
       gp << "set ylabel '" << c.ylabel << "'\nplot ";
       for (size_t i = 0; i < curved.size(); ++i) {
         gp << (i ? ", \\\n     " : "") << "'curves_" << norm_key(curved[i]) << ".dat' using 1:"
-           << c.column << " with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << kColors[i % 3]
+           << c.column << " with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << kColors[i % kNumColors]
            << "' title '" << norm_title(curved[i]) << "'";
       }
       gp << "\nset output\n";
@@ -532,7 +552,10 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   if (pictures) {
     if (any_curve)
       md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"
-         << "![test accuracy](test_accuracy.png)\n\n";
+         << "![test accuracy](test_accuracy.png)\n\n"
+         << "## Stability telemetry\n\nPer epoch (telemetry.csv has every layer): the effective learning rate "
+            "lr/‖w‖² of the convs before a norm, and BatchNorm's train/eval gap (a norm without running "
+            "statistics has none).\n\n![effective learning rate](effective_lr.png)\n\n![train/eval gap](bn_gap.png)\n\n";
     md << "## Misclassified test images\n\n";
     for (NormKind k : norms)
       if (first_ok(runs_of(in, k)))
