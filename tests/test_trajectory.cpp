@@ -2,8 +2,10 @@
 // weights, trained 100 SGD + OneCycle steps of the recipe on the same 3,200 real CIFAR-10 images,
 // against the twin's float64 trajectory (tests/golden/make_trajectory.py wrote it with torch; this
 // test needs no torch). At max lr 0.1 the training is chaotic, so the tolerance at a step is
-// max(1e-4, 8x the deviation of PyTorch's own float32 run from float64 up to that step): strict
-// for the first steps, where a wrong eps or momentum cycle shows, and as loose as PyTorch later.
+// max(1e-4, 8x the largest deviation from float64 that PyTorch's float32 runs, plain and with
+// rounding-level perturbations, showed up to that step): strict for the first steps (BatchNorm's
+// eps at 1e-3 instead of 1e-5 fails at step 0; OneCycle's base momentum at 0.9 instead of 0.85
+// fails on the final weights), as loose as PyTorch's own float32 later (docs/results.md).
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -76,8 +78,9 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
     net->train();
     nn::SGD opt(net->parameters(), {.lr = max_lr / 25.0f, .momentum = 0.95f, .weight_decay = 5e-4f});
     nn::OneCycleLR sched(opt, max_lr, steps);
-    const std::vector<double> want = meta["losses64"][key], torch32 = meta["losses32"][key];
-    double envelope = 0, worst_ratio = 0;
+    const std::vector<double> want = meta["losses64"][key], torch32 = meta["losses32"][key],
+                              envelope = meta["envelope32"][key];
+    double worst_ratio = 0;
     int64_t strict_steps = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t b = step * batch;
@@ -90,8 +93,7 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
       opt.step();
       if (step + 1 < steps) sched.step();
       const double ref = want[size_t(step)];
-      envelope = std::max(envelope, std::fabs(torch32[size_t(step)] - ref) / std::fabs(ref));
-      const double tol = std::max(1e-4, 8.0 * envelope);
+      const double tol = std::max(1e-4, 8.0 * envelope[size_t(step)]);
       strict_steps += tol == 1e-4;
       const double rel = std::fabs(double(loss.item()) - ref) / std::fabs(ref);
       worst_ratio = std::max(worst_ratio, rel / tol);
@@ -106,7 +108,7 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
       CAPTURE(name);
       const double dev32 = meta["final_dev32"][key][name];
       const double rel = rel_l2(t.to_vector(), f.at(std::string(key) + "/final/" + name).to_vector());
-      INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 vs float64 " << dev32);
+      INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 (ensemble) vs float64 " << dev32);
       CHECK(rel <= std::max(1e-4, 8.0 * dev32));
     }
   }

@@ -325,9 +325,11 @@ int main(int argc, char** argv) {
                 "best test acc");
     for (NormKind k : norms) {
       const auto& n = results["norms"][norm_key(k)];
-      if (n["final_test_acc"]["mean"].is_null()) {  // every seed of this norm diverged
+      if (n["final_test_acc"]["mean"].is_null()) {  // no seed of this norm finished
+        bool stopped = false;
+        for (const RunResult& r : rep.runs) stopped |= r.norm == k && r.interrupted();
         std::printf("%-15s %8lld %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
-                    "diverged");
+                    stopped ? "interrupted" : "diverged");
         continue;
       }
       std::printf("%-15s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),

@@ -410,7 +410,7 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
         gp << (std::string(term) == "png" ? "set terminal pngcairo size 1100,600 font 'Sans,11'\n"
                                           : "set terminal svg size 1100,600 font 'Sans,11'\n")
            << "set output " << gp_quote(tmp) << "\nset encoding utf8\nset key outside right noenhanced\n"
-           << "set grid\nunset logscale x\n" << (x != "epochs" ? "set logscale x 2\n" : "")
+           << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\nunset logscale x\n" << (x != "epochs" ? "set logscale x 2\n" : "")
            << "set xlabel " << gp_quote(kCoordTitle.at(x)) << "\nset ylabel 'accuracy (%)'\n"
            << "set title " << gp_quote("final accuracy vs " + kCoordTitle.at(x) + (key.empty() ? "" : " (" + key + ")") +
                                        ": test (solid, mean ± std over seeds), training (dashed)")

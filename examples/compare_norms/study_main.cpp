@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <deque>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -237,7 +238,18 @@ int main(int argc, char** argv) {
 
   const bool tty = !no_progress && isatty(STDOUT_FILENO);
   std::map<pid_t, Job> running;
-  size_t next = 0;
+  std::deque<size_t> queue(pending.begin(), pending.end());
+  // A run folder whose compare_norms still holds its lock: a run of a study that was killed (by
+  // SIGKILL, say) finishing its last step after the kill. Its run waits for it instead of failing.
+  auto busy = [&](const RunSpec& r) {
+    const std::string lock = (fs::path(out) / "runs" / r.id / ".compare_norms.lock").string();
+    const int fd = ::open(lock.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+    ::close(fd);
+    return held;
+  };
+  auto last_wait_note = Clock::now() - std::chrono::hours(1);
   int failed = 0;
   bool signalled_children = false;
   double epoch_seconds_sum = 0;  // measured in this process: finished epochs' wall time per job
@@ -246,11 +258,22 @@ int main(int argc, char** argv) {
   size_t drawn = 0;  // lines of the live block on the terminal
   const pid_t self = ::getpid();
 
-  while (next < pending.size() || !running.empty()) {
+  while (!queue.empty() || !running.empty()) {
     // Start runs while slots are free (never after a stop request).
-    while (g_stop.load() == 0 && running.size() < size_t(jobs) && next < pending.size()) {
-      const size_t i = pending[next++];
+    for (size_t tries = queue.size(); g_stop.load() == 0 && running.size() < size_t(jobs) && tries > 0; --tries) {
+      const size_t i = queue.front();
+      queue.pop_front();
       const RunSpec& r = runs[i];
+      if (busy(r)) {
+        queue.push_back(i);
+        if (Clock::now() - last_wait_note > std::chrono::seconds(30)) {
+          std::printf("%snormlab_study: %s is still held by an earlier compare_norms (of a study that was killed) "
+                      "finishing its step; its run waits for it\n", tty ? "\r\033[K" : "", r.id.c_str());
+          last_wait_note = Clock::now();
+          drawn = 0;
+        }
+        continue;
+      }
       const fs::path dir = fs::path(out) / "runs" / r.id;
       std::vector<std::string> args = {app_path};
       for (const std::string& a : r.app_args()) args.push_back(a);
@@ -364,7 +387,7 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       last_note = Clock::now();
     }
-    if (next >= pending.size() && running.empty()) break;
+    if (queue.empty() && running.empty()) break;
     if (g_stop.load() != 0 && running.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
