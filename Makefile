@@ -75,24 +75,28 @@ test-emulate: deps
 
 # Forward order only: the emulate stage already covers the three orders; this one hunts
 # memory errors, which do not depend on the order. The resume test on emulated cuda (4 minutes
-# under ASan) is left to the emulate stage; its CPU twin, the same checkpoint code, runs here. The benchmarks are CPU code the first stage
-# already builds and runs; they stay out of the emulated and sanitized trees.
+# under ASan) is left to the emulate stage; its CPU twin, the same checkpoint code, runs here.
+# The trajectory-parity test (6 minutes under ASan) checks numbers, not memory: its code, CPU
+# training steps, runs here in the smoke run, the resume and the telemetry tests; the CPU and
+# emulate stages hold it to the fixture. The benchmarks are CPU code the first stage already
+# builds and runs; they stay out of the emulated and sanitized trees.
 test-asan: deps
 	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_SANITIZE=ON -DNORMLAB_NATIVE=OFF -DNORMLAB_BUILD_BENCH=OFF -S . -B build-asan
 	cmake --build build-asan -j $(JOBS)
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)|resumes to bitwise.*cuda"
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(CTEST) -E "cuda (reverse|random)|resumes to bitwise.*cuda|trajectory parity"
 
 # Every CUDA op, gradient, golden, optimizer and fusion test on emulated cuda, with the kernels
 # under ThreadSanitizer (docs/cuda-emulation.md, "Race check"), plus the planted races of
-# tests/cuemu/race_cases.cu in three orders. Left out: the two whole-network runs (two training
-# steps; the interrupted study), 15 minutes under TSan, whose kernels and shapes the op tests
-# already cover. The host side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not
+# tests/cuemu/race_cases.cu in three orders. Left out: the three whole-network runs (two training
+# steps; fusion on and off over every norm row; the interrupted study), 24 minutes of CPU under
+# TSan, whose kernels and shapes the op tests already cover (the fused epilogue of every row runs
+# here in "norm table: every variant on cuda agrees" and "fused norm epilogue equals"). The host side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not
 # instrumented, so its threads would only bring false reports.
 test-race: deps
 	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_RACECHECK=ON -DNORMLAB_BUILD_BENCH=OFF -S . -B build-race
 	cmake --build build-race -j $(JOBS)
 	cd build-race && OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=0 $(CTEST) -R "cuda forward|race check" \
-	  -E "two training steps of the comparison network|interrupted study resumes"
+	  -E "two training steps of the comparison network|fusion on and off|interrupted study resumes"
 
 PROFILE_CONFIGURE = $(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON -DNORMLAB_BENCH_ONEDNN=OFF -S . -B build-profile
 # The GPU model needs ptxas' registers per kernel: test-nvcc's report, made here when missing.
