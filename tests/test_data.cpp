@@ -121,6 +121,32 @@ TEST_CASE("the loader is deterministic per (seed, epoch) with or without its wor
   for (int64_t i = 0; i < 300; ++i) REQUIRE(sorted[i] == i);  // a permutation
 }
 
+TEST_CASE("drop_last skips the partial batch and keeps the order of the rest", "[data][loader]") {
+  Dataset d = load_cifar10(kSubset);
+  ImageSet small = d.train.head(300);
+  auto indices = [&](bool drop_last, bool background) {
+    LoaderOptions o;
+    o.batch_size = 64;
+    o.seed = 5;
+    o.drop_last = drop_last;
+    o.background = background;
+    DataLoader loader(small, d.mean, d.std, o);
+    CHECK(loader.batches_per_epoch() == (drop_last ? 4 : 5));
+    loader.start_epoch(2);
+    std::vector<int64_t> idx;
+    Batch b;
+    while (loader.next(b)) {
+      CHECK(b.images.shape()[0] == (drop_last || idx.size() < 256 ? 64 : 44));
+      idx.insert(idx.end(), b.indices.begin(), b.indices.end());
+    }
+    return idx;
+  };
+  const std::vector<int64_t> all = indices(false, true), kept = indices(true, true);
+  REQUIRE(kept.size() == 256);
+  CHECK(std::equal(kept.begin(), kept.end(), all.begin()));
+  CHECK(indices(true, false) == kept);
+}
+
 TEST_CASE("augmented images are shifted, zero-padded, possibly flipped copies", "[data][loader]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(40);

@@ -134,6 +134,27 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
   CHECK(slurp(out / "metrics.csv").find("\ngn,") == std::string::npos);
 }
 
+TEST_CASE("--dropout, --no-augment and --drop-last change the recipe, are recorded and must match on --resume",
+          "[app][robust][resume]") {
+  TempDir t;
+  const fs::path data = make_cifar(t.path / "data", {});
+  const fs::path out = t.path / "out";
+  // 80 training images in batches of 24: three full batches and one of 8, which --drop-last skips.
+  const std::vector<std::string> recipe = {"--norms", "bn", "--batch-size", "24", "--dropout", "0",
+                                           "--no-augment", "--drop-last"};
+  Run r = run_app(args(data, out, recipe));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const nlohmann::json res = nlohmann::json::parse(slurp(out / "results.json"));
+  CHECK(res["config"]["dropout"] == 0.0);
+  CHECK(res["config"]["augment"] == false);
+  CHECK(res["config"]["drop_last"] == true);
+  // The same folder continued with the recipe's defaults would mix two recipes: refused.
+  r = run_app(args(data, out, {"--norms", "bn", "--batch-size", "24", "--resume"}));
+  CHECK(r.status == 1);
+  CHECK_THAT(r.output, Contains("had another configuration (augment: was false, now not given)"));
+}
+
 TEST_CASE("an --out that cannot be written stops before training", "[app][robust]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
@@ -164,6 +185,8 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
            {{"--ghost-batch", "0"}, "--ghost-batch must be at least 1 sample (got 0)"},
            {{"--eps", "-1e-5"}, "--eps must be a positive finite number, or 0 for each norm's default"},
            {{"--eps", "inf"}, "--eps must be a positive finite number"},
+           {{"--dropout", "1"}, "--dropout must be a probability in [0, 1) (got 1)"},
+           {{"--dropout", "-0.1"}, "--dropout must be a probability in [0, 1)"},
        }) {
     std::vector<std::string> a = {"--data-dir", data.string(), "--out", (t.path / "o").string()};
     a.insert(a.end(), c.flags.begin(), c.flags.end());

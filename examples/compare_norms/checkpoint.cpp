@@ -70,11 +70,13 @@ json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, co
   h = fnv1a(d.train.pixels.data(), std::min<size_t>(d.train.pixels.size(), 1 << 20), h);
   return {{"network", {{"norm", norm_key(norm)}, {"parameters", net.parameter_count()},
                        {"layout", hex(fnv1a(layout.data(), layout.size()))},
-                       {"groups", cfg.net.groups}, {"ghost_batch", cfg.net.ghost_batch}, {"eps", cfg.net.eps}}},
+                       {"groups", cfg.net.groups}, {"ghost_batch", cfg.net.ghost_batch}, {"eps", cfg.net.eps},
+                       {"dropout", cfg.net.dropout}}},
           {"data", {{"dataset", d.name}, {"train_images", d.train.N}, {"test_images", d.test.N},
                     {"content", hex(h)}}},
           {"recipe", {{"seed", seed}, {"epochs", cfg.epochs}, {"batch_size", cfg.batch_size},
                       {"max_lr", cfg.max_lr}, {"weight_decay", cfg.weight_decay},
+                      {"augment", cfg.augment}, {"drop_last", cfg.drop_last},
                       {"device", cfg.device.is_cpu() ? "cpu" : "cuda"}}}};
 }
 
@@ -131,8 +133,10 @@ std::optional<Checkpoint> load_checkpoint(const std::string& stem, const json& f
   }
   NL_CHECK(c.sidecar.is_object() && c.sidecar.value("format", "") == kFormat, "checkpoint ", side_path,
            " is not a ", kFormat, " file");
-  // Checkpoints written before --groups, --ghost-batch and --eps existed ran at these values.
-  const json optional = {{"network.groups", 4}, {"network.ghost_batch", 32}, {"network.eps", 0.0}};
+  // Checkpoints written before --groups, --ghost-batch, --eps, --dropout, --no-augment and
+  // --drop-last existed ran at these values.
+  const json optional = {{"network.groups", 4},          {"network.ghost_batch", 32}, {"network.eps", 0.0},
+                         {"network.dropout", 0.05f},     {"recipe.augment", true},    {"recipe.drop_last", false}};
   if (std::string d = first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint, "", optional);
       !d.empty())
     NL_FAIL("checkpoint ", side_path, " was written by another configuration (", d,

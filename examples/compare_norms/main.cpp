@@ -34,6 +34,9 @@ struct Options {
   int64_t groups = 4;
   int64_t ghost_batch = 32;
   float eps = 0.0f;  // 0: each norm's default
+  float dropout = 0.05f;
+  bool no_augment = false;
+  bool drop_last = false;
   int64_t epochs = 20;
   int64_t batch_size = 128;
   float lr = 0.1f;
@@ -68,6 +71,8 @@ void validate(Options& o) {
   NL_CHECK(o.ghost_batch >= 1, "--ghost-batch must be at least 1 sample (got ", o.ghost_batch, ")");
   NL_CHECK(o.eps == 0.0f || (std::isfinite(o.eps) && o.eps > 0.0f),
            "--eps must be a positive finite number, or 0 for each norm's default (got ", o.eps, ")");
+  NL_CHECK(std::isfinite(o.dropout) && o.dropout >= 0.0f && o.dropout < 1.0f,
+           "--dropout must be a probability in [0, 1) (got ", o.dropout, ")");
   const bool digits = !o.seed.empty() && o.seed.size() <= 20 &&
                       o.seed.find_first_not_of("0123456789") == std::string::npos;
   errno = 0;
@@ -183,6 +188,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--eps", o.eps, "eps of every norm (0: each norm's own default, 1e-5; FRN 1e-6)")
       ->capture_default_str();
+  app.add_option("--dropout", o.dropout, "Dropout probability after every conv block's norm and ReLU (the recipe's 0.05; 0: none)")
+      ->capture_default_str();
+  app.add_flag("--no-augment", o.no_augment, "No crop + flip augmentation of the CIFAR-10 training images");
+  app.add_flag("--drop-last", o.drop_last, "Skip each epoch's last partial batch (the recipe trains on it)");
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();
   app.add_option("--lr", o.lr, "Peak learning rate of the one-cycle schedule")->capture_default_str();
@@ -229,12 +238,19 @@ int main(int argc, char** argv) {
     // The output folder first: a folder we cannot write or that holds another run's results
     // stops the app before any data is read or any epoch is trained.
     // What --resume must match (threads are left out: results are bitwise equal for any count).
-    const nlohmann::json run_config = {
+    nlohmann::json run_config = {
         {"norms", o.norms},     {"epochs", o.epochs},         {"batch_size", o.batch_size},
         {"lr", o.lr},           {"seed", o.first_seed},       {"seeds", o.seeds},
         {"dataset", o.dataset}, {"device", device.is_cpu() ? "cpu" : "cuda"},
         {"limit_train", o.limit_train}, {"limit_test", o.limit_test}, {"groups", o.groups},
         {"ghost_batch", o.ghost_batch}, {"eps", o.eps}};
+    // Recipe changes enter only when made, so folders of earlier versions still resume.
+    const auto add_recipe = [&](nlohmann::json& j) {
+      if (o.dropout != 0.05f) j["dropout"] = o.dropout;
+      if (o.no_augment) j["augment"] = false;
+      if (o.drop_last) j["drop_last"] = true;
+    };
+    add_recipe(run_config);
     claim_out_dir(o.out, o.overwrite, o.resume, run_config);
     install_stop_handlers();
     nl::data::Dataset data = load(o);
@@ -255,6 +271,7 @@ int main(int argc, char** argv) {
     cfg.max_lr = o.lr;
     cfg.device = device;
     cfg.net.groups = o.groups, cfg.net.ghost_batch = o.ghost_batch, cfg.net.eps = o.eps;
+    cfg.net.dropout = o.dropout, cfg.augment = !o.no_augment, cfg.drop_last = o.drop_last;
     cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
     cfg.guard = !o.no_guard;
     cfg.telemetry = !o.no_telemetry;
@@ -282,7 +299,8 @@ int main(int argc, char** argv) {
                   {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
                   {"limit_test", o.limit_test}, {"groups", o.groups}, {"ghost_batch", o.ghost_batch},
-                  {"eps", o.eps}};
+                  {"eps", o.eps}, {"dropout", o.dropout}, {"augment", !o.no_augment && data.augment},
+                  {"drop_last", o.drop_last}};
     const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
     const std::string raise_at = raise_env ? raise_env : "";
     cfg.resume = o.resume;

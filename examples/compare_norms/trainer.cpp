@@ -226,7 +226,8 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size;
-  lo.augment = d.augment;
+  lo.augment = d.augment && cfg.augment;
+  lo.drop_last = cfg.drop_last;
   lo.seed = seed;
   data::DataLoader loader(d.train, d.mean, d.std, lo);
   const int64_t steps = loader.batches_per_epoch();

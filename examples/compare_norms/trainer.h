@@ -21,6 +21,9 @@ struct TrainConfig {
   int64_t batch_size = 128;
   float max_lr = 0.1f;
   float weight_decay = 5e-4f;
+  // The recipe's crop + flip, on datasets it suits (CIFAR-10); off: the images as they are.
+  bool augment = true;
+  bool drop_last = false;  // skip each epoch's last partial batch (the recipe keeps it)
   nl::Device device = nl::Device::cpu();
   bool progress = false;  // live progress bar on stderr
   // Checks every parameter and gradient for NaN/Inf after every step (one fused reduction each;

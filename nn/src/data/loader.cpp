@@ -50,7 +50,7 @@ DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float>
 DataLoader::~DataLoader() { stop(); }
 
 int64_t DataLoader::batches_per_epoch() const {
-  return (set_.N + opt_.batch_size - 1) / opt_.batch_size;
+  return opt_.drop_last ? set_.N / opt_.batch_size : (set_.N + opt_.batch_size - 1) / opt_.batch_size;
 }
 
 void DataLoader::stop() {

@@ -102,6 +102,7 @@ struct LoaderOptions {
   bool augment = false;  // random crop from the image zero-padded by `pad`, horizontal flip
   int64_t pad = 4;
   uint64_t seed = 0;     // shuffling and augmentation stream; the same for every model trained
+  bool drop_last = false;  // skip the last batch when it is smaller than batch_size
   bool background = true;  // prepare batches on a worker thread
 };
 
