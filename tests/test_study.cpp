@@ -133,6 +133,13 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   CHECK(std::count(expected.begin(), expected.end(), '\n') == 1 + 4 + 2);
   CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_s1,bn,cifar10,2,16,4,0.1,0,1,ok,"));
   CHECK_THAT(slurp(whole / "study.md"), Contains("## Significance") && Contains("| ghost batch 4 | BatchNorm | GroupNorm |"));
+  // Telemetry curves per setting: epochs 1 and 2, each the mean of the norm's two seeds; the
+  // train/eval gap only for BatchNorm.
+  CHECK_THAT(slurp(whole / "study.md"), Contains("## Telemetry") && Contains("](telemetry_1.png)"));
+  const std::string tel_bn = slurp(whole / "telemetry_1_bn.dat"), tel_gn = slurp(whole / "telemetry_1_gn.dat");
+  CHECK(std::count(tel_bn.begin(), tel_bn.end(), '\n') == 3);
+  CHECK_THAT(tel_bn, Contains("\n2 ") && Contains(" 2\n") && !Contains("NaN"));
+  CHECK_THAT(tel_gn, Contains(" NaN 2\n"));
   const nlohmann::json j = nlohmann::json::parse(slurp(whole / "study.json"));
   CHECK(j["runs"].size() == 6);
   CHECK(j["runs"][0]["app_norm"] == "gbn");

@@ -1,6 +1,7 @@
 #include "study.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -177,6 +178,7 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
     if (r.contains("telemetry") && r["telemetry"].is_array() && !r["telemetry"].empty()) {
       // The last epoch's, plus the run's loss spikes over all epochs.
       o.telemetry = r["telemetry"].back();
+      o.telemetry_epochs = r["telemetry"];
       int64_t spikes = 0;
       for (const json& e : r["telemetry"]) spikes += e.value("loss_spikes", int64_t(0));
       o.loss_spikes = spikes;
@@ -428,6 +430,86 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
   }
   if (swept.empty() || (swept.size() == 1 && swept[0] == "dataset"))
     md << "\nNo numeric axis was swept: no plots (the tables above hold the comparison).\n";
+
+  // Telemetry curves per setting: each norm's per-epoch mean over its seeds of the effective
+  // learning rate lr/|w|^2 (geometric mean over the convs before norms: the layers differ by
+  // orders of magnitude), the gradient norm (root mean square over those convs) and, for the
+  // batch-statistics norms, the train/eval gap.
+  bool any_telemetry = false;
+  int ti = 0;
+  for (const Cell& c : cells) {
+    std::vector<std::string> series;
+    bool has_gap = false;  // gnuplot stops on a panel whose every point is undefined
+    for (const std::string& n : norms) {
+      std::map<int64_t, std::vector<std::array<double, 3>>> per_epoch;  // epoch -> (log eff lr, grad^2, gap) per seed
+      for (size_t i = 0; i < runs.size(); ++i) {
+        if (runs[i].norm != n || !matches(c, coords_of(runs[i])) || !outs[i].finished() ||
+            !outs[i].telemetry_epochs.is_array())
+          continue;
+        for (const json& e : outs[i].telemetry_epochs) {
+          double log_lr = 0, g2 = 0;
+          int layers = 0;
+          for (const json& l : e.value("layers", json::array())) {
+            if (!l.contains("eff_lr") || !l["eff_lr"].is_number() || !l.contains("grad_norm")) continue;
+            log_lr += std::log(std::max(l["eff_lr"].get<double>(), 1e-300));
+            g2 += std::pow(l["grad_norm"].get<double>(), 2);
+            ++layers;
+          }
+          if (layers == 0) continue;
+          const double gap = e.contains("bn_gap") && e["bn_gap"].is_number() ? e["bn_gap"].get<double>() : NAN;
+          per_epoch[e.value("epoch", int64_t(0))].push_back({log_lr / layers, g2 / layers, gap});
+        }
+      }
+      if (per_epoch.empty()) continue;
+      std::ostringstream dat;
+      dat << "# epoch eff_lr_geomean grad_norm_rms bn_gap_pp runs (means over runs)\n";
+      for (const auto& [epoch, v] : per_epoch) {
+        double a = 0, b = 0, g = 0;
+        int ng = 0;
+        for (const auto& x : v) {
+          a += x[0], b += x[1];
+          if (std::isfinite(x[2])) g += x[2], ++ng;
+        }
+        has_gap = has_gap || ng > 0;
+        dat << epoch << ' ' << num(std::exp(a / double(v.size()))) << ' ' << num(std::sqrt(b / double(v.size()))) << ' '
+            << (ng ? num(g / ng) : std::string("NaN")) << ' ' << v.size() << '\n';
+      }
+      nl::nn::write_file_atomic((fs::path(dir) / ("telemetry_" + std::to_string(ti + 1) + "_" + n + ".dat")).string(),
+                                dat.str());
+      series.push_back(n);
+    }
+    if (series.empty()) continue;
+    if (!any_telemetry) md << "\n## Telemetry\n\nPer setting, each norm's mean over its seeds, per epoch: effective learning "
+                              "rate lr/‖w‖² (geometric mean over the convs before a norm), last-step gradient norm (root "
+                              "mean square over those convs) and BatchNorm's train/eval gap (test accuracy with batch "
+                              "statistics minus with running statistics). Data in telemetry_<k>_<norm>.dat; per-layer "
+                              "values in each run's telemetry.csv.\n";
+    any_telemetry = true;
+    const std::string stem = "telemetry_" + std::to_string(++ti);
+    for (const char* term : {"png", "svg"}) {
+      const std::string name = stem + "." + term;
+      const std::string tmp = name + ".normlab-tmp";
+      pictures.emplace_back(tmp, name);
+      gp << (std::string(term) == "png" ? "set terminal pngcairo size 1500,450 font 'Sans,10'\n"
+                                        : "set terminal svg size 1500,450 font 'Sans,10'\n")
+         << "set output " << gp_quote(tmp) << "\nset encoding utf8\nset grid\nunset logscale\nset offsets 0, 0, 0, 0\n"
+         << "set key inside top right noenhanced\nset xlabel 'epoch'\nunset ylabel\n"
+         << "set multiplot layout 1," << (has_gap ? 3 : 2) << " title " << gp_quote("telemetry: " + cell_label(c) + " (means over seeds)") << " noenhanced\n";
+      const char* panels[3][3] = {{"2", "effective lr  lr/|w|^2", "set logscale y\nset format y '%.0e'\n"},
+                                  {"3", "gradient norm (rms over convs)", "unset logscale y\nset format y '%g'\n"},
+                                  {"4", "BatchNorm train/eval gap (pp)", "unset logscale y\nset format y '%g'\n"}};
+      for (const auto& panel : panels) {
+        if (!has_gap && panel[0][0] == '4') continue;
+        gp << panel[2] << "set title " << gp_quote(panel[1]) << "\nplot ";
+        for (size_t s = 0; s < series.size(); ++s)
+          gp << (s ? ", \\\n     " : "") << gp_quote(stem + "_" + series[s] + ".dat") << " using 1:" << panel[0]
+             << " with linespoints lw 2 pt 7 ps 0.5 lc " << s + 1 << " title " << gp_quote(title(series[s]));
+        gp << "\n";
+      }
+      gp << "unset multiplot\n";
+    }
+    md << "\n![telemetry, " << cell_label(c) << "](" << stem << ".png)\n";
+  }
   nl::nn::write_file_atomic((fs::path(dir) / "study.md").string(), md.str());
   if (pictures.empty()) return false;
   nl::nn::write_file_atomic((fs::path(dir) / "study_plots.gp").string(), gp.str());

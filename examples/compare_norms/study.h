@@ -56,6 +56,7 @@ struct RunOutcome {
          final_train_loss = NAN, seconds = NAN;
   int64_t epochs_finished = 0;
   nlohmann::json telemetry;  // the last epoch's telemetry when the run wrote it
+  nlohmann::json telemetry_epochs;  // every epoch's (an array), for the study's telemetry curves
   int64_t loss_spikes = -1;  // over all epochs; -1 without telemetry
   double bn_gap = NAN;       // the last epoch's BatchNorm train/eval gap (pp)
   bool finished() const { return status == "ok" || status == "diverged"; }
