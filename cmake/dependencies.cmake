@@ -9,6 +9,22 @@ endif()
 # normlab::data: IDX gzip (zlib); with NORMLAB_DOWNLOAD also download (libcurl, OpenSSL for the
 # MD5) and extraction (libarchive).
 find_package(ZLIB REQUIRED)
+# nl::dist: Open MPI (Debian libopenmpi-dev), its C API from C++ (the project enables no C;
+# MPI_CXX_SKIP_MPICXX leaves out the deprecated C++ bindings).
+set(MPI_CXX_SKIP_MPICXX ON)
+set(NORMLAB_HAVE_MPI OFF)
+if(NOT NORMLAB_DIST STREQUAL "OFF")
+  if(NORMLAB_DIST STREQUAL "ON")
+    find_package(MPI REQUIRED COMPONENTS CXX)
+  else()
+    find_package(MPI QUIET COMPONENTS CXX)
+  endif()
+  if(MPI_CXX_FOUND)
+    set(NORMLAB_HAVE_MPI ON)
+  else()
+    message(STATUS "normlab: MPI not found, nl::dist has only its single-process group (scripts/install-deps.sh installs Open MPI)")
+  endif()
+endif()
 if(NORMLAB_DOWNLOAD)
   find_package(CURL REQUIRED)
   find_package(LibArchive REQUIRED)

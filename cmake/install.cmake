@@ -3,11 +3,11 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS normlab_core normlab_nn normlab_data EXPORT normlabTargets
+install(TARGETS normlab_core normlab_nn normlab_data normlab_dist EXPORT normlabTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY core/include/normlab nn/include/normlab DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY core/include/normlab nn/include/normlab dist/include/normlab DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT normlabTargets NAMESPACE normlab:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/normlab)
 
 configure_package_config_file(cmake/normlabConfig.cmake.in

@@ -17,6 +17,7 @@ packages=(
   libcli11-dev       # compare_norms command line
   libcurl4-openssl-dev libssl-dev libarchive-dev zlib1g-dev  # dataset download and readers
   gnuplot-nox        # compare_norms charts
+  openmpi-bin libopenmpi-dev  # nl::dist's MPI backend and its mpirun tests
   dataset-fashion-mnist  # the offline dataset (tests read it too)
   mmdebstrap         # make test-fresh: the pristine Debian 12 root
   clang libclang-rt-14-dev libomp-14-dev  # make test-fuzz: libFuzzer, its sanitizers, OpenMP for clang

@@ -3,6 +3,7 @@
 #include <normlab/core/ops.h>
 #include <normlab/nn/layers.h>
 #include <normlab/nn/optim.h>
+#include <normlab/dist/process_group.h>
 
 int main() {
   try {
@@ -23,6 +24,9 @@ int main() {
       opt.step();
     }
     float after = nl::cross_entropy(net(x), y).item();
+    // normlab::dist links (with Open MPI when it was built with it); one process: a group of one.
+    auto pg = nl::dist::init("single");
+    nl::dist::average_gradients(*pg, net);
     std::printf("consumer: %lld parameters, loss %.4f -> %.4f\n",
                 static_cast<long long>(net.parameter_count()), before, after);
     return after < before ? 0 : 1;

@@ -1,0 +1,66 @@
+#pragma once
+// nl::dist: a process group over an existing engine, for data-parallel training.
+//
+//   auto pg = nl::dist::init();            // MPI under mpirun/srun, else a group of one
+//   pg->all_reduce_sum(t);                 // in place, every rank the same shape, same order
+//   nl::dist::broadcast_parameters(*pg, net);
+//   ... backward ...
+//   nl::dist::average_gradients(*pg, net);
+//
+// Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host) and "single"
+// (one process, every collective a no-op). Every collective has a deadline: one that another rank
+// never joins (it died, hangs, or called a different collective) throws nl::Error naming this
+// rank, the collective and its sequence number after Options::timeout_seconds, instead of
+// hanging; a rank that dies is also reported by mpirun itself, which ends the others.
+// After a timeout the group is unusable: end the process (the other ranks are stopped by
+// mpirun when it does).
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "normlab/core/tensor.h"
+
+namespace nl::nn {
+class Module;
+}
+
+namespace nl::dist {
+
+struct Options {
+  // A collective not complete after this long fails. The default leaves room for a slow first
+  // epoch on a busy machine; tests use seconds.
+  double timeout_seconds = 300.0;
+};
+
+class ProcessGroup {
+ public:
+  virtual ~ProcessGroup() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+  // Host memory. Sum over every rank, in place; every rank passes the same n.
+  virtual void all_reduce_sum(float* data, int64_t n) = 0;
+  // Host memory. Root's n floats to every rank.
+  virtual void broadcast(float* data, int64_t n, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy.
+  void all_reduce_sum(Tensor& t);
+  void broadcast(Tensor& t, int root);
+};
+
+// Which backends this build has: "single" always, "mpi" when built with MPI (NORMLAB_DIST).
+bool has_backend(const std::string& name);
+// backend: "auto" (MPI when this process was started by an MPI launcher and MPI is built, else
+// "single"), "mpi" or "single". MPI is initialised here when nobody has yet, and finalised when
+// the last group of this process is destroyed.
+std::unique_ptr<ProcessGroup> init(const std::string& backend = "auto", const Options& options = {});
+
+// Every parameter and buffer of `net` set to root's (call after construction on every rank).
+void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root = 0);
+// Every parameter's gradient replaced by the mean over ranks, in flat buckets of about
+// bucket_bytes (one collective per bucket rather than per tensor). Gradients that are undefined
+// on one rank must be undefined on all.
+void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes = 1 << 20);
+
+}  // namespace nl::dist

@@ -1,0 +1,154 @@
+// nl::dist under a real launcher: `mpirun -np 2 dist_check MODE`, registered in ctest by
+// tests/CMakeLists.txt. Every rank checks its own results and exits non-zero with a message on
+// the first failure; modes `hang` and `die` are expected to fail, in bounded time, by
+// tests/dist/expect_failure.sh.
+#include <csignal>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model.h"
+#include "normlab/core/error.h"
+#include "normlab/core/ops.h"
+#include "normlab/dist/process_group.h"
+#include "normlab/nn/optim.h"
+
+using namespace nl;
+
+namespace {
+
+#define EXPECT(cond, ...) NL_CHECK(cond, "rank ", pg.rank(), ": ", __VA_ARGS__)
+
+Device test_device() {
+  const char* d = std::getenv("NORMLAB_TEST_DEVICE");
+  return d && std::string(d) == "cuda" ? Device::cuda() : Device::cpu();
+}
+
+// Sums, broadcasts and barriers on odd sizes, raw and through tensors on every device and layout.
+void collectives(dist::ProcessGroup& pg) {
+  const int K = pg.size(), r = pg.rank();
+  for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t(65537), int64_t(300001)}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float((r + 1) * (i % 7 + 1));
+    pg.all_reduce_sum(v.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT(v[size_t(i)] == float(K * (K + 1) / 2 * (i % 7 + 1)), "all_reduce_sum of ", n, " floats: element ", i,
+             " is ", v[size_t(i)]);
+  }
+  const int root = K - 1;
+  std::vector<float> b(12345, r == root ? 0.0f : -1.0f);
+  if (r == root)
+    for (size_t i = 0; i < b.size(); ++i) b[i] = 0.5f * float(i) + float(root);
+  pg.broadcast(b.data(), int64_t(b.size()), root);
+  for (size_t i = 0; i < b.size(); ++i)
+    EXPECT(b[i] == 0.5f * float(i) + float(root), "broadcast from rank ", root, ": element ", i, " is ", b[i]);
+  pg.barrier();
+  // Tensors: on the test device (emulated CUDA travels through the host), and a transposed view.
+  Tensor t = Tensor::full({5, 7}, float(r + 1), test_device());
+  pg.all_reduce_sum(t);
+  for (float x : t.to_vector()) EXPECT(x == float(K * (K + 1) / 2), "tensor all_reduce_sum on ", t.device(), ": ", x);
+  Tensor base = Tensor::zeros({3, 4}, DType::F32, test_device());
+  if (r == 0) base.copy_(Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 4}));
+  pg.broadcast(base, 0);
+  const std::vector<float> got = base.to_vector();
+  for (int i = 0; i < 12; ++i) EXPECT(got[size_t(i)] == float(i), "tensor broadcast on ", base.device(), ": element ", i);
+  // A view that is not contiguous cannot be written in place: refused by name, on every rank
+  // alike, before any collective.
+  Tensor view = base.transpose(0, 1);
+  bool refused = false;
+  try {
+    pg.broadcast(view, 0);
+  } catch (const Error& e) {
+    refused = std::string(e.what()).find("needs a contiguous tensor") != std::string::npos;
+  }
+  EXPECT(refused, "broadcast into a transposed view was not refused");
+  std::printf("rank %d of %d (%s): collectives ok\n", r, K, pg.backend().c_str());
+}
+
+double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
+  return std::sqrt(d / std::max(n, 1e-30));
+}
+
+// One SGD step of the comparison network: K ranks x 64 images with gradients averaged equals one
+// process x 64K images (GN, LN); K ranks with plain BN equal one process with Ghost BN of 64.
+void step(dist::ProcessGroup& pg) {
+  const int K = pg.size(), r = pg.rank();
+  const int64_t per = 64, B = per * K;
+  Generator data_gen(7);
+  const Tensor x_all = Tensor::randn({B, 3, 32, 32}, data_gen);
+  std::vector<int32_t> labels(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) labels[size_t(i)] = int32_t((i * 7 + 3) % 10);
+  const std::vector<float> xs = x_all.to_vector();
+  const Tensor x_mine = Tensor::from_vector(std::vector<float>(xs.begin() + r * per * 3072, xs.begin() + (r + 1) * per * 3072),
+                                            {per, 3, 32, 32});
+  const Tensor y_mine = Tensor::from_ints(std::vector<int32_t>(labels.begin() + r * per, labels.begin() + (r + 1) * per), {per});
+  const Tensor y_all = Tensor::from_ints(labels, {B});
+  for (const auto& [dist_key, ref_key] : std::vector<std::pair<std::string, std::string>>{{"gn", "gn"}, {"ln", "ln"}, {"bn", "gbn"}}) {
+    compare::NetOptions o;
+    o.dropout = 0.0f;  // masks are drawn per element index of the whole batch: not shardable
+    o.ghost_batch = per;
+    Generator g1(3 + uint64_t(r)), g2(3);  // rank-dependent init: the broadcast must fix it
+    auto net = compare::make_net(compare::parse_norm(dist_key), g1, nullptr, o);
+    auto ref = compare::make_net(compare::parse_norm(ref_key), g2, nullptr, o);
+    dist::broadcast_parameters(pg, *net, 0);
+    // rank 0's init equals ref's (seed 3): after the broadcast every rank starts there
+    nn::SGD opt(net->parameters(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f});
+    nn::SGD opt_ref(ref->parameters(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f});
+    for (int s = 0; s < 2; ++s) {
+      opt.zero_grad();
+      nll_loss(net->forward(x_mine), y_mine).backward();
+      dist::average_gradients(pg, *net, 64 << 10);  // several buckets
+      opt.step();
+      opt_ref.zero_grad();
+      nll_loss(ref->forward(x_all), y_all).backward();
+      opt_ref.step();
+    }
+    auto a = net->named_parameters(), b = ref->named_parameters();
+    for (size_t i = 0; i < a.size(); ++i) {
+      const double d = rel_l2(a[i].second.to_vector(), b[i].second.to_vector());
+      // Weights to 1e-5. A norm's bias is a sum of dy over N, H and W, whose terms largely
+      // cancel, so the two summation orders differ more relative to it (LN's: up to 1.5e-5 measured).
+      const bool bias = a[i].first.ends_with("norm.bias");
+      EXPECT(d <= (bias ? 5e-5 : 1e-5), dist_key, " on ", K, " ranks vs ", ref_key, " on one: ", a[i].first, " differs by ", d,
+             " (relative L2) after 2 steps");
+    }
+    std::printf("rank %d: 2 steps of %s on %d ranks x %lld = %s on 1 x %lld\n", r, dist_key.c_str(), K, (long long)per,
+                ref_key.c_str(), (long long)B);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  try {
+    dist::Options opt;
+    if (mode == "hang") opt.timeout_seconds = 2;
+    auto pg = dist::init("auto", opt);
+    if (mode == "collectives") {
+      collectives(*pg);
+    } else if (mode == "step") {
+      step(*pg);
+    } else if (mode == "hang") {
+      // Rank 1 is late by far more than the timeout: rank 0 must give up and say so.
+      if (pg->rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(120));
+      pg->barrier();
+    } else if (mode == "die") {
+      if (pg->rank() == 1) std::raise(SIGKILL);
+      std::vector<float> v(100, 1.0f);
+      pg->all_reduce_sum(v.data(), 100);
+    } else {
+      std::fprintf(stderr, "usage: dist_check collectives|step|hang|die (under mpirun)\n");
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dist_check: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
