@@ -1,18 +1,25 @@
 // Step-by-step parity with PyTorch: the comparison network, loaded with the PyTorch twin's initial
 // weights, trained 100 SGD + OneCycle steps of the recipe on the same 3,200 real CIFAR-10 images,
 // against the twin's float64 trajectory (tests/golden/make_trajectory.py wrote it with torch; this
-// test needs no torch). At max lr 0.1 the training is chaotic, so the tolerance at a step is
-// max(1e-4, 8x the largest deviation from float64 that PyTorch's float32 runs, plain and with
-// rounding-level perturbations, showed up to that step): strict for the first steps (BatchNorm's
-// eps at 1e-3 instead of 1e-5 fails at step 0; OneCycle's base momentum at 0.9 instead of 0.85
-// fails on the final weights), as loose as PyTorch's own float32 later (docs/results.md).
+// test needs no torch). Twice per norm: "plain" (dropout off, file order, no augmentation) and
+// "aug" (normlab's DataLoader shuffling, cropping and flipping, dropout 0.05 through the fused
+// norm epilogue; the fixture script replays normlab's Philox streams, so PyTorch saw the same
+// batches and dropped the same elements). At max lr 0.1 the training is chaotic, so the tolerance
+// at a step is max(1e-4, 8x the largest deviation from float64 that PyTorch's float32 runs, plain
+// and with rounding-level perturbations, showed up to that step): strict for the first steps
+// (BatchNorm's eps at 1e-3 instead of 1e-5 fails at step 0; OneCycle's base momentum at 0.9
+// instead of 0.85 fails on the final weights), as loose as PyTorch's own float32 later
+// (docs/results.md). NORMLAB_TRAJECTORY_DIR points the test at another fixture folder
+// (bench/peer/trajectory_live.sh: a fresh fixture from the installed torch).
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
 #include "model.h"
 #include "normlab/core/ops.h"
+#include "normlab/nn/data.h"
 #include "normlab/nn/optim.h"
 #include "normlab/nn/safetensors.h"
 #include "normlab/nn/scheduler.h"
@@ -33,8 +40,11 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss and the final weights",
           "[trajectory][slow]") {
-  const nn::TensorFile f = nn::load_safetensors(std::string(NORMLAB_GOLDEN_DIR) + "/trajectory.safetensors");
-  std::ifstream js(std::string(NORMLAB_GOLDEN_DIR) + "/trajectory.json");
+  const char* dir_env = std::getenv("NORMLAB_TRAJECTORY_DIR");
+  const std::string dir = dir_env && *dir_env ? dir_env : NORMLAB_GOLDEN_DIR;
+  const nn::TensorFile f = nn::load_safetensors(dir + "/trajectory.safetensors");
+  std::ifstream js(dir + "/trajectory.json");
+  REQUIRE(js.good());
   const nlohmann::json meta = nlohmann::json::parse(js);
   const int64_t steps = meta["steps"], batch = meta["batch"], images = meta["images"];
   const float max_lr = meta["max_lr"];
@@ -54,12 +64,24 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
     }
   }
   REQUIRE(int64_t(labels.size()) == images);
-  for (const char* key : {"bn", "gn", "ln"}) {
+  // "aug": the production loader over the same images, epoch 0, as compare_norms would run it.
+  const nlohmann::json aug = meta["aug"];
+  const data::Dataset ds = data::load_cifar10(NORMLAB_CIFAR_SUBSET);
+  data::LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.augment = true;
+  lo.pad = aug["pad"];
+  lo.seed = aug["loader_seed"];
+  lo.background = false;
+  data::DataLoader loader(ds.train.head(images), mean, stdv, lo);
+  for (const std::string key : {"bn", "gn", "ln", "bn/aug", "gn/aug", "ln/aug"}) {
+    const std::string kind = key.substr(0, 2), mode = key.size() > 2 ? "aug" : "plain";
     CAPTURE(key);
-    Generator init(0);
+    Generator init(0), drop(aug["dropout_seed"].get<uint64_t>());
     compare::NetOptions o;
-    o.dropout = 0.0f;
-    auto net = compare::make_net(compare::parse_norm(key), init, nullptr, o);
+    o.dropout = mode == "plain" ? 0.0f : aug["dropout"].get<float>();
+    auto net = compare::make_net(compare::parse_norm(kind), init, &drop, o);
+    if (mode == "aug") loader.start_epoch(0);
     // The twin's initial weights (and BatchNorm's zero/one running statistics).
     int loaded = 0;
     for (auto& [name, t] : net->named_parameters()) {
@@ -84,11 +106,18 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
     int64_t strict_steps = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t b = step * batch;
-      const Tensor x = Tensor::from_vector(std::vector<float>(pixels.begin() + b * 3072, pixels.begin() + (b + batch) * 3072),
-                                           {batch, 3, 32, 32});
-      const std::vector<int32_t> y(labels.begin() + b, labels.begin() + b + batch);
+      Tensor x, y;
+      if (mode == "plain") {
+        x = Tensor::from_vector(std::vector<float>(pixels.begin() + b * 3072, pixels.begin() + (b + batch) * 3072),
+                                {batch, 3, 32, 32});
+        y = Tensor::from_ints(std::vector<int32_t>(labels.begin() + b, labels.begin() + b + batch), {batch});
+      } else {
+        data::Batch bt;
+        REQUIRE(loader.next(bt));
+        x = bt.images, y = bt.labels;
+      }
       opt.zero_grad();
-      Tensor loss = nll_loss(net->forward(x), Tensor::from_ints(y, {batch}));
+      Tensor loss = nll_loss(net->forward(x), y);
       loss.backward();
       opt.step();
       if (step + 1 < steps) sched.step();
@@ -107,7 +136,7 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
       if (name.find("num_batches_tracked") != std::string::npos) continue;
       CAPTURE(name);
       const double dev32 = meta["final_dev32"][key][name];
-      const double rel = rel_l2(t.to_vector(), f.at(std::string(key) + "/final/" + name).to_vector());
+      const double rel = rel_l2(t.to_vector(), f.at(key + "/final/" + name).to_vector());
       INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 (ensemble) vs float64 " << dev32);
       CHECK(rel <= std::max(1e-4, 8.0 * dev32));
     }
