@@ -9,6 +9,7 @@
 
 #include "backends.h"
 #include "normlab/core/error.h"
+#include "normlab/nn/layers.h"
 #include "normlab/nn/module.h"
 
 namespace nl::dist {
@@ -61,6 +62,17 @@ void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root) {
   for (auto& [name, p] : net.named_parameters()) pg.broadcast(p, root);
   for (auto& [name, b] : net.named_buffers())
     if (b.dtype() == DType::F32) pg.broadcast(b, root);
+}
+
+int convert_sync_batch_norm(ProcessGroup& pg, nn::Module& net) {
+  int turned = 0;
+  if (auto* n = dynamic_cast<nn::Norm*>(&net);
+      n && n->spec.stats == NormSpec::Stats::PerChannel && n->spec.ghost_batch == 0 && !n->spec.renorm) {
+    n->spec.sync = &pg;
+    ++turned;
+  }
+  for (auto& [name, child] : net.children()) turned += convert_sync_batch_norm(pg, *child);
+  return turned;
 }
 
 void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes) {

@@ -1,5 +1,8 @@
 // batch_norm, group_norm (with the fused ReLU / dropout / residual epilogue), layer_norm: shape
 // checks, saved statistics and tape nodes.
+#include <algorithm>
+#include <vector>
+
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "op_utils.h"
@@ -68,6 +71,128 @@ Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous()
 
 namespace {
 
+// SyncBatchNorm (spec.sync, training): BatchNorm with the statistics of every process's batch
+// together. Built from the BatchNorm kernels' two modes, so it runs on every backend and keeps the
+// fused epilogue. Forward: this process's per-channel mean and variance (a training-mode call
+// into scratch), combined across processes by count (the variance by Chan et al.'s parallel
+// formula, sum of n_k (var_k + (mean_k - mean)^2), so no sum-of-squares cancellation; two sums of
+// C floats), then an eval-mode call with the global statistics writes the output, epilogue
+// included. Backward: the eval-mode backward gives the direct term gamma*r*g and the per-channel
+// sums S_g and S_gxhat; those are summed across processes, and the statistics' term
+// -gamma*r/M * (S_g + xhat * S_gxhat), an affine b*x + a per channel, is added by one more
+// eval-mode forward call (gamma b, beta a, eps 0, statistics 0 and 1) with the direct term as its
+// residual. One pass more each way than BatchNorm, and a host round trip of 2C floats per call:
+// a split-phase kernel would save both (docs/scaling-out.md).
+Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec, const Tensor& x,
+                       const Tensor& gamma, const Tensor& beta, const Tensor& residual,
+                       const Tensor& running_mean, const Tensor& running_var) {
+  const int64_t C = p.C;
+  const Device dev = x.device();
+  const double n_local = static_cast<double>(p.N * p.HxW);
+  // 1. This process's statistics: no epilogue, no running update, the output discarded.
+  NormParams ps = p;
+  ps.relu = ps.tlu = false, ps.dropout = 0.0f;
+  Tensor local_mean = Tensor::empty({C}, DType::F32, dev), local_rstd = Tensor::empty({C}, DType::F32, dev);
+  {
+    Tensor scratch = Tensor::empty(x.shape(), DType::F32, dev);
+    NormFwdArgs a;
+    a.x = x.data_f32(), a.y = scratch.data_f32(), a.mean = local_mean.data_f32(), a.rstd = local_rstd.data_f32();
+    norm_fwd_stub(dev, ps, a);
+  }
+  const std::vector<float> lm = local_mean.to_vector(), lr = local_rstd.to_vector();
+  // 2. Across processes: counts and count-weighted means, then the variance about the global mean.
+  std::vector<float> buf(static_cast<size_t>(C + 1));
+  for (int64_t c = 0; c < C; ++c) buf[size_t(c)] = static_cast<float>(n_local * lm[size_t(c)]);
+  buf[size_t(C)] = static_cast<float>(n_local);
+  spec.sync->sum(buf.data(), C + 1);
+  const double M = buf[size_t(C)];
+  NL_CHECK(M > 1, op, ": SyncBatchNorm needs more than one value per channel over all processes, got ", M);
+  std::vector<float> gmean(static_cast<size_t>(C)), gvar(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) gmean[size_t(c)] = static_cast<float>(buf[size_t(c)] / M);
+  std::vector<float> m2(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    const double r = lr[size_t(c)], var = std::max(0.0, 1.0 / (r * r) - static_cast<double>(p.eps));
+    const double d = static_cast<double>(lm[size_t(c)]) - gmean[size_t(c)];
+    m2[size_t(c)] = static_cast<float>(n_local * (var + d * d));
+  }
+  spec.sync->sum(m2.data(), C);
+  for (int64_t c = 0; c < C; ++c) gvar[size_t(c)] = static_cast<float>(m2[size_t(c)] / M);
+  // 3. Normalise with the global statistics (eval mode reads them as its running statistics).
+  Tensor gm = Tensor::from_vector(gmean, {C}, dev), gv = Tensor::from_vector(gvar, {C}, dev);
+  NormParams pe = p;
+  pe.training = false;
+  Tensor y = Tensor::empty(x.shape(), DType::F32, dev);
+  Tensor mean = Tensor::empty({C}, DType::F32, dev), rstd = Tensor::empty({C}, DType::F32, dev);
+  Tensor mask = mask_buffer(p, x);
+  {
+    NormFwdArgs a;
+    a.x = x.data_f32(), a.gamma = opt_ptr(gamma), a.beta = opt_ptr(beta), a.residual = opt_ptr(residual);
+    a.running_mean = gm.data_f32(), a.running_var = gv.data_f32();
+    a.y = y.data_f32(), a.mean = mean.data_f32(), a.rstd = rstd.data_f32(), a.mask = mask_ptr(mask);
+    norm_fwd_stub(dev, pe, a);
+  }
+  // 4. Running statistics from the global ones, as BatchNorm's (unbiased variance).
+  if (running_mean.defined()) {
+    std::vector<float> rm = running_mean.to_vector(), rv = running_var.to_vector();
+    for (int64_t c = 0; c < C; ++c) {
+      const size_t i = size_t(c);
+      rm[i] = static_cast<float>((1.0 - p.momentum) * rm[i] + p.momentum * static_cast<double>(gmean[i]));
+      rv[i] = static_cast<float>((1.0 - p.momentum) * rv[i] + p.momentum * static_cast<double>(gvar[i]) * M / (M - 1));
+    }
+    running_mean.copy_(Tensor::from_vector(rm, {C}, running_mean.device()));
+    running_var.copy_(Tensor::from_vector(rv, {C}, running_var.device()));
+  }
+  if (!any_requires_grad({&x, &gamma, &beta, &residual})) return y;
+  const bool gx = needs(x), gg = needs(gamma), gb = needs(beta), gr = needs(residual);
+  NormSaved s{save(x), save(gamma), mean, rstd, mask, Tensor()};
+  CrossProcessSum* sync = spec.sync;
+  record_node(y, op, {&x, &gamma, &beta, &residual}, [p, s, sync, M, gx, gg, gb, gr](const Tensor& dy) {
+    const Device dev = dy.device();
+    const int64_t C = p.C;
+    NormParams pe = p;
+    pe.training = false;
+    Tensor dgamma = Tensor::empty({C}, DType::F32, dev), dbeta = Tensor::empty({C}, DType::F32, dev);
+    Tensor direct = gx ? Tensor::empty(s.x.shape(), DType::F32, dev) : Tensor();
+    NormBwdArgs a;
+    a.x = s.x.data_f32(), a.dy = dy.data_f32(), a.gamma = opt_ptr(s.gamma);
+    a.mean = s.mean.data_f32(), a.rstd = s.rstd.data_f32(), a.mask = s.mask.defined() ? mask_ptr(s.mask) : nullptr;
+    a.dx = opt_mut(direct), a.dgamma = dgamma.data_f32(), a.dbeta = dbeta.data_f32();
+    norm_bwd_stub(dev, pe, a);
+    Tensor dx;
+    if (gx) {
+      // S_g and S_gxhat of every process; the statistics' term as b*x + a per channel.
+      std::vector<float> sums = dbeta.to_vector();
+      const std::vector<float> sgx = dgamma.to_vector();
+      sums.insert(sums.end(), sgx.begin(), sgx.end());
+      sync->sum(sums.data(), 2 * C);
+      const std::vector<float> m = s.mean.to_vector(), r = s.rstd.to_vector();
+      const std::vector<float> g = s.gamma.defined() ? s.gamma.to_vector() : std::vector<float>(size_t(C), 1.0f);
+      std::vector<float> bc(static_cast<size_t>(C)), ac(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c) {
+        const size_t i = size_t(c);
+        const double k = static_cast<double>(g[i]) * r[i] / M;
+        const double b = -k * r[i] * sums[size_t(C) + i];
+        bc[i] = static_cast<float>(b);
+        ac[i] = static_cast<float>(-k * sums[i] - b * m[i]);
+      }
+      NormParams pc;
+      pc.kind = NormKind::Batch;
+      pc.N = p.N, pc.C = C, pc.HxW = p.HxW, pc.eps = 0.0f, pc.training = false;
+      Tensor bt = Tensor::from_vector(bc, {C}, dev), at = Tensor::from_vector(ac, {C}, dev);
+      Tensor zero = Tensor::zeros({C}, DType::F32, dev), one = Tensor::ones({C}, dev);
+      Tensor unused_mean = Tensor::empty({C}, DType::F32, dev), unused_rstd = Tensor::empty({C}, DType::F32, dev);
+      dx = Tensor::empty(s.x.shape(), DType::F32, dev);
+      NormFwdArgs f;
+      f.x = s.x.data_f32(), f.gamma = bt.data_f32(), f.beta = at.data_f32(), f.residual = direct.data_f32();
+      f.running_mean = zero.data_f32(), f.running_var = one.data_f32();
+      f.y = dx.data_f32(), f.mean = unused_mean.data_f32(), f.rstd = unused_rstd.data_f32();
+      norm_fwd_stub(dev, pc, f);
+    }
+    return std::vector<Tensor>{dx, gg ? dgamma : Tensor(), gb ? dbeta : Tensor(), gr ? dy : Tensor()};
+  });
+  return y;
+}
+
 // BatchNorm and its relatives: statistics per channel over the batch, or over micro-batches of
 // spec.ghost_batch samples (one kernel call per micro-batch on its contiguous [b, C, H, W] slice),
 // optionally renormalised (Batch Renorm).
@@ -120,6 +245,11 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
   Tensor x = x_in.contiguous();
   Tensor gamma = contiguous_or_none(gamma_in), beta = contiguous_or_none(beta_in);
   Tensor residual = contiguous_or_none(epilogue.residual);
+  if (spec.sync && training) {
+    NL_CHECK(spec.ghost_batch == 0 && !spec.renorm, op,
+             ": SyncBatchNorm takes the whole batch of every process: not with ghost batches or Batch Renorm");
+    return sync_batch_norm(op, p, spec, x, gamma, beta, residual, running_mean, running_var);
+  }
   Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
   Tensor mean = Tensor::empty({chunks, p.C}, DType::F32, x.device());
   Tensor rstd = Tensor::empty({chunks, p.C}, DType::F32, x.device());

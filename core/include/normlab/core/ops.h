@@ -56,6 +56,15 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Te
 // Normalises over the last dimension D; gamma/beta [D] or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 
+// Sums float arrays in host memory over the processes of a data-parallel job, in place; every
+// process calls with the same n in the same order. nl::dist's process groups are one; SyncBatchNorm
+// (NormSpec::sync) exchanges its per-channel statistics through it.
+class CrossProcessSum {
+ public:
+  virtual ~CrossProcessSum() = default;
+  virtual void sum(float* host, int64_t n) = 0;
+};
+
 // A normalization as data: which elements share statistics, whether the mean is subtracted, and
 // its constants. batch_norm, group_norm and layer_norm are its named cases; nl::normalize runs any.
 struct NormSpec {
@@ -84,6 +93,11 @@ struct NormSpec {
   int64_t renorm_warmup = 0;
   // PerGroup: the activation is TLU with the epilogue's tau (FRN); a ReLU cannot follow fused.
   bool tlu = false;
+  // PerChannel, training: SyncBatchNorm, statistics over the batches of every process of a
+  // data-parallel job, summed through this (not owned; null: this process's batch alone). The
+  // running statistics take the global ones; dgamma/dbeta stay this process's (the gradient
+  // all-reduce sums them). Not with ghost_batch or renorm.
+  CrossProcessSum* sync = nullptr;
 
   static NormSpec batch(float momentum = 0.1f, float eps = 1e-5f) { return {Stats::PerChannel, 1, true, eps, momentum}; }
   static NormSpec ghost_batch_norm(int64_t ghost_batch, float momentum = 0.1f, float eps = 1e-5f) {

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "normlab/core/ops.h"
 #include "normlab/core/tensor.h"
 
 namespace nl::nn {
@@ -32,9 +33,10 @@ struct Options {
   double timeout_seconds = 300.0;
 };
 
-class ProcessGroup {
+// A CrossProcessSum, so SyncBatchNorm (NormSpec::sync) can sum its statistics through it.
+class ProcessGroup : public CrossProcessSum {
  public:
-  virtual ~ProcessGroup() = default;
+  ~ProcessGroup() override = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
@@ -43,6 +45,8 @@ class ProcessGroup {
   // Host memory. Root's n floats to every rank.
   virtual void broadcast(float* data, int64_t n, int root) = 0;
   virtual void barrier() = 0;
+
+  void sum(float* host, int64_t n) override { all_reduce_sum(host, n); }
 
   // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy.
   void all_reduce_sum(Tensor& t);
@@ -62,5 +66,9 @@ void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root = 0);
 // bucket_bytes (one collective per bucket rather than per tensor). Gradients that are undefined
 // on one rank must be undefined on all.
 void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes = 1 << 20);
+// Turns every BatchNorm of `net` (nn::Norm with per-channel statistics, no ghost batches, no
+// Batch Renorm) into SyncBatchNorm over `pg` (NormSpec::sync), as PyTorch's
+// convert_sync_batchnorm; pg must outlive the net's use. Returns how many it turned.
+int convert_sync_batch_norm(ProcessGroup& pg, nn::Module& net);
 
 }  // namespace nl::dist
