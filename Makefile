@@ -90,13 +90,15 @@ test-asan: deps
 # tests/cuemu/race_cases.cu in three orders. Left out: the three whole-network runs (two training
 # steps; fusion on and off over every norm row; the interrupted study), 24 minutes of CPU under
 # TSan, whose kernels and shapes the op tests already cover (the fused epilogue of every row runs
-# here in "norm table: every variant on cuda agrees" and "fused norm epilogue equals"). The host side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not
+# here in "norm table: every variant on cuda agrees" and "fused norm epilogue equals"); and the
+# mpirun tests (dist:), whose Open MPI threads TSan cannot see (uninstrumented), while the
+# SyncBatchNorm kernels they drive run here in "SyncBatchNorm in one process equals BatchNorm". The host side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not
 # instrumented, so its threads would only bring false reports.
 test-race: deps
 	$(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_RACECHECK=ON -DNORMLAB_BUILD_BENCH=OFF -S . -B build-race
 	cmake --build build-race -j $(JOBS)
 	cd build-race && OMP_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=0 $(CTEST) -R "cuda forward|race check" \
-	  -E "two training steps of the comparison network|fusion on and off|interrupted study resumes"
+	  -E "two training steps of the comparison network|fusion on and off|interrupted study resumes|dist:"
 
 PROFILE_CONFIGURE = $(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON -DNORMLAB_BENCH_ONEDNN=OFF -S . -B build-profile
 # The GPU model needs ptxas' registers per kernel: test-nvcc's report, made here when missing.
