@@ -268,6 +268,18 @@ void write_study_json(const std::string& path, const json& config, const std::ve
   nl::nn::write_file_atomic(path, j.dump(1) + "\n");
 }
 
+namespace {
+// The terminal and output lines of one picture (stem.term), drawn to a temporary that is renamed
+// once gnuplot succeeds (recorded in `pictures`).
+std::string picture_header(const std::string& stem, const std::string& term, const std::string& size_font,
+                           std::vector<std::pair<std::string, std::string>>& pictures) {
+  const std::string name = stem + "." + term, tmp = name + ".normlab-tmp";
+  pictures.emplace_back(tmp, name);
+  return std::string(term == "png" ? "set terminal pngcairo size " : "set terminal svg size ") + size_font + "\n" +
+         "set output " + gp_quote(tmp) + "\nset encoding utf8\n";
+}
+}  // namespace
+
 bool write_study_report(const std::string& dir, const json& config, const std::vector<RunSpec>& runs,
                         const std::vector<RunOutcome>& outs) {
   // Norms in study order, distinct coordinate values per axis.
@@ -406,12 +418,7 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       }
       if (series.empty()) continue;
       for (const char* term : {"png", "svg"}) {
-        const std::string name = stem + "." + term;
-        const std::string tmp = name + ".normlab-tmp";
-        pictures.emplace_back(tmp, name);
-        gp << (std::string(term) == "png" ? "set terminal pngcairo size 1100,600 font 'Sans,11'\n"
-                                          : "set terminal svg size 1100,600 font 'Sans,11'\n")
-           << "set output " << gp_quote(tmp) << "\nset encoding utf8\nset key outside right noenhanced\n"
+        gp << picture_header(stem, term, "1100,600 font 'Sans,11'", pictures) << "set key outside right noenhanced\n"
            << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\nunset logscale x\n" << (x != "epochs" ? "set logscale x 2\n" : "")
            << "set xlabel " << gp_quote(kCoordTitle.at(x)) << "\nset ylabel 'accuracy (%)'\n"
            << "set title " << gp_quote("final accuracy vs " + kCoordTitle.at(x) + (key.empty() ? "" : " (" + key + ")") +
@@ -487,12 +494,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
     any_telemetry = true;
     const std::string stem = "telemetry_" + std::to_string(++ti);
     for (const char* term : {"png", "svg"}) {
-      const std::string name = stem + "." + term;
-      const std::string tmp = name + ".normlab-tmp";
-      pictures.emplace_back(tmp, name);
-      gp << (std::string(term) == "png" ? "set terminal pngcairo size 1500,450 font 'Sans,10'\n"
-                                        : "set terminal svg size 1500,450 font 'Sans,10'\n")
-         << "set output " << gp_quote(tmp) << "\nset encoding utf8\nset grid\nunset logscale\nset offsets 0, 0, 0, 0\n"
+      gp << picture_header(stem, term, "1500,450 font 'Sans,10'", pictures)
+         << "set grid\nunset logscale\nset offsets 0, 0, 0, 0\n"
          << "set key inside top right noenhanced\nset xlabel 'epoch'\nunset ylabel\n"
          << "set multiplot layout 1," << (has_gap ? 3 : 2) << " title " << gp_quote("telemetry: " + cell_label(c) + " (means over seeds)") << " noenhanced\n";
       const char* panels[3][3] = {{"2", "effective lr  lr/|w|^2", "set logscale y\nset format y '%.0e'\n"},
