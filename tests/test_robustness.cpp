@@ -134,7 +134,7 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
   CHECK(slurp(out / "metrics.csv").find("\ngn,") == std::string::npos);
 }
 
-TEST_CASE("--dropout, --no-augment and --drop-last change the recipe, are recorded and must match on --resume",
+TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and must match on --resume",
           "[app][robust][resume]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
