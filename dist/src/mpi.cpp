@@ -55,6 +55,8 @@ class MpiGroup final : public ProcessGroup {
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
 
+  // In chunks of at most 2^30 (MPI counts are ints). n = 0 still issues one collective, so every
+  // rank's sequence of collectives stays the same whatever it passes.
   void all_reduce_sum(float* data, int64_t n) override {
     for (int64_t done = 0; done < n || (n == 0 && done == 0);) {
       const int count = int(std::min<int64_t>(n - done, kChunk));
