@@ -4,7 +4,6 @@
 #include "normlab/dist/process_group.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "backends.h"
@@ -84,22 +83,31 @@ void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes) 
   const float inv = 1.0f / float(pg.size());
   std::vector<float> bucket;
   size_t first = 0;
-  // Packs grads[first, last) into one buffer, sums it over ranks, writes the mean back.
+  // Packs grads[first, last) into one buffer, sums it over ranks, writes the mean back. CPU
+  // gradients are copied straight from and into their storage (this runs every step); others
+  // travel through host copies.
   auto flush = [&](size_t last) {
     if (last == first) return;
     bucket.clear();
     for (size_t i = first; i < last; ++i) {
-      const std::vector<float> v = grads[i].to_vector();
-      bucket.insert(bucket.end(), v.begin(), v.end());
+      if (grads[i].device().is_cpu() && grads[i].is_contiguous()) {
+        const float* g = grads[i].data_f32();
+        bucket.insert(bucket.end(), g, g + grads[i].numel());
+      } else {
+        const std::vector<float> v = grads[i].to_vector();
+        bucket.insert(bucket.end(), v.begin(), v.end());
+      }
     }
     pg.all_reduce_sum(bucket.data(), int64_t(bucket.size()));
-    size_t at = 0;
+    for (float& x : bucket) x *= inv;
+    const float* at = bucket.data();
     for (size_t i = first; i < last; ++i) {
       const int64_t n = grads[i].numel();
-      std::vector<float> v(bucket.begin() + int64_t(at), bucket.begin() + int64_t(at) + n);
-      for (float& x : v) x *= inv;
-      grads[i].copy_(Tensor::from_vector(v, grads[i].shape()));
-      at += size_t(n);
+      if (grads[i].device().is_cpu() && grads[i].is_contiguous())
+        std::copy(at, at + n, grads[i].data_f32());
+      else
+        grads[i].copy_(Tensor::from_vector(std::vector<float>(at, at + n), grads[i].shape()));
+      at += n;
     }
     first = last;
   };
