@@ -147,6 +147,55 @@ TEST_CASE("drop_last skips the partial batch and keeps the order of the rest", "
   CHECK(indices(true, false) == kept);
 }
 
+TEST_CASE("data-parallel shards of every batch put together are the one-process batch, augmentation included",
+          "[data][loader][dist]") {
+  Dataset d = load_cifar10(kSubset);
+  ImageSet small = d.train.head(203);  // batches of 64: 64 64 64 11, the last split 3 / 4 / 4
+  auto epoch = [&](int64_t rank, int64_t count) {
+    LoaderOptions o;
+    o.batch_size = 64, o.augment = true, o.seed = 9, o.shard_rank = rank, o.shard_count = count;
+    DataLoader loader(small, d.mean, d.std, o);
+    loader.start_epoch(3);
+    std::vector<Batch> out;
+    for (Batch b; loader.next(b);) out.push_back(b);
+    return out;
+  };
+  const std::vector<Batch> one = epoch(0, 1);
+  std::vector<std::vector<Batch>> shards;
+  for (int64_t r = 0; r < 3; ++r) shards.push_back(epoch(r, 3));
+  REQUIRE(one.size() == 4);
+  for (size_t b = 0; b < one.size(); ++b) {
+    std::vector<float> x;
+    std::vector<int32_t> y;
+    std::vector<int64_t> idx;
+    for (int64_t r = 0; r < 3; ++r) {
+      const Batch& s = shards[size_t(r)][b];
+      const int64_t G = one[b].images.size(0);
+      CHECK(s.global_size == G);
+      CHECK(s.images.size(0) == G * (r + 1) / 3 - G * r / 3);  // rows [G r / K, G (r + 1) / K)
+      const std::vector<float> sx = s.images.to_vector();
+      const std::vector<int32_t> sy = s.labels.to_int_vector();
+      x.insert(x.end(), sx.begin(), sx.end()), y.insert(y.end(), sy.begin(), sy.end());
+      idx.insert(idx.end(), s.indices.begin(), s.indices.end());
+    }
+    // The same images in the same order, cropped and flipped alike: bit for bit.
+    CHECK(idx == one[b].indices);
+    CHECK(y == one[b].labels.to_int_vector());
+    CHECK(x == one[b].images.to_vector());
+  }
+  // A shard left without rows is refused, naming the remedy.
+  LoaderOptions o;
+  o.batch_size = 64, o.shard_count = 3;
+  CHECK_THROWS_WITH(DataLoader(small.head(194), d.mean, d.std, o),  // last batch: 2 images for 3 processes
+                    Contains("last batch has 2 images, fewer than the 3 processes"));
+  o.drop_last = true;
+  CHECK_NOTHROW(DataLoader(small.head(194), d.mean, d.std, o));
+  o.batch_size = 2;
+  CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o), Contains("batch size 2 leaves some"));
+  o.shard_rank = 3, o.batch_size = 64;
+  CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o), Contains("shard 3 of 3 does not exist"));
+}
+
 TEST_CASE("augmented images are shifted, zero-padded, possibly flipped copies", "[data][loader]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(40);

@@ -21,6 +21,7 @@
 #include "normlab/core/error.h"
 #include "normlab/core/storage.h"
 #include "normlab/core/threading.h"
+#include "normlab/dist/process_group.h"
 #include "report.h"
 #include "trainer.h"
 
@@ -56,6 +57,8 @@ struct Options {
   bool strict = false;
   bool no_guard = false;
   bool no_telemetry = false;
+  std::string dist = "auto";
+  double dist_timeout = 300;
 };
 
 // Every flag checked before any work, each message naming the flag (CLI11's own range checks
@@ -88,6 +91,18 @@ void validate(Options& o) {
   NL_CHECK(o.limit_train >= 0, "--limit-train must be 0 (all) or more (got ", o.limit_train, ")");
   NL_CHECK(o.limit_test >= 0, "--limit-test must be 0 (all) or more (got ", o.limit_test, ")");
   NL_CHECK(!o.out.empty(), "--out must name a folder");
+  NL_CHECK(std::isfinite(o.dist_timeout) && o.dist_timeout > 0, "--dist-timeout must be a positive number of seconds (got ",
+           o.dist_timeout, ")");
+}
+
+// Processes of this job on this machine (Open MPI, then PMI's launchers say; else all of them).
+int local_processes(int world) {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* s = std::getenv(v)) {
+      const int n = std::atoi(s);
+      if (n >= 1) return n;
+    }
+  return world;
 }
 
 std::vector<NormKind> parse_norms(const std::string& list) {
@@ -221,6 +236,13 @@ int main(int argc, char** argv) {
                "Skip the per-step NaN/Inf check of every parameter and gradient (the loss is always checked)");
   app.add_flag("--no-telemetry", o.no_telemetry,
                "Skip the per-epoch stability telemetry (telemetry.csv; its cost is in docs/performance.md)");
+  app.add_option("--dist", o.dist,
+                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi or single; "
+                 "--batch-size stays the whole batch over every process (docs/scaling-out.md)")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "mpi", "single"}));
+  app.add_option("--dist-timeout", o.dist_timeout,
+                 "Seconds a collective may wait for the other processes before this one fails naming it")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     validate(o);
@@ -229,12 +251,32 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Before anything that can fail: an error must end every process (see the catch below).
+  std::unique_ptr<nl::dist::ProcessGroup> group;
+  try {
+    group = nl::dist::init(o.dist, {.timeout_seconds = o.dist_timeout});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "compare_norms: %s\n", e.what());
+    return 1;
+  }
+  const int ranks = group->size();
+  const bool lead = group->rank() == 0;  // rank 0 prints and writes every file
+  const std::string who = ranks > 1 ? " (rank " + std::to_string(group->rank()) + ")" : "";
+  // The other ranks' lines would repeat rank 0's.
+  if (!lead) std::cout.setstate(std::ios::badbit);
   try {
     const std::vector<NormKind> norms = parse_norms(o.norms);
-    nl::set_num_threads(o.threads);
+    NL_CHECK(ranks == 1 || !o.download, "--download with ", ranks,
+             " processes: they would all download into one folder; download once with one process first");
+    // Cores shared among this machine's processes unless --threads says otherwise.
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    nl::set_num_threads(o.threads > 0 || ranks == 1 ? o.threads : std::max(1, cores / local_processes(ranks)));
     const DeviceChoice choice = pick_device(o.device, nl::get_num_threads());
     const nl::Device device = choice.device;
-    std::printf("compare_norms: running on %s\n", choice.why.c_str());
+    if (lead) std::printf("compare_norms: running on %s\n", choice.why.c_str());
+    if (ranks > 1 && lead)
+      std::printf("compare_norms: data parallel over %d processes (%s), batch %lld split among them\n", ranks,
+          group->backend().c_str(), (long long)o.batch_size);
     // The output folder first: a folder we cannot write or that holds another run's results
     // stops the app before any data is read or any epoch is trained.
     // What --resume must match (threads are left out: results are bitwise equal for any count).
@@ -251,7 +293,22 @@ int main(int argc, char** argv) {
       if (o.drop_last) j["drop_last"] = true;
     };
     add_recipe(run_config);
-    claim_out_dir(o.out, o.overwrite, o.resume, run_config);
+    if (ranks > 1) run_config["processes"] = ranks;
+    {
+      // Rank 0 owns the folder; the others learn whether it could claim it.
+      std::exception_ptr refused;
+      float claimed = 1;
+      if (lead) {
+        try {
+          claim_out_dir(o.out, o.overwrite, o.resume, run_config);
+        } catch (...) {
+          refused = std::current_exception(), claimed = 0;
+        }
+      }
+      group->broadcast(&claimed, 1, 0);
+      if (refused) std::rethrow_exception(refused);
+      if (!claimed) return 1;  // rank 0 says why
+    }
     install_stop_handlers();
     nl::data::Dataset data = load(o);
     data.train = data.train.head(o.limit_train);
@@ -272,11 +329,13 @@ int main(int argc, char** argv) {
     cfg.device = device;
     cfg.net.groups = o.groups, cfg.net.ghost_batch = o.ghost_batch, cfg.net.eps = o.eps;
     cfg.net.dropout = o.dropout, cfg.augment = !o.no_augment, cfg.drop_last = o.drop_last;
-    cfg.progress = !o.no_progress && isatty(STDERR_FILENO);
+    cfg.progress = lead && !o.no_progress && isatty(STDERR_FILENO);
     cfg.guard = !o.no_guard;
     cfg.telemetry = !o.no_telemetry;
 
-    std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
+    cfg.group = group.get();
+    cfg.write_files = lead;
+    if (lead) std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
                 "device %s, %d threads, seeds %llu..%llu\n",
                 data.name.c_str(), (long long)data.train.N, (long long)data.test.N,
                 (long long)o.epochs, (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda",
@@ -287,7 +346,7 @@ int main(int argc, char** argv) {
       NetOptions no = cfg.net;
       no.in_channels = data.train.C;
       auto net = make_net(k, g, nullptr, no);
-      std::printf("\n%s\n%s", norm_title(k).c_str(),
+      if (lead) std::printf("\n%s\n%s", norm_title(k).c_str(),
                   nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
     }
 
@@ -300,7 +359,7 @@ int main(int argc, char** argv) {
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
                   {"limit_test", o.limit_test}, {"groups", o.groups}, {"ghost_batch", o.ghost_batch},
                   {"eps", o.eps}, {"dropout", o.dropout}, {"augment", !o.no_augment && data.augment},
-                  {"drop_last", o.drop_last}};
+                  {"drop_last", o.drop_last}, {"processes", ranks}};
     const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
     const std::string raise_at = raise_env ? raise_env : "";
     cfg.resume = o.resume;
@@ -309,7 +368,7 @@ int main(int argc, char** argv) {
     for (int64_t s = 0; s < o.seeds && !interrupted; ++s) {
       for (NormKind k : norms) {
         const uint64_t seed = o.first_seed + static_cast<uint64_t>(s);
-        std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)seed);
+        if (lead) std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)seed);
         std::fflush(stdout);
         // metrics.csv after every epoch (atomically): a killed job loses at most the epoch in
         // progress, and a long one shows its progress on disk.
@@ -319,7 +378,7 @@ int main(int argc, char** argv) {
         cfg.checkpoint_stem = checkpoint_stem(o.out, k, seed);
         rep.runs.back() = train_one(k, seed, data, cfg, std::cout, [&](const RunResult& partial) {
           rep.runs.back() = partial;
-          write_metrics_csv(rep);
+          if (lead) write_metrics_csv(rep);
           // Tests interrupt at an exact point through the real handler: "gn:1" raises SIGINT
           // once GroupNorm's first epoch is checkpointed, "gn:1:TERM" SIGTERM, "gn:1:INT2" SIGINT
           // twice (the second must end the process at once).
@@ -328,13 +387,14 @@ int main(int argc, char** argv) {
           if (raise_at == at + ":TERM") std::raise(SIGTERM);
           if (raise_at == at + ":INT2") std::raise(SIGINT);
         });
-        write_metrics_csv(rep);
+        if (lead) write_metrics_csv(rep);
         if (rep.runs.back().interrupted()) {
           interrupted = true;
           break;
         }
       }
     }
+    if (!lead) return interrupted ? 128 + g_stop_signal.load() : 0;  // the rest is rank 0's
     nlohmann::json results = write_results_json(rep);
     bool pictures = write_plots(rep);
     write_report_md(rep, results, pictures);
@@ -375,7 +435,10 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "compare_norms: %s\n", e.what());
+    std::fprintf(stderr, "compare_norms%s: %s\n", who.c_str(), e.what());
+    // With other processes, end without MPI_Finalize: it would wait for them, and they may be
+    // waiting in a collective for us. mpirun stops the job when one process exits non-zero.
+    if (ranks > 1) (void)group.release();
     return 1;
   }
 }

@@ -15,6 +15,12 @@ const std::vector<NormVariant>& norm_variants() {
   using nn::Norm;
   static const std::vector<NormVariant> table = {
       {"bn", "BatchNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::BatchNorm2d>(c, eps_or(o, 1e-5f), 0.1f); }},
+      // BatchNorm whose statistics are those of the whole batch over every data-parallel process
+      // (mean and variance from the summed count, sum and squared deviations; docs/scaling-out.md).
+      {"sbn", "SyncBatchNorm", [](int64_t c, const NetOptions& o) {
+         NormSpec s = NormSpec::batch(0.1f, eps_or(o, 1e-5f));
+         s.sync = o.sync;
+         return std::make_shared<Norm>(s, c); }},
       {"gn", "GroupNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::GroupNorm>(o.groups, c, eps_or(o, 1e-5f)); }},
       {"ln", "LayerNorm", [](int64_t c, const NetOptions& o) { return std::make_shared<nn::LayerNorm>(c, eps_or(o, 1e-5f)); }},
       // GroupNorm with a group per channel: InstanceNorm2d(affine=True) in PyTorch's terms.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/nn/layers.h"
 
@@ -20,6 +21,9 @@ struct NetOptions {
   int64_t ghost_batch = 32;  // Ghost BatchNorm's micro-batch (samples)
   float eps = 0.0f;          // every norm's eps; 0: each variant's own default
   float dropout = 0.05f;
+  // SyncBatchNorm's (sbn) group: its statistics are summed over these processes; null (one
+  // process): sbn is BatchNorm.
+  nl::CrossProcessSum* sync = nullptr;
 };
 
 // The norms the app compares: one row each in norm_variants() (model.cpp), the only place that

@@ -71,6 +71,23 @@ const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 constexpr size_t kNumColors = sizeof kColors / sizeof kColors[0];
 
+// Whether some epoch has telemetry (the effective-lr chart) and some a BatchNorm train/eval gap
+// (the gap chart): gnuplot refuses a chart whose every point is undefined (--no-telemetry, or no
+// norm with running statistics), so such a chart is neither drawn nor linked.
+bool any_telemetry(const ReportInput& in) {
+  for (const RunResult& r : in.runs)
+    for (const EpochStats& e : r.epochs)
+      if (!e.telemetry.is_null()) return true;
+  return false;
+}
+
+bool any_bn_gap(const ReportInput& in) {
+  for (const RunResult& r : in.runs)
+    for (const EpochStats& e : r.epochs)
+      if (!e.telemetry.is_null() && e.telemetry.value("bn_gap", json()).is_number()) return true;
+  return false;
+}
+
 }  // namespace
 
 // gnuplot string literal for any text (class names come from the data set's batches.meta.txt):
@@ -405,12 +422,16 @@ bool write_plots(const ReportInput& in) {
   const std::string ds = d.name + " (" + std::to_string(d.train.N) + " train / " +
                          std::to_string(d.test.N) + " test images)";
   // No curve at all when every run diverged in its first epoch: nothing to plot.
-  for (Chart c : curved.empty() ? std::vector<Chart>{}
-                                : std::vector<Chart>{Chart{"train_loss", "Training loss", "loss (NLL)", 2},
-                                                     Chart{"test_loss", "Test loss", "loss (NLL)", 4},
-                                                     Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5},
-                                                     Chart{"effective_lr", "Effective learning rate lr/|w|^2 (mean over the convs before a norm)", "lr / |w|^2", 7},
-                                                     Chart{"bn_gap", "BatchNorm train/eval gap (test acc, batch minus running statistics)", "pp", 8}}) {
+  std::vector<Chart> charts;
+  if (!curved.empty()) {
+    charts = {Chart{"train_loss", "Training loss", "loss (NLL)", 2}, Chart{"test_loss", "Test loss", "loss (NLL)", 4},
+              Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5}};
+    if (any_telemetry(in))
+      charts.push_back({"effective_lr", "Effective learning rate lr/|w|^2 (mean over the convs before a norm)", "lr / |w|^2", 7});
+    if (any_bn_gap(in))
+      charts.push_back({"bn_gap", "BatchNorm train/eval gap (test acc, batch minus running statistics)", "pp", 8});
+  }
+  for (Chart c : charts) {
     for (const char* term : {"png", "svg"}) {
       gp << (std::string(term) == "png" ? "set terminal pngcairo size 960,600 font 'Sans,11'\n"
                                         : "set terminal svg size 960,600 font 'Sans,11'\n");
@@ -517,7 +538,11 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
      << " test images. " << epochs << " epochs, batch " << in.config.value("batch_size", 0)
      << ", SGD + OneCycle (max lr " << in.config.value("lr", 0.0) << "), seeds "
      << in.config.value("seed", 0) << ".." << in.config.value("seed", 0) + in.config.value("seeds", 1) - 1
-     << ", device " << in.config.value("device", std::string("cpu")) << ".\n\n";
+     << ", device " << in.config.value("device", std::string("cpu"));
+  if (const int64_t k = in.config.value("processes", int64_t(1)); k > 1)
+    md << ", data parallel over " << k << " processes (each " << "a slice of every batch; BatchNorm's statistics "
+       << "per process, SyncBatchNorm's over all)";
+  md << ".\n\n";
   md << "| norm | parameters | final train acc | final test loss | final test acc | best test acc | time per run |\n"
      << "|---|---|---|---|---|---|---|\n";
   for (NormKind k : norms) {
@@ -552,10 +577,13 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   if (pictures) {
     if (any_curve)
       md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"
-         << "![test accuracy](test_accuracy.png)\n\n"
-         << "## Stability telemetry\n\nPer epoch (telemetry.csv has every layer): the effective learning rate "
+         << "![test accuracy](test_accuracy.png)\n\n";
+    if (any_curve && any_telemetry(in)) {
+      md << "## Stability telemetry\n\nPer epoch (telemetry.csv has every layer): the effective learning rate "
             "lr/‖w‖² of the convs before a norm, and BatchNorm's train/eval gap (a norm without running "
-            "statistics has none).\n\n![effective learning rate](effective_lr.png)\n\n![train/eval gap](bn_gap.png)\n\n";
+            "statistics has none).\n\n![effective learning rate](effective_lr.png)\n\n";
+      if (any_bn_gap(in)) md << "![train/eval gap](bn_gap.png)\n\n";
+    }
     md << "## Misclassified test images\n\n";
     for (NormKind k : norms)
       if (first_ok(runs_of(in, k)))

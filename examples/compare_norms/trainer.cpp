@@ -14,6 +14,7 @@
 #include "normlab/core/autograd.h"
 #include "normlab/core/error.h"
 #include "normlab/core/ops.h"
+#include "normlab/dist/process_group.h"
 #include "normlab/nn/optim.h"
 #include "normlab/nn/scheduler.h"
 
@@ -25,6 +26,11 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr uint64_t kDropoutStream = 0x9E3779B97F4A7C15ull;  // keeps dropout apart from init
+// Data parallel: rank r's dropout stream (each process masks its own rows; one process's masks
+// cannot be sliced, since a mask is drawn per tensor), restarted every epoch at a point that
+// depends only on (seed, rank, epoch), so a resume needs no other process's generator state.
+constexpr uint64_t kRankStream = 0xD1B54A32D192ED03ull;
+constexpr uint64_t kEpochStride = uint64_t(1) << 40;
 
 int64_t count_correct(const Tensor& logp, const Tensor& labels, std::vector<int32_t>* preds) {
   std::vector<float> l = logp.to_vector();
@@ -216,19 +222,25 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
   RunResult res;
   res.norm = norm;
   res.seed = seed;
+  dist::ProcessGroup* group = cfg.group && cfg.group->size() > 1 ? cfg.group : nullptr;
+  const int64_t ranks = group ? group->size() : 1, rank = group ? group->rank() : 0;
   Generator init(seed), drop(seed ^ kDropoutStream);
   NetOptions o = cfg.net;
   o.in_channels = d.train.C;
   o.classes = static_cast<int64_t>(d.classes.size());
+  o.sync = group;
   auto net = make_net(norm, init, &drop, o);
   net->to(cfg.device);
   res.parameters = net->parameter_count();
+  // Equal already (the same seed); the broadcast makes it so whatever each process computed.
+  if (group) dist::broadcast_parameters(*group, *net);
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size;
   lo.augment = d.augment && cfg.augment;
   lo.drop_last = cfg.drop_last;
   lo.seed = seed;
+  lo.shard_rank = rank, lo.shard_count = ranks;
   data::DataLoader loader(d.train, d.mean, d.std, lo);
   const int64_t steps = loader.batches_per_epoch();
 
@@ -240,7 +252,9 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
 
   const TrainState state{net.get(), &opt, &sched, &drop};
   const bool checkpoints = !cfg.checkpoint_stem.empty();
-  const nlohmann::json fingerprint = checkpoints ? run_fingerprint(*net, norm, seed, d, cfg) : nlohmann::json();
+  nlohmann::json fingerprint = checkpoints ? run_fingerprint(*net, norm, seed, d, cfg) : nlohmann::json();
+  // A resume needs the same process count: it decides every batch's slices and BatchNorm's statistics.
+  if (checkpoints && group) fingerprint["recipe"]["processes"] = ranks;
   int64_t first_epoch = 1;
   if (checkpoints && cfg.resume) {
     if (auto c = load_checkpoint(cfg.checkpoint_stem, fingerprint)) {
@@ -256,7 +270,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
     }
   }
   auto checkpoint = [&](bool finished) {
-    if (!checkpoints) return;
+    if (!checkpoints || !cfg.write_files) return;
     res.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
     save_checkpoint(cfg.checkpoint_stem, state, res, fingerprint, finished);
   };
@@ -266,6 +280,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
   for (int64_t epoch = first_epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = Clock::now();
     loader.start_epoch(epoch);
+    if (group) drop.set_state(seed ^ kDropoutStream ^ (kRankStream * uint64_t(rank + 1)), uint64_t(epoch) * kEpochStride);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, b = 0;
     int64_t spikes = 0;
@@ -285,6 +300,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       if (cfg.progress) std::fprintf(stderr, "\r\033[K");
       log << tag << " diverged: " << res.reason << "; this run stops here, the others go on" << std::endl;
     };
+    bool stop = false;
     while (loader.next(batch)) {
       Tensor x = batch.images.to(cfg.device), y = batch.labels.to(cfg.device);
       ++b;
@@ -292,7 +308,20 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       Tensor logp = net->forward(x);
       Tensor loss = nll_loss(logp, y);
       // Checked before backward: a NaN loss would only spread into every gradient and weight.
-      const double l = loss.item();
+      double l = loss.item();
+      // This process's share of the batch's loss, its weight in the one-process mean.
+      double share = 1.0;
+      stop = cfg.stop && cfg.stop->load();
+      if (group) {
+        // The batch's loss and whether any process was asked to stop, in one small collective:
+        // every process takes the same decisions (diverged, stop) at the same step.
+        const double n = double(x.size(0)), total = double(batch.global_size);
+        float agree[2] = {float(l * n / total), stop ? 1.0f : 0.0f};
+        group->all_reduce_sum(agree, 2);
+        l = agree[0];
+        stop = agree[1] > 0;
+        share = n / total;
+      }
       if (!std::isfinite(l)) {
         const std::string culprit = first_nonfinite_output(*net, x);
         diverge(culprit.empty() ? "the training loss is " + std::to_string(l) + " (every module's output was finite)"
@@ -310,7 +339,17 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
         recent.push_back(l);
         if (recent.size() > kSpikeWindow) recent.pop_front();
       }
-      loss.backward();
+      if (group) {
+        // Seeded with share x ranks, each process's gradient is ranks x its share of the
+        // one-process gradient, and average_gradients' mean over ranks is that gradient (exact for
+        // unequal slices, and for SyncBatchNorm, whose backward mixes every process's dy).
+        const double seed_grad = share * double(ranks);
+        if (seed_grad == 1.0) loss.backward();
+        else loss.backward(Tensor::full({}, float(seed_grad), loss.device()));
+        dist::average_gradients(*group, *net);
+      } else {
+        loss.backward();
+      }
       if (cfg.guard) {
         if (std::string bad = first_bad_tensor(params, true); !bad.empty()) {
           diverge(bad);
@@ -327,10 +366,10 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       // PyTorch steps OneCycleLR after every batch; the step after the very last batch would
       // only compute an unused rate past the end of the cycle, so it is skipped.
       if (sched.step_count() + 1 < cfg.epochs * steps) sched.step();
-      loss_sum += l * double(x.size(0));
+      loss_sum += l * double(batch.global_size);
       correct += count_correct(logp.detach(), y, nullptr);
-      seen += x.size(0);
-      if (cfg.stop && cfg.stop->load()) {
+      seen += batch.global_size;
+      if (stop) {
         // The epoch in progress is dropped: the last checkpoint is the epoch before it.
         res.status = "interrupted";
         if (cfg.progress) std::fprintf(stderr, "\r\033[K");
@@ -350,6 +389,15 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       break;
     }
     if (res.interrupted()) break;
+    if (group) {
+      // The epoch's training accuracy over every process's rows; rank 0's running statistics for
+      // evaluation (PyTorch DDP broadcasts rank 0's buffers likewise).
+      float c = float(correct);
+      group->all_reduce_sum(&c, 1);
+      correct = int64_t(c);
+      for (auto& [name, buf] : net->named_buffers())
+        if (buf.dtype() == DType::F32) group->broadcast(buf, 0);
+    }
     std::vector<int32_t>* preds = epoch == cfg.epochs ? &res.test_predictions : nullptr;
     Eval ev = evaluate(*net, d, cfg.device, preds);
     if (!std::isfinite(ev.loss)) {
@@ -393,7 +441,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
     if (on_epoch) on_epoch(res);
   }
   res.seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (checkpoints && res.status == "ok") {
+  if (checkpoints && cfg.write_files && res.status == "ok") {
     // The final weights alone, named as in the network: model_<norm>_s<seed>.safetensors.
     const fs::path stem(cfg.checkpoint_stem);
     save_model((stem.parent_path() / ("model_" + stem.filename().string().substr(5) + ".safetensors")).string(), *net);

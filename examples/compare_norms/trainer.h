@@ -13,6 +13,10 @@
 #include "normlab/core/device.h"
 #include "normlab/nn/data.h"
 
+namespace nl::dist {
+class ProcessGroup;
+}
+
 namespace compare {
 
 struct TrainConfig {
@@ -40,6 +44,15 @@ struct TrainConfig {
   // Set (by a signal handler) to stop: the step in progress finishes, the run returns with status
   // "interrupted" and its last checkpoint is where a resume continues.
   const std::atomic<int>* stop = nullptr;
+  // Data parallel over this group's processes when it has more than one (docs/scaling-out.md):
+  // each trains on its slice of every batch of batch_size (the one-process batch), gradients are
+  // averaged, SyncBatchNorm (sbn) sums its statistics over the group, plain BatchNorm keeps each
+  // process's own (PyTorch DDP's default) and rank 0's running statistics are broadcast before
+  // every evaluation. Every process evaluates the whole test set (the same weights, the same
+  // numbers), so nothing waits on rank 0. Only processes with write_files save checkpoints and
+  // the final model (rank 0); every process reads them to resume.
+  nl::dist::ProcessGroup* group = nullptr;
+  bool write_files = true;
 };
 
 struct EpochStats {

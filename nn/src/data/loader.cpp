@@ -45,6 +45,15 @@ DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float>
   NL_CHECK(opt_.batch_size > 0, "batch size must be positive, got ", opt_.batch_size);
   NL_CHECK(set_.N > 0, "the dataset is empty");
   NL_CHECK(opt_.pad >= 0, "augmentation padding must be >= 0, got ", opt_.pad);
+  NL_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count,
+           "loader shard ", opt_.shard_rank, " of ", opt_.shard_count, " does not exist");
+  // Every shard needs a row of every batch (a BatchNorm of an empty slice has no statistics).
+  const int64_t K = opt_.shard_count, tail = set_.N % opt_.batch_size;
+  NL_CHECK(std::min(opt_.batch_size, set_.N) >= K, "batch size ", std::min(opt_.batch_size, set_.N),
+           " leaves some of the ", K, " processes without images: use a batch of at least ", K);
+  NL_CHECK(opt_.drop_last || tail == 0 || set_.N < opt_.batch_size || tail >= K, "the epoch's last batch has ",
+           tail, " images, fewer than the ", K, " processes: drop it (drop_last, --drop-last) or pick a batch size ",
+           "that leaves no remainder below ", K);
 }
 
 DataLoader::~DataLoader() { stop(); }
@@ -64,14 +73,16 @@ void DataLoader::stop() {
 
 Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Generator& gen) const {
   const int64_t begin = b * opt_.batch_size, end = std::min(set_.N, begin + opt_.batch_size);
-  const int64_t B = end - begin, C = set_.C, H = set_.H, W = set_.W, HW = H * W;
+  const int64_t G = end - begin, C = set_.C, H = set_.H, W = set_.W, HW = H * W;
+  // This shard's rows [lo, hi) of the G-row batch.
+  const int64_t lo = G * opt_.shard_rank / opt_.shard_count, hi = G * (opt_.shard_rank + 1) / opt_.shard_count;
+  const int64_t B = hi - lo;
   std::vector<float> x(static_cast<size_t>(B * C * HW));
   std::vector<int32_t> y(static_cast<size_t>(B));
   Batch out;
-  for (int64_t i = 0; i < B; ++i) {
-    const int64_t idx = order[static_cast<size_t>(begin + i)];
-    out.indices.push_back(idx);
-    y[static_cast<size_t>(i)] = set_.labels[static_cast<size_t>(idx)];
+  out.global_size = G;
+  for (int64_t g = 0; g < G; ++g) {
+    // Every row's draws are made, kept or not, so each shard's stream stays the one process's.
     // Crop offset in [0, 2 pad] of the padded image, i.e. a shift in [-pad, pad]; padding pixels
     // are black (value 0 before normalisation), as torchvision's RandomCrop(padding=4).
     int64_t dy = 0, dx = 0;
@@ -81,6 +92,11 @@ Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Gener
       dx = static_cast<int64_t>(gen.next_below(2 * opt_.pad + 1)) - opt_.pad;
       flip = gen.next_u32() & 1u;
     }
+    if (g < lo || g >= hi) continue;
+    const int64_t i = g - lo;
+    const int64_t idx = order[static_cast<size_t>(begin + g)];
+    out.indices.push_back(idx);
+    y[static_cast<size_t>(i)] = set_.labels[static_cast<size_t>(idx)];
     const uint8_t* img = set_.image(idx);
     for (int64_t c = 0; c < C; ++c) {
       const float scale = 1.0f / (255.0f * std_[c]), shift = mean_[c] / std_[c];

@@ -104,12 +104,18 @@ struct LoaderOptions {
   uint64_t seed = 0;     // shuffling and augmentation stream; the same for every model trained
   bool drop_last = false;  // skip the last batch when it is smaller than batch_size
   bool background = true;  // prepare batches on a worker thread
+  // Data parallel: this process is shard_rank of shard_count and gets its slice of every batch,
+  // rows [B r / K, B (r + 1) / K) of the batch one process would get (B rows, K shards), with
+  // the same augmentation draws: the K slices together are exactly the one-process batch.
+  int64_t shard_rank = 0;
+  int64_t shard_count = 1;
 };
 
 struct Batch {
   Tensor images;  // float32 [B, C, H, W], normalised
   Tensor labels;  // int32 [B]
   std::vector<int64_t> indices;  // positions in the ImageSet
+  int64_t global_size = 0;  // rows of the whole batch over every shard (= B with one shard)
 };
 
 // Iterates one epoch at a time: start_epoch(e), then next() until it returns false. Epoch e's

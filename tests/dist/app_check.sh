@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# compare_norms under mpirun: 2 processes against 1 on the real subset (dropout off, augmentation
+# on), then the failure paths. Registered in ctest (label dist) as
+#   app_check.sh COMPARE_NORMS SUBSET_DIR MPIRUN [MPIRUN ARGS...]
+# Checks:
+#  - SyncBatchNorm, GroupNorm and LayerNorm on 2 processes give one process's losses (every epoch,
+#    2e-4 relative: float sums in another order over 2 epochs; measured 6e-5, 6e-6, 0); the last batch (451 images, batch 128)
+#    splits 33 / 34, so the unequal-share weighting is exercised, and the augmentation draws of the
+#    other process's rows must be replayed for the batches to match;
+#  - plain BatchNorm keeps per-process statistics: its losses must differ from one process's by
+#    more than 1e-3 (measured 2.6e-3);
+#  - rank 0 alone writes one complete report (report.md, its pictures, results.json with processes 2);
+#  - a resume with another process count is refused naming it;
+#  - an error on rank 0 (a folder holding another run) ends the whole job, non-zero, within 60 s.
+set -uo pipefail
+app=$1 subset=$2
+shift 2
+mpirun=("$@")
+work=$(mktemp -d "${TMPDIR:-/tmp}/normlab-app-check.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+fail() { echo "app_check: FAIL: $*" >&2; exit 1; }
+args=(--data-dir "$subset" --epochs 2 --limit-train 451 --limit-test 200 --norms bn,sbn,gn,ln --dropout 0
+      --no-progress --no-telemetry --device cpu)
+
+"$app" "${args[@]}" --threads 1 --out "$work/one" > "$work/one.log" 2>&1 || { cat "$work/one.log"; fail "the one-process run failed"; }
+OMP_NUM_THREADS=1 "${mpirun[@]}" -np 2 "$app" "${args[@]}" --out "$work/two" > "$work/two.log" 2>&1 ||
+  { cat "$work/two.log"; fail "the 2-process run failed"; }
+grep -q "data parallel over 2 processes" "$work/two.log" || fail "the 2-process run did not say it ran data parallel"
+
+# norm epoch train_loss test_loss of both runs side by side.
+join -t, <(awk -F, 'NR > 1 { print $1 "/" $3 "," $4 "," $6 }' "$work/one/metrics.csv" | sort) \
+         <(awk -F, 'NR > 1 { print $1 "/" $3 "," $4 "," $6 }' "$work/two/metrics.csv" | sort) > "$work/joined.csv"
+[ "$(wc -l < "$work/joined.csv")" -eq 8 ] || { cat "$work/joined.csv"; fail "expected 4 norms x 2 epochs in both metrics.csv"; }
+awk -F, '
+  function rel(a, b) { d = a - b; if (d < 0) d = -d; return d / (b < 0 ? -b : b) }
+  {
+    split($1, k, "/"); tr = rel($4, $2); te = rel($5, $3)
+    worst = tr > te ? tr : te
+    printf "app_check: %-3s epoch %s: train loss %s vs %s, test loss %s vs %s (2 vs 1 process, %.2g relative)\n", k[1], k[2], $4, $2, $5, $3, worst
+    if (k[1] == "bn") { if (worst > bn) bn = worst }
+    else if (worst > 2e-4) { print "app_check: FAIL: " k[1] " epoch " k[2] " differs by " worst " (limit 2e-4)"; bad = 1 }
+  }
+  END {
+    if (bn < 1e-3) { print "app_check: FAIL: BatchNorm on 2 processes equals one process (" bn "): its statistics were not per process"; bad = 1 }
+    exit bad
+  }' "$work/joined.csv" || fail "losses (above)"
+
+for f in report.md results.json train_loss.png test_accuracy.png misclassified_sbn.png confusion_sbn.png; do
+  [ -s "$work/two/$f" ] || fail "the 2-process run wrote no $f"
+done
+grep -q '"processes": 2' "$work/two/results.json" || fail "results.json does not record 2 processes"
+grep -q 'data parallel over 2 processes' "$work/two/report.md" || fail "report.md does not say it ran on 2 processes"
+[ "$(grep -c '^== ' "$work/two.log")" -eq 4 ] || fail "the run headers were printed by more than rank 0"
+
+# A resume with one process of the 2-process folder: refused, naming the process count.
+if "$app" "${args[@]}" --threads 1 --out "$work/two" --resume > "$work/resume.log" 2>&1; then
+  fail "a 1-process --resume of a 2-process folder was accepted"
+fi
+grep -q "processes" "$work/resume.log" || { cat "$work/resume.log"; fail "the refused resume does not name the process count"; }
+
+# Rank 0 refuses the folder (it holds the one-process run): every process ends, non-zero, quickly.
+start=$SECONDS
+if OMP_NUM_THREADS=1 timeout 60 "${mpirun[@]}" -np 2 "$app" "${args[@]}" --out "$work/one" > "$work/refused.log" 2>&1; then
+  fail "2 processes writing into another run's folder succeeded"
+fi
+[ $((SECONDS - start)) -lt 60 ] || fail "the refused 2-process job did not end within 60 s"
+grep -q "compare_norms (rank 0): .*$work/one already holds" "$work/refused.log" || { cat "$work/refused.log"; fail "rank 0's reason is missing"; }
+echo "app_check: 2 processes match one (SyncBN, GN, LN), BN per process, one report by rank 0, failures bounded ($((SECONDS - start)) s)"
