@@ -48,6 +48,11 @@ awk -F, '
 for f in report.md results.json train_loss.png test_accuracy.png misclassified_sbn.png confusion_sbn.png; do
   [ -s "$work/two/$f" ] || fail "the 2-process run wrote no $f"
 done
+# Every picture the report links exists (with --no-telemetry there are no telemetry charts to link).
+for p in $(grep -o '([^)]*\.png)' "$work/two/report.md" | tr -d '()'); do
+  [ -s "$work/two/$p" ] || fail "report.md links $p, which is missing"
+done
+! grep -q "gnuplot failed" "$work/two.log" || fail "gnuplot failed: $(cat "$work/two/gnuplot.log")"
 grep -q '"processes": 2' "$work/two/results.json" || fail "results.json does not record 2 processes"
 grep -q 'data parallel over 2 processes' "$work/two/report.md" || fail "report.md does not say it ran on 2 processes"
 [ "$(grep -c '^== ' "$work/two.log")" -eq 4 ] || fail "the run headers were printed by more than rank 0"
