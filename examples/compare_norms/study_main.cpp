@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
   std::string norms = "bn,gn,ln", batch = "128", ghost = "0", lr = "0.1", groups = "4", seeds = "0", epochs = "20",
               datasets = "cifar10", study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
   bool scale_lr = false, resume = false, no_progress = false;
-  int jobs = 1, threads = 0;
+  int jobs = 1, threads = 0, processes = 1;
+  std::string launcher = "mpirun";
   int64_t limit_train = 0, limit_test = 0;
   app.add_option("--study", study_file, "JSON study file: {\"norm\": [...], \"ghost_batch\": [...], ...}; flags given "
                                         "on the command line override its axes");
@@ -143,6 +144,13 @@ int main(int argc, char** argv) {
                                    "from their last epoch; the result equals an uninterrupted study's");
   app.add_option("--limit-train", limit_train, "Only the first N training images (tests, quick looks)");
   app.add_option("--limit-test", limit_test, "Only the first N test images");
+  app.add_option("--processes", processes,
+                 "Data-parallel processes per run (compare_norms under the --launcher; the batch is split among them)")
+      ->capture_default_str();
+  app.add_option("--launcher", launcher,
+                 "MPI launcher for --processes above 1, as words (no shell), e.g. \"mpirun --oversubscribe\"; "
+                 "\"-np K\" is appended")
+      ->capture_default_str();
   app.add_option("--app", app_path, "The compare_norms program (default: the one beside this program)");
   app.add_flag("--no-progress", no_progress, "No live progress lines, even on a terminal");
   CLI11_PARSE(app, argc, argv);
@@ -166,13 +174,20 @@ int main(int argc, char** argv) {
     const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
     NL_CHECK(jobs >= 1 && jobs <= 64, "--jobs must be from 1 to 64 (got ", jobs, ")");
     NL_CHECK(threads >= 0 && threads <= cores, "--threads-per-job must be from 0 to ", cores, " (got ", threads, ")");
+    NL_CHECK(processes >= 1 && processes <= 1024, "--processes must be from 1 to 1024 (got ", processes, ")");
     if (threads == 0) threads = std::max(1, cores / jobs);
+    // --threads-per-job is the run's: shared among its processes.
+    if (processes > 1) threads = std::max(1, threads / processes);
+    NL_CHECK(processes == 1 || launcher.find_first_not_of(" \t") != std::string::npos,
+             "--launcher is empty: --processes ", processes, " needs an MPI launcher such as mpirun");
     NL_CHECK(limit_train >= 0 && limit_test >= 0, "--limit-train and --limit-test must be 0 (all) or more");
     if (app_path.empty()) app_path = default_app();
     // What --resume must match: the grid and what changes results (threads do not: compare_norms'
     // results are bitwise equal for any thread count).
     config = {{"axes", axes_to_json(axes)}, {"data_dir", data_dir},     {"fashion_dir", fashion_dir},
               {"device", device},          {"limit_train", limit_train}, {"limit_test", limit_test}};
+    // Only when used, so study folders of earlier versions still resume.
+    if (processes > 1) config["processes"] = processes;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "normlab_study: %s\n", e.what());
     return 2;
@@ -229,6 +244,9 @@ int main(int argc, char** argv) {
   std::printf("normlab_study: %zu runs (%zu already finished), %d at a time with %d thread%s each, %s -> %s\n",
               runs.size(), runs.size() - pending.size(), jobs, threads, threads == 1 ? "" : "s", app_path.c_str(),
               out.c_str());
+  if (processes > 1)
+    std::printf("normlab_study: each run data parallel over %d processes (%s -np %d)\n", processes, launcher.c_str(),
+                processes);
   std::fflush(stdout);
   auto save = [&] {
     write_study_csv((fs::path(out) / "study.csv").string(), runs, outcomes);
@@ -275,7 +293,13 @@ int main(int argc, char** argv) {
         continue;
       }
       const fs::path dir = fs::path(out) / "runs" / r.id;
-      std::vector<std::string> args = {app_path};
+      std::vector<std::string> args;
+      if (processes > 1) {
+        std::istringstream words(launcher);
+        for (std::string w; words >> w;) args.push_back(w);
+        args.insert(args.end(), {"-np", std::to_string(processes)});
+      }
+      args.push_back(app_path);
       for (const std::string& a : r.app_args()) args.push_back(a);
       args.insert(args.end(), {"--out", dir.string(), "--threads", std::to_string(threads), "--device", device});
       if (r.dataset == "cifar10" && !data_dir.empty()) args.insert(args.end(), {"--data-dir", data_dir});
@@ -301,7 +325,8 @@ int main(int argc, char** argv) {
         const int null_fd = ::open("/dev/null", O_RDONLY);
         if (fd < 0 || null_fd < 0) ::_exit(126);
         ::dup2(null_fd, STDIN_FILENO), ::dup2(fd, STDOUT_FILENO), ::dup2(fd, STDERR_FILENO);
-        ::execv(cargs[0], cargs.data());
+        // execvp: the launcher is found on PATH (the app's path is given in full).
+        ::execvp(cargs[0], cargs.data());
         const std::string msg = "normlab_study: cannot run " + args[0] + ": " + std::strerror(errno) + "\n";
         [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, msg.data(), msg.size());
         ::_exit(127);

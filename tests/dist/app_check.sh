@@ -11,7 +11,8 @@
 #    more than 1e-3 (measured 2.6e-3);
 #  - rank 0 alone writes one complete report (report.md, its pictures, results.json with processes 2);
 #  - a resume with another process count is refused naming it;
-#  - an error on rank 0 (a folder holding another run) ends the whole job, non-zero, within 60 s.
+#  - an error on rank 0 (a folder holding another run) ends the whole job, non-zero, within 60 s;
+#  - normlab_study --processes 2 runs every run under the launcher.
 set -uo pipefail
 app=$1 subset=$2
 shift 2
@@ -70,4 +71,10 @@ if OMP_NUM_THREADS=1 timeout 60 "${mpirun[@]}" -np 2 "$app" "${args[@]}" --out "
 fi
 [ $((SECONDS - start)) -lt 60 ] || fail "the refused 2-process job did not end within 60 s"
 grep -q "compare_norms (rank 0): .*$work/one already holds" "$work/refused.log" || { cat "$work/refused.log"; fail "rank 0's reason is missing"; }
+# The study runs each of its runs under the launcher.
+study=$(dirname "$app")/normlab_study
+"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train 451 --limit-test 200 --data-dir "$subset" --processes 2 \
+  --launcher "${mpirun[*]}" --out "$work/study" --no-progress > "$work/study.log" 2>&1 || { cat "$work/study.log"; fail "the study with --processes 2 failed"; }
+[ "$(grep -c ',ok,' "$work/study/study.csv")" -eq 2 ] || { cat "$work/study/study.csv"; fail "the study's 2 runs did not finish"; }
+[ "$(grep -l 'data parallel over 2 processes' "$work"/study/logs/*.log | wc -l)" -eq 2 ] || fail "a study run did not run on 2 processes"
 echo "app_check: 2 processes match one (SyncBN, GN, LN), BN per process, one report by rank 0, failures bounded ($((SECONDS - start)) s)"
