@@ -16,8 +16,9 @@
 #                  kernels held to their design (coalesced, each tensor moved once), bench/gpu_model
 #                  on a small batch (`make gpu-model` writes the full table, batch 128 and 512)
 #   test-nvcc      every kernels/cuda/*.cu compiled by nvcc for sm_80 and sm_90, failing on spills;
-#                  then the NORMLAB_CUDA=ON library and the cuDNN benchmark built and run (it
-#                  skips cleanly without a GPU), and scripts/gpu-check.sh --dry-run
+#                  then the NORMLAB_CUDA=ON library with nl::dist's NCCL backend (required: the
+#                  configure fails without NCCL) and the cuDNN benchmark built and run (it skips
+#                  cleanly without a GPU), and scripts/gpu-check.sh --dry-run
 #   test-fuzz      libFuzzer harnesses (clang, ASan+UBSan) for the CIFAR-10 and IDX readers, the
 #                  checkpoint loader and archive extraction, FUZZ_SECONDS (30) each; `make fuzz`
 #                  runs them longer (FUZZ_LONG, 600 s each)
@@ -128,8 +129,8 @@ gpu-model: deps
 
 test-nvcc: deps
 	scripts/check-nvcc.sh build-nvcc
-	cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DNORMLAB_BUILD_BENCH=ON -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS) -S . -B build-cuda
-	cmake --build build-cuda -j $(JOBS) --target bench_norm_cuda
+	cmake -DCMAKE_BUILD_TYPE=Release -DNORMLAB_CUDA=ON -DNORMLAB_DIST_NCCL=ON -DNORMLAB_BUILD_BENCH=ON -DNORMLAB_BUILD_TESTS=OFF -DNORMLAB_BUILD_EXAMPLES=OFF $(CMAKE_FLAGS) -S . -B build-cuda
+	cmake --build build-cuda -j $(JOBS) --target bench_norm_cuda normlab_dist
 	build-cuda/bench/bench_norm_cuda --iters 20
 	scripts/gpu-check.sh --dry-run --out build-nvcc/gpu-check
 

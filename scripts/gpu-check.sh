@@ -444,6 +444,23 @@ else
   fi
 fi
 
+# --- nccl -------------------------------------------------------------------------------------
+# nl::dist's NCCL backend: the collectives check on one rank per GPU (NCCL refuses two ranks on one
+# GPU), CUDA tensors reduced in place. It bootstraps over MPI, so it needs Open MPI here.
+if [ $built -eq 0 ]; then
+  record nccl SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
+elif [ ! -x "$build/tests/dist_check" ] || ! command -v mpirun > /dev/null; then
+  record nccl SKIP "no Open MPI on this machine (.gpu-deps does not carry it; NCCL's unique id travels over MPI), so no NCCL backend was built"
+else
+  gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
+  if run_part nccl 60 env NORMLAB_DIST_BACKEND=nccl NORMLAB_TEST_DEVICE=cuda \
+        mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$build/tests/dist_check" collectives; then
+    record nccl PASS "collectives on $gpus GPU(s) over NCCL: $(grep -m1 'collectives ok' "$logs/nccl.log")"
+  else
+    record nccl FAIL "$(tail_of nccl 3)"
+  fi
+fi
+
 # --- summary ----------------------------------------------------------------------------------
 {
   echo "# gpu-check $([ $dry_run -eq 1 ] && echo '(dry run)')"

@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "normlab/core/storage.h"
+#include "normlab/dist/process_group.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -131,4 +132,18 @@ TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors]") 
     CHECK(r.status == 1);
     CHECK_THAT(r.output, Contains("no CUDA backend"));
   }
+}
+
+TEST_CASE("dist: a backend this build lacks, or an unknown one, is refused by name", "[dist]") {
+  using Catch::Matchers::Contains;
+  auto single = nl::dist::init("single");
+  CHECK(single->size() == 1);
+  CHECK(single->backend() == "single");
+  CHECK_THROWS_WITH(nl::dist::init("gloo"), Contains("unknown backend 'gloo' (auto, mpi, nccl or single)"));
+  if (!nl::dist::has_backend("nccl"))
+    CHECK_THROWS_WITH(nl::dist::init("nccl"), Contains("no NCCL backend (it needs -DNORMLAB_CUDA=ON"));
+  if (!nl::dist::has_backend("mpi")) CHECK_THROWS_WITH(nl::dist::init("mpi"), Contains("has no MPI"));
+  nl::dist::Options bad;
+  bad.timeout_seconds = 0;
+  CHECK_THROWS_WITH(nl::dist::init("single", bad), Contains("timeout_seconds must be positive"));
 }

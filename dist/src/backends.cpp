@@ -1,5 +1,5 @@
-// The single place that knows which engines this build has (NORMLAB_DIST_MPI comes from
-// dist/CMakeLists.txt for this file only).
+// The single place that knows which engines this build has (NORMLAB_DIST_MPI and
+// NORMLAB_DIST_NCCL come from dist/CMakeLists.txt for this file only).
 #include "backends.h"
 
 #include <cstdlib>
@@ -10,7 +10,15 @@ namespace nl::dist {
 
 namespace {
 constexpr bool kHaveMpi = NORMLAB_DIST_MPI != 0;
+constexpr bool kHaveNccl = NORMLAB_DIST_NCCL != 0;
 }
+
+#if !NORMLAB_DIST_NCCL
+std::unique_ptr<ProcessGroup> make_nccl_group(const Options&) {
+  NL_FAIL("dist: this build of normlab has no NCCL backend (it needs -DNORMLAB_CUDA=ON, Open MPI and the CUDA "
+          "toolkit's NCCL: see docs/scaling-out.md)");
+}
+#endif
 
 #if !NORMLAB_DIST_MPI
 std::unique_ptr<ProcessGroup> make_mpi_group(const Options&) {
@@ -23,13 +31,16 @@ bool launched_by_mpi() {
 }
 #endif
 
-bool has_backend(const std::string& name) { return name == "single" || (name == "mpi" && kHaveMpi); }
+bool has_backend(const std::string& name) {
+  return name == "single" || (name == "mpi" && kHaveMpi) || (name == "nccl" && kHaveNccl);
+}
 
 std::unique_ptr<ProcessGroup> init(const std::string& backend, const Options& options) {
   NL_CHECK(options.timeout_seconds > 0, "dist: timeout_seconds must be positive, got ", options.timeout_seconds);
   if (backend == "single") return make_single_group();
   if (backend == "mpi") return make_mpi_group(options);
-  NL_CHECK(backend == "auto", "dist: unknown backend '", backend, "' (auto, mpi or single)");
+  if (backend == "nccl") return make_nccl_group(options);
+  NL_CHECK(backend == "auto", "dist: unknown backend '", backend, "' (auto, mpi, nccl or single)");
   if (launched_by_mpi()) return make_mpi_group(options);  // throws, saying so, when MPI is not built
   return make_single_group();
 }

@@ -237,9 +237,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-telemetry", o.no_telemetry,
                "Skip the per-epoch stability telemetry (telemetry.csv; its cost is in docs/performance.md)");
   app.add_option("--dist", o.dist,
-                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi or single; "
+                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi, nccl (GPUs; one per process) or single; "
                  "--batch-size stays the whole batch over every process (docs/scaling-out.md)")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "mpi", "single"}));
+      ->capture_default_str()->check(CLI::IsMember({"auto", "mpi", "nccl", "single"}));
   app.add_option("--dist-timeout", o.dist_timeout,
                  "Seconds a collective may wait for the other processes before this one fails naming it")
       ->capture_default_str();

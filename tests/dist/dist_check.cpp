@@ -205,7 +205,9 @@ int main(int argc, char** argv) {
   try {
     dist::Options opt;
     if (mode == "hang") opt.timeout_seconds = 2;
-    auto pg = dist::init("auto", opt);
+    // NORMLAB_DIST_BACKEND picks another backend (scripts/gpu-check.sh: nccl).
+    const char* backend = std::getenv("NORMLAB_DIST_BACKEND");
+    auto pg = dist::init(backend ? backend : "auto", opt);
     if (mode == "collectives") {
       collectives(*pg);
     } else if (mode == "step") {

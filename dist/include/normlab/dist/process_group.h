@@ -7,8 +7,9 @@
 //   ... backward ...
 //   nl::dist::average_gradients(*pg, net);
 //
-// Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host) and "single"
-// (one process, every collective a no-op). Every collective has a deadline: one that another rank
+// Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host), "nccl"
+// (GPUs: CUDA tensors reduced in place by NCCL, bootstrapped over MPI; built with NORMLAB_CUDA=ON
+// when NCCL is found) and "single" (one process, every collective a no-op). Every collective has a deadline: one that another rank
 // never joins (it died, hangs, or called a different collective) throws nl::Error naming this
 // rank, the collective and its sequence number after Options::timeout_seconds, instead of
 // hanging; a rank that dies is also reported by mpirun itself, which ends the others.
@@ -48,15 +49,17 @@ class ProcessGroup : public CrossProcessSum {
 
   void sum(float* host, int64_t n) override { all_reduce_sum(host, n); }
 
-  // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy.
-  void all_reduce_sum(Tensor& t);
-  void broadcast(Tensor& t, int root);
+  // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy
+  // (the NCCL backend reduces CUDA tensors in place on the GPU).
+  virtual void all_reduce_sum(Tensor& t);
+  virtual void broadcast(Tensor& t, int root);
 };
 
-// Which backends this build has: "single" always, "mpi" when built with MPI (NORMLAB_DIST).
+// Which backends this build has: "single" always, "mpi" when built with MPI (NORMLAB_DIST),
+// "nccl" when built with CUDA, MPI and NCCL (NORMLAB_DIST_NCCL).
 bool has_backend(const std::string& name);
 // backend: "auto" (MPI when this process was started by an MPI launcher and MPI is built, else
-// "single"), "mpi" or "single". MPI is initialised here when nobody has yet, and finalised when
+// "single"), "mpi", "nccl" (one GPU per process: the local rank's) or "single". MPI is initialised here when nobody has yet, and finalised when
 // the last group of this process is destroyed.
 std::unique_ptr<ProcessGroup> init(const std::string& backend = "auto", const Options& options = {});
 
