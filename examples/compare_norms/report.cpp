@@ -533,7 +533,9 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   const nl::data::Dataset& d = *in.data;
   std::ostringstream md;
   const int64_t epochs = in.config.value("epochs", int64_t(0));
-  md << "# compare_norms: BatchNorm vs GroupNorm vs LayerNorm\n\n"
+  std::string title;
+  for (NormKind k : norms) title += (title.empty() ? "" : " vs ") + norm_title(k);
+  md << "# compare_norms: " << title << "\n\n"
      << "Dataset **" << d.name << "**: " << d.train.N << " training and " << d.test.N
      << " test images. " << epochs << " epochs, batch " << in.config.value("batch_size", 0)
      << ", SGD + OneCycle (max lr " << in.config.value("lr", 0.0) << "), seeds "
