@@ -3,7 +3,10 @@
 // Times (median and 90th percentile of --iters calls after a warm-up, on rank 0) the all-reduce
 // of the comparison network's 43,600 gradients as one bucket, of SyncBatchNorm's per-layer
 // statistics (33 and 64 floats: the widest layer's mean+count and backward's two sums), and
-// average_gradients over the real network's parameters (bucketed, host copies included).
+// average_gradients over the real network's parameters (bucketed, host copies included); then
+// what the overlap of GradientReducer buys: a training step's backward (batch 32 per rank, GN,
+// dropout off) alone, followed by average_gradients, and with GradientReducer's buckets reduced
+// while it runs. Communication left exposed = that step minus backward alone.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "model.h"
+#include "normlab/core/ops.h"
 #include "normlab/dist/process_group.h"
 
 using Clock = std::chrono::steady_clock;
@@ -58,6 +62,30 @@ int main(int argc, char** argv) {
         {"average_gradients(net) (28 tensors, host copies, 1 MiB buckets)",
          time_us(*pg, iters, [&] { nl::dist::average_gradients(*pg, *net); })},
     };
+    // Whole steps: forward (in the timing, the same in the three) and backward.
+    compare::NetOptions o;
+    o.dropout = 0.0f;
+    nl::Generator g2(1);
+    auto step_net = compare::make_net(compare::parse_norm("gn"), g2, nullptr, o);
+    nl::Generator dg(2 + uint64_t(pg->rank()));
+    const nl::Tensor x = nl::Tensor::randn({32, 3, 32, 32}, dg);
+    std::vector<int32_t> labels(32);
+    for (int i = 0; i < 32; ++i) labels[size_t(i)] = i % 10;
+    const nl::Tensor y = nl::Tensor::from_ints(labels, {32});
+    nl::dist::GradientReducer reducer(*pg, *step_net, 32 << 10);
+    auto step = [&](int mode) {
+      for (const nl::Tensor& p : step_net->parameters()) p.zero_grad();
+      nl::Tensor loss = nl::nll_loss(step_net->forward(x), y);
+      if (mode == 2) return reducer.backward(loss);
+      loss.backward();
+      if (mode == 1) nl::dist::average_gradients(*pg, *step_net);
+    };
+    const int step_iters = std::max(10, iters / 50);
+    rows.push_back({"step: forward + backward, no exchange (batch 32 per rank)", time_us(*pg, step_iters, [&] { step(0); })});
+    rows.push_back({"step: forward + backward, then average_gradients", time_us(*pg, step_iters, [&] { step(1); })});
+    rows.push_back({"step: forward + backward with GradientReducer (" + std::to_string(reducer.buckets()) +
+                        " buckets of 32 KiB, overlapped)",
+                    time_us(*pg, step_iters, [&] { step(2); })});
     if (pg->rank() == 0) {
       std::printf("nl::dist %s, %d ranks, %d iterations each (median / 90th percentile, microseconds)\n",
                   pg->backend().c_str(), pg->size(), iters);

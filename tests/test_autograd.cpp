@@ -20,6 +20,30 @@ TEST_CASE("gradients of a diamond graph add up", "[autograd]") {
   CHECK(loss.item() == Approx(4 + 20 + 54 + 4 + 10 + 18));
 }
 
+TEST_CASE("backward reports each leaf once, when its gradient is final, last layers first", "[autograd]") {
+  // w1 -> h = relu(x w1-ish) -> w2 feeds the loss twice (a diamond), w3 last; u gets no gradient
+  // (its only path is cut by detach).
+  Tensor x = Tensor::from_vector({1, -2, 3}, {3}, test_device());
+  Tensor w1 = Tensor::from_vector({0.5f, 1, -1}, {3}, test_device()).set_requires_grad();
+  Tensor w2 = Tensor::from_vector({2, 3, 4}, {3}, test_device()).set_requires_grad();
+  Tensor w3 = Tensor::from_vector({1, 1, 2}, {3}, test_device()).set_requires_grad();
+  Tensor u = Tensor::from_vector({7, 7, 7}, {3}, test_device()).set_requires_grad();
+  Tensor h = relu(mul(x, w1));
+  Tensor z = add(mul(h, w2), mul(add(h, mul(u, x).detach()), w2));
+  Tensor loss = sum(mul(z, w3));
+  std::vector<std::pair<const TensorImpl*, std::vector<float>>> seen;
+  backward(loss, Tensor(), [&](const Tensor& leaf) { seen.emplace_back(leaf.impl().get(), leaf.grad().to_vector()); });
+  REQUIRE(seen.size() == 3);  // u got none
+  CHECK(seen[0].first == w3.impl().get());
+  CHECK(seen[1].first == w2.impl().get());
+  CHECK(seen[2].first == w1.impl().get());
+  // Final when reported: w2's two contributions were both in.
+  CHECK(seen[1].second == w2.grad().to_vector());
+  CHECK(seen[0].second == w3.grad().to_vector());
+  CHECK(seen[2].second == w1.grad().to_vector());
+  CHECK_FALSE(u.grad().defined());
+}
+
 TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd]") {
   Tensor a = Tensor::from_vector({1, 2}, {2}, test_device()).set_requires_grad();
   sum(mul(a, a)).backward();

@@ -47,7 +47,9 @@ void record_node(Tensor& out, std::string name, std::initializer_list<const Tens
   out.impl()->requires_grad = true;
 }
 
-void backward(const Tensor& root, const Tensor& grad) {
+void backward(const Tensor& root, const Tensor& grad) { backward(root, grad, nullptr); }
+
+void backward(const Tensor& root, const Tensor& grad, const LeafReadyFn& ready) {
   NL_CHECK(root.defined(), "backward() on an undefined tensor");
   NL_CHECK(root.requires_grad(),
            "backward(): the tensor does not require grad (no input of the computation required "
@@ -66,6 +68,7 @@ void backward(const Tensor& root, const Tensor& grad) {
   NoGradGuard no_grad;  // backward closures must not record new nodes
   if (root.is_leaf()) {
     root.set_grad(accumulate(root.grad(), seed.contiguous()));
+    if (ready) ready(root);
     return;
   }
 
@@ -86,11 +89,30 @@ void backward(const Tensor& root, const Tensor& grad) {
   // topological order: every node runs after all nodes that feed gradient into it.
   std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
 
+  // With a ready callback: how many of the nodes still to run feed each leaf. A leaf is final
+  // when its count reaches 0, whether or not the last of them gave it a gradient.
+  std::unordered_map<TensorImpl*, int> feeds;
+  if (ready)
+    for (Node* n : order)
+      for (const auto& in : n->inputs)
+        if (in && !in->grad_fn) ++feeds[in.get()];
+  auto done_with = [&](Node* n) {
+    if (!ready) return;
+    for (const auto& in : n->inputs)
+      if (in && !in->grad_fn && --feeds[in.get()] == 0) {
+        Tensor leaf(in);
+        if (leaf.grad().defined()) ready(leaf);
+      }
+  };
+
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = seed.contiguous();
   for (Node* n : order) {
     auto it = pending.find(n);
-    if (it == pending.end()) continue;  // reachable, but no gradient flowed into it
+    if (it == pending.end()) {  // reachable, but no gradient flowed into it
+      done_with(n);
+      continue;
+    }
     Tensor g = std::move(it->second);
     pending.erase(it);
     NL_CHECK(n->backward != nullptr, "backward() through '", n->name,
@@ -113,6 +135,7 @@ void backward(const Tensor& root, const Tensor& grad) {
         leaf.set_grad(accumulate(leaf.grad(), gi));
       }
     }
+    done_with(n);
   }
 }
 

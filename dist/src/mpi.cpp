@@ -86,8 +86,44 @@ class MpiGroup final : public ProcessGroup {
     wait(req, "barrier", 0);
   }
 
+  // One MPI_Iallreduce left in flight (GradientReducer overlaps it with backward). Open MPI
+  // progresses it inside MPI calls, so test() is called between backward's nodes.
+  std::unique_ptr<Work> all_reduce_sum_async(float* data, int64_t n) override {
+    if (n == 0 || n > kChunk) return ProcessGroup::all_reduce_sum_async(data, n);
+    auto w = std::make_unique<MpiWork>(this, n);
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, int(n), MPI_FLOAT, MPI_SUM, comm_, &w->req), "MPI_Iallreduce");
+    return w;
+  }
+
  private:
   static constexpr int64_t kChunk = int64_t(1) << 30;  // MPI counts are ints
+
+  struct MpiWork final : Work {
+    MpiWork(MpiGroup* g, int64_t n) : group(g), n(n) {}
+    // Dropped while still in flight (an exception unwound past it): the request cannot be
+    // freed, so the group is marked unusable and the process ends without MPI_Finalize.
+    ~MpiWork() override {
+      if (!done) group->broken_ = true;
+    }
+    bool test() override {
+      if (!done) {
+        int flag = 0;
+        group->check(MPI_Test(&req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+        done = flag != 0;
+        if (done) ++group->seq_;
+      }
+      return done;
+    }
+    void wait() override {
+      if (done) return;
+      group->wait(req, "all_reduce_sum (a gradient bucket)", n);
+      done = true;
+    }
+    MpiGroup* group;
+    int64_t n;
+    MPI_Request req = MPI_REQUEST_NULL;
+    bool done = false;
+  };
 
   void check(int rc, const char* call) {
     if (rc == MPI_SUCCESS) return;

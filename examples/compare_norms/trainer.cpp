@@ -234,6 +234,9 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
   res.parameters = net->parameter_count();
   // Equal already (the same seed); the broadcast makes it so whatever each process computed.
   if (group) dist::broadcast_parameters(*group, *net);
+  // Gradients averaged in buckets while backward still runs for the earlier layers.
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (group) reducer = std::make_unique<dist::GradientReducer>(*group, *net);
 
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size;
@@ -344,9 +347,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
         // one-process gradient, and average_gradients' mean over ranks is that gradient (exact for
         // unequal slices, and for SyncBatchNorm, whose backward mixes every process's dy).
         const double seed_grad = share * double(ranks);
-        if (seed_grad == 1.0) loss.backward();
-        else loss.backward(Tensor::full({}, float(seed_grad), loss.device()));
-        dist::average_gradients(*group, *net);
+        reducer->backward(loss, seed_grad == 1.0 ? Tensor() : Tensor::full({}, float(seed_grad), loss.device()));
       } else {
         loss.backward();
       }

@@ -49,5 +49,10 @@ void record_node(Tensor& out, std::string name, std::initializer_list<const Tens
                  BackwardFn backward);
 
 void backward(const Tensor& root, const Tensor& grad = Tensor());
+// backward() that also calls ready(leaf) as soon as a leaf's gradient is final, i.e. once every
+// node that feeds it has run, while the nodes of earlier layers are still to run (data parallel
+// starts reducing those gradients then). Each leaf that receives a gradient is reported once.
+using LeafReadyFn = std::function<void(const Tensor& leaf)>;
+void backward(const Tensor& root, const Tensor& grad, const LeafReadyFn& ready);
 
 }  // namespace nl

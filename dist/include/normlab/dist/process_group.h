@@ -47,6 +47,18 @@ class ProcessGroup : public CrossProcessSum {
   virtual void broadcast(float* data, int64_t n, int root) = 0;
   virtual void barrier() = 0;
 
+  // A collective in flight. wait() returns once it completed (throwing as the blocking call
+  // would, timeout included); test() says whether it has, and lets the engine progress.
+  class Work {
+   public:
+    virtual ~Work() = default;
+    virtual bool test() = 0;
+    virtual void wait() = 0;
+  };
+  // Host memory, summed in place once wait() returned; data must stay untouched until then.
+  // Default: the blocking all_reduce_sum at once (the MPI backend overrides it).
+  virtual std::unique_ptr<Work> all_reduce_sum_async(float* data, int64_t n);
+
   void sum(float* host, int64_t n) override { all_reduce_sum(host, n); }
 
   // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy
@@ -69,6 +81,24 @@ void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root = 0);
 // bucket_bytes (one collective per bucket rather than per tensor). Gradients that are undefined
 // on one rank must be undefined on all.
 void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes = 1 << 20);
+// Averages gradients while backward still runs, like PyTorch DDP's reducer: the parameters are
+// grouped into buckets of about bucket_bytes in reverse order (the order backward finishes them),
+// and a bucket's all-reduce starts as soon as its last gradient is final, overlapping the backward
+// of earlier layers. backward(loss) returns with every gradient the mean over ranks. Every rank
+// must call it at the same step with the same net; a parameter without a gradient on one rank
+// must have none on all (its bucket then reduces zeros for it and leaves it undefined).
+class GradientReducer {
+ public:
+  GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes = 256 << 10);
+  ~GradientReducer();
+  void backward(const Tensor& loss, const Tensor& seed = Tensor());
+  int64_t buckets() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
 // Turns every BatchNorm of `net` (nn::Norm with per-channel statistics, no ghost batches, no
 // Batch Renorm) into SyncBatchNorm over `pg` (NormSpec::sync), as PyTorch's
 // convert_sync_batchnorm; pg must outlive the net's use. Returns how many it turned.
