@@ -8,7 +8,7 @@
 #    splits 33 / 34, so the unequal-share weighting is exercised, and the augmentation draws of the
 #    other process's rows must be replayed for the batches to match;
 #  - plain BatchNorm keeps per-process statistics: its losses must differ from one process's by
-#    more than 1e-3 (measured 2.6e-3);
+#    more than 5x SyncBatchNorm's (measured 2.6e-3 against 6e-5);
 #  - rank 0 alone writes one complete report (report.md, its pictures, results.json with processes 2);
 #  - a resume with another process count is refused naming it;
 #  - an error on rank 0 (a folder holding another run) ends the whole job, non-zero, within 60 s;
@@ -20,7 +20,12 @@ mpirun=("$@")
 work=$(mktemp -d "${TMPDIR:-/tmp}/normlab-app-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 fail() { echo "app_check: FAIL: $*" >&2; exit 1; }
-args=(--data-dir "$subset" --epochs 2 --limit-train 451 --limit-test 200 --norms bn,sbn,gn,ln --dropout 0
+# The sanitizer build runs a lighter twin (NORMLAB_APP_CHECK_LIGHT=1: 195 images, which still
+# split their last batch 33 / 34, and three norms): it hunts memory errors, which need every code
+# path once, not the whole run (the full one took 6 minutes under ASan).
+images=451 norms=bn,sbn,gn,ln
+[ "${NORMLAB_APP_CHECK_LIGHT:-0}" = 1 ] && images=195 norms=bn,sbn,ln
+args=(--data-dir "$subset" --epochs 2 --limit-train "$images" --limit-test 200 --norms "$norms" --dropout 0
       --no-progress --no-telemetry --device cpu)
 
 "$app" "${args[@]}" --threads 1 --out "$work/one" > "$work/one.log" 2>&1 || { cat "$work/one.log"; fail "the one-process run failed"; }
@@ -31,18 +36,22 @@ grep -q "data parallel over 2 processes" "$work/two.log" || fail "the 2-process 
 # norm epoch train_loss test_loss of both runs side by side.
 join -t, <(awk -F, 'NR > 1 { print $1 "/" $3 "," $4 "," $6 }' "$work/one/metrics.csv" | sort) \
          <(awk -F, 'NR > 1 { print $1 "/" $3 "," $4 "," $6 }' "$work/two/metrics.csv" | sort) > "$work/joined.csv"
-[ "$(wc -l < "$work/joined.csv")" -eq 8 ] || { cat "$work/joined.csv"; fail "expected 4 norms x 2 epochs in both metrics.csv"; }
+nnorms=$(echo "$norms" | tr ',' '\n' | wc -l)
+[ "$(wc -l < "$work/joined.csv")" -eq $((2 * nnorms)) ] || { cat "$work/joined.csv"; fail "expected $nnorms norms x 2 epochs in both metrics.csv"; }
 awk -F, '
   function rel(a, b) { d = a - b; if (d < 0) d = -d; return d / (b < 0 ? -b : b) }
   {
     split($1, k, "/"); tr = rel($4, $2); te = rel($5, $3)
     worst = tr > te ? tr : te
     printf "app_check: %-3s epoch %s: train loss %s vs %s, test loss %s vs %s (2 vs 1 process, %.2g relative)\n", k[1], k[2], $4, $2, $5, $3, worst
+    if (k[1] == "sbn" && worst > sbn) sbn = worst
     if (k[1] == "bn") { if (worst > bn) bn = worst }
     else if (worst > 2e-4) { print "app_check: FAIL: " k[1] " epoch " k[2] " differs by " worst " (limit 2e-4)"; bad = 1 }
   }
   END {
-    if (bn < 1e-3) { print "app_check: FAIL: BatchNorm on 2 processes equals one process (" bn "): its statistics were not per process"; bad = 1 }
+    # Per-process statistics move BatchNorm away from one process far more than the summation
+    # order moves SyncBatchNorm (measured 43x, 44x and 12x at 451, 195 and 323 images).
+    if (bn < 5 * sbn || bn < 2e-5) { print "app_check: FAIL: BatchNorm on 2 processes is as close to one process (" bn ") as SyncBatchNorm (" sbn "): its statistics were not per process"; bad = 1 }
     exit bad
   }' "$work/joined.csv" || fail "losses (above)"
 
@@ -56,7 +65,7 @@ done
 ! grep -q "gnuplot failed" "$work/two.log" || fail "gnuplot failed: $(cat "$work/two/gnuplot.log")"
 grep -q '"processes": 2' "$work/two/results.json" || fail "results.json does not record 2 processes"
 grep -q 'data parallel over 2 processes' "$work/two/report.md" || fail "report.md does not say it ran on 2 processes"
-[ "$(grep -c '^== ' "$work/two.log")" -eq 4 ] || fail "the run headers were printed by more than rank 0"
+[ "$(grep -c '^== ' "$work/two.log")" -eq "$nnorms" ] || fail "the run headers were printed by more than rank 0"
 
 # A resume with one process of the 2-process folder: refused, naming the process count.
 if "$app" "${args[@]}" --threads 1 --out "$work/two" --resume > "$work/resume.log" 2>&1; then
@@ -73,7 +82,7 @@ fi
 grep -q "compare_norms (rank 0): .*$work/one already holds" "$work/refused.log" || { cat "$work/refused.log"; fail "rank 0's reason is missing"; }
 # The study runs each of its runs under the launcher.
 study=$(dirname "$app")/normlab_study
-"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train 451 --limit-test 200 --data-dir "$subset" --processes 2 \
+"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train "$images" --limit-test 200 --data-dir "$subset" --processes 2 \
   --launcher "${mpirun[*]}" --out "$work/study" --no-progress > "$work/study.log" 2>&1 || { cat "$work/study.log"; fail "the study with --processes 2 failed"; }
 [ "$(grep -c ',ok,' "$work/study/study.csv")" -eq 2 ] || { cat "$work/study/study.csv"; fail "the study's 2 runs did not finish"; }
 [ "$(grep -l 'data parallel over 2 processes' "$work"/study/logs/*.log | wc -l)" -eq 2 ] || fail "a study run did not run on 2 processes"
