@@ -344,7 +344,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       }
       if (group) {
         // Seeded with share x ranks, each process's gradient is ranks x its share of the
-        // one-process gradient, and average_gradients' mean over ranks is that gradient (exact for
+        // one-process gradient, and the reducer's mean over ranks is that gradient (exact for
         // unequal slices, and for SyncBatchNorm, whose backward mixes every process's dy).
         const double seed_grad = share * double(ranks);
         reducer->backward(loss, seed_grad == 1.0 ? Tensor() : Tensor::full({}, float(seed_grad), loss.device()));
