@@ -102,7 +102,8 @@ test-asan: deps
 # launches each variant's kernels at one shape hundreds of times; "every variant on cuda agrees"
 # runs the same variants' forward and backward kernels here on that shape's path (HxW 15 there, 35
 # here: both the scalar path, not a multiple of 4; N 5 in both, so the same ghost slices)
-# and three more shapes, plain and fused, and a race needs only one launch to show. The host
+# and three more shapes, plain and fused, and a race needs only one launch to show (planted:
+# block_sum2's first barrier dropped fails it here, naming batch_norm_stats_kernel). The host
 # side is kept single-threaded (OMP_NUM_THREADS=1): libgomp is not instrumented, so its threads
 # would only bring false reports.
 test-race: deps
