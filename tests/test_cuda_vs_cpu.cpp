@@ -142,6 +142,9 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
   compare::NetOptions o;
   o.ghost_batch = 8;
   for (const compare::NormVariant& v : compare::norm_variants()) {
+    // In one process SyncBatchNorm is BatchNorm (no group: the very same code); its own path
+    // runs under mpirun in the dist tests.
+    if (v.key == "sbn") continue;
     const compare::NormKind k = &v;
     INFO("norm " << compare::norm_key(k));
     std::vector<float> losses[2];
