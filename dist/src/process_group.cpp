@@ -41,6 +41,46 @@ void check_float(const Tensor& t, const char* what) {
 std::unique_ptr<ProcessGroup> make_single_group() { return std::make_unique<SingleGroup>(); }
 
 namespace {
+
+// The gradients of params, one after the other, appended to buf (zeros for a parameter without
+// one). CPU gradients are copied straight from their storage (this runs every step); others
+// travel through host copies.
+void pack_grads(const std::vector<Tensor>& params, std::vector<float>& buf) {
+  buf.clear();
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) {
+      buf.insert(buf.end(), size_t(p.numel()), 0.0f);
+    } else if (g.device().is_cpu() && g.is_contiguous()) {
+      buf.insert(buf.end(), g.data_f32(), g.data_f32() + g.numel());
+    } else {
+      const std::vector<float> v = g.to_vector();
+      buf.insert(buf.end(), v.begin(), v.end());
+    }
+  }
+}
+
+// The reverse: each defined gradient set to scale x its part of buf.
+void unpack_grads(const std::vector<float>& buf, float scale, const std::vector<Tensor>& params) {
+  const float* at = buf.data();
+  for (const Tensor& p : params) {
+    const int64_t n = p.numel();
+    const Tensor g = p.grad();
+    if (g.defined() && g.device().is_cpu() && g.is_contiguous()) {
+      float* dst = g.data_f32();
+      for (int64_t k = 0; k < n; ++k) dst[k] = at[k] * scale;
+    } else if (g.defined()) {
+      std::vector<float> v(at, at + n);
+      for (float& x : v) x *= scale;
+      g.copy_(Tensor::from_vector(v, g.shape()));
+    }
+    at += n;
+  }
+}
+
+}  // namespace
+
+namespace {
 struct DoneWork final : ProcessGroup::Work {
   bool test() override { return true; }
   void wait() override {}
@@ -73,6 +113,11 @@ void ProcessGroup::broadcast(Tensor& t, int root) {
 void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root) {
   if (pg.size() == 1) return;
   for (auto& [name, p] : net.named_parameters()) pg.broadcast(p, root);
+  broadcast_buffers(pg, net, root);
+}
+
+void broadcast_buffers(ProcessGroup& pg, nn::Module& net, int root) {
+  if (pg.size() == 1) return;
   for (auto& [name, b] : net.named_buffers())
     if (b.dtype() == DType::F32) pg.broadcast(b, root);
 }
@@ -90,79 +135,48 @@ int convert_sync_batch_norm(ProcessGroup& pg, nn::Module& net) {
 
 void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes) {
   if (pg.size() == 1) return;
-  std::vector<Tensor> grads;
+  std::vector<Tensor> params;
   for (const Tensor& p : net.parameters())
-    if (p.grad().defined()) grads.push_back(p.grad());
+    if (p.grad().defined()) params.push_back(p);
   const int64_t cap = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
   const float inv = 1.0f / float(pg.size());
   std::vector<float> bucket;
-  size_t first = 0;
-  // Packs grads[first, last) into one buffer, sums it over ranks, writes the mean back. CPU
-  // gradients are copied straight from and into their storage (this runs every step); others
-  // travel through host copies.
-  auto flush = [&](size_t last) {
-    if (last == first) return;
-    bucket.clear();
-    for (size_t i = first; i < last; ++i) {
-      if (grads[i].device().is_cpu() && grads[i].is_contiguous()) {
-        const float* g = grads[i].data_f32();
-        bucket.insert(bucket.end(), g, g + grads[i].numel());
-      } else {
-        const std::vector<float> v = grads[i].to_vector();
-        bucket.insert(bucket.end(), v.begin(), v.end());
-      }
-    }
+  std::vector<Tensor> in_bucket;
+  // Packs the bucket, sums it over ranks, writes the mean back.
+  auto flush = [&] {
+    if (in_bucket.empty()) return;
+    pack_grads(in_bucket, bucket);
     pg.all_reduce_sum(bucket.data(), int64_t(bucket.size()));
-    for (float& x : bucket) x *= inv;
-    const float* at = bucket.data();
-    for (size_t i = first; i < last; ++i) {
-      const int64_t n = grads[i].numel();
-      if (grads[i].device().is_cpu() && grads[i].is_contiguous())
-        std::copy(at, at + n, grads[i].data_f32());
-      else
-        grads[i].copy_(Tensor::from_vector(std::vector<float>(at, at + n), grads[i].shape()));
-      at += n;
-    }
-    first = last;
+    unpack_grads(bucket, inv, in_bucket);
+    in_bucket.clear();
   };
   int64_t filled = 0;
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (filled > 0 && filled + grads[i].numel() > cap) flush(i), filled = 0;
-    filled += grads[i].numel();
+  for (const Tensor& p : params) {
+    if (filled > 0 && filled + p.numel() > cap) flush(), filled = 0;
+    in_bucket.push_back(p);
+    filled += p.numel();
   }
-  flush(grads.size());
+  flush();
 }
 
 // --- GradientReducer ------------------------------------------------------------------------------
 
 struct GradientReducer::State {
   ProcessGroup* pg = nullptr;
-  std::vector<Tensor> params;                      // reverse registration order
-  std::vector<std::vector<size_t>> buckets;        // indices into params
-  std::unordered_map<const TensorImpl*, size_t> where;  // param -> its index
-  std::vector<size_t> bucket_of;                   // param index -> bucket
+  std::vector<std::vector<Tensor>> buckets;        // parameters in reverse registration order
+  struct Slot {
+    size_t bucket, index;  // index: the parameter's position over all buckets
+  };
+  std::unordered_map<const TensorImpl*, Slot> slot;
   // Per step:
   std::vector<int> missing;                        // gradients a bucket still waits for
-  std::vector<std::vector<float>> data;
+  std::vector<std::vector<float>> data;            // kept across steps (no allocation per step)
   std::vector<std::unique_ptr<ProcessGroup::Work>> work;
-  std::vector<bool> reported;
+  std::vector<char> reported;                      // by Slot::index
 
-  void pack_and_start(size_t b) {
-    std::vector<float>& buf = data[b];
-    buf.clear();
-    for (size_t i : buckets[b]) {
-      const Tensor& p = params[i];
-      const Tensor g = p.grad();
-      if (!g.defined()) {
-        buf.insert(buf.end(), size_t(p.numel()), 0.0f);
-      } else if (g.device().is_cpu() && g.is_contiguous()) {
-        buf.insert(buf.end(), g.data_f32(), g.data_f32() + g.numel());
-      } else {
-        const std::vector<float> v = g.to_vector();
-        buf.insert(buf.end(), v.begin(), v.end());
-      }
-    }
-    work[b] = pg->all_reduce_sum_async(buf.data(), int64_t(buf.size()));
+  void start(size_t b) {
+    pack_grads(buckets[b], data[b]);
+    work[b] = pg->all_reduce_sum_async(data[b].data(), int64_t(data[b].size()));
   }
 };
 
@@ -174,12 +188,12 @@ GradientReducer::GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t buck
   int64_t filled = 0;
   for (const Tensor& p : ps) {
     if (s_->buckets.empty() || (filled > 0 && filled + p.numel() > cap)) s_->buckets.emplace_back(), filled = 0;
-    s_->where[p.impl().get()] = s_->params.size();
-    s_->bucket_of.push_back(s_->buckets.size() - 1);
-    s_->buckets.back().push_back(s_->params.size());
-    s_->params.push_back(p);
+    const State::Slot at{s_->buckets.size() - 1, s_->slot.size()};  // before slot[] inserts
+    s_->slot[p.impl().get()] = at;
+    s_->buckets.back().push_back(p);
     filled += p.numel();
   }
+  s_->data.resize(s_->buckets.size());
 }
 
 GradientReducer::~GradientReducer() = default;
@@ -188,48 +202,31 @@ int64_t GradientReducer::buckets() const { return int64_t(s_->buckets.size()); }
 
 void GradientReducer::backward(const Tensor& loss, const Tensor& seed) {
   State& s = *s_;
+  if (s.pg->size() == 1) return nl::backward(loss, seed);
   const size_t nb = s.buckets.size();
-  s.missing.assign(nb, 0);
+  s.missing.resize(nb);
   for (size_t b = 0; b < nb; ++b) s.missing[b] = int(s.buckets[b].size());
-  s.data.resize(nb);
   s.work.clear();
   s.work.resize(nb);
-  s.reported.assign(s.params.size(), false);
-  auto mark = [&](size_t i) {
-    if (s.reported[i]) return;
-    s.reported[i] = true;
-    const size_t b = s.bucket_of[i];
-    if (--s.missing[b] == 0) s.pack_and_start(b);
+  s.reported.assign(s.slot.size(), 0);
+  auto mark = [&](const State::Slot& at) {
+    if (s.reported[at.index]) return;
+    s.reported[at.index] = 1;
+    if (--s.missing[at.bucket] == 0) s.start(at.bucket);
   };
   nl::backward(loss, seed, [&](const Tensor& leaf) {
-    if (s.pg->size() == 1) return;
-    const auto it = s.where.find(leaf.impl().get());
-    if (it != s.where.end()) mark(it->second);
+    if (const auto it = s.slot.find(leaf.impl().get()); it != s.slot.end()) mark(it->second);
     // Let the engine progress the buckets already in flight while backward goes on.
     for (auto& w : s.work)
       if (w) w->test();
   });
-  if (s.pg->size() == 1) return;
   // Parameters that got no gradient: their buckets start now (in order, as on every rank).
-  for (size_t i = 0; i < s.params.size(); ++i) mark(i);
+  for (const auto& bucket : s.buckets)
+    for (const Tensor& p : bucket) mark(s.slot.at(p.impl().get()));
   const float inv = 1.0f / float(s.pg->size());
   for (size_t b = 0; b < nb; ++b) {
     s.work[b]->wait();
-    const float* at = s.data[b].data();
-    for (size_t i : s.buckets[b]) {
-      const Tensor& p = s.params[i];
-      const int64_t n = p.numel();
-      Tensor g = p.grad();
-      if (g.defined() && g.device().is_cpu() && g.is_contiguous()) {
-        float* dst = g.data_f32();
-        for (int64_t k = 0; k < n; ++k) dst[k] = at[k] * inv;
-      } else if (g.defined()) {
-        std::vector<float> v(at, at + n);
-        for (float& x : v) x *= inv;
-        g.copy_(Tensor::from_vector(v, g.shape()));
-      }
-      at += n;
-    }
+    unpack_grads(s.data[b], inv, s.buckets[b]);
   }
 }
 

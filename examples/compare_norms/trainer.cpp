@@ -396,8 +396,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
       float c = float(correct);
       group->all_reduce_sum(&c, 1);
       correct = int64_t(c);
-      for (auto& [name, buf] : net->named_buffers())
-        if (buf.dtype() == DType::F32) group->broadcast(buf, 0);
+      dist::broadcast_buffers(*group, *net);
     }
     std::vector<int32_t>* preds = epoch == cfg.epochs ? &res.test_predictions : nullptr;
     Eval ev = evaluate(*net, d, cfg.device, preds);

@@ -9,8 +9,8 @@
 //
 // Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host), "nccl"
 // (GPUs: CUDA tensors reduced in place by NCCL, bootstrapped over MPI; built with NORMLAB_CUDA=ON
-// when NCCL is found) and "single" (one process, every collective a no-op). Every collective has a deadline: one that another rank
-// never joins (it died, hangs, or called a different collective) throws nl::Error naming this
+// when NCCL is found) and "single" (one process, every collective a no-op). Every collective
+// has a deadline: one that another rank never joins (it died, hangs, or called a different collective) throws nl::Error naming this
 // rank, the collective and its sequence number after Options::timeout_seconds, instead of
 // hanging; a rank that dies is also reported by mpirun itself, which ends the others.
 // After a timeout the group is unusable: end the process (the other ranks are stopped by
@@ -71,12 +71,16 @@ class ProcessGroup : public CrossProcessSum {
 // "nccl" when built with CUDA, MPI and NCCL (NORMLAB_DIST_NCCL).
 bool has_backend(const std::string& name);
 // backend: "auto" (MPI when this process was started by an MPI launcher and MPI is built, else
-// "single"), "mpi", "nccl" (one GPU per process: the local rank's) or "single". MPI is initialised here when nobody has yet, and finalised when
-// the last group of this process is destroyed.
+// "single"), "mpi", "nccl" (one GPU per process: the local rank's) or "single". MPI is
+// initialised here when nobody has yet, and finalised when the last group of this process is
+// destroyed.
 std::unique_ptr<ProcessGroup> init(const std::string& backend = "auto", const Options& options = {});
 
 // Every parameter and buffer of `net` set to root's (call after construction on every rank).
 void broadcast_parameters(ProcessGroup& pg, nn::Module& net, int root = 0);
+// Every float buffer (BatchNorm's running statistics) set to root's, as PyTorch DDP's
+// broadcast_buffers.
+void broadcast_buffers(ProcessGroup& pg, nn::Module& net, int root = 0);
 // Every parameter's gradient replaced by the mean over ranks, in flat buckets of about
 // bucket_bytes (one collective per bucket rather than per tensor). Gradients that are undefined
 // on one rank must be undefined on all.
