@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -52,8 +53,9 @@ struct Shape4 {
 
 }  // namespace
 
-TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium]") {
-  for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{5, 3, 31, 29}}) {
+namespace {
+void check_batch_norm(std::initializer_list<Shape4> shapes) {
+  for (Shape4 s : shapes) {
     for (bool fused : {false, true}) {
       CAPTURE(s.N, s.C, s.H, s.W, fused);
       const int64_t HW = s.H * s.W;
@@ -79,6 +81,24 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
       require_close(rv, erv, kTol, "running_var");
     }
   }
+}
+}  // namespace
+
+TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium]") {
+  check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{5, 3, 31, 29}});
+}
+
+// The CUDA backward takes its work items by ticket, sums items first and then dx items
+// interleaved with the rest, D sums items ahead (kernels/cuda/norm.cu, batch_norm_bwd_kernel). At
+// the default L2 budget these shapes fit whole (every sums item before any dx item); a 64 KiB
+// budget makes D its least, the items per channel (3 at 8 x 33 x 33, 2 at 8 x 32 x 32, 4 at
+// 20 x 27 x 31), so each dx item follows its channel's last sums item as closely as allowed.
+TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)", "[ops][norm][medium]") {
+  struct EnvBudget {
+    EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1); }
+    ~EnvBudget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
+  } budget;
+  check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{20, 5, 27, 31}});
 }
 
 TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium]") {

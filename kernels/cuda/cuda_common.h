@@ -2,6 +2,7 @@
 // Shared by every kernels/cuda/*.cu: the CUDA API (the real one under nvcc, cuemu under g++),
 // error checks that throw, the launch helper and dynamic shared memory.
 #if defined(__CUDACC__)
+#include <cuda/atomic>
 #include <cuda_runtime.h>
 #include <mma.h>
 #else
@@ -102,6 +103,34 @@ template <typename V>
 CUEMU_VECTOR_FN void store_vec(V* p, V v) {
   CUEMU_VECTOR_ACCESS(p, sizeof(V), true, false);
   *p = v;
+}
+#endif
+
+// Hand-offs between blocks of one launch (a block publishes, a later one consumes), in CUDA's
+// memory model: device-scope release by the producer, acquire by the consumer's thread 0, then a
+// __syncthreads() to pass what it saw to the rest of its block. Relaxed atomics and plain loads
+// would not order the data behind the flag (cuemu's race check then reports it). Only for
+// launches whose consumers wait on producers that started earlier (a ticket order, see
+// batch_norm_bwd_kernel): blocks that took a ticket are resident, so the wait ends.
+#if defined(__CUDACC__)
+__device__ __forceinline__ int fetch_add_acq_rel(int* p, int v) {
+  return ::cuda::atomic_ref<int, ::cuda::thread_scope_device>(*p).fetch_add(v, ::cuda::memory_order_acq_rel);
+}
+__device__ __forceinline__ void store_release(int* p, int v) {
+  ::cuda::atomic_ref<int, ::cuda::thread_scope_device>(*p).store(v, ::cuda::memory_order_release);
+}
+__device__ __forceinline__ void wait_acquire(int* p, int v) {
+  ::cuda::atomic_ref<int, ::cuda::thread_scope_device> f(*p);
+  while (f.load(::cuda::memory_order_acquire) != v) __nanosleep(64);
+}
+#else
+inline int fetch_add_acq_rel(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_acq_rel); }
+inline void store_release(int* p, int v) { std::atomic_ref<int>(*p).store(v, std::memory_order_release); }
+// cuemu runs one block at a time, each to its end: what a block waits for was published by a block
+// that ran before it, or never will be. The latter would hang a GPU: fail the launch instead.
+inline void wait_acquire(int* p, int v, std::source_location loc = std::source_location::current()) {
+  if (std::atomic_ref<int>(*p).load(std::memory_order_acquire) != v)
+    cuemu::device_error("waits for a flag no earlier block has set: on a GPU this block would spin forever", loc);
 }
 #endif
 

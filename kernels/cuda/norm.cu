@@ -312,65 +312,120 @@ __global__ void batch_norm_apply_kernel(NormParams p, const float* x, const floa
   }
 }
 
-// Backward pass 1: per (c, split) sums of g and g * xhat.
-template <bool kVec>
-__global__ void batch_norm_bwd_sums_kernel(NormParams p, const float* x, const float* dy,
-                                           const float* mean, const float* rstd,
-                                           const uint8_t* mask, float keep_scale, float* part) {
-  NL_DYN_SHARED(float, scratch);
-  const int64_t c = blockIdx.x, M = p.N * p.HxW;
-  int64_t begin, end;
-  bn_split(M, begin, end);
-  const float m = mean[c], r = rstd[c];
-  float a = 0.0f, b = 0.0f;
-  if (kVec) {
-    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
-      float gv[4], xv[4];
-      masked_dy4(dy, mask, keep_scale, off, gv);
-      load4(x, off, xv);
-      for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
-    }
+// Backward in one launch, ordered so that the second read of x, dy and the mask comes from L2.
+//
+// Two passes per channel are unavoidable (dx needs the channel's sums of g and g * xhat over the
+// whole batch), and at batch 512 the re-read set of all channels (x, dy, mask: 2.25T = 151 MB on
+// the network's C2 layer) is three times an H100's L2: two launches, sums then dx, re-read most
+// of it from DRAM (+1.48T; docs/kernels.md). Here the work is cut into items of kBnItem elements
+// of one channel, a sums item and a dx item for each, and blocks take items by ticket (an atomic
+// counter, so ticket order is the order blocks really start in). The first D tickets are sums
+// items; after them dx items and the remaining sums items alternate. A dx item re-reads what the
+// sums items D tickets before it read: with D ~ the blocks resident at once, about 2D items of
+// data are live, 19.5 MB at the defaults, which an L2 holds.
+//
+// A dx item needs its channel's totals: the last sums item of a channel to finish (an acq_rel
+// counter per channel) adds the channel's partials in item order (deterministic, whoever is
+// last), writes dgamma/dbeta and the totals, and release-stores the channel's ready flag; dx items
+// acquire it. D >= S (items per channel) puts every sums item of a channel at a smaller ticket than
+// the channel's first dx item, so a waiting block waits only on blocks that took their tickets
+// earlier, are resident and never wait themselves: no deadlock, whatever the residency.
+constexpr int kBnBwdThreads = 512;
+// Two float4 of each tensor per thread: an item re-reads 4096 * (4 + 4 + 1) = 36 KiB.
+constexpr int kBnQuadsPerThread = 2;
+constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnBwdThreads;
+// Blocks resident on an H100 at the kernel's launch bounds (2 per SM): the ticket distance D
+// between an item's sums and its dx when the L2 budget allows it (batch_norm_bwd).
+constexpr int64_t kBnResident = 2 * 132;
+
+struct BnBwdPlan {
+  int64_t S;  // items per channel
+  int64_t Q;  // sums items (C * S); as many dx items when dx is wanted
+  int64_t D;  // sums items before the first dx item, S <= D <= Q
+};
+
+// Ticket t -> a sums item (is_dx false) or a dx item, u in [0, Q): channel u / S, item u % S.
+__device__ __forceinline__ void bn_bwd_item(const BnBwdPlan& pl, int64_t t, bool& is_dx, int64_t& u) {
+  const int64_t pairs = pl.Q - pl.D;  // sums items after the first D, each paired with a dx item
+  if (t < pl.D) {
+    is_dx = false, u = t;
+  } else if (t - pl.D < 2 * pairs) {
+    const int64_t r = t - pl.D;
+    is_dx = r % 2 == 0, u = is_dx ? r / 2 : pl.D + r / 2;
   } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
-      const float gv = masked_dy(dy, mask, keep_scale, off);
-      a += gv, b += gv * (x[off] - m) * r;
-    }
+    is_dx = true, u = pairs + (t - pl.D - 2 * pairs);
   }
-  block_sum2(a, b, scratch);
-  if (threadIdx.x == 0) part[blockIdx.y * p.C + c] = a, part[(kSplit + blockIdx.y) * p.C + c] = b;
 }
 
-// Backward pass 2: every (c, split) block sums the kSplit partials itself (same order in every
-// block, so all agree), block (c, 0) writes dgamma/dbeta, and each block writes its dx share.
+// sync: [0] the ticket counter, [1, 1 + C) sums items done per channel, [1 + C, 1 + 2C) ready
+// flags; zeroed before the launch. part: [2][Q] per-item sums; totals: [2][C].
 template <bool kVec>
-__global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const float* dy,
-                                         const float* gamma, const float* mean, const float* rstd,
-                                         const float* renorm, const uint8_t* mask, float keep_scale,
-                                         const float* part, float* dx, float* dgamma, float* dbeta) {
-  const int64_t c = blockIdx.x, M = p.N * p.HxW;
-  float sg = 0.0f, sgxhat = 0.0f;
-  for (int k = 0; k < kSplit; ++k) sg += part[k * p.C + c], sgxhat += part[(kSplit + k) * p.C + c];
-  // Batch Renorm: r and d are constants, so dx is BatchNorm's with gamma * r, and
-  // dgamma = sum(g * (r * xhat + d)).
+__global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
+    NormParams p, BnBwdPlan pl, const float* x, const float* dy, const float* gamma, const float* mean,
+    const float* rstd, const float* renorm, const uint8_t* mask, float keep_scale, int* sync, float* part,
+    float* totals, float* dx, float* dgamma, float* dbeta) {
+  NL_DYN_SHARED(float, scratch);  // block_sum2's 64 floats, then the ticket and the last-item flag
+  int* shared_int = reinterpret_cast<int*>(scratch + 64);
+  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
+  __syncthreads();
+  bool is_dx;
+  int64_t u;
+  bn_bwd_item(pl, shared_int[0], is_dx, u);
+  const int64_t c = u / pl.S, M = p.N * p.HxW;
+  const int64_t begin = (u % pl.S) * kBnItem, end = begin + kBnItem < M ? begin + kBnItem : M;
+  const float m = mean[c], r = rstd[c];
   const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
-  if (blockIdx.y == 0 && threadIdx.x == 0) {
-    if (dgamma) dgamma[c] = rr * sgxhat + dd * sg;
-    if (dbeta) dbeta[c] = sg;
+  if (!is_dx) {
+    float a = 0.0f, b = 0.0f;
+    if (kVec) {
+      for (int i = 0; i < kBnQuadsPerThread; ++i) {  // a warp's lanes on consecutive quads
+        const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
+        if (j >= end) break;
+        const int64_t off = bn_offset(p, c, j);
+        float gv[4], xv[4];
+        masked_dy4(dy, mask, keep_scale, off, gv);
+        load4(x, off, xv);
+        for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+      }
+    } else {
+      for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+        const int64_t off = bn_offset(p, c, j);
+        const float gv = masked_dy(dy, mask, keep_scale, off);
+        a += gv, b += gv * (x[off] - m) * r;
+      }
+    }
+    block_sum2(a, b, scratch);
+    if (threadIdx.x == 0) {
+      part[u] = a, part[pl.Q + u] = b;
+      // acq_rel: releases this item's partials, and the last item acquires everyone's.
+      shared_int[1] = fetch_add_acq_rel(&sync[1 + c], 1) == pl.S - 1;
+    }
+    __syncthreads();
+    if (!shared_int[1]) return;
+    // The channel's last sums item: its totals, in item order (the same whoever is last).
+    float sg = 0.0f, sgxhat = 0.0f;
+    for (int64_t k = threadIdx.x; k < pl.S; k += blockDim.x) sg += part[c * pl.S + k], sgxhat += part[pl.Q + c * pl.S + k];
+    block_sum2(sg, sgxhat, scratch);
+    if (threadIdx.x == 0) {
+      // Batch Renorm: r and d are constants, so dx is BatchNorm's with gamma * r, and
+      // dgamma = sum(g * (r * xhat + d)).
+      if (dgamma) dgamma[c] = rr * sgxhat + dd * sg;
+      if (dbeta) dbeta[c] = sg;
+      totals[c] = sg, totals[p.C + c] = sgxhat;
+      store_release(&sync[1 + p.C + c], 1);
+    }
+    return;
   }
-  if (!dx) return;
-  int64_t begin, end;
-  bn_split(M, begin, end);
-  const float m = mean[c], r = rstd[c], gr = gamma_at(gamma, c) * rr * r;
+  if (threadIdx.x == 0) wait_acquire(&sync[1 + p.C + c], 1);
+  __syncthreads();
+  const float gr = gamma_at(gamma, c) * rr * r;
   // Eval mode normalises with constants, so only the direct term remains.
-  const float k1 = p.training ? sg / float(M) : 0.0f, k2 = p.training ? sgxhat / float(M) : 0.0f;
-  // Backwards through the split, as in batch_norm_apply_kernel: what the sums pass read last is
-  // re-read first, from L2.
+  const float k1 = p.training ? totals[c] / float(M) : 0.0f, k2 = p.training ? totals[p.C + c] / float(M) : 0.0f;
   if (kVec) {
-    const int64_t quads = (end - begin) / 4;
-    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-      const int64_t off = bn_offset(p, c, begin + 4 * (quads - 1 - q));
+    for (int i = 0; i < kBnQuadsPerThread; ++i) {
+      const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
+      if (j >= end) break;
+      const int64_t off = bn_offset(p, c, j);
       float gv[4], xv[4];
       masked_dy4(dy, mask, keep_scale, off, gv);
       load4(x, off, xv);
@@ -378,8 +433,8 @@ __global__ void batch_norm_bwd_dx_kernel(NormParams p, const float* x, const flo
       store4(dx, off, gv);
     }
   } else {
-    for (int64_t q = threadIdx.x; q < end - begin; q += blockDim.x) {
-      const int64_t off = bn_offset(p, c, end - 1 - q);
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
       store_stream(dx + off, gr * (masked_dy(dy, mask, keep_scale, off) - k1 - (x[off] - m) * r * k2));
     }
   }
@@ -594,18 +649,30 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
                     float* dx, float* dgamma, float* dbeta) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
-  const dim3 grid(unsigned(p.C), kSplit);
-  const bool vec = vec_ok(p, {x, dy, mask, dx});
+  const int64_t M = p.N * p.HxW;
+  BnBwdPlan pl;
+  pl.S = std::max<int64_t>(1, ceil_div(M, kBnItem));
+  pl.Q = p.C * pl.S;
+  // D: as many items as are resident at once, while their data and the next D items' fit in the
+  // L2 budget; never below S (the deadlock-freedom argument above); all of them without dx.
+  const double item_bytes = double(kBnItem) * (mask ? 9 : 8);
+  const int64_t fit = std::min<int64_t>(kBnResident, int64_t(l2_budget() / item_bytes / 2));
+  pl.D = dx ? std::min(pl.Q, std::max(pl.S, fit)) : pl.Q;
+  const int64_t blocks = dx ? 2 * pl.Q : pl.Q;
+  if (blocks > INT32_MAX) throw Error("batch_norm backward: " + std::to_string(blocks) + " work items exceed a grid");
+  const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * p.C);
+  Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.Q + 2 * p.C));
+  int* sync = reinterpret_cast<int*>(scratch.f32());
+  float* part = scratch.f32() + (1 + 2 * p.C);
+  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sync_bytes, stream()));
+  const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
   const float ks = keep_scale(p);
-  Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
-  float* part = scratch.f32();
-  if (vec) {
-    NL_LAUNCH(batch_norm_bwd_sums_kernel<true>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
-    NL_LAUNCH(batch_norm_bwd_dx_kernel<true>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, renorm, mask, ks, part, dx, dgamma, dbeta);
-  } else {
-    NL_LAUNCH(batch_norm_bwd_sums_kernel<false>, grid, kThreads, kScratch, p, x, dy, mean, rstd, mask, ks, part);
-    NL_LAUNCH(batch_norm_bwd_dx_kernel<false>, grid, kThreads, 0, p, x, dy, gamma, mean, rstd, renorm, mask, ks, part, dx, dgamma, dbeta);
-  }
+  if (vec_ok(p, {x, dy, mask, dx}))
+    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean, rstd,
+              renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
+  else
+    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean, rstd,
+              renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
 }
 
 void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
