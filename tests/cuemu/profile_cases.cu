@@ -3,6 +3,7 @@
 // wrong sector or bank count or a broken L2 model fails here before it misleads bench/gpu_model.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <map>
 #include <unordered_set>
 #include <string>
@@ -261,6 +262,41 @@ TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op n
       }
     }
   }
+}
+
+// BatchNorm backward reads x, dy and the mask twice (sums, then dx); at batch 512 their 2.25T is
+// three L2s. The ticket-ordered kernel (kernels/cuda/norm.cu, batch_norm_bwd_kernel) puts each dx
+// item D items behind its sums, so the second read hits L2 while the whole tensor would not fit.
+// Here the same at a small scale: T = 1 MiB, an L2 of 512 KiB, a budget that makes D = 2 items,
+// and two blocks resident. Sums-then-dx (D = all items) would read 2.25T from DRAM twice.
+TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than the L2", "[profile]") {
+  using namespace nl;
+  struct EnvBudget {
+    EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "196608", 1); }  // 2 items of 36 KiB, twice
+    ~EnvBudget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
+  } budget;
+  Generator gen(11);
+  const Device cuda = Device::cuda();
+  Tensor x = Tensor::randn({8, 32, 32, 32}, gen).to(cuda).set_requires_grad(true);
+  Tensor gamma = Tensor::uniform({32}, 0.5f, 1.5f, gen).to(cuda), beta = Tensor::zeros({32}).to(cuda);
+  Tensor dy = Tensor::randn({8, 32, 32, 32}, gen).to(cuda);
+  NormEpilogue e{.relu = true};
+  Tensor y = batch_norm(x, gamma, beta, Tensor(), Tensor(), true, 0.1f, 1e-5f, e);
+  std::vector<prof::Launch> launches;
+  prof::Options o;
+  o.on_launch = [&](const prof::Launch& l) {
+    if (l.op == "batch_norm_bwd") launches.push_back(l);
+  };
+  prof::start(o);
+  y.backward(dy);
+  prof::stop();
+  REQUIRE(launches.size() == 1);
+  const prof::Launch& l = launches[0];
+  const double T = 4.0 * x.numel();
+  const prof::Dram d = prof::simulate_l2(l, 512 * 1024, 2);
+  INFO("DRAM read " << d.read_bytes << " written " << d.write_bytes << ", minimum " << l.op_min_bytes << ", T " << T);
+  CHECK(d.read_bytes + d.write_bytes >= 0.98 * l.op_min_bytes);
+  CHECK(d.read_bytes + d.write_bytes <= l.op_min_bytes + 0.1 * T);
 }
 
 // The TF32 conv kernel at its design (docs/kernels.md, "TF32 convolutions"): the tensor-core
