@@ -21,6 +21,15 @@ inline bool gnuplot_expected() {
   return !(e && std::string(e) == "1");
 }
 
+// The sanitizer stage sets NORMLAB_TEST_LIGHT=1 (Makefile, test-asan): the app tests then train on
+// fewer images per epoch. They are there for the app's own code (flags, files, reports,
+// checkpoints, signals), which runs the same for 2 steps as for 8; the training steps themselves
+// run under the sanitizers in the op and gradient tests. The CPU and emulate stages run them whole.
+inline bool light_tests() {
+  const char* e = std::getenv("NORMLAB_TEST_LIGHT");
+  return e && std::string(e) == "1";
+}
+
 // The device the op tests run on: NORMLAB_TEST_DEVICE=cuda runs the same tests on the CUDA
 // backend (emulated by cuemu where no GPU exists); otherwise the CPU.
 inline Device test_device() {

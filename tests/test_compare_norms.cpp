@@ -44,9 +44,11 @@ std::string slurp(const fs::path& p) {
 TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][slow]") {
   const fs::path out = fs::temp_directory_path() / ("normlab-smoke-" + std::to_string(::getpid()));
   fs::remove_all(out);
-  Run r = run_app("--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
-                  " --epochs 2 --limit-train 256 --limit-test 120 --threads 1 --device cpu --no-progress --out " +
-                  out.string());
+  const bool light = nl::test::light_tests();
+  const int test_images = light ? 40 : 120;
+  const std::string limits = light ? " --limit-train 128 --batch-size 64 --limit-test 40" : " --limit-train 256 --limit-test 120";
+  Run r = run_app("--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) + " --epochs 2" + limits +
+                  " --threads 1 --device cpu --no-progress --out " + out.string());
   INFO(r.output);
   REQUIRE(r.status == 0);
   // The first line says which backend and device run, and why.
@@ -83,7 +85,7 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
     CHECK(acc <= 100.0);
   }
   CHECK(j["config"]["epochs"] == 2);
-  CHECK(j["dataset"]["test_images"] == 120);
+  CHECK(j["dataset"]["test_images"] == test_images);
 
   for (const char* png : {"train_loss.png", "test_loss.png", "test_accuracy.png", "misclassified_bn.png",
                           "misclassified_gn.png", "misclassified_ln.png", "confusion_bn.png",

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "data_helpers.h"
+#include "helpers.h"
 #include "stats.h"
 #include "study.h"
 
@@ -203,6 +204,7 @@ TEST_CASE("stability telemetry is written per layer and epoch and leaves the tra
     std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string(), "--norms", "bn,gn",
                                   "--epochs", "2", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
     if (!telemetry) a.push_back("--no-telemetry");
+    if (light_tests()) a.insert(a.end(), {"--limit-train", "32"});
     Run r = run_bin(NORMLAB_COMPARE_NORMS_BIN, a);
     INFO(r.output);
     REQUIRE(r.status == 0);

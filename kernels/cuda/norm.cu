@@ -199,12 +199,14 @@ __global__ void reduce_over_n_kernel(int64_t N, int64_t C, const float* db_nc, c
 
 // ---------------------------------------------------------------------------------- BatchNorm
 //
-// A channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block per
-// channel left most of a GPU idle at the network's 16-32 channels. Each block writes its partial
-// sums to [2][kSplit][C] scratch (channel fastest: the finishing kernel's lanes, one channel each,
-// read it coalesced); a block does not wait for the others (no grid-wide sync, no
+// Forward: a channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block
+// per channel left most of a GPU idle at the network's 16-32 channels. Each block writes its
+// partial sums to [2][kSplit][C] scratch (channel fastest: the finishing kernel's lanes, one
+// channel each, read it coalesced); a block does not wait for the others (no grid-wide sync, no
 // atomics): the statistics are finished by a second tiny kernel, and the elementwise pass is a
-// third launch over the same grid. Partials are summed in split order: deterministic.
+// third launch over the same grid. Partials are summed in split order: deterministic. (Forward
+// re-reads only x, which L2 mostly holds; backward re-reads x, dy and the mask and is one
+// ticket-ordered launch instead: batch_norm_bwd_kernel.)
 constexpr int kSplit = 8;
 
 // Element j of channel c's N * HxW: sample j / HxW, position j % HxW. kVec: HxW % 4 == 0, so 4
