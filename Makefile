@@ -20,7 +20,7 @@
 #                  configure fails without NCCL) and the cuDNN benchmark built and run (it skips
 #                  cleanly without a GPU), and scripts/gpu-check.sh --dry-run
 #   test-fuzz      libFuzzer harnesses (clang, ASan+UBSan) for the CIFAR-10 and IDX readers, the
-#                  checkpoint loader and archive extraction, FUZZ_SECONDS (30) each; `make fuzz`
+#                  checkpoint loader and archive extraction, FUZZ_SECONDS (30) each, side by side; `make fuzz`
 #                  runs them longer (FUZZ_LONG, 600 s each)
 #   test-fresh     a pristine Debian 12 root (mmdebstrap): install-deps, test-cpu and a short
 #                  make run inside it, from the committed tree, proving the README on a new machine

@@ -4,21 +4,24 @@
 # stay fixed), then fuzzing from tests/fuzz/corpus/<name>/ copied to a scratch corpus, so the
 # committed seeds never change. Crash inputs land in BUILD_DIR/crashes/ and fail the run; keep
 # them as regressions once fixed. One line per harness: executions, rate, new corpus entries.
+# Harnesses run side by side, FUZZ_JOBS at a time (default: the cores; each is one process on
+# one core), and their lines are printed in name order once all have ended.
 #   scripts/run-fuzzers.sh BUILD_DIR SECONDS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=$1
 seconds=$2
+jobs=${FUZZ_JOBS:-$(nproc)}
 mkdir -p "$build/crashes"
-status=0
-for bin in "$build"/tests/fuzz/fuzz_*; do
-  [ -x "$bin" ] || continue
+
+# One harness; its summary goes to $build/$name.result, its status is the exit code.
+fuzz_one() {
+  local bin=$1 name work log execs rate new
   name=$(basename "$bin")
   if [ -d "tests/fuzz/regressions/$name" ] && [ -n "$(ls -A "tests/fuzz/regressions/$name")" ]; then
     if ! "$bin" "tests/fuzz/regressions/$name"/* > "$build/$name.regressions.log" 2>&1; then
       echo "run-fuzzers: $name: a regression input crashes again; see $build/$name.regressions.log"
-      status=1
-      continue
+      return 1
     fi
   fi
   work=$build/corpus-$name
@@ -36,7 +39,23 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
   else
     echo "run-fuzzers: $name FOUND A CRASH; input in $build/crashes/, log $log:"
     grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -10
-    status=1
+    return 1
   fi
+}
+
+names=()
+for bin in "$build"/tests/fuzz/fuzz_*; do
+  [ -x "$bin" ] || continue
+  name=$(basename "$bin")
+  names+=("$name")
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  ( if fuzz_one "$bin" > "$build/$name.result" 2>&1; then echo 0; else echo 1; fi > "$build/$name.status" ) &
+done
+wait
+[ ${#names[@]} -gt 0 ] || { echo "run-fuzzers: no harness in $build/tests/fuzz" >&2; exit 1; }
+status=0
+for name in "${names[@]}"; do
+  cat "$build/$name.result"
+  [ "$(cat "$build/$name.status")" = 0 ] || status=1
 done
 exit $status
