@@ -18,7 +18,8 @@ void norm_fwd(const NormParams& p, const NormFwdArgs& a) {
 void norm_bwd(const NormParams& p, const NormBwdArgs& a) {
   switch (p.kind) {
     case NormKind::Batch:
-      return batch_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.renorm, a.mask, a.dx, a.dgamma, a.dbeta);
+      return batch_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.renorm, a.mask, a.dx_terms, a.dx, a.dgamma,
+                            a.dbeta);
     case NormKind::Group:
       return group_norm_bwd(p, a.x, a.dy, a.gamma, a.mean, a.rstd, a.mask, a.dx, a.dgamma, a.dbeta, a.dtau);
     case NormKind::Row:

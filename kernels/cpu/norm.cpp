@@ -202,6 +202,7 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
       // gamma * (r * xhat + d) + beta, as one scale and shift.
       const float scale = static_cast<float>(gamma_at(gamma, c) * rr * r);
       const float shift = static_cast<float>(beta_at(beta, c) + gamma_at(gamma, c) * dd - m * gamma_at(gamma, c) * rr * r);
+      if (!y) continue;  // statistics only (SyncBatchNorm's first phase)
       for (int64_t n = 0; n < p.N; ++n) epi.row(x, y, n * plane + c * p.HxW, p.HxW, scale, shift);
     }
   });
@@ -209,12 +210,25 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
-                    float* dx, float* dgamma, float* dbeta) {
+                    const float* dx_terms, float* dx, float* dgamma, float* dbeta) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
   parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
     float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
     for (int64_t c = c0; c < c1; ++c) {
       const float m = mean[c], r = rstd[c];
+      if (dx_terms) {
+        // SyncBatchNorm's last phase: the sums are every process's, given; one pass.
+        if (!dx) continue;
+        const float gr = gamma_at(gamma, c) * r, k1 = dx_terms[c], k2 = dx_terms[p.C + c];
+        for (int64_t n = 0; n < p.N; ++n) {
+          const int64_t off = n * plane + c * p.HxW;
+          const float* g = masked_grad(p, dy, mask, off, p.HxW, dx + off);  // g in dx, or dy itself
+          const float* xr = x + off;
+          float* d = dx + off;
+          for (int64_t i = 0; i < p.HxW; ++i) d[i] = gr * (g[i] - k1 - (xr[i] - m) * r * k2);
+        }
+        continue;
+      }
       // Batch Renorm: y = gamma * (rr * xhat + dd) + beta with rr, dd constants, so dx is
       // BatchNorm's with gamma * rr, and dgamma = sum(g * (rr * xhat + dd)).
       const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;

@@ -344,6 +344,9 @@ struct BnBwdPlan {
   int64_t S;  // items per channel
   int64_t Q;  // sums items (C * S); as many dx items when dx is wanted
   int64_t D;  // sums items before the first dx item, S <= D <= Q
+  // SyncBatchNorm's last phase: (sum(g), sum(g * xhat)) / count of every process, [2, C], given;
+  // then the launch is Q dx items and no sums items.
+  const float* dx_terms;
 };
 
 // Ticket t -> a sums item (is_dx false) or a dx item, u in [0, Q): channel u / S, item u % S.
@@ -370,9 +373,9 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
   int* shared_int = reinterpret_cast<int*>(scratch + 64);
   if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
   __syncthreads();
-  bool is_dx;
-  int64_t u;
-  bn_bwd_item(pl, shared_int[0], is_dx, u);
+  bool is_dx = true;
+  int64_t u = shared_int[0];
+  if (!pl.dx_terms) bn_bwd_item(pl, shared_int[0], is_dx, u);
   const int64_t c = u / pl.S, M = p.N * p.HxW;
   const int64_t begin = (u % pl.S) * kBnItem, end = begin + kBnItem < M ? begin + kBnItem : M;
   const float m = mean[c], r = rstd[c];
@@ -418,11 +421,15 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
     }
     return;
   }
-  if (threadIdx.x == 0) wait_acquire(&sync[1 + p.C + c], 1);
-  __syncthreads();
+  float k1 = 0.0f, k2 = 0.0f;  // eval mode normalises with constants: only the direct term
+  if (pl.dx_terms) {
+    k1 = pl.dx_terms[c], k2 = pl.dx_terms[p.C + c];
+  } else {
+    if (threadIdx.x == 0) wait_acquire(&sync[1 + p.C + c], 1);
+    __syncthreads();
+    if (p.training) k1 = totals[c] / float(M), k2 = totals[p.C + c] / float(M);
+  }
   const float gr = gamma_at(gamma, c) * rr * r;
-  // Eval mode normalises with constants, so only the direct term remains.
-  const float k1 = p.training ? totals[c] / float(M) : 0.0f, k2 = p.training ? totals[p.C + c] / float(M) : 0.0f;
   if (kVec) {
     for (int i = 0; i < kBnQuadsPerThread; ++i) {
       const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
@@ -641,6 +648,7 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
   }
   NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(),
             running_mean, running_var, mean, rstd, renorm, renorm_step);
+  if (!y) return;  // statistics only (SyncBatchNorm's first phase)
   const Epilogue e = make_epilogue(p, residual, mask);
   if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
   else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
@@ -648,7 +656,7 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
-                    float* dx, float* dgamma, float* dbeta) {
+                    const float* dx_terms, float* dx, float* dgamma, float* dbeta) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
   const int64_t M = p.N * p.HxW;
@@ -660,7 +668,9 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   const double item_bytes = double(kBnItem) * (mask ? 9 : 8);
   const int64_t fit = std::min<int64_t>(kBnResident, int64_t(l2_budget() / item_bytes / 2));
   pl.D = dx ? std::min(pl.Q, std::max(pl.S, fit)) : pl.Q;
-  const int64_t blocks = dx ? 2 * pl.Q : pl.Q;
+  pl.dx_terms = dx ? dx_terms : nullptr;
+  if (!dx && dx_terms) return;  // nothing to do: the sums are given and no dx is wanted
+  const int64_t blocks = dx && !dx_terms ? 2 * pl.Q : pl.Q;
   if (blocks > INT32_MAX) throw Error("batch_norm backward: " + std::to_string(blocks) + " work items exceed a grid");
   const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * p.C);
   Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.Q + 2 * p.C));

@@ -72,31 +72,29 @@ Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous()
 namespace {
 
 // SyncBatchNorm (spec.sync, training): BatchNorm with the statistics of every process's batch
-// together. Built from the BatchNorm kernels' two modes, so it runs on every backend and keeps the
-// fused epilogue. Forward: this process's per-channel mean and variance (a training-mode call
-// into scratch), combined across processes by count (the variance by Chan et al.'s parallel
-// formula, sum of n_k (var_k + (mean_k - mean)^2), so no sum-of-squares cancellation; two sums of
-// C floats), then an eval-mode call with the global statistics writes the output, epilogue
-// included. Backward: the eval-mode backward gives the direct term gamma*r*g and the per-channel
-// sums S_g and S_gxhat; those are summed across processes, and the statistics' term
-// -gamma*r/M * (S_g + xhat * S_gxhat), an affine b*x + a per channel, is added by one more
-// eval-mode forward call (gamma b, beta a, eps 0, statistics 0 and 1) with the direct term as its
-// residual. One pass more each way than BatchNorm, and a host round trip of 2C floats per call:
-// a split-phase kernel would save both (docs/scaling-out.md).
+// together, in the BatchNorm kernels' split phases (kernel/stubs.h), so it runs on every backend
+// and keeps the fused epilogue. Forward: this process's per-channel mean and variance (the
+// statistics-only phase: one read of x), combined across processes by count (the variance by
+// Chan et al.'s parallel formula, sum of n_k (var_k + (mean_k - mean)^2), so no sum-of-squares
+// cancellation; two sums of C floats), then an eval-mode call with the global statistics writes
+// the output, epilogue included. Backward: the sums-only phase gives this process's S_g and
+// S_gxhat (also its dbeta and dgamma); those are summed across processes, and the dx phase writes
+// dx = gamma*r*(g - S_g/M - xhat*S_gxhat/M) from them in one pass. The traffic of BatchNorm's two
+// passes each way, plus a host round trip of a few C floats per call (the all-reduce reads host
+// memory; docs/scaling-out.md).
 Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec, const Tensor& x,
                        const Tensor& gamma, const Tensor& beta, const Tensor& residual,
                        const Tensor& running_mean, const Tensor& running_var) {
   const int64_t C = p.C;
   const Device dev = x.device();
   const double n_local = static_cast<double>(p.N * p.HxW);
-  // 1. This process's statistics: no epilogue, no running update, the output discarded.
+  // 1. This process's statistics: no output, no epilogue, no running update.
   NormParams ps = p;
   ps.relu = ps.tlu = false, ps.dropout = 0.0f;
   Tensor local_mean = Tensor::empty({C}, DType::F32, dev), local_rstd = Tensor::empty({C}, DType::F32, dev);
   {
-    Tensor scratch = Tensor::empty(x.shape(), DType::F32, dev);
     NormFwdArgs a;
-    a.x = x.data_f32(), a.y = scratch.data_f32(), a.mean = local_mean.data_f32(), a.rstd = local_rstd.data_f32();
+    a.x = x.data_f32(), a.mean = local_mean.data_f32(), a.rstd = local_rstd.data_f32();
     norm_fwd_stub(dev, ps, a);
   }
   const std::vector<float> lm = local_mean.to_vector(), lr = local_rstd.to_vector();
@@ -149,44 +147,27 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
   record_node(y, op, {&x, &gamma, &beta, &residual}, [p, s, sync, M, gx, gg, gb, gr](const Tensor& dy) {
     const Device dev = dy.device();
     const int64_t C = p.C;
-    NormParams pe = p;
-    pe.training = false;
+    // 1. This process's S_g (dbeta) and S_gxhat (dgamma): the sums-only phase.
     Tensor dgamma = Tensor::empty({C}, DType::F32, dev), dbeta = Tensor::empty({C}, DType::F32, dev);
-    Tensor direct = gx ? Tensor::empty(s.x.shape(), DType::F32, dev) : Tensor();
     NormBwdArgs a;
     a.x = s.x.data_f32(), a.dy = dy.data_f32(), a.gamma = opt_ptr(s.gamma);
     a.mean = s.mean.data_f32(), a.rstd = s.rstd.data_f32(), a.mask = s.mask.defined() ? mask_ptr(s.mask) : nullptr;
-    a.dx = opt_mut(direct), a.dgamma = dgamma.data_f32(), a.dbeta = dbeta.data_f32();
-    norm_bwd_stub(dev, pe, a);
+    a.dgamma = dgamma.data_f32(), a.dbeta = dbeta.data_f32();
+    norm_bwd_stub(dev, p, a);
     Tensor dx;
     if (gx) {
-      // S_g and S_gxhat of every process; the statistics' term as b*x + a per channel.
-      std::vector<float> sums = dbeta.to_vector();
+      // 2. Every process's sums, over the global count; 3. dx from them in one pass.
+      std::vector<float> terms = dbeta.to_vector();
       const std::vector<float> sgx = dgamma.to_vector();
-      sums.insert(sums.end(), sgx.begin(), sgx.end());
-      sync->sum(sums.data(), 2 * C);
-      const std::vector<float> m = s.mean.to_vector(), r = s.rstd.to_vector();
-      const std::vector<float> g = s.gamma.defined() ? s.gamma.to_vector() : std::vector<float>(size_t(C), 1.0f);
-      std::vector<float> bc(static_cast<size_t>(C)), ac(static_cast<size_t>(C));
-      for (int64_t c = 0; c < C; ++c) {
-        const size_t i = size_t(c);
-        const double k = static_cast<double>(g[i]) * r[i] / M;
-        const double b = -k * r[i] * sums[size_t(C) + i];
-        bc[i] = static_cast<float>(b);
-        ac[i] = static_cast<float>(-k * sums[i] - b * m[i]);
-      }
-      NormParams pc;
-      pc.kind = NormKind::Batch;
-      pc.N = p.N, pc.C = C, pc.HxW = p.HxW, pc.eps = 0.0f, pc.training = false;
-      Tensor bt = Tensor::from_vector(bc, {C}, dev), at = Tensor::from_vector(ac, {C}, dev);
-      Tensor zero = Tensor::zeros({C}, DType::F32, dev), one = Tensor::ones({C}, dev);
-      Tensor unused_mean = Tensor::empty({C}, DType::F32, dev), unused_rstd = Tensor::empty({C}, DType::F32, dev);
+      terms.insert(terms.end(), sgx.begin(), sgx.end());
+      sync->sum(terms.data(), 2 * C);
+      for (float& t : terms) t = static_cast<float>(t / M);
+      Tensor tt = Tensor::from_vector(terms, {2 * C}, dev);
       dx = Tensor::empty(s.x.shape(), DType::F32, dev);
-      NormFwdArgs f;
-      f.x = s.x.data_f32(), f.gamma = bt.data_f32(), f.beta = at.data_f32(), f.residual = direct.data_f32();
-      f.running_mean = zero.data_f32(), f.running_var = one.data_f32();
-      f.y = dx.data_f32(), f.mean = unused_mean.data_f32(), f.rstd = unused_rstd.data_f32();
-      norm_fwd_stub(dev, pc, f);
+      NormBwdArgs b = a;
+      b.dgamma = b.dbeta = nullptr;
+      b.dx_terms = tt.data_f32(), b.dx = dx.data_f32();
+      norm_bwd_stub(dev, p, b);
     }
     return std::vector<Tensor>{dx, gg ? dgamma : Tensor(), gb ? dbeta : Tensor(), gr ? dy : Tensor()};
   });

@@ -56,6 +56,13 @@ NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const fl
 // and backward reads it: dy of the fused output reaches the norm as (mask == 1) * dy /
 // (1 - dropout), and dtau[c] sums (mask == 2) * dy / (1 - dropout). The residual's own gradient
 // is dy itself. tau: [C] when p.tlu (Group only), else null.
+//
+// SyncBatchNorm's split phases (Batch, training; core/src/ops/norm.cpp): forward with y null
+// computes the statistics only (mean, rstd; running statistics and renorm if given), one read of
+// x; backward with dx null computes dgamma = sum(g * xhat) and dbeta = sum(g) only, one read of
+// x, dy and the mask; backward with dx_terms = [2, C], the every-process (sum(g), sum(g * xhat))
+// divided by the every-process count, writes dx = gamma * rstd * (g - t0 - xhat * t1) from them
+// in one pass, without sums of its own (dgamma, dbeta untouched).
 struct NormFwdArgs {
   const float* x = nullptr;
   const float* gamma = nullptr;
@@ -83,6 +90,7 @@ struct NormBwdArgs {
   float* dgamma = nullptr;
   float* dbeta = nullptr;
   float* dtau = nullptr;
+  const float* dx_terms = nullptr;  // Batch: [2, C], see above
 };
 NL_DECLARE_STUB(norm_fwd, void(const NormParams& p, const NormFwdArgs& a));
 NL_DECLARE_STUB(norm_bwd, void(const NormParams& p, const NormBwdArgs& a));
