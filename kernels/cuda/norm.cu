@@ -362,6 +362,33 @@ __device__ __forceinline__ void bn_bwd_item(const BnBwdPlan& pl, int64_t t, bool
   }
 }
 
+// Visits this thread's share of an item, elements [begin, end) of channel c: f(offset, g, x, n)
+// with g the masked gradient and x the input at n = 4 consecutive elements (kVec: a quad, a warp's
+// lanes on consecutive quads) or n = 1 (scalar: a warp's lanes on consecutive elements).
+template <bool kVec, typename F>
+__device__ __forceinline__ void bn_item_visit(const NormParams& p, int64_t c, int64_t begin, int64_t end,
+                                              const float* x, const float* dy, const uint8_t* mask, float keep_scale,
+                                              F&& f) {
+  if (kVec) {
+    for (int i = 0; i < kBnQuadsPerThread; ++i) {
+      const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
+      if (j >= end) break;
+      const int64_t off = bn_offset(p, c, j);
+      float gv[4], xv[4];
+      masked_dy4(dy, mask, keep_scale, off, gv);
+      load4(x, off, xv);
+      f(off, gv, xv, 4);
+    }
+  } else {
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const int64_t off = bn_offset(p, c, j);
+      float gv = masked_dy(dy, mask, keep_scale, off);
+      const float xv = x[off];
+      f(off, &gv, &xv, 1);
+    }
+  }
+}
+
 // sync: [0] the ticket counter, [1, 1 + C) sums items done per channel, [1 + C, 1 + 2C) ready
 // flags; zeroed before the launch. part: [2][Q] per-item sums; totals: [2][C].
 template <bool kVec>
@@ -382,23 +409,9 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
   const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
   if (!is_dx) {
     float a = 0.0f, b = 0.0f;
-    if (kVec) {
-      for (int i = 0; i < kBnQuadsPerThread; ++i) {  // a warp's lanes on consecutive quads
-        const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
-        if (j >= end) break;
-        const int64_t off = bn_offset(p, c, j);
-        float gv[4], xv[4];
-        masked_dy4(dy, mask, keep_scale, off, gv);
-        load4(x, off, xv);
-        for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
-      }
-    } else {
-      for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-        const int64_t off = bn_offset(p, c, j);
-        const float gv = masked_dy(dy, mask, keep_scale, off);
-        a += gv, b += gv * (x[off] - m) * r;
-      }
-    }
+    bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale, [&](int64_t, float* gv, const float* xv, int n) {
+      for (int l = 0; l < n; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+    });
     block_sum2(a, b, scratch);
     if (threadIdx.x == 0) {
       part[u] = a, part[pl.Q + u] = b;
@@ -430,23 +443,11 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
     if (p.training) k1 = totals[c] / float(M), k2 = totals[p.C + c] / float(M);
   }
   const float gr = gamma_at(gamma, c) * rr * r;
-  if (kVec) {
-    for (int i = 0; i < kBnQuadsPerThread; ++i) {
-      const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
-      if (j >= end) break;
-      const int64_t off = bn_offset(p, c, j);
-      float gv[4], xv[4];
-      masked_dy4(dy, mask, keep_scale, off, gv);
-      load4(x, off, xv);
-      for (int l = 0; l < 4; ++l) gv[l] = gr * (gv[l] - k1 - (xv[l] - m) * r * k2);
-      store4(dx, off, gv);
-    }
-  } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t off = bn_offset(p, c, j);
-      store_stream(dx + off, gr * (masked_dy(dy, mask, keep_scale, off) - k1 - (x[off] - m) * r * k2));
-    }
-  }
+  bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale, [&](int64_t off, float* gv, const float* xv, int n) {
+    for (int l = 0; l < n; ++l) gv[l] = gr * (gv[l] - k1 - (xv[l] - m) * r * k2);
+    if (n == 4) store4(dx, off, gv);
+    else store_stream(dx + off, gv[0]);
+  });
 }
 
 // ---------------------------------------------------------------------------------- LayerNorm (rows)
