@@ -21,11 +21,13 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/normlab-app-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 fail() { echo "app_check: FAIL: $*" >&2; exit 1; }
 # The sanitizer build runs a lighter twin (NORMLAB_APP_CHECK_LIGHT=1: 195 images, which still
-# split their last batch 33 / 34, and three norms): it hunts memory errors, which need every code
-# path once, not the whole run (the full one took 6 minutes under ASan).
-images=451 norms=bn,sbn,gn,ln
-[ "${NORMLAB_APP_CHECK_LIGHT:-0}" = 1 ] && images=195 norms=bn,sbn,ln
-args=(--data-dir "$subset" --epochs 2 --limit-train "$images" --limit-test 200 --norms "$norms" --dropout 0
+# split their last batch 33 / 34, 100 test images, BatchNorm and SyncBatchNorm: the two whose
+# data-parallel paths differ; GroupNorm's and LayerNorm's are the per-process code BatchNorm's
+# also runs): it hunts memory errors, which need every code path once, not the whole run (the full
+# one took 6 minutes under ASan, the twin with three norms and 200 test images 3).
+images=451 norms=bn,sbn,gn,ln test_images=200
+[ "${NORMLAB_APP_CHECK_LIGHT:-0}" = 1 ] && images=195 norms=bn,sbn test_images=100
+args=(--data-dir "$subset" --epochs 2 --limit-train "$images" --limit-test "$test_images" --norms "$norms" --dropout 0
       --no-progress --no-telemetry --device cpu)
 
 "$app" "${args[@]}" --threads 1 --out "$work/one" > "$work/one.log" 2>&1 || { cat "$work/one.log"; fail "the one-process run failed"; }
@@ -82,7 +84,7 @@ fi
 grep -q "compare_norms (rank 0): .*$work/one already holds" "$work/refused.log" || { cat "$work/refused.log"; fail "rank 0's reason is missing"; }
 # The study runs each of its runs under the launcher.
 study=$(dirname "$app")/normlab_study
-"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train "$images" --limit-test 200 --data-dir "$subset" --processes 2 \
+"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train "$images" --limit-test "$test_images" --data-dir "$subset" --processes 2 \
   --launcher "${mpirun[*]}" --out "$work/study" --no-progress > "$work/study.log" 2>&1 || { cat "$work/study.log"; fail "the study with --processes 2 failed"; }
 [ "$(grep -c ',ok,' "$work/study/study.csv")" -eq 2 ] || { cat "$work/study/study.csv"; fail "the study's 2 runs did not finish"; }
 [ "$(grep -l 'data parallel over 2 processes' "$work"/study/logs/*.log | wc -l)" -eq 2 ] || fail "a study run did not run on 2 processes"
