@@ -51,6 +51,15 @@ struct Shape4 {
   int64_t N, C, H, W;
 };
 
+// An L2 budget of 64 KiB for the CUDA norm launchers (NORMLAB_CUDA_L2_BUDGET) while in scope: it
+// makes small tensors take the paths that only large ones take at the default budget.
+struct SmallL2Budget {
+  SmallL2Budget() { setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1); }
+  ~SmallL2Budget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
+  SmallL2Budget(const SmallL2Budget&) = delete;
+  SmallL2Budget& operator=(const SmallL2Budget&) = delete;
+};
+
 }  // namespace
 
 namespace {
@@ -94,10 +103,7 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
 // budget makes D its least, the items per channel (3 at 8 x 33 x 33, 2 at 8 x 32 x 32, 4 at
 // 20 x 27 x 31), so each dx item follows its channel's last sums item as closely as allowed.
 TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)", "[ops][norm][medium]") {
-  struct EnvBudget {
-    EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1); }
-    ~EnvBudget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
-  } budget;
+  const SmallL2Budget budget;
   check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{20, 5, 27, 31}});
 }
 
@@ -135,10 +141,7 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
 // (kernels/cuda/norm.cu, gn_grid) and each block then takes several groups in turn. A budget of
 // 64 KiB makes that happen here on small tensors: 160 and 136 groups on the 132-block floor.
 TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops][norm][medium]") {
-  struct EnvBudget {
-    EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1); }
-    ~EnvBudget() { unsetenv("NORMLAB_CUDA_L2_BUDGET"); }
-  } budget;
+  const SmallL2Budget budget;
   for (auto [s, G] : {std::pair{Shape4{40, 16, 9, 9}, int64_t{4}}, std::pair{Shape4{136, 8, 8, 8}, int64_t{1}}}) {
     CAPTURE(s.N, s.C, s.H, s.W, G);
     const int64_t HW = s.H * s.W, Cg = s.C / G;

@@ -216,41 +216,35 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
     float* tmp = thread_scratch(0, static_cast<size_t>(p.HxW));
     for (int64_t c = c0; c < c1; ++c) {
       const float m = mean[c], r = rstd[c];
-      if (dx_terms) {
-        // SyncBatchNorm's last phase: the sums are every process's, given; one pass.
-        if (!dx) continue;
-        const float gr = gamma_at(gamma, c) * r, k1 = dx_terms[c], k2 = dx_terms[p.C + c];
-        for (int64_t n = 0; n < p.N; ++n) {
-          const int64_t off = n * plane + c * p.HxW;
-          const float* g = masked_grad(p, dy, mask, off, p.HxW, dx + off);  // g in dx, or dy itself
-          const float* xr = x + off;
-          float* d = dx + off;
-          for (int64_t i = 0; i < p.HxW; ++i) d[i] = gr * (g[i] - k1 - (xr[i] - m) * r * k2);
-        }
-        continue;
-      }
       // Batch Renorm: y = gamma * (rr * xhat + dd) + beta with rr, dd constants, so dx is
       // BatchNorm's with gamma * rr, and dgamma = sum(g * (rr * xhat + dd)).
       const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
-      // Pass 1: the masked gradient g goes to dx (reread in pass 2) and its two sums.
-      double sg = 0.0, sgx = 0.0;
-      for (int64_t n = 0; n < p.N; ++n) {
-        const int64_t off = n * plane + c * p.HxW;
-        const float* g = masked_grad(p, dy, mask, off, p.HxW, dx ? dx + off : tmp);
-        sg += CVecMap(g, p.HxW).sum();
-        sgx += CVecMap(g, p.HxW).dot(CVecMap(x + off, p.HxW));
+      float k1 = 0.0f, k2 = 0.0f;  // eval mode normalises with constants: only the direct term
+      if (dx_terms) {
+        // SyncBatchNorm's last phase: the sums are every process's, given, so no pass 1; pass 2
+        // computes g row by row itself.
+        if (!dx) continue;
+        k1 = dx_terms[c], k2 = dx_terms[p.C + c];
+      } else {
+        // Pass 1: the masked gradient g goes to dx (reread in pass 2) and its two sums.
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t n = 0; n < p.N; ++n) {
+          const int64_t off = n * plane + c * p.HxW;
+          const float* g = masked_grad(p, dy, mask, off, p.HxW, dx ? dx + off : tmp);
+          sg += CVecMap(g, p.HxW).sum();
+          sgx += CVecMap(g, p.HxW).dot(CVecMap(x + off, p.HxW));
+        }
+        const double sgxhat = (sgx - m * sg) * r;  // sum(g * xhat)
+        if (dgamma) dgamma[c] = static_cast<float>(rr * sgxhat + dd * sg);
+        if (dbeta) dbeta[c] = static_cast<float>(sg);
+        if (!dx) continue;
+        if (p.training) k1 = static_cast<float>(sg / M), k2 = static_cast<float>(sgxhat / M);
       }
-      const double sgxhat = (sgx - m * sg) * r;  // sum(g * xhat)
-      if (dgamma) dgamma[c] = static_cast<float>(rr * sgxhat + dd * sg);
-      if (dbeta) dbeta[c] = static_cast<float>(sg);
-      if (!dx) continue;
-      // Eval mode normalises with constants, so only the direct term remains.
-      const float k1 = p.training ? static_cast<float>(sg / M) : 0.0f;
-      const float k2 = p.training ? static_cast<float>(sgxhat / M) : 0.0f;
       const float gr = gamma_at(gamma, c) * rr * r;
       for (int64_t n = 0; n < p.N; ++n) {
         const int64_t off = n * plane + c * p.HxW;
-        const float* g = mask ? dx + off : dy + off;
+        // g: left in dx by pass 1 (mask), dy itself (no mask), or computed here (no pass 1).
+        const float* g = dx_terms ? masked_grad(p, dy, mask, off, p.HxW, dx + off) : mask ? dx + off : dy + off;
         const float* xr = x + off;
         float* d = dx + off;
         for (int64_t i = 0; i < p.HxW; ++i) d[i] = gr * (g[i] - k1 - (xr[i] - m) * r * k2);
