@@ -25,6 +25,8 @@
 #   sanitizer     compute-sanitizer memcheck, racecheck, synccheck and initcheck on the CUDA op
 #                 tests that reach every path ([medium] and [cuda-vs-cpu] on device cuda; racecheck
 #                 without the training-step test, which takes minutes under it)
+#   nccl          nl::dist's NCCL backend: dist_check collectives, one process per GPU (under
+#                 mpirun when Open MPI is here, else RANK/WORLD_SIZE and a rendezvous file)
 # Writes into the output folder (at most 8 files, none deeper than the folder itself):
 #   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  train_step_vs_torch.md  compare_norms.json
 #   model_vs_measured.md (each normlab norm row's measured time beside bench/gpu_model's prediction)
@@ -162,6 +164,8 @@ if [ $dry_run -eq 1 ]; then
   8 sanitizer    compute-sanitizer --tool memcheck|racecheck|synccheck|initcheck on
                  normlab_tests "[medium],[cuda-vs-cpu]" (device cuda), 40 s each; racecheck 100 s
                  without the training-step test (too slow under it)
+  9 nccl         dist_check collectives over NCCL, one process per GPU: mpirun -np <GPUs> when
+                 Open MPI is there, else RANK/WORLD_SIZE + NORMLAB_DIST_INIT_FILE (no MPI needed)
   output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, train_step_vs_torch.md, compare_norms.json,
           model_vs_measured.md
           in ${OUT:-runs/gpu-check} (\$OUT when set)
@@ -209,6 +213,8 @@ configure=(cmake -S "$repo" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Rel
   -DNORMLAB_DOWNLOAD=OFF -DNORMLAB_BENCH_ONEDNN=OFF
   -DCMAKE_FIND_ROOT_PATH="$deps/root" -DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=ONLY
   -DNORMLAB_CIFAR_SUBSET="$deps/data/cifar10-subset")
+# NCCL from pip's nvidia-nccl beside PyTorch (no libnccl.so link there, only libnccl.so.2).
+[ -n "$nccl_lib" ] && configure+=(-DNORMLAB_NCCL_LIBRARY="$nccl_lib" -DNORMLAB_NCCL_INCLUDE_DIR="$nccl_inc")
 if [ -n "$cudnn_lib" ]; then
   configure+=(-DNORMLAB_BENCH_CUDNN=ON -DCUDNN_LIBRARY="$cudnn_lib" -DCUDNN_INCLUDE_DIR="$cudnn_inc")
 else
@@ -446,18 +452,38 @@ fi
 
 # --- nccl -------------------------------------------------------------------------------------
 # nl::dist's NCCL backend: the collectives check on one rank per GPU (NCCL refuses two ranks on one
-# GPU), CUDA tensors reduced in place. It bootstraps over MPI, so it needs Open MPI here.
+# GPU), CUDA tensors reduced in place. Under mpirun when this machine has Open MPI (and the build
+# found it); otherwise one process per GPU with RANK/WORLD_SIZE set, meeting through a file, as
+# torchrun starts them (docs/scaling-out.md).
 if [ $built -eq 0 ]; then
   record nccl SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
-elif [ ! -x "$build/tests/dist_check" ] || ! command -v mpirun > /dev/null; then
-  record nccl SKIP "no Open MPI on this machine (.gpu-deps does not carry it; NCCL's unique id travels over MPI), so no NCCL backend was built"
+elif [ ! -x "$build/tests/dist_check" ]; then
+  record nccl SKIP "no NCCL backend was built (NCCL: ${nccl_lib:-not found}; see logs/configure.log)"
 else
   gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
-  if run_part nccl 60 env NORMLAB_DIST_BACKEND=nccl NORMLAB_TEST_DEVICE=cuda \
-        mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$build/tests/dist_check" collectives; then
-    record nccl PASS "collectives on $gpus GPU(s) over NCCL: $(grep -m1 'collectives ok' "$logs/nccl.log")"
+  if command -v mpirun > /dev/null && grep -q 'NORMLAB_HAVE_MPI:[A-Z]*=ON' "$build/CMakeCache.txt" 2> /dev/null; then
+    how="mpirun -np $gpus"
+    run_part nccl 60 env NORMLAB_DIST_BACKEND=nccl NORMLAB_TEST_DEVICE=cuda \
+        mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$build/tests/dist_check" collectives
+    rc=$?
   else
-    record nccl FAIL "$(tail_of nccl 3)"
+    how="$gpus process(es) with RANK/WORLD_SIZE, meeting through a file"
+    # shellcheck disable=SC2016
+    run_part nccl 60 bash -c '
+      pids=()
+      for ((r = 0; r < $1; ++r)); do
+        RANK=$r WORLD_SIZE=$1 LOCAL_RANK=$r NORMLAB_DIST_INIT_FILE="$2/nccl-rendezvous" NORMLAB_DIST_BACKEND=nccl \
+          NORMLAB_TEST_DEVICE=cuda "$3" collectives & pids+=($!)
+      done
+      rc=0
+      for p in "${pids[@]}"; do wait "$p" || rc=1; done
+      exit $rc' _ "$gpus" "$work" "$build/tests/dist_check"
+    rc=$?
+  fi
+  if [ $rc -eq 0 ]; then
+    record nccl PASS "collectives on $gpus GPU(s) over NCCL ($how): $(grep -m1 'collectives ok' "$logs/nccl.log")"
+  else
+    record nccl FAIL "$how: $(tail_of nccl 3)"
   fi
 fi
 

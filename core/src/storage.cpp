@@ -4,6 +4,7 @@
 
 #include "normlab/core/dispatch.h"
 #include "normlab/core/error.h"
+#include "normlab/core/kernel/stubs.h"
 
 namespace nl {
 namespace {
@@ -44,6 +45,11 @@ Allocator& get_allocator(Device device) {
   NL_CHECK(a != nullptr, "device ", device, " is not available (this build has backends: ",
            built_backends(), ")");
   return *a;
+}
+
+void* native_stream(Device device) {
+  if (device.is_cpu()) return nullptr;
+  return native_stream_stub(device);
 }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {

@@ -86,6 +86,8 @@ class MpiGroup final : public ProcessGroup {
     wait(req, "barrier", 0);
   }
 
+  using ProcessGroup::all_reduce_sum_async;  // the tensor one: through this one
+
   // One MPI_Iallreduce left in flight (GradientReducer overlaps it with backward). Open MPI
   // progresses it inside MPI calls, so test() is called between backward's nodes.
   std::unique_ptr<Work> all_reduce_sum_async(float* data, int64_t n) override {

@@ -1,6 +1,10 @@
-// The NCCL backend: all-reduce and broadcast between GPUs, on device memory, with NCCL's unique id
-// sent over the MPI group that bootstraps it (mpi.cpp). Built with NORMLAB_CUDA=ON when NCCL is
-// found (NORMLAB_DIST_NCCL, dist/CMakeLists.txt); backends.cpp is the only file that knows.
+// The NCCL backend: all-reduce and broadcast between GPUs, on device memory. NCCL's unique id
+// travels over MPI when an MPI launcher started the processes and MPI is built (mpi.cpp);
+// otherwise the launcher's environment gives rank and size (torchrun's RANK/WORLD_SIZE, Open MPI's
+// or Slurm's variables) and rank 0 publishes the id in Options::init_file (rendezvous.cpp); one
+// process alone needs neither. So a GPU machine without Open MPI runs it too. Built with
+// NORMLAB_CUDA=ON when NCCL is found (NORMLAB_DIST_NCCL, dist/CMakeLists.txt); backends.cpp is
+// the only file that knows.
 //
 // Each process drives the GPU of its local rank (local rank modulo the GPUs it sees). The
 // communicator is non-blocking (ncclConfig_t::blocking = 0), so every wait is a poll against
@@ -11,42 +15,61 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "backends.h"
 #include "normlab/core/error.h"
+#include "normlab/core/storage.h"
+#include "rendezvous.h"
 
 namespace nl::dist {
 
 namespace {
 
-int local_rank(int rank) {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
-    if (const char* s = std::getenv(v)) return std::atoi(s);
-  return rank;
-}
-
 class NcclGroup final : public ProcessGroup {
  public:
-  explicit NcclGroup(const Options& o) : boot_(make_mpi_group(o)), timeout_(o.timeout_seconds) {
-    rank_ = boot_->rank(), size_ = boot_->size();
+  explicit NcclGroup(const Options& o) : timeout_(o.timeout_seconds) {
+    const Launch launch = launch_from_env();
+    if (has_backend("mpi") && launched_by_mpi()) {
+      boot_ = make_mpi_group(o);
+      rank_ = boot_->rank(), size_ = boot_->size();
+    } else {
+      rank_ = launch.rank, size_ = launch.size;
+    }
     int devices = 0;
     cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     NL_CHECK(devices > 0, "dist (nccl): rank ", rank_, " sees no GPU");
-    device_ = local_rank(rank_) % devices;
+    device_ = (launch.source.empty() ? rank_ : launch.local_rank) % devices;
     cuda(cudaSetDevice(device_), "cudaSetDevice");
     ncclUniqueId id{};
     if (rank_ == 0) nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    // The id's bytes as the floats 0..255, which MPI carries exactly.
-    std::vector<float> bytes(sizeof id.internal);
-    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = float(static_cast<unsigned char>(id.internal[i]));
-    boot_->broadcast(bytes.data(), int64_t(bytes.size()), 0);
-    for (size_t i = 0; i < bytes.size(); ++i) id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
+    std::unique_ptr<FileRendezvous> meeting;
+    if (boot_) {
+      // The id's bytes as the floats 0..255, which MPI carries exactly.
+      std::vector<float> bytes(sizeof id.internal);
+      for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = float(static_cast<unsigned char>(id.internal[i]));
+      boot_->broadcast(bytes.data(), int64_t(bytes.size()), 0);
+      for (size_t i = 0; i < bytes.size(); ++i) id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
+    } else if (size_ > 1) {
+      const char* env = std::getenv("NORMLAB_DIST_INIT_FILE");
+      const std::string path = !o.init_file.empty() ? o.init_file : env ? env : "";
+      NL_CHECK(!path.empty(), "dist (nccl): rank ", rank_, " of ", size_, " (", launch.source,
+               ") has no way to meet the others: set NORMLAB_DIST_INIT_FILE (or Options::init_file) to a new "
+               "file's path that every process sees, or start them with mpirun and a build with MPI");
+      meeting = std::make_unique<FileRendezvous>(path, rank_, size_, timeout_);
+      const std::string got = meeting->exchange(std::string(id.internal, sizeof id.internal));
+      NL_CHECK(got.size() == sizeof id.internal, "dist (nccl): rank ", rank_, ": the rendezvous file ", path,
+               " holds ", got.size(), " bytes, not an NCCL id of ", sizeof id.internal);
+      std::memcpy(id.internal, got.data(), got.size());
+    }
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     nccl(ncclCommInitRankConfig(&comm_, size_, id, rank_, &config), "ncclCommInitRankConfig");
     settle("ncclCommInitRank");
+    // Every rank has joined, so every rank has read the id: rank 0 removes the file it made.
+    if (meeting) meeting->finish();
     cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
 
@@ -82,29 +105,94 @@ class NcclGroup final : public ProcessGroup {
     cuda(cudaMemcpy(host, dev, size_t(n) * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
   }
 
-  void barrier() override { boot_->barrier(); }
+  // Without MPI, a one-float all-reduce: it completes on no rank before every rank joined it.
+  void barrier() override {
+    if (boot_) return boot_->barrier();
+    float token = 0.0f;
+    all_reduce_sum(&token, 1);
+  }
 
   // CUDA tensors in place on their device, no host copy.
   void all_reduce_sum(Tensor& t) override {
     if (!t.device().is_cuda()) return ProcessGroup::all_reduce_sum(t);
+    all_reduce_sum_async(t)->wait();
+  }
+
+  using ProcessGroup::all_reduce_sum_async;
+
+  // Queued on our stream behind an event on normlab's stream: NCCL reads the tensor once the ops
+  // that wrote it have run, while this thread goes on queueing backward's next kernels (the
+  // overlap GradientReducer is for). wait() orders normlab's stream after the sum.
+  std::unique_ptr<Work> all_reduce_sum_async(const Tensor& t) override {
+    if (!t.device().is_cuda()) return ProcessGroup::all_reduce_sum_async(t);
     check_tensor(t);
-    // The tensor was written on the library's stream: wait for it, since ours is another.
-    cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    auto w = std::make_unique<NcclWork>(this, t.numel(), static_cast<cudaStream_t>(native_stream(t.device())));
+    cuda(cudaEventRecord(w->ready, w->lib), "cudaEventRecord");
+    cuda(cudaStreamWaitEvent(stream_, w->ready, 0), "cudaStreamWaitEvent");
     nccl(ncclAllReduce(t.data_f32(), t.data_f32(), size_t(t.numel()), ncclFloat, ncclSum, comm_, stream_),
          "ncclAllReduce");
-    finish("all_reduce_sum", t.numel());
+    ++seq_;
+    settle("all_reduce_sum");  // a non-blocking communicator: enqueued once settled
+    cuda(cudaEventRecord(w->done, stream_), "cudaEventRecord");
+    return w;
   }
 
   void broadcast(Tensor& t, int root) override {
     if (!t.device().is_cuda()) return ProcessGroup::broadcast(t, root);
     check_tensor(t);
-    cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    // The tensor was written on normlab's stream: ours waits for it.
+    cudaEvent_t ready = nullptr;
+    cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+    cudaEventRecord(ready, static_cast<cudaStream_t>(native_stream(t.device())));
+    cudaStreamWaitEvent(stream_, ready, 0);
+    cudaEventDestroy(ready);
     nccl(ncclBroadcast(t.data_f32(), t.data_f32(), size_t(t.numel()), ncclFloat, root, comm_, stream_),
          "ncclBroadcast");
     finish("broadcast", t.numel());
   }
 
  private:
+  struct NcclWork final : Work {
+    NcclWork(NcclGroup* g, int64_t floats, cudaStream_t normlab_stream) : group(g), n(floats), lib(normlab_stream) {
+      g->cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+      g->cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+    }
+    // Dropped in flight (an exception unwound past it): NCCL may still write the tensor, whose
+    // memory is about to be reused; the group is marked unusable.
+    ~NcclWork() override {
+      if (!finished) group->broken_ = true;
+      cudaEventDestroy(ready);
+      cudaEventDestroy(done);
+    }
+    bool test() override {
+      if (!finished) {
+        const cudaError_t rc = cudaEventQuery(done);
+        if (rc != cudaErrorNotReady) group->cuda(rc, "cudaEventQuery"), complete();
+      }
+      return finished;
+    }
+    void wait() override {
+      if (finished) return;
+      group->poll([&] {
+        const cudaError_t rc = cudaEventQuery(done);
+        if (rc == cudaErrorNotReady) return false;
+        group->cuda(rc, "cudaEventQuery");
+        return true;
+      }, "all_reduce_sum (a gradient bucket)", n);
+      complete();
+    }
+    void complete() {
+      finished = true;
+      // normlab's later work on the tensor (unpacking a bucket) runs after the sum.
+      group->cuda(cudaStreamWaitEvent(lib, done, 0), "cudaStreamWaitEvent");
+    }
+    NcclGroup* group;
+    int64_t n;
+    cudaStream_t lib;  // normlab's
+    cudaEvent_t ready = nullptr, done = nullptr;
+    bool finished = false;
+  };
+
   void check_tensor(const Tensor& t) const {
     // The device: this process's current one, which the constructor chose (normlab's CUDA
     // backend allocates on the current device; make the group before any CUDA work).
@@ -179,7 +267,7 @@ class NcclGroup final : public ProcessGroup {
     }, what, n);
   }
 
-  std::unique_ptr<ProcessGroup> boot_;  // MPI: the unique id, barriers
+  std::unique_ptr<ProcessGroup> boot_;  // MPI when it launched us: the unique id, barriers
   double timeout_;
   int rank_ = 0, size_ = 1, device_ = 0;
   ncclComm_t comm_ = nullptr;

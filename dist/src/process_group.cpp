@@ -42,54 +42,118 @@ std::unique_ptr<ProcessGroup> make_single_group() { return std::make_unique<Sing
 
 namespace {
 
-// The gradients of params, one after the other, appended to buf (zeros for a parameter without
-// one). CPU gradients are copied straight from their storage (this runs every step); others
-// travel through host copies.
-void pack_grads(const std::vector<Tensor>& params, std::vector<float>& buf) {
-  buf.clear();
-  for (const Tensor& p : params) {
+// A flat float32 buffer for one bucket of gradients, on the bucket's device, kept across steps.
+struct Bucket {
+  std::vector<Tensor> params;
+  Tensor flat;  // [sum of numel] on the params' device
+  Tensor inv;   // [sum of numel] of 1/K, device buckets only: the mean as one elementwise op
+
+  Device device() const { return params.front().device(); }
+  int64_t numel() const {
+    int64_t n = 0;
+    for (const Tensor& p : params) n += p.numel();
+    return n;
+  }
+};
+
+// Elements [at, at + shape.numel()) of a contiguous flat tensor, as a tensor of that shape sharing
+// its memory (what PyTorch's bucket views are).
+Tensor slice_of(const Tensor& flat, int64_t at, const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = flat.impl()->storage;
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->offset = flat.offset() + at;
+  impl->dtype = DType::F32;
+  return Tensor(std::move(impl));
+}
+
+// The gradients of the bucket's params, one after the other, into its flat buffer (zeros for a
+// parameter without one). Every copy stays on the device.
+void pack(Bucket& b) {
+  if (!b.flat.defined()) b.flat = Tensor::empty({b.numel()}, DType::F32, b.device());
+  int64_t at = 0;
+  for (const Tensor& p : b.params) {
     const Tensor g = p.grad();
-    if (!g.defined()) {
-      buf.insert(buf.end(), size_t(p.numel()), 0.0f);
-    } else if (g.device().is_cpu() && g.is_contiguous()) {
-      buf.insert(buf.end(), g.data_f32(), g.data_f32() + g.numel());
-    } else {
-      const std::vector<float> v = g.to_vector();
-      buf.insert(buf.end(), v.begin(), v.end());
-    }
+    const Tensor dst = slice_of(b.flat, at, p.shape());
+    if (g.defined()) dst.copy_(g);
+    else dst.copy_(Tensor::zeros(p.shape(), DType::F32, p.device()));
+    at += p.numel();
   }
 }
 
-// The reverse: each defined gradient set to scale x its part of buf.
-void unpack_grads(const std::vector<float>& buf, float scale, const std::vector<Tensor>& params) {
-  const float* at = buf.data();
-  for (const Tensor& p : params) {
-    const int64_t n = p.numel();
-    const Tensor g = p.grad();
-    if (g.defined() && g.device().is_cpu() && g.is_contiguous()) {
-      float* dst = g.data_f32();
-      for (int64_t k = 0; k < n; ++k) dst[k] = at[k] * scale;
-    } else if (g.defined()) {
-      std::vector<float> v(at, at + n);
-      for (float& x : v) x *= scale;
-      g.copy_(Tensor::from_vector(v, g.shape()));
+// The reverse: each defined gradient set to scale x its part of the flat buffer.
+void unpack(Bucket& b, float scale) {
+  const bool cpu = b.device().is_cpu();
+  Tensor mean = b.flat;
+  if (!cpu) {
+    if (!b.inv.defined()) b.inv = Tensor::full({b.flat.numel()}, scale, b.device());
+    mean = mul(b.flat, b.inv);
+  }
+  int64_t at = 0;
+  for (const Tensor& p : b.params) {
+    if (const Tensor g = p.grad(); g.defined()) {
+      NL_CHECK(g.is_contiguous(), "dist: the gradient of a parameter of shape ", p.shape(), " is not contiguous");
+      if (cpu) {
+        // = (not +=): the gradient is replaced by the mean, in the one pass over it.
+        const float* src = b.flat.data_f32() + at;
+        float* dst = g.data_f32();
+        for (int64_t k = 0, n = p.numel(); k < n; ++k) dst[k] = src[k] * scale;
+      } else {
+        g.copy_(slice_of(mean, at, p.shape()));
+      }
     }
-    at += n;
+    at += p.numel();
   }
 }
 
-}  // namespace
+// params cut into buckets of about cap floats, a new one also where the device changes.
+std::vector<Bucket> make_buckets(const std::vector<Tensor>& params, int64_t bucket_bytes) {
+  const int64_t cap = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
+  std::vector<Bucket> buckets;
+  int64_t filled = 0;
+  for (const Tensor& p : params) {
+    NL_CHECK(p.dtype() == DType::F32, "dist: gradients are averaged as float32; a parameter is ", p);
+    if (buckets.empty() || (filled > 0 && filled + p.numel() > cap) || buckets.back().device() != p.device())
+      buckets.emplace_back(), filled = 0;
+    buckets.back().params.push_back(p);
+    filled += p.numel();
+  }
+  return buckets;
+}
 
-namespace {
 struct DoneWork final : ProcessGroup::Work {
   bool test() override { return true; }
   void wait() override {}
 };
+
+// A device tensor's sum through a host copy: the copy made when it starts, copied back by wait().
+struct HostStagedWork final : ProcessGroup::Work {
+  Tensor t, host;
+  std::unique_ptr<ProcessGroup::Work> inner;
+  bool copied = false;
+  bool test() override { return inner->test(); }
+  void wait() override {
+    inner->wait();
+    if (!copied) t.copy_(host), copied = true;
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<ProcessGroup::Work> ProcessGroup::all_reduce_sum_async(float* data, int64_t n) {
   all_reduce_sum(data, n);
   return std::make_unique<DoneWork>();
+}
+
+std::unique_ptr<ProcessGroup::Work> ProcessGroup::all_reduce_sum_async(const Tensor& t) {
+  check_float(t, "all_reduce_sum_async");
+  if (t.device().is_cpu()) return all_reduce_sum_async(t.data_f32(), t.numel());
+  auto w = std::make_unique<HostStagedWork>();
+  w->t = t;
+  w->host = t.to(Device::cpu());
+  w->inner = all_reduce_sum_async(w->host.data_f32(), w->host.numel());
+  return w;
 }
 
 void ProcessGroup::all_reduce_sum(Tensor& t) {
@@ -138,45 +202,31 @@ void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes) 
   std::vector<Tensor> params;
   for (const Tensor& p : net.parameters())
     if (p.grad().defined()) params.push_back(p);
-  const int64_t cap = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
   const float inv = 1.0f / float(pg.size());
-  std::vector<float> bucket;
-  std::vector<Tensor> in_bucket;
-  // Packs the bucket, sums it over ranks, writes the mean back.
-  auto flush = [&] {
-    if (in_bucket.empty()) return;
-    pack_grads(in_bucket, bucket);
-    pg.all_reduce_sum(bucket.data(), int64_t(bucket.size()));
-    unpack_grads(bucket, inv, in_bucket);
-    in_bucket.clear();
-  };
-  int64_t filled = 0;
-  for (const Tensor& p : params) {
-    if (filled > 0 && filled + p.numel() > cap) flush(), filled = 0;
-    in_bucket.push_back(p);
-    filled += p.numel();
+  for (Bucket& b : make_buckets(params, bucket_bytes)) {
+    pack(b);
+    pg.all_reduce_sum_async(b.flat)->wait();
+    unpack(b, inv);
   }
-  flush();
 }
 
 // --- GradientReducer ------------------------------------------------------------------------------
 
 struct GradientReducer::State {
   ProcessGroup* pg = nullptr;
-  std::vector<std::vector<Tensor>> buckets;        // parameters in reverse registration order
+  std::vector<Bucket> buckets;  // parameters in reverse registration order; buffers kept across steps
   struct Slot {
     size_t bucket, index;  // index: the parameter's position over all buckets
   };
   std::unordered_map<const TensorImpl*, Slot> slot;
   // Per step:
-  std::vector<int> missing;                        // gradients a bucket still waits for
-  std::vector<std::vector<float>> data;            // kept across steps (no allocation per step)
+  std::vector<int> missing;  // gradients a bucket still waits for
   std::vector<std::unique_ptr<ProcessGroup::Work>> work;
-  std::vector<char> reported;                      // by Slot::index
+  std::vector<char> reported;  // by Slot::index
 
   void start(size_t b) {
-    pack_grads(buckets[b], data[b]);
-    work[b] = pg->all_reduce_sum_async(data[b].data(), int64_t(data[b].size()));
+    pack(buckets[b]);
+    work[b] = pg->all_reduce_sum_async(buckets[b].flat);
   }
 };
 
@@ -184,16 +234,10 @@ GradientReducer::GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t buck
   s_->pg = &pg;
   std::vector<Tensor> ps = net.parameters();
   std::reverse(ps.begin(), ps.end());
-  const int64_t cap = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
-  int64_t filled = 0;
-  for (const Tensor& p : ps) {
-    if (s_->buckets.empty() || (filled > 0 && filled + p.numel() > cap)) s_->buckets.emplace_back(), filled = 0;
-    const State::Slot at{s_->buckets.size() - 1, s_->slot.size()};  // before slot[] inserts
-    s_->slot[p.impl().get()] = at;
-    s_->buckets.back().push_back(p);
-    filled += p.numel();
-  }
-  s_->data.resize(s_->buckets.size());
+  s_->buckets = make_buckets(ps, bucket_bytes);
+  size_t index = 0;
+  for (size_t b = 0; b < s_->buckets.size(); ++b)
+    for (const Tensor& p : s_->buckets[b].params) s_->slot[p.impl().get()] = State::Slot{b, index++};
 }
 
 GradientReducer::~GradientReducer() = default;
@@ -205,7 +249,7 @@ void GradientReducer::backward(const Tensor& loss, const Tensor& seed) {
   if (s.pg->size() == 1) return nl::backward(loss, seed);
   const size_t nb = s.buckets.size();
   s.missing.resize(nb);
-  for (size_t b = 0; b < nb; ++b) s.missing[b] = int(s.buckets[b].size());
+  for (size_t b = 0; b < nb; ++b) s.missing[b] = int(s.buckets[b].params.size());
   s.work.clear();
   s.work.resize(nb);
   s.reported.assign(s.slot.size(), 0);
@@ -221,12 +265,12 @@ void GradientReducer::backward(const Tensor& loss, const Tensor& seed) {
       if (w) w->test();
   });
   // Parameters that got no gradient: their buckets start now (in order, as on every rank).
-  for (const auto& bucket : s.buckets)
-    for (const Tensor& p : bucket) mark(s.slot.at(p.impl().get()));
+  for (const Bucket& bucket : s.buckets)
+    for (const Tensor& p : bucket.params) mark(s.slot.at(p.impl().get()));
   const float inv = 1.0f / float(s.pg->size());
   for (size_t b = 0; b < nb; ++b) {
     s.work[b]->wait();
-    unpack_grads(s.data[b], inv, s.buckets[b]);
+    unpack(s.buckets[b], inv);
   }
 }
 

@@ -254,7 +254,9 @@ int main(int argc, char** argv) {
   // Before anything that can fail: an error must end every process (see the catch below).
   std::unique_ptr<nl::dist::ProcessGroup> group;
   try {
-    group = nl::dist::init(o.dist, {.timeout_seconds = o.dist_timeout});
+    nl::dist::Options dist_options;
+    dist_options.timeout_seconds = o.dist_timeout;
+    group = nl::dist::init(o.dist, dist_options);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "compare_norms: %s\n", e.what());
     return 1;

@@ -332,6 +332,7 @@ void register_memory_kernels() {
   copy_bytes_stub.set(DeviceType::CUDA, &copy_bytes);
   copy_strided_stub.set(DeviceType::CUDA, &copy_strided);
   fill_stub.set(DeviceType::CUDA, &fill);
+  native_stream_stub.set(DeviceType::CUDA, [] { return static_cast<void*>(stream()); });
 }
 
 }  // namespace nl::cuda

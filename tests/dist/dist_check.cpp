@@ -200,37 +200,51 @@ void sbn_op(dist::ProcessGroup& pg) {
 
 }  // namespace
 
-// GradientReducer (buckets reduced while backward runs) against average_gradients after it: the
-// same sums, so the same gradients to the bit, with several buckets in flight.
+// GradientReducer (buckets reduced while backward runs) against average_gradients after it:
+// the same sums, so the same gradients to the bit, with several buckets in flight; and both
+// against each gradient summed on its own through host memory and divided here. On the test
+// device: on (emulated) CUDA the buckets are packed, reduced and unpacked on the device.
 void reducer(dist::ProcessGroup& pg) {
-  const int r = pg.rank();
+  const int K = pg.size(), r = pg.rank();
+  const Device dev = test_device();
   Generator data_gen(70 + uint64_t(r));
-  const Tensor x = Tensor::randn({16, 3, 32, 32}, data_gen);
+  const Tensor x = Tensor::randn({16, 3, 32, 32}, data_gen).to(dev);
   std::vector<int32_t> labels(16);
   for (int i = 0; i < 16; ++i) labels[size_t(i)] = (i * 3 + r) % 10;
-  const Tensor y = Tensor::from_ints(labels, {16});
+  const Tensor y = Tensor::from_ints(labels, {16}, dev);
   Generator init(5);
   compare::NetOptions o;
   o.dropout = 0.0f;  // two forwards of the same batch must be the same
   auto net = compare::make_net(compare::parse_norm("gn"), init, nullptr, o);
+  net->to(dev);
   dist::GradientReducer red(pg, *net, 8 << 10);
   EXPECT(red.buckets() > 4, "8 KiB buckets over 43,600 parameters make only ", red.buckets(), " buckets");
-  auto grads = [&](bool overlap) {
+  enum How { kOverlap, kAfter, kPerTensor };
+  auto grads = [&](How how) {
     for (const Tensor& p : net->parameters()) p.zero_grad();
     Tensor loss = nll_loss(net->forward(x), y);
-    if (overlap) {
-      red.backward(loss);
-    } else {
-      loss.backward();
-      dist::average_gradients(pg, *net);
-    }
+    if (how == kOverlap) red.backward(loss);
+    else loss.backward();
+    if (how == kAfter) dist::average_gradients(pg, *net);
     std::vector<std::vector<float>> out;
-    for (const Tensor& p : net->parameters()) out.push_back(p.grad().to_vector());
+    for (const Tensor& p : net->parameters()) {
+      out.push_back(p.grad().to_vector());
+      if (how == kPerTensor) {
+        pg.all_reduce_sum(out.back().data(), int64_t(out.back().size()));
+        for (float& v : out.back()) v /= float(K);
+      }
+    }
     return out;
   };
-  const auto a = grads(true), b = grads(false);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT(a[i] == b[i], "parameter ", i, "'s gradient differs from average_gradients'");
-  std::printf("rank %d: GradientReducer (%lld buckets) equals average_gradients\n", r, (long long)red.buckets());
+  const auto a = grads(kOverlap), b = grads(kAfter), c = grads(kPerTensor);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT(a[i] == b[i], "parameter ", i, "'s gradient from GradientReducer differs from average_gradients' on ", dev);
+    // x (1/K) on the device, / K here: the same for K = 2 (a power of two), within an ulp else.
+    EXPECT(rel_l2(b[i], c[i]) <= (K == 2 ? 0.0 : 1e-7), "parameter ", i, "'s averaged gradient on ", dev,
+           " differs from its own sum over ranks / ", K, " by ", rel_l2(b[i], c[i]));
+  }
+  std::printf("rank %d: GradientReducer (%lld buckets) equals average_gradients and per-tensor sums (%s)\n", r,
+              (long long)red.buckets(), dev.is_cpu() ? "cpu" : "cuda");
 }
 
 int main(int argc, char** argv) {

@@ -8,8 +8,8 @@
 //   nl::dist::average_gradients(*pg, net);
 //
 // Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host), "nccl"
-// (GPUs: CUDA tensors reduced in place by NCCL, bootstrapped over MPI; built with NORMLAB_CUDA=ON
-// when NCCL is found) and "single" (one process, every collective a no-op). Every collective
+// (GPUs: CUDA tensors reduced in place by NCCL, bootstrapped over MPI under mpirun, else through
+// Options::init_file; built with NORMLAB_CUDA=ON when NCCL is found) and "single" (one process, every collective a no-op). Every collective
 // has a deadline: one that another rank never joins (it died, hangs, or called a different collective) throws nl::Error naming this
 // rank, the collective and its sequence number after Options::timeout_seconds, instead of
 // hanging; a rank that dies is also reported by mpirun itself, which ends the others.
@@ -32,6 +32,11 @@ struct Options {
   // A collective not complete after this long fails. The default leaves room for a slow first
   // epoch on a busy machine; tests use seconds.
   double timeout_seconds = 300.0;
+  // The NCCL backend without MPI (processes started by torchrun, Slurm or a script, with RANK and
+  // WORLD_SIZE set): a new file's path that every process sees, where rank 0 publishes NCCL's id
+  // and removes it once all have joined. Empty: $NORMLAB_DIST_INIT_FILE. Unused by one process
+  // alone and under MPI.
+  std::string init_file;
 };
 
 // A CrossProcessSum, so SyncBatchNorm (NormSpec::sync) can sum its statistics through it.
@@ -59,6 +64,12 @@ class ProcessGroup : public CrossProcessSum {
   // Default: the blocking all_reduce_sum at once (the MPI backend overrides it).
   virtual std::unique_ptr<Work> all_reduce_sum_async(float* data, int64_t n);
 
+  // A contiguous float32 tensor on any device, summed in place once wait() returned; its memory
+  // must stay untouched until then. Default: a CPU tensor through the call above, another through
+  // a host copy made now and copied back by wait(). The NCCL backend reduces a CUDA tensor on the
+  // GPU, queued behind the work normlab already queued there, without waiting for it.
+  virtual std::unique_ptr<Work> all_reduce_sum_async(const Tensor& t);
+
   void sum(float* host, int64_t n) override { all_reduce_sum(host, n); }
 
   // Contiguous float32 tensors on any device: CPU ones in place, others through a host copy
@@ -68,10 +79,11 @@ class ProcessGroup : public CrossProcessSum {
 };
 
 // Which backends this build has: "single" always, "mpi" when built with MPI (NORMLAB_DIST),
-// "nccl" when built with CUDA, MPI and NCCL (NORMLAB_DIST_NCCL).
+// "nccl" when built with CUDA and NCCL (NORMLAB_DIST_NCCL).
 bool has_backend(const std::string& name);
 // backend: "auto" (MPI when this process was started by an MPI launcher and MPI is built, else
-// "single"), "mpi", "nccl" (one GPU per process: the local rank's) or "single". MPI is
+// "single"), "mpi", "nccl" (one GPU per process: the local rank's; rank and size from MPI, else
+// from RANK/WORLD_SIZE, Open MPI's or Slurm's variables, else a group of one) or "single". MPI is
 // initialised here when nobody has yet, and finalised when the last group of this process is
 // destroyed.
 std::unique_ptr<ProcessGroup> init(const std::string& backend = "auto", const Options& options = {});
@@ -88,7 +100,9 @@ void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes =
 // Averages gradients while backward still runs, like PyTorch DDP's reducer: the parameters are
 // grouped into buckets of about bucket_bytes in reverse order (the order backward finishes them),
 // and a bucket's all-reduce starts as soon as its last gradient is final, overlapping the backward
-// of earlier layers. backward(loss) returns with every gradient the mean over ranks. Every rank
+// of earlier layers. A bucket lives on its parameters' device (a new bucket starts where the
+// device changes): gradients are packed and unpacked there, so a GPU's cross a bus once per
+// bucket (MPI) or never (NCCL), not once per tensor. backward(loss) returns with every gradient the mean over ranks. Every rank
 // must call it at the same step with the same net; a parameter without a gradient on one rank
 // must have none on all (its bucket then reduces zeros for it and leaves it undefined).
 class GradientReducer {

@@ -20,4 +20,10 @@ inline void write_file_atomic(const std::string& path, std::string_view content)
   write_file_atomic(path, std::vector<std::string_view>{content});
 }
 
+// The same, but path must not exist: the complete file appears under its name at once (a hard
+// link of the temporary, which fails rather than replace anything) and false is returned, with
+// nothing written, when path already exists. For files that others poll for (nl::dist's
+// rendezvous), which must never be read half-written nor replace another job's.
+bool create_file_atomic(const std::string& path, std::string_view content);
+
 }  // namespace nl::nn

@@ -22,6 +22,10 @@ NL_DECLARE_STUB(copy_bytes, void(void* dst, const void* src, size_t nbytes, Devi
 // Gathers a strided view of 4-byte elements into dense memory.
 NL_DECLARE_STUB(copy_strided, void(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst));
 NL_DECLARE_STUB(fill, void(int64_t n, float value, float* y));
+// The device's native stream (cudaStream_t) that this thread's kernels and copies are ordered on,
+// for engines that share the device with normlab (NCCL): they order their work after it with an
+// event instead of synchronising the whole device.
+NL_DECLARE_STUB(native_stream, void*());
 
 // Elementwise and reductions.
 NL_DECLARE_STUB(add_fwd, void(int64_t n, const float* a, const float* b, float* y));
