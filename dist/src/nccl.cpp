@@ -115,7 +115,7 @@ class NcclGroup final : public ProcessGroup {
   // CUDA tensors in place on their device, no host copy.
   void all_reduce_sum(Tensor& t) override {
     if (!t.device().is_cuda()) return ProcessGroup::all_reduce_sum(t);
-    all_reduce_sum_async(t)->wait();
+    start_all_reduce(t, "all_reduce_sum")->wait();
   }
 
   using ProcessGroup::all_reduce_sum_async;
@@ -125,16 +125,7 @@ class NcclGroup final : public ProcessGroup {
   // overlap GradientReducer is for). wait() orders normlab's stream after the sum.
   std::unique_ptr<Work> all_reduce_sum_async(const Tensor& t) override {
     if (!t.device().is_cuda()) return ProcessGroup::all_reduce_sum_async(t);
-    check_tensor(t);
-    auto w = std::make_unique<NcclWork>(this, t.numel(), static_cast<cudaStream_t>(native_stream(t.device())));
-    cuda(cudaEventRecord(w->ready, w->lib), "cudaEventRecord");
-    cuda(cudaStreamWaitEvent(stream_, w->ready, 0), "cudaStreamWaitEvent");
-    nccl(ncclAllReduce(t.data_f32(), t.data_f32(), size_t(t.numel()), ncclFloat, ncclSum, comm_, stream_),
-         "ncclAllReduce");
-    ++seq_;
-    settle("all_reduce_sum");  // a non-blocking communicator: enqueued once settled
-    cuda(cudaEventRecord(w->done, stream_), "cudaEventRecord");
-    return w;
+    return start_all_reduce(t, "all_reduce_sum (a gradient bucket)");
   }
 
   void broadcast(Tensor& t, int root) override {
@@ -152,8 +143,24 @@ class NcclGroup final : public ProcessGroup {
   }
 
  private:
+  struct NcclWork;
+
+  std::unique_ptr<Work> start_all_reduce(const Tensor& t, const char* what) {
+    check_tensor(t);
+    auto w = std::make_unique<NcclWork>(this, t.numel(), static_cast<cudaStream_t>(native_stream(t.device())), what);
+    cuda(cudaEventRecord(w->ready, w->lib), "cudaEventRecord");
+    cuda(cudaStreamWaitEvent(stream_, w->ready, 0), "cudaStreamWaitEvent");
+    nccl(ncclAllReduce(t.data_f32(), t.data_f32(), size_t(t.numel()), ncclFloat, ncclSum, comm_, stream_),
+         "ncclAllReduce");
+    ++seq_;
+    settle(what);  // a non-blocking communicator: enqueued once settled
+    cuda(cudaEventRecord(w->done, stream_), "cudaEventRecord");
+    return w;
+  }
+
   struct NcclWork final : Work {
-    NcclWork(NcclGroup* g, int64_t floats, cudaStream_t normlab_stream) : group(g), n(floats), lib(normlab_stream) {
+    NcclWork(NcclGroup* g, int64_t floats, cudaStream_t normlab_stream, const char* collective)
+        : group(g), n(floats), lib(normlab_stream), what(collective) {
       g->cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
       g->cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
     }
@@ -178,7 +185,7 @@ class NcclGroup final : public ProcessGroup {
         if (rc == cudaErrorNotReady) return false;
         group->cuda(rc, "cudaEventQuery");
         return true;
-      }, "all_reduce_sum (a gradient bucket)", n);
+      }, what, n);
       complete();
     }
     void complete() {
@@ -189,6 +196,7 @@ class NcclGroup final : public ProcessGroup {
     NcclGroup* group;
     int64_t n;
     cudaStream_t lib;  // normlab's
+    const char* what;
     cudaEvent_t ready = nullptr, done = nullptr;
     bool finished = false;
   };
