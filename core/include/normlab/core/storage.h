@@ -27,8 +27,9 @@ void set_device_description(DeviceType type, std::string text);
 // Throws a clear error when the device type has no allocator in this build.
 Allocator& get_allocator(Device device);
 // For a library that enqueues its own work on the device (nl::dist's NCCL backend): the native
-// stream (a cudaStream_t) on which normlab orders this thread's work for the device; nullptr for
-// the CPU. Work recorded on it after an op returns sees that op's results.
+// stream (a cudaStream_t: 0, the legacy default stream, unless nl::cuda::set_stream chose
+// another) on which normlab orders this thread's work for the device; nullptr for the CPU. Work
+// ordered after it (an event recorded on it) sees the results of every op already returned.
 void* native_stream(Device device);
 
 // A refcounted block of device memory shared by tensors that view it.
