@@ -461,7 +461,7 @@ elif [ ! -x "$build/tests/dist_check" ]; then
   record nccl SKIP "no NCCL backend was built (NCCL: ${nccl_lib:-not found}; see logs/configure.log)"
 else
   gpus=$(nvidia-smi -L 2> /dev/null | wc -l)
-  if command -v mpirun > /dev/null && grep -q 'NORMLAB_HAVE_MPI:[A-Z]*=ON' "$build/CMakeCache.txt" 2> /dev/null; then
+  if command -v mpirun > /dev/null && ldd "$build/tests/dist_check" 2> /dev/null | grep -q libmpi; then
     how="mpirun -np $gpus"
     run_part nccl 60 env NORMLAB_DIST_BACKEND=nccl NORMLAB_TEST_DEVICE=cuda \
         mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$build/tests/dist_check" collectives

@@ -95,9 +95,10 @@ void validate(Options& o) {
            o.dist_timeout, ")");
 }
 
-// Processes of this job on this machine (Open MPI, then PMI's launchers say; else all of them).
+// Processes of this job on this machine (torchrun's, Open MPI's, then PMI's and Slurm's launchers
+// say; else all of them).
 int local_processes(int world) {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+  for (const char* v : {"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
     if (const char* s = std::getenv(v)) {
       const int n = std::atoi(s);
       if (n >= 1) return n;
@@ -237,7 +238,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-telemetry", o.no_telemetry,
                "Skip the per-epoch stability telemetry (telemetry.csv; its cost is in docs/performance.md)");
   app.add_option("--dist", o.dist,
-                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi, nccl (GPUs; one per process) or single; "
+                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi, nccl (GPUs, one per process; under "
+                 "mpirun, or started with RANK, WORLD_SIZE and NORMLAB_DIST_INIT_FILE set) or single; "
                  "--batch-size stays the whole batch over every process (docs/scaling-out.md)")
       ->capture_default_str()->check(CLI::IsMember({"auto", "mpi", "nccl", "single"}));
   app.add_option("--dist-timeout", o.dist_timeout,
