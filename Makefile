@@ -97,7 +97,9 @@ test-emulate: deps
 # builds and runs; they stay out of the emulated and sanitized trees. NORMLAB_TEST_LIGHT=1: the
 # app tests train on fewer images per epoch here (tests/helpers.h, light_tests: the app's code
 # runs the same for 2 steps as for 8; the steps themselves are the op tests' job); they took 7 of
-# this stage's 16 minutes. Also left out, as in the race stage: the two whole-network tests
+# this stage's 16 minutes. The same variable makes the data-parallel network test (dist_check
+# step, 93 s under ASan) run BN per rank and SyncBN only: GN's and LN's data-parallel path is
+# BN's, and their numbers are held by the CPU and emulate stages. Also left out, as in the race stage: the two whole-network tests
 # (two training steps of every norm row on cuda against the CPU, 276 s under ASan; fusion on/off,
 # 67 s on cuda, 11 s on the CPU) and the norm table's finite-difference check (57 s on cuda, 7 s
 # on the CPU): they check numbers over many repeats

@@ -74,10 +74,13 @@ namespace {
 // SyncBatchNorm (spec.sync, training): BatchNorm with the statistics of every process's batch
 // together, in the BatchNorm kernels' split phases (kernel/stubs.h), so it runs on every backend
 // and keeps the fused epilogue. Forward: this process's per-channel mean and variance (the
-// statistics-only phase: one read of x), combined across processes by count (the variance by
-// Chan et al.'s parallel formula, sum of n_k (var_k + (mean_k - mean)^2), so no sum-of-squares
-// cancellation; two sums of C floats), then an eval-mode call with the global statistics writes
-// the output, epilogue included. Backward: the sums-only phase gives this process's S_g and
+// statistics-only phase: one read of x); every process's (count, means, variances) gathered in one
+// collective (a sum of [K, 2C + 1] buffers, each zero outside its process's row: x + 0 is exact),
+// and combined here by count, the variance by Chan et al.'s parallel formula, sum of
+// n_k (var_k + (mean_k - mean)^2) / M, in double: no sum-of-squares cancellation, and one
+// collective (a barrier, the cost that grows with the process count) where summing the means
+// first and the squared deviations about them next took two. Then an eval-mode call with the
+// global statistics writes the output, epilogue included. Backward: the sums-only phase gives this process's S_g and
 // S_gxhat (also its dbeta and dgamma); those are summed across processes, and the dx phase writes
 // dx = gamma*r*(g - S_g/M - xhat*S_gxhat/M) from them in one pass. The traffic of BatchNorm's two
 // passes each way, plus a host round trip of a few C floats per call (the all-reduce reads host
@@ -98,23 +101,37 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
     norm_fwd_stub(dev, ps, a);
   }
   const std::vector<float> lm = local_mean.to_vector(), lr = local_rstd.to_vector();
-  // 2. Across processes: counts and count-weighted means, then the variance about the global mean.
-  std::vector<float> buf(static_cast<size_t>(C + 1));
-  for (int64_t c = 0; c < C; ++c) buf[size_t(c)] = static_cast<float>(n_local * lm[size_t(c)]);
-  buf[size_t(C)] = static_cast<float>(n_local);
-  spec.sync->sum(buf.data(), C + 1);
-  const double M = buf[size_t(C)];
+  // 2. Every process's row [n, means, variances], gathered; a process without values (n = 0) has
+  // no statistics of its own and is skipped.
+  const int K = spec.sync->size(), rank = spec.sync->rank();
+  NL_CHECK(K >= 1 && rank >= 0 && rank < K, op, ": SyncBatchNorm's process group says rank ", rank, " of ", K);
+  const size_t row = size_t(2 * C + 1);
+  std::vector<float> all(size_t(K) * row, 0.0f);
+  float* mine = all.data() + size_t(rank) * row;
+  mine[0] = static_cast<float>(n_local);
+  for (int64_t c = 0; c < C; ++c) {
+    const double r = lr[size_t(c)];
+    mine[1 + c] = lm[size_t(c)];
+    mine[1 + C + c] = static_cast<float>(std::max(0.0, 1.0 / (r * r) - static_cast<double>(p.eps)));
+  }
+  spec.sync->sum(all.data(), int64_t(all.size()));
+  double M = 0;
+  for (int k = 0; k < K; ++k) M += all[size_t(k) * row];
   NL_CHECK(M > 1, op, ": SyncBatchNorm needs more than one value per channel over all processes, got ", M);
   std::vector<float> gmean(static_cast<size_t>(C)), gvar(static_cast<size_t>(C));
-  for (int64_t c = 0; c < C; ++c) gmean[size_t(c)] = static_cast<float>(buf[size_t(c)] / M);
-  std::vector<float> m2(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
-    const double r = lr[size_t(c)], var = std::max(0.0, 1.0 / (r * r) - static_cast<double>(p.eps));
-    const double d = static_cast<double>(lm[size_t(c)]) - gmean[size_t(c)];
-    m2[size_t(c)] = static_cast<float>(n_local * (var + d * d));
+    double mean = 0, m2 = 0;
+    for (int k = 0; k < K; ++k)
+      if (const float* rk = all.data() + size_t(k) * row; rk[0] != 0.0f) mean += double(rk[0]) * rk[1 + c];
+    mean /= M;
+    for (int k = 0; k < K; ++k)
+      if (const float* rk = all.data() + size_t(k) * row; rk[0] != 0.0f) {
+        const double d = double(rk[1 + c]) - mean;
+        m2 += double(rk[0]) * (double(rk[1 + C + c]) + d * d);
+      }
+    gmean[size_t(c)] = static_cast<float>(mean);
+    gvar[size_t(c)] = static_cast<float>(m2 / M);
   }
-  spec.sync->sum(m2.data(), C);
-  for (int64_t c = 0; c < C; ++c) gvar[size_t(c)] = static_cast<float>(m2[size_t(c)] / M);
   // 3. Normalise with the global statistics (eval mode reads them as its running statistics).
   Tensor gm = Tensor::from_vector(gmean, {C}, dev), gv = Tensor::from_vector(gvar, {C}, dev);
   NormParams pe = p;

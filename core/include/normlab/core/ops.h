@@ -58,11 +58,14 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
 
 // Sums float arrays in host memory over the processes of a data-parallel job, in place; every
 // process calls with the same n in the same order. nl::dist's process groups are one; SyncBatchNorm
-// (NormSpec::sync) exchanges its per-channel statistics through it.
+// (NormSpec::sync) exchanges its per-channel statistics through it. rank() and size() place a
+// process's slot in a gathered buffer (a sum of buffers that are zero outside their own slot).
 class CrossProcessSum {
  public:
   virtual ~CrossProcessSum() = default;
   virtual void sum(float* host, int64_t n) = 0;
+  virtual int rank() const { return 0; }
+  virtual int size() const { return 1; }
 };
 
 // A normalization as data: which elements share statistics, whether the mean is subtracted, and

@@ -43,8 +43,8 @@ struct Options {
 class ProcessGroup : public CrossProcessSum {
  public:
   ~ProcessGroup() override = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
+  int rank() const override = 0;
+  int size() const override = 0;
   virtual std::string backend() const = 0;
   // Host memory. Sum over every rank, in place; every rank passes the same n.
   virtual void all_reduce_sum(float* data, int64_t n) = 0;
