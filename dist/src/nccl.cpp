@@ -31,11 +31,19 @@ namespace {
 class NcclGroup final : public ProcessGroup {
  public:
   explicit NcclGroup(const Options& o) : timeout_(o.timeout_seconds) {
-    const Launch launch = launch_from_env();
+    Launch launch;
     if (has_backend("mpi") && launched_by_mpi()) {
       boot_ = make_mpi_group(o);
       rank_ = boot_->rank(), size_ = boot_->size();
+      // Only the local rank is read from the environment here: a stray variable of another
+      // launcher must not stop an MPI job.
+      try {
+        launch = launch_from_env();
+      } catch (const Error&) {
+        launch = Launch{};
+      }
     } else {
+      launch = launch_from_env();
       rank_ = launch.rank, size_ = launch.size;
     }
     int devices = 0;
