@@ -25,8 +25,9 @@ fail() { echo "app_check: FAIL: $*" >&2; exit 1; }
 # data-parallel paths differ; GroupNorm's and LayerNorm's are the per-process code BatchNorm's
 # also runs): it hunts memory errors, which need every code path once, not the whole run (the full
 # one took 6 minutes under ASan, the twin with three norms and 200 test images 3).
-images=451 norms=bn,sbn,gn,ln test_images=200
-[ "${NORMLAB_APP_CHECK_LIGHT:-0}" = 1 ] && images=195 norms=bn,sbn test_images=100
+images=451 norms=bn,sbn,gn,ln test_images=200 study_images=451
+# The study's part checks that each run starts under the launcher: one batch (128 images) in the twin.
+[ "${NORMLAB_APP_CHECK_LIGHT:-0}" = 1 ] && images=195 norms=bn,sbn test_images=100 study_images=128
 args=(--data-dir "$subset" --epochs 2 --limit-train "$images" --limit-test "$test_images" --norms "$norms" --dropout 0
       --no-progress --no-telemetry --device cpu)
 
@@ -84,7 +85,7 @@ fi
 grep -q "compare_norms (rank 0): .*$work/one already holds" "$work/refused.log" || { cat "$work/refused.log"; fail "rank 0's reason is missing"; }
 # The study runs each of its runs under the launcher.
 study=$(dirname "$app")/normlab_study
-"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train "$images" --limit-test "$test_images" --data-dir "$subset" --processes 2 \
+"$study" --norms sbn,gn --seeds 0 --epochs 2 --limit-train "$study_images" --limit-test "$test_images" --data-dir "$subset" --processes 2 \
   --launcher "${mpirun[*]}" --out "$work/study" --no-progress > "$work/study.log" 2>&1 || { cat "$work/study.log"; fail "the study with --processes 2 failed"; }
 [ "$(grep -c ',ok,' "$work/study/study.csv")" -eq 2 ] || { cat "$work/study/study.csv"; fail "the study's 2 runs did not finish"; }
 [ "$(grep -l 'data parallel over 2 processes' "$work"/study/logs/*.log | wc -l)" -eq 2 ] || fail "a study run did not run on 2 processes"
