@@ -46,6 +46,15 @@ TEST_CASE("views share storage and reshape copies only when it must", "[tensor]"
   Tensor k = t.clone();
   k.set({0, 1}, 9.0f);
   CHECK(t.at({0, 1}) == 1.0f);
+  // view_at: a piece of a flat buffer, sharing it; a view of a view adds the offsets.
+  Tensor flat = Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7}, {8});
+  Tensor piece = flat.view_at(2, {2, 2});
+  CHECK(piece.to_vector() == std::vector<float>{2, 3, 4, 5});
+  piece.copy_(Tensor::from_vector({20, 30, 40, 50}, {2, 2}));
+  CHECK(flat.to_vector() == std::vector<float>{0, 1, 20, 30, 40, 50, 6, 7});
+  CHECK(piece.view_at(3, {1}).item() == 50.0f);
+  CHECK_THROWS_WITH(flat.view_at(5, {4}), Catch::Contains("elements [5, 9) are outside a tensor of 8"));
+  CHECK_THROWS_WITH(t.transpose(0, 1).view_at(0, {2}), Catch::Contains("needs a contiguous tensor"));
 }
 
 TEST_CASE("misuse gives errors that name the problem", "[tensor][errors]") {

@@ -338,6 +338,15 @@ void Tensor::set_grad(const Tensor& g) const {
 
 void Tensor::zero_grad() const { checked(), impl_->grad.reset(); }
 
+Tensor Tensor::view_at(int64_t at, const Shape& shape) const {
+  const TensorImpl& t = checked();
+  NL_CHECK(is_contiguous(), "view_at: needs a contiguous tensor, got a view of shape ", t.shape);
+  check_shape(shape);
+  NL_CHECK(at >= 0 && at + shape.numel() <= numel(), "view_at: elements [", at, ", ", at + shape.numel(),
+           ") are outside a tensor of ", numel());
+  return alias(*this, shape, contiguous_strides(shape), t.offset + at);
+}
+
 Tensor Tensor::detach() const {
   const TensorImpl& t = checked();
   return alias(*this, t.shape, t.strides, t.offset);

@@ -56,26 +56,15 @@ struct Bucket {
   }
 };
 
-// Elements [at, at + shape.numel()) of a contiguous flat tensor, as a tensor of that shape sharing
-// its memory (what PyTorch's bucket views are).
-Tensor slice_of(const Tensor& flat, int64_t at, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = flat.impl()->storage;
-  impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
-  impl->offset = flat.offset() + at;
-  impl->dtype = DType::F32;
-  return Tensor(std::move(impl));
-}
-
 // The gradients of the bucket's params, one after the other, into its flat buffer (zeros for a
-// parameter without one). Every copy stays on the device.
+// parameter without one), each through a view of its slice (as PyTorch's bucket views). Every
+// copy stays on the device.
 void pack(Bucket& b) {
   if (!b.flat.defined()) b.flat = Tensor::empty({b.numel()}, DType::F32, b.device());
   int64_t at = 0;
   for (const Tensor& p : b.params) {
     const Tensor g = p.grad();
-    const Tensor dst = slice_of(b.flat, at, p.shape());
+    const Tensor dst = b.flat.view_at(at, p.shape());
     if (g.defined()) dst.copy_(g);
     else dst.copy_(Tensor::zeros(p.shape(), DType::F32, p.device()));
     at += p.numel();
@@ -100,7 +89,7 @@ void unpack(Bucket& b, float scale) {
         float* dst = g.data_f32();
         for (int64_t k = 0, n = p.numel(); k < n; ++k) dst[k] = src[k] * scale;
       } else {
-        g.copy_(slice_of(mean, at, p.shape()));
+        g.copy_(mean.view_at(at, p.shape()));
       }
     }
     at += p.numel();

@@ -54,6 +54,9 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;  // view when possible, else a contiguous copy
   Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
   Tensor transpose(int64_t d0, int64_t d1) const;  // a strided (non-contiguous) view
+  // A contiguous view of `shape` starting `at` elements into this contiguous tensor, sharing its
+  // storage, without autograd history (flat buffers cut into pieces: nl::dist's gradient buckets).
+  Tensor view_at(int64_t at, const Shape& shape) const;
   Tensor clone() const;
   Tensor to(Device device) const;  // copy to another device (not recorded by autograd)
   // Overwrites this tensor's elements in place with src's (same shape and dtype, any device);
