@@ -68,7 +68,7 @@ json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, co
   uint64_t h = fnv1a(d.train.labels.data(), d.train.labels.size() * sizeof(int32_t));
   h = fnv1a(d.test.labels.data(), d.test.labels.size() * sizeof(int32_t), h);
   h = fnv1a(d.train.pixels.data(), std::min<size_t>(d.train.pixels.size(), 1 << 20), h);
-  return {{"network", {{"norm", norm_key(norm)}, {"parameters", net.parameter_count()},
+  json j = {{"network", {{"norm", norm_key(norm)}, {"parameters", net.parameter_count()},
                        {"layout", hex(fnv1a(layout.data(), layout.size()))},
                        {"groups", cfg.net.groups}, {"ghost_batch", cfg.net.ghost_batch}, {"eps", cfg.net.eps},
                        {"dropout", cfg.net.dropout}}},
@@ -78,6 +78,9 @@ json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, co
                       {"max_lr", cfg.max_lr}, {"weight_decay", cfg.weight_decay},
                       {"augment", cfg.augment}, {"drop_last", cfg.drop_last},
                       {"device", cfg.device.is_cpu() ? "cpu" : "cuda"}}}};
+  // The padding matters only where the crop runs (not on Fashion-MNIST, not with --no-augment).
+  if (d.augment && cfg.augment) j["recipe"]["crop_pad"] = nl::data::crop_pad_name(cfg.crop_pad);
+  return j;
 }
 
 std::string first_difference(const json& saved, const json& now, const std::string& path, const json& optional) {
@@ -133,10 +136,11 @@ std::optional<Checkpoint> load_checkpoint(const std::string& stem, const json& f
   }
   NL_CHECK(c.sidecar.is_object() && c.sidecar.value("format", "") == kFormat, "checkpoint ", side_path,
            " is not a ", kFormat, " file");
-  // Checkpoints written before --groups, --ghost-batch, --eps, --dropout, --no-augment and
-  // --drop-last existed ran at these values.
-  const json optional = {{"network.groups", 4},          {"network.ghost_batch", 32}, {"network.eps", 0.0},
-                         {"network.dropout", 0.05f},     {"recipe.augment", true},    {"recipe.drop_last", false}};
+  // Checkpoints written before --groups, --ghost-batch, --eps, --dropout, --no-augment,
+  // --drop-last and --crop-pad existed ran at these values.
+  const json optional = {{"network.groups", 4},      {"network.ghost_batch", 32}, {"network.eps", 0.0},
+                         {"network.dropout", 0.05f}, {"recipe.augment", true},    {"recipe.drop_last", false},
+                         {"recipe.crop_pad", "black"}};
   if (std::string d = first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint, "", optional);
       !d.empty())
     NL_FAIL("checkpoint ", side_path, " was written by another configuration (", d,

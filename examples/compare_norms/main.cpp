@@ -37,6 +37,7 @@ struct Options {
   float eps = 0.0f;  // 0: each norm's default
   float dropout = 0.05f;
   bool no_augment = false;
+  std::string crop_pad = nl::data::crop_pad_name(nl::data::kDefaultCropPad);
   bool drop_last = false;
   int64_t epochs = 20;
   int64_t batch_size = 128;
@@ -207,6 +208,11 @@ int main(int argc, char** argv) {
   app.add_option("--dropout", o.dropout, "Dropout probability after every conv block's norm and ReLU (the recipe's 0.05; 0: none)")
       ->capture_default_str();
   app.add_flag("--no-augment", o.no_augment, "No crop + flip augmentation of the CIFAR-10 training images");
+  app.add_option("--crop-pad", o.crop_pad,
+                 "What fills the border of the random crop: black (0 before normalising, torchvision's "
+                 "RandomCrop), mean (0 after normalising: the mean colour) or reflect (the image mirrored at its "
+                 "edge); it moves GroupNorm and LayerNorm by points (docs/results.md)")
+      ->capture_default_str()->check(CLI::IsMember({"black", "mean", "reflect"}));
   app.add_flag("--drop-last", o.drop_last, "Skip each epoch's last partial batch (the recipe trains on it)");
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();
@@ -294,6 +300,8 @@ int main(int argc, char** argv) {
     const auto add_recipe = [&](nlohmann::json& j) {
       if (o.dropout != 0.05f) j["dropout"] = o.dropout;
       if (o.no_augment) j["augment"] = false;
+      // Folders without it ran with black padding; only the CIFAR-10 crop uses it.
+      if (!o.no_augment && o.dataset == "cifar10" && o.crop_pad != "black") j["crop_pad"] = o.crop_pad;
       if (o.drop_last) j["drop_last"] = true;
     };
     add_recipe(run_config);
@@ -333,6 +341,7 @@ int main(int argc, char** argv) {
     cfg.device = device;
     cfg.net.groups = o.groups, cfg.net.ghost_batch = o.ghost_batch, cfg.net.eps = o.eps;
     cfg.net.dropout = o.dropout, cfg.augment = !o.no_augment, cfg.drop_last = o.drop_last;
+    cfg.crop_pad = nl::data::parse_crop_pad(o.crop_pad);
     cfg.progress = lead && !o.no_progress && isatty(STDERR_FILENO);
     cfg.guard = !o.no_guard;
     cfg.telemetry = !o.no_telemetry;
@@ -363,6 +372,7 @@ int main(int argc, char** argv) {
                   {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
                   {"limit_test", o.limit_test}, {"groups", o.groups}, {"ghost_batch", o.ghost_batch},
                   {"eps", o.eps}, {"dropout", o.dropout}, {"augment", !o.no_augment && data.augment},
+                  {"crop_pad", o.crop_pad},
                   {"drop_last", o.drop_last}, {"processes", ranks}};
     const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
     const std::string raise_at = raise_env ? raise_env : "";

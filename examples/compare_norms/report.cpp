@@ -541,6 +541,11 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
      << ", SGD + OneCycle (max lr " << in.config.value("lr", 0.0) << "), seeds "
      << in.config.value("seed", 0) << ".." << in.config.value("seed", 0) + in.config.value("seeds", 1) - 1
      << ", device " << in.config.value("device", std::string("cpu"));
+  if (in.config.value("augment", false))
+    md << ", augmentation: random crop from the image padded by 4 (" << in.config.value("crop_pad", std::string("black"))
+       << " padding) and horizontal flip";
+  else
+    md << ", no augmentation";
   if (const int64_t k = in.config.value("processes", int64_t(1)); k > 1)
     md << ", data parallel over " << k << " processes (each " << "a slice of every batch; BatchNorm's statistics "
        << "per process, SyncBatchNorm's over all)";

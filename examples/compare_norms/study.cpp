@@ -60,13 +60,14 @@ std::vector<std::string> RunSpec::app_args() const {
           "--seeds",      "1",
           "--groups",     std::to_string(groups > 0 ? groups : 4),
           "--ghost-batch", std::to_string(ghost_batch > 0 && ghost_batch < batch ? ghost_batch : 32),
+          "--crop-pad",   crop_pad.empty() ? std::string("mean") : crop_pad,
           "--no-progress"};
 }
 
 json RunSpec::to_json() const {
   return {{"id", id},       {"norm", norm},     {"app_norm", app_norm}, {"dataset", dataset},
           {"epochs", epochs}, {"batch", batch}, {"ghost_batch", ghost_batch}, {"groups", groups},
-          {"base_lr", base_lr}, {"lr", lr},     {"seed", seed}};
+          {"base_lr", base_lr}, {"lr", lr},     {"crop_pad", crop_pad}, {"seed", seed}};
 }
 
 std::vector<RunSpec> expand_grid(const StudyAxes& a) {
@@ -75,7 +76,10 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
   };
   nonempty(a.norms, "norm"), nonempty(a.batch, "batch"), nonempty(a.ghost_batch, "ghost-batch");
   nonempty(a.lr, "lr"), nonempty(a.groups, "groups"), nonempty(a.seeds, "seed");
-  nonempty(a.epochs, "epochs"), nonempty(a.datasets, "dataset");
+  nonempty(a.epochs, "epochs"), nonempty(a.datasets, "dataset"), nonempty(a.crop_pad, "crop-pad");
+  for (const std::string& p : a.crop_pad)
+    NL_CHECK(p == "black" || p == "mean" || p == "reflect", "study: crop-pad must be black, mean or reflect, got '", p,
+             "'");
   for (const std::string& n : a.norms) (void)parse_norm(n);  // throws naming the known keys
   for (int64_t b : a.batch) NL_CHECK(b >= 1, "study: batch must be at least 1, got ", b);
   for (int64_t g : a.ghost_batch) NL_CHECK(g >= 0, "study: ghost-batch must be 0 (the whole batch) or more, got ", g);
@@ -95,9 +99,11 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
         for (double lr : a.lr)
           for (int64_t G : a.groups)
             for (int64_t gb : a.ghost_batch)
+              for (const std::string& pad : a.crop_pad)
               for (const std::string& norm : a.norms)
                 for (uint64_t seed : a.seeds) {
                   RunSpec r;
+                  r.crop_pad = ds == "cifar10" ? pad : "";  // Fashion-MNIST trains without the crop
                   r.norm = norm, r.dataset = ds, r.epochs = ep, r.batch = B, r.seed = seed;
                   r.base_lr = lr;
                   r.lr = a.scale_lr ? lr * double(B) / 128.0 : lr;
@@ -110,7 +116,7 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
                   }
                   r.id = norm + "_" + ds + "_e" + std::to_string(ep) + "_b" + std::to_string(B) + "_gb" +
                          std::to_string(r.ghost_batch) + "_lr" + num(r.lr) + "_G" + std::to_string(r.groups) +
-                         "_s" + std::to_string(seed);
+                         (r.crop_pad.empty() ? "" : "_pad" + r.crop_pad) + "_s" + std::to_string(seed);
                   if (seen.insert(r.id).second) out.push_back(r);
                 }
   return out;
@@ -126,11 +132,11 @@ void read_study_file(const std::string& path, StudyAxes& a) {
     NL_FAIL("--study ", path, ": not valid JSON: ", e.what());
   }
   NL_CHECK(j.is_object(), "--study ", path, ": must be a JSON object of axes, e.g. {\"norm\": [\"bn\", \"gn\"]}");
-  static const std::set<std::string> known = {"norm",  "batch", "ghost_batch", "lr",      "groups",
-                                              "seed",  "epochs", "dataset",    "scale_lr"};
+  static const std::set<std::string> known = {"norm", "batch",  "ghost_batch", "lr",       "groups",
+                                              "seed", "epochs", "dataset",     "crop_pad", "scale_lr"};
   for (const auto& [k, v] : j.items()) {
     NL_CHECK(known.count(k), "--study ", path, ": unknown key '", k,
-             "' (known: norm, batch, ghost_batch, lr, groups, seed, epochs, dataset, scale_lr)");
+             "' (known: norm, batch, ghost_batch, lr, groups, seed, epochs, dataset, crop_pad, scale_lr)");
     try {
       if (k == "scale_lr") a.scale_lr = v.get<bool>();
       else {
@@ -143,6 +149,7 @@ void read_study_file(const std::string& path, StudyAxes& a) {
         if (k == "seed") a.seeds = v.get<std::vector<uint64_t>>();
         if (k == "epochs") a.epochs = v.get<std::vector<int64_t>>();
         if (k == "dataset") a.datasets = v.get<std::vector<std::string>>();
+        if (k == "crop_pad") a.crop_pad = v.get<std::vector<std::string>>();
       }
     } catch (const json::exception& e) {
       NL_FAIL("--study ", path, ": '", k, "' has the wrong type: ", e.what());
@@ -153,7 +160,7 @@ void read_study_file(const std::string& path, StudyAxes& a) {
 json axes_to_json(const StudyAxes& a) {
   return {{"norm", a.norms},   {"batch", a.batch}, {"ghost_batch", a.ghost_batch}, {"lr", a.lr},
           {"groups", a.groups}, {"seed", a.seeds}, {"epochs", a.epochs},          {"dataset", a.datasets},
-          {"scale_lr", a.scale_lr}};
+          {"crop_pad", a.crop_pad}, {"scale_lr", a.scale_lr}};
 }
 
 RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
@@ -192,14 +199,14 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
 
 void write_study_csv(const std::string& path, const std::vector<RunSpec>& runs, const std::vector<RunOutcome>& outs) {
   std::ostringstream os;
-  os << "id,norm,dataset,epochs,batch,ghost_batch,lr,groups,seed,status,final_test_acc,best_test_acc,"
+  os << "id,norm,dataset,epochs,batch,ghost_batch,lr,groups,crop_pad,seed,status,final_test_acc,best_test_acc,"
         "final_test_loss,final_train_acc,final_train_loss,loss_spikes,bn_gap\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunSpec& r = runs[i];
     const RunOutcome& o = outs[i];
     if (!o.finished()) continue;
     os << r.id << ',' << r.norm << ',' << r.dataset << ',' << r.epochs << ',' << r.batch << ','
-       << r.ghost_batch << ',' << num(r.lr) << ',' << r.groups << ',' << r.seed << ',' << o.status << ','
+       << r.ghost_batch << ',' << num(r.lr) << ',' << r.groups << ',' << r.crop_pad << ',' << r.seed << ',' << o.status << ','
        << fixed(o.final_test_acc, 4) << ',' << fixed(o.best_test_acc, 4) << ',' << fixed(o.final_test_loss, 6)
        << ',' << fixed(o.final_train_acc, 4) << ',' << fixed(o.final_train_loss, 6) << ','
        << (o.loss_spikes >= 0 ? std::to_string(o.loss_spikes) : "") << ',' << fixed(o.bn_gap, 4) << '\n';
@@ -211,10 +218,13 @@ namespace {
 
 // A run's coordinates in the report: every axis but norm and seed, "*" where the axis does not
 // apply to the norm (GroupNorm's ghost batch), so that it belongs to every value of that axis.
-const std::vector<std::string> kCoords = {"dataset", "epochs", "batch", "lr", "groups", "ghost_batch"};
-const std::map<std::string, std::string> kCoordTitle = {{"dataset", "dataset"}, {"epochs", "epochs"},
-                                                        {"batch", "batch"},     {"lr", "peak lr"},
-                                                        {"groups", "groups"},   {"ghost_batch", "ghost batch"}};
+const std::vector<std::string> kCoords = {"dataset", "epochs", "batch", "lr", "groups", "ghost_batch", "crop_pad"};
+const std::map<std::string, std::string> kCoordTitle = {{"dataset", "dataset"},         {"epochs", "epochs"},
+                                                        {"batch", "batch"},             {"lr", "peak lr"},
+                                                        {"groups", "groups"},           {"ghost_batch", "ghost batch"},
+                                                        {"crop_pad", "crop padding"}};
+// Axes whose values are names, not numbers: plotted at evenly spaced positions.
+bool categorical(const std::string& axis) { return axis == "dataset" || axis == "crop_pad"; }
 
 std::map<std::string, std::string> coords_of(const RunSpec& r) {
   return {{"dataset", r.dataset},
@@ -222,7 +232,8 @@ std::map<std::string, std::string> coords_of(const RunSpec& r) {
           {"batch", std::to_string(r.batch)},
           {"lr", num(r.base_lr)},
           {"groups", r.groups ? std::to_string(r.groups) : "*"},
-          {"ghost_batch", r.ghost_batch ? std::to_string(r.ghost_batch) : "*"}};
+          {"ghost_batch", r.ghost_batch ? std::to_string(r.ghost_batch) : "*"},
+          {"crop_pad", r.crop_pad.empty() ? "*" : r.crop_pad}};
 }
 
 bool numeric_less(const std::string& a, const std::string& b) {
@@ -384,6 +395,50 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
            << (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise") << " |\n";
       }
 
+  // The same test between the values of each swept axis, per norm, the other axes held fixed: how
+  // much a setting moves a norm.
+  bool along_header = false;
+  // A norm that an axis does not change ("*") has the same runs at every value of it: one row.
+  std::set<std::pair<std::vector<size_t>, std::vector<size_t>>> compared;
+  auto members = [&](const Cell& cell, const std::string& norm) {
+    std::vector<size_t> v;
+    for (size_t i = 0; i < runs.size(); ++i)
+      if (runs[i].norm == norm && matches(cell, coords_of(runs[i]))) v.push_back(i);
+    return v;
+  };
+  for (const std::string& x : swept) {
+    for (const std::string& n : norms)
+      for (size_t i = 0; i < values[x].size(); ++i)
+        for (size_t k = i + 1; k < values[x].size(); ++k)
+          for (const Cell& c : cells) {
+            if (c.at(x) != values[x][i]) continue;  // each combination of the other axes once
+            Cell other = c;
+            other[x] = values[x][k];
+            const PointStats a = stats_of(c, n), b = stats_of(other, n);
+            if (a.test.n == 0 || b.test.n == 0) continue;
+            const auto ma = members(c, n), mb = members(other, n);
+            if (ma == mb || !compared.insert({ma, mb}).second) continue;
+            if (!along_header)
+              md << "\n## Between settings\n\nThe same test between two values of a swept axis, per norm, the other "
+                    "axes held fixed.\n\n| norm | axis | A | B | other axes | A − B (pp) | t | df | p | verdict |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|\n";
+            along_header = true;
+            std::string rest;
+            for (const std::string& k2 : swept)
+              if (k2 != x) rest += (rest.empty() ? "" : ", ") + kCoordTitle.at(k2) + " " + c.at(k2);
+            const Welch w = welch_t_test(a.test_values, b.test_values);
+            md << "| " << title(n) << " | " << kCoordTitle.at(x) << " | " << values[x][i] << " | " << values[x][k]
+               << " | " << (rest.empty() ? "—" : rest) << " | " << fixed(a.test.mean - b.test.mean, 2) << " | ";
+            if (!w.defined) {
+              md << "— | — | — | fewer than 2 runs |\n";
+              continue;
+            }
+            md << (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) << " | " << fixed(w.df, 1)
+               << " | " << (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) << " | "
+               << (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise") << " |\n";
+          }
+  }
+
   // One plot per swept numeric axis and per combination of the other swept axes.
   std::ostringstream gp;
   std::vector<std::pair<std::string, std::string>> pictures;  // (temporary name, final name)
@@ -402,14 +457,18 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       std::vector<std::string> series;
       for (const std::string& n : norms) {
         std::ostringstream dat;
-        dat << "# " << x << " test_mean test_std train_mean train_std n\n";
+        dat << "# " << (categorical(x) ? "position" : x) << " test_mean test_std train_mean train_std n"
+            << (categorical(x) ? " " + x : "") << "\n";
         bool any = false;
         for (const Cell& c : along) {
           const PointStats p = stats_of(c, n);
           if (p.test.n == 0) continue;
           any = true;
-          dat << c.at(x) << ' ' << fixed(p.test.mean, 4) << ' ' << fixed(p.test.std, 4) << ' '
-              << fixed(p.train.mean, 4) << ' ' << fixed(p.train.std, 4) << ' ' << p.test.n << '\n';
+          const auto& vs = values[x];
+          const auto pos = std::find(vs.begin(), vs.end(), c.at(x)) - vs.begin();
+          dat << (categorical(x) ? std::to_string(pos) : c.at(x)) << ' ' << fixed(p.test.mean, 4) << ' '
+              << fixed(p.test.std, 4) << ' ' << fixed(p.train.mean, 4) << ' ' << fixed(p.train.std, 4) << ' '
+              << p.test.n << (categorical(x) ? " " + c.at(x) : "") << '\n';
         }
         if (!any) continue;
         const std::string dat_name = stem + "_" + n + ".dat";
@@ -419,14 +478,16 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       if (series.empty()) continue;
       for (const char* term : {"png", "svg"}) {
         gp << picture_header(stem, term, "1100,600 font 'Sans,11'", pictures) << "set key outside right noenhanced\n"
-           << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\nunset logscale x\n" << (x != "epochs" ? "set logscale x 2\n" : "")
+           << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\nunset logscale x\n"
+           << (categorical(x) ? "set offsets 0.3, 0.3, 0, 0\n" : x != "epochs" ? "set logscale x 2\n" : "")
            << "set xlabel " << gp_quote(kCoordTitle.at(x)) << "\nset ylabel 'accuracy (%)'\n"
            << "set title " << gp_quote("final accuracy vs " + kCoordTitle.at(x) + (key.empty() ? "" : " (" + key + ")") +
                                        ": test (solid, mean ± std over seeds), training (dashed)")
            << " noenhanced\nplot ";
         for (size_t s = 0; s < series.size(); ++s) {
           const std::string dat = gp_quote(stem + "_" + series[s] + ".dat");
-          gp << (s ? ", \\\n     " : "") << dat << " using 1:2:3 with yerrorlines lw 2 lc " << s + 1
+          gp << (s ? ", \\\n     " : "") << dat << " using 1:2:3" << (categorical(x) ? ":xtic(7)" : "")
+             << " with yerrorlines lw 2 lc " << s + 1
              << " title " << gp_quote(title(series[s])) << ", " << dat << " using 1:4 with lines dt 2 lc " << s + 1
              << " notitle";
         }

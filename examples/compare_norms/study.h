@@ -1,6 +1,6 @@
 #pragma once
-// normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x seed x
-// epochs x dataset), one folder per run, resumable, with study.csv, study.json and study.md.
+// normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x crop
+// padding x seed x epochs x dataset), one folder per run, resumable, with study.csv, study.json and study.md.
 // This file holds what needs no processes: the grid, the files and the report; study_main.cpp
 // schedules the runs.
 #include <nlohmann/json.hpp>
@@ -19,17 +19,20 @@ struct StudyAxes {
   std::vector<uint64_t> seeds{0};
   std::vector<int64_t> epochs{20};
   std::vector<std::string> datasets{"cifar10"};
+  // The crop's border fill (black, mean, reflect); only where the dataset is augmented (CIFAR-10).
+  std::vector<std::string> crop_pad{"mean"};
   bool scale_lr = false;  // linear scaling rule: lr = base * batch / 128
 };
 
 // One run of the grid, in its canonical form: an axis that does not change what a norm computes
 // is "n/a" (0) for it (GroupNorm has no ghost batch; BatchNorm no groups), so equal runs are one.
 struct RunSpec {
-  std::string id;        // folder name under runs/, unique: "bn_cifar10_e20_b128_gb8_lr0.1_G0_s0"
+  std::string id;        // folder name under runs/, unique: "bn_cifar10_e20_b128_gb8_lr0.1_G0_padmean_s0"
   std::string norm;      // the study's norm key: bn, gn, ln, brn, gn+ws, ...
   std::string app_norm;  // what compare_norms runs: bn at a ghost batch below the batch is gbn
   std::string dataset;
   int64_t epochs = 0, batch = 0, ghost_batch = 0, groups = 0;
+  std::string crop_pad;  // "" where the dataset has no crop (Fashion-MNIST)
   double base_lr = 0, lr = 0;  // lr: after the scaling rule
   uint64_t seed = 0;
   // The compare_norms flags (without --out, --threads, --data-dir, --resume).
@@ -40,7 +43,7 @@ struct RunSpec {
 // Whether an axis changes what a norm computes.
 bool uses_ghost_batch(const std::string& norm);  // bn, brn, gbn
 bool uses_groups(const std::string& norm);       // gn, gn+ws
-// The grid in order (datasets, epochs, batch, lr, groups, ghost batch, norm, seed: the seed
+// The grid in order (datasets, epochs, batch, lr, groups, ghost batch, crop padding, norm, seed: the seed
 // fastest, so the seeds of a point finish together), duplicates removed. Throws on an unknown
 // norm or an invalid value, naming the axis.
 std::vector<RunSpec> expand_grid(const StudyAxes& axes);

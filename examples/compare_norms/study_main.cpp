@@ -109,11 +109,11 @@ std::string hms(double s) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x seed x epochs x "
-      "dataset), run --jobs at a time, resumable, reported with error bars and significance tests.\n"
+      "normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x crop padding x seed x "
+      "epochs x dataset), run --jobs at a time, resumable, reported with error bars and significance tests.\n"
       "Every list flag is comma-separated. Outputs in --out: study.csv, study.json, study.md, plots, runs/<id>/."};
   std::string norms = "bn,gn,ln", batch = "128", ghost = "0", lr = "0.1", groups = "4", seeds = "0", epochs = "20",
-              datasets = "cifar10", study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
+              datasets = "cifar10", crop_pad = "mean", study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
   bool scale_lr = false, resume = false, no_progress = false;
   int jobs = 1, threads = 0, processes = 1;
   std::string launcher = "mpirun";
@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
   app.add_option("--seeds", seeds, "Seeds")->capture_default_str();
   app.add_option("--epochs", epochs, "Epochs per run")->capture_default_str();
   app.add_option("--dataset", datasets, "cifar10, fashion-mnist")->capture_default_str();
+  app.add_option("--crop-pad", crop_pad,
+                 "What fills the border of the CIFAR-10 random crop: black, mean, reflect (compare_norms --crop-pad)")
+      ->capture_default_str();
   app.add_option("--data-dir", data_dir, "CIFAR-10 folder (as compare_norms --data-dir)");
   app.add_option("--fashion-dir", fashion_dir, "Fashion-MNIST folder (default: compare_norms' default)");
   app.add_option("--jobs", jobs, "Runs at a time")->capture_default_str();
@@ -169,6 +172,7 @@ int main(int argc, char** argv) {
     if (given("--seeds")) axes.seeds = parse_list<uint64_t>("--seeds", seeds);
     if (given("--epochs")) axes.epochs = parse_list<int64_t>("--epochs", epochs);
     if (given("--dataset")) axes.datasets = parse_list<std::string>("--dataset", datasets);
+    if (given("--crop-pad")) axes.crop_pad = parse_list<std::string>("--crop-pad", crop_pad);
     if (scale_lr) axes.scale_lr = true;
     runs = expand_grid(axes);
     const int cores = int(std::max(1u, std::thread::hardware_concurrency()));

@@ -241,6 +241,7 @@ RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const 
   data::LoaderOptions lo;
   lo.batch_size = cfg.batch_size;
   lo.augment = d.augment && cfg.augment;
+  lo.crop_pad = cfg.crop_pad;
   lo.drop_last = cfg.drop_last;
   lo.seed = seed;
   lo.shard_rank = rank, lo.shard_count = ranks;

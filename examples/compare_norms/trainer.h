@@ -27,6 +27,8 @@ struct TrainConfig {
   float weight_decay = 5e-4f;
   // The recipe's crop + flip, on datasets it suits (CIFAR-10); off: the images as they are.
   bool augment = true;
+  // What fills the border the crop shifts into view (nl::data::CropPad: black, mean or reflect).
+  nl::data::CropPad crop_pad = nl::data::kDefaultCropPad;
   bool drop_last = false;  // skip each epoch's last partial batch (the recipe keeps it)
   nl::Device device = nl::Device::cpu();
   bool progress = false;  // live progress bar on stderr

@@ -18,7 +18,26 @@ void check_norm(const ImageSet& s, const std::vector<float>& mean, const std::ve
            "-channel images");
   for (float v : std) NL_CHECK(v > 0.0f, "normalisation std must be positive, got ", v);
 }
+// Reflects an index that a shift of at most the image's extent - 1 moved outside [0, n): -1 -> 1,
+// n -> n - 2 (the edge pixel is not repeated).
+int64_t reflect_index(int64_t i, int64_t n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
 }  // namespace
+
+CropPad parse_crop_pad(const std::string& name) {
+  if (name == "black") return CropPad::black;
+  if (name == "mean") return CropPad::mean;
+  if (name == "reflect") return CropPad::reflect;
+  NL_FAIL("unknown crop padding '", name, "': black (0 before normalising), mean (0 after normalising) or reflect");
+}
+
+const char* crop_pad_name(CropPad pad) {
+  switch (pad) {
+    case CropPad::black: return "black";
+    case CropPad::mean: return "mean";
+    case CropPad::reflect: return "reflect";
+  }
+  NL_FAIL("crop_pad_name: invalid CropPad value ", static_cast<int>(pad));
+}
 
 Tensor to_tensor(const ImageSet& s, const std::vector<float>& mean, const std::vector<float>& std,
                  int64_t begin, int64_t end) {
@@ -45,6 +64,10 @@ DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float>
   NL_CHECK(opt_.batch_size > 0, "batch size must be positive, got ", opt_.batch_size);
   NL_CHECK(set_.N > 0, "the dataset is empty");
   NL_CHECK(opt_.pad >= 0, "augmentation padding must be >= 0, got ", opt_.pad);
+  NL_CHECK(opt_.crop_pad == CropPad::black || opt_.crop_pad == CropPad::mean || opt_.crop_pad == CropPad::reflect,
+           "invalid crop padding value ", static_cast<int>(opt_.crop_pad));
+  NL_CHECK(!opt_.augment || opt_.crop_pad != CropPad::reflect || (opt_.pad < set_.H && opt_.pad < set_.W),
+           "reflect padding by ", opt_.pad, " needs images larger than that, got ", set_.H, "x", set_.W);
   NL_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count,
            "loader shard ", opt_.shard_rank, " of ", opt_.shard_count, " does not exist");
   // Every shard needs a row of every batch (a BatchNorm of an empty slice has no statistics).
@@ -83,8 +106,7 @@ Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Gener
   out.global_size = G;
   for (int64_t g = 0; g < G; ++g) {
     // Every row's draws are made, kept or not, so each shard's stream stays the one process's.
-    // Crop offset in [0, 2 pad] of the padded image, i.e. a shift in [-pad, pad]; padding pixels
-    // are black (value 0 before normalisation), as torchvision's RandomCrop(padding=4).
+    // Crop offset in [0, 2 pad] of the padded image, i.e. a shift in [-pad, pad].
     int64_t dy = 0, dx = 0;
     bool flip = false;
     if (opt_.augment) {
@@ -98,14 +120,17 @@ Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Gener
     out.indices.push_back(idx);
     y[static_cast<size_t>(i)] = set_.labels[static_cast<size_t>(idx)];
     const uint8_t* img = set_.image(idx);
+    const bool reflect = opt_.crop_pad == CropPad::reflect;
     for (int64_t c = 0; c < C; ++c) {
       const float scale = 1.0f / (255.0f * std_[c]), shift = mean_[c] / std_[c];
+      // The mean colour is exactly 0 after normalising; computed from pixels it would not be.
+      const float fill = opt_.crop_pad == CropPad::mean ? 0.0f : -shift;
       float* dst = x.data() + (i * C + c) * HW;
       for (int64_t h = 0; h < H; ++h)
         for (int64_t w = 0; w < W; ++w) {
-          const int64_t sh = h + dy, sw = (flip ? W - 1 - w : w) + dx;
-          const uint8_t v = (sh >= 0 && sh < H && sw >= 0 && sw < W) ? img[c * HW + sh * W + sw] : 0;
-          dst[h * W + w] = v * scale - shift;
+          int64_t sh = h + dy, sw = (flip ? W - 1 - w : w) + dx;
+          if (reflect) sh = reflect_index(sh, H), sw = reflect_index(sw, W);
+          dst[h * W + w] = (sh >= 0 && sh < H && sw >= 0 && sw < W) ? img[c * HW + sh * W + sw] * scale - shift : fill;
         }
     }
   }

@@ -96,11 +96,24 @@ Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir);
 
 // --- Loader -------------------------------------------------------------------------------------
 
+// What fills the border that the random crop shifts into view (docs/results.md, "The crop's
+// padding"). It matters: the per-sample norms normalise each image by its own statistics, and a
+// border moves them in training only (test images have none).
+//   black:   0 before normalising (torchvision's RandomCrop(padding=4) before Normalize)
+//   mean:    0 after normalising, the dataset's mean colour
+//   reflect: the image mirrored at its edge without repeating it (numpy's and torch's "reflect")
+enum class CropPad { black, mean, reflect };
+inline constexpr CropPad kDefaultCropPad = CropPad::mean;
+// "black", "mean", "reflect"; the parser throws naming the known values.
+CropPad parse_crop_pad(const std::string& name);
+const char* crop_pad_name(CropPad pad);
+
 struct LoaderOptions {
   int64_t batch_size = 128;
   bool shuffle = true;
-  bool augment = false;  // random crop from the image zero-padded by `pad`, horizontal flip
+  bool augment = false;  // random crop from the image padded by `pad` (filled as crop_pad), horizontal flip
   int64_t pad = 4;
+  CropPad crop_pad = kDefaultCropPad;
   uint64_t seed = 0;     // shuffling and augmentation stream; the same for every model trained
   bool drop_last = false;  // skip the last batch when it is smaller than batch_size
   bool background = true;  // prepare batches on a worker thread
