@@ -196,40 +196,65 @@ TEST_CASE("data-parallel shards of every batch put together are the one-process 
   CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o), Contains("shard 3 of 3 does not exist"));
 }
 
-TEST_CASE("augmented images are shifted, zero-padded, possibly flipped copies", "[data][loader]") {
+// One row per crop padding: the border pixels must be exactly the chosen fill, the image pixels
+// exactly the image's own normalised pixels (to_tensor computes them the loader's way).
+TEST_CASE("augmented images are shifted, possibly flipped copies whose border is exactly the chosen fill",
+          "[data][loader]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(40);
-  LoaderOptions o;
-  o.batch_size = 40;
-  o.augment = true;
-  o.seed = 5;
-  DataLoader loader(small, d.mean, d.std, o);
-  loader.start_epoch(1);
-  Batch b;
-  REQUIRE(loader.next(b));
-  std::vector<float> x = b.images.to_vector();
-  int flipped = 0, shifted = 0;
-  for (int64_t i = 0; i < 40; ++i) {
-    const uint8_t* img = small.image(b.indices[i]);
-    bool found = false;
-    for (int flip = 0; flip < 2 && !found; ++flip)
-      for (int dy = -4; dy <= 4 && !found; ++dy)
-        for (int dx = -4; dx <= 4 && !found; ++dx) {
-          bool match = true;
-          for (int c = 0; c < 3 && match; ++c)
-            for (int h = 0; h < 32 && match; ++h)
-              for (int w = 0; w < 32 && match; ++w) {
-                int sh = h + dy, sw = (flip ? 31 - w : w) + dx;
-                float v = (sh >= 0 && sh < 32 && sw >= 0 && sw < 32) ? img[c * 1024 + sh * 32 + sw] : 0;
-                float expected = (v / 255.0f - d.mean[c]) / d.std[c];
-                match = std::abs(x[((i * 3 + c) * 32 + h) * 32 + w] - expected) < 1e-5f;
-              }
-          if (match) found = true, flipped += flip, shifted += (dy != 0 || dx != 0);
-        }
-    INFO("image " << i);
-    REQUIRE(found);
+  const std::vector<float> clean = to_tensor(small, d.mean, d.std).to_vector();
+  ImageSet black = small.head(1);
+  std::fill(black.pixels.begin(), black.pixels.end(), uint8_t(0));
+  const std::vector<float> black_px = to_tensor(black, d.mean, d.std).to_vector();  // channel c at c * 1024
+  const auto reflect = [](int i) { return i < 0 ? -i : (i > 31 ? 62 - i : i); };
+  for (CropPad pad : {CropPad::black, CropPad::mean, CropPad::reflect}) {
+    DYNAMIC_SECTION(crop_pad_name(pad)) {
+      LoaderOptions o;
+      o.batch_size = 40;
+      o.augment = true;
+      o.crop_pad = pad;
+      o.seed = 5;
+      DataLoader loader(small, d.mean, d.std, o);
+      loader.start_epoch(1);
+      Batch b;
+      REQUIRE(loader.next(b));
+      const std::vector<float> x = b.images.to_vector();
+      int flipped = 0, shifted = 0;
+      int64_t border = 0;
+      for (int64_t i = 0; i < 40; ++i) {
+        const float* img = clean.data() + b.indices[i] * 3 * 1024;
+        bool found = false;
+        for (int flip = 0; flip < 2 && !found; ++flip)
+          for (int dy = -4; dy <= 4 && !found; ++dy)
+            for (int dx = -4; dx <= 4 && !found; ++dx) {
+              bool match = true;
+              int64_t outside = 0;
+              for (int c = 0; c < 3 && match; ++c)
+                for (int h = 0; h < 32 && match; ++h)
+                  for (int w = 0; w < 32 && match; ++w) {
+                    int sh = h + dy, sw = (flip ? 31 - w : w) + dx;
+                    const bool in = sh >= 0 && sh < 32 && sw >= 0 && sw < 32;
+                    float expected = 0.0f;  // the mean colour: 0 after normalising, exactly
+                    if (in) expected = img[c * 1024 + sh * 32 + sw];
+                    else if (pad == CropPad::black) expected = black_px[c * 1024];
+                    else if (pad == CropPad::reflect) expected = img[c * 1024 + reflect(sh) * 32 + reflect(sw)];
+                    outside += !in;
+                    match = x[((i * 3 + c) * 32 + h) * 32 + w] == expected;
+                  }
+              if (match) found = true, flipped += flip, shifted += (dy != 0 || dx != 0), border += outside;
+            }
+        INFO(crop_pad_name(pad) << " padding, image " << i);
+        REQUIRE(found);
+      }
+      CHECK(flipped > 5);  // about half of 40
+      CHECK(flipped < 35);
+      CHECK(shifted > 30);  // 80 of 81 shifts move the image
+      CHECK(border > 40 * 3 * 1024 / 10);  // about 13% of the pixels are border: they were all checked
+    }
   }
-  CHECK(flipped > 5);   // about half of 40
-  CHECK(flipped < 35);
-  CHECK(shifted > 30);  // 80 of 81 shifts move the image
+  CHECK(parse_crop_pad("reflect") == CropPad::reflect);
+  CHECK_THROWS_WITH(parse_crop_pad("zero"), Contains("unknown crop padding 'zero'") && Contains("black"));
+  LoaderOptions o;
+  o.augment = true, o.crop_pad = CropPad::reflect, o.pad = 32;
+  CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o), Contains("reflect padding by 32 needs images larger"));
 }

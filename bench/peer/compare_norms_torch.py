@@ -83,12 +83,19 @@ def normalise(x_u8, mean, std):
     return (x - m) / s
 
 
-def augment(x, rng):
-    """Pad-4 random crop and horizontal flip, per sample, on the uint8 images (padding is black,
-    as torchvision's RandomCrop(32, padding=4) before ToTensor/Normalize)."""
+def augment(x, rng, crop_pad, mean, std):
+    """Pad-4 random crop and horizontal flip, per sample, on normalised float32 images. The border
+    is black (0 before normalising, torchvision's RandomCrop(32, padding=4) before Normalize), the
+    mean colour (0 after normalising) or the image reflected at its edge (numpy's "reflect")."""
     n, c, h, w = x.shape
-    padded = np.zeros((n, c, h + 8, w + 8), np.uint8)
-    padded[:, :, 4:4 + h, 4:4 + w] = x
+    if crop_pad == "reflect":
+        padded = np.pad(x, ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
+    else:
+        fill = np.zeros(c, np.float32)
+        if crop_pad == "black":
+            fill = (np.float32(0) - np.array(mean, np.float32)) / np.array(std, np.float32)
+        padded = np.broadcast_to(fill[None, :, None, None], (n, c, h + 8, w + 8)).copy()
+        padded[:, :, 4:4 + h, 4:4 + w] = x
     out = np.empty_like(x)
     offs = rng.integers(0, 9, size=(n, 2))
     flips = rng.random(n) < 0.5
@@ -233,10 +240,9 @@ def run(kind, seed, data, args, writer):
         tl, tc = 0.0, 0
         for b in range(steps):
             idx = order[b * args.batch_size:(b + 1) * args.batch_size]
-            xb = xtr[idx]
+            xb = normalise(xtr[idx], mean, std)
             if args.augment:
-                xb = augment(xb, rng)
-            xb = normalise(xb, mean, std)
+                xb = augment(xb, rng, args.crop_pad, mean, std)
             yb = torch.from_numpy(ytr[idx])
             xb = torch.from_numpy(np.ascontiguousarray(xb))
             opt.zero_grad()
@@ -268,6 +274,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--crop-pad", choices=["black", "mean", "reflect"], default="mean",
+                    help="what fills the border of the random crop (compare_norms --crop-pad)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -281,7 +289,7 @@ def main():
     else:
         xtr, ytr, xte, yte, mean, std = load_fashion(args.data_dir or "/usr/share/datasets/fashion-mnist")
         args.augment = False
-    # Training images stay uint8 until after augmentation; test images are normalised once.
+    # Training images stay uint8 until a batch is drawn; test images are normalised once.
     data = (xtr, ytr, normalise(xte, mean, std), yte, mean, std)
     if args.eval_model:
         eval_model(args.eval_model, data)
