@@ -129,7 +129,9 @@ make_root() {
 copy_tree() {
   mkdir -p "$root/work/normlab"
   git -C "$repo" archive --format=tar HEAD | tar -x -C "$root/work/normlab"
-  cp -a "$shared" "$root/work/shared"
+  # -L: a shared/ that is a symbolic link (or holds some) arrives as the files, not as a link
+  # that dangles inside the root.
+  mkdir -p "$root/work/shared" && cp -aL "$shared/." "$root/work/shared/"
   echo "copied $(git -C "$repo" rev-parse --short HEAD) and $(du -sh "$shared" | cut -f1) of shared/"
 }
 

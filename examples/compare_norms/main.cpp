@@ -424,10 +424,16 @@ int main(int argc, char** argv) {
                     stopped ? "interrupted" : "diverged");
         continue;
       }
-      std::printf("%-15s %8lld %10.2f%% ± %4.2f %16.4f %10.2f%% ± %4.2f\n", norm_title(k).c_str(),
-                  (long long)n["parameters"].get<int64_t>(), n["final_test_acc"]["mean"].get<double>(),
-                  n["final_test_acc"]["std"].get<double>(), n["final_test_loss"]["mean"].get<double>(),
-                  n["best_test_acc"]["mean"].get<double>(), n["best_test_acc"]["std"].get<double>());
+      // One seed has no standard deviation: no ±.
+      const bool spread = n["final_test_acc"].value("n", size_t(0)) > 1;
+      auto acc = [&](const char* key) {
+        char buf[48];
+        if (spread) std::snprintf(buf, sizeof buf, "%.2f%% ± %4.2f", n[key]["mean"].get<double>(), n[key]["std"].get<double>());
+        else std::snprintf(buf, sizeof buf, "%.2f%%", n[key]["mean"].get<double>());
+        return std::string(buf);
+      };
+      std::printf("%-15s %8lld %18s %16.4f %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
+                  acc("final_test_acc").c_str(), n["final_test_loss"]["mean"].get<double>(), acc("best_test_acc").c_str());
     }
     std::printf("\nwrote %s/{metrics.csv, results.json, report.md%s}\n", o.out.c_str(),
                 pictures ? ", *.png, *.svg" : "");

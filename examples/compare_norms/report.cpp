@@ -436,7 +436,8 @@ bool write_plots(const ReportInput& in) {
       gp << (std::string(term) == "png" ? "set terminal pngcairo size 960,600 font 'Sans,11'\n"
                                         : "set terminal svg size 960,600 font 'Sans,11'\n");
       gp << "set output " << gp_quote(output(std::string(c.name) + "." + term)) << "\n";
-      gp << "set title " << gp_quote(std::string(c.title) + " per epoch — " + ds) << "\n";
+      // Two lines: the longest title on one line ran past the picture's left edge.
+      gp << "set title " << gp_quote(std::string(c.title) + " per epoch") << " . \"\\n\" . " << gp_quote(ds) << "\n";
       gp << (std::string(c.name) == "effective_lr" ? "set logscale y\nset format y '%.0e'\n"
                                                    : "unset logscale y\nset format y '%g'\n");
       gp << "set ylabel '" << c.ylabel << "'\nplot ";
