@@ -5,11 +5,14 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "normlab/nn/data.h"
 #include <sstream>
 
 #include "helpers.h"
 #include "normlab/core/storage.h"
 #include "normlab/dist/process_group.h"
+#include "normlab/nn/data.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -106,6 +109,9 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
   }
   std::string md = slurp(out / "report.md");
   CHECK_THAT(md, Contains("| GroupNorm | 43600 |"));
+  const std::string pad = nl::data::crop_pad_name(nl::data::kDefaultCropPad);
+  CHECK(j["config"]["crop_pad"] == pad);
+  CHECK_THAT(md, Contains("random crop from the image padded by 4 (" + pad + " padding)"));
   if (nl::test::gnuplot_expected()) CHECK_THAT(md, Contains("![test accuracy](test_accuracy.png)"));
   CHECK_THAT(slurp(out / "plots.gp"), Contains("misclassified_ln.dat"));
   for (const auto& e : fs::directory_iterator(out)) CHECK(e.path().extension() != ".tmp");
@@ -134,6 +140,35 @@ TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors]") 
     CHECK(r.status == 1);
     CHECK_THAT(r.output, Contains("no CUDA backend"));
   }
+}
+
+// A folder and checkpoints written before --crop-pad existed were trained with black padding: they
+// continue under --crop-pad black only.
+TEST_CASE("a run from before --crop-pad resumes with black padding only", "[app][resume]") {
+  const fs::path out = fs::temp_directory_path() / ("normlab-croppad-" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  const std::string args = "--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
+                           " --norms gn --epochs 2 --limit-train 64 --batch-size 32 --limit-test 20 --threads 1"
+                           " --device cpu --no-progress --no-telemetry --out " + out.string();
+  Run r = run_app(args + " --crop-pad black");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  // What the earlier version wrote: no crop_pad in run.json nor in the checkpoint's fingerprint.
+  nlohmann::json run = nlohmann::json::parse(slurp(out / "run.json"));
+  CHECK_FALSE(run["config"].contains("crop_pad"));  // black is the value a missing key stands for
+  nlohmann::json ckpt = nlohmann::json::parse(slurp(out / "ckpt_gn_s0.json"));
+  REQUIRE(ckpt["fingerprint"]["recipe"]["crop_pad"] == "black");
+  ckpt["fingerprint"]["recipe"].erase("crop_pad");
+  std::ofstream(out / "ckpt_gn_s0.json") << ckpt.dump(1);
+  r = run_app(args + " --crop-pad mean --resume");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("crop_pad") && Contains("mean"));
+  r = run_app(args + " --crop-pad black --resume");
+  CHECK(r.status == 0);
+  r = run_app(args + " --crop-pad zero");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.output, Contains("--crop-pad") && Contains("zero"));
+  fs::remove_all(out);
 }
 
 TEST_CASE("dist: a backend this build lacks, or an unknown one, is refused by name", "[dist]") {

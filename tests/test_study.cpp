@@ -87,6 +87,22 @@ TEST_CASE("study grid: an axis that does not change a norm runs once, BatchNorm 
   REQUIRE(scaled.size() == 6);
   CHECK(scaled[0].lr == Approx(0.05));
   CHECK(scaled[3].lr == Approx(0.2));
+  // The crop padding: an axis of every norm on CIFAR-10, none on Fashion-MNIST (no crop there).
+  axes = {};
+  axes.norms = {"gn"};
+  axes.crop_pad = {"black", "mean", "reflect"};
+  axes.datasets = {"cifar10", "fashion-mnist"};
+  const std::vector<RunSpec> padded = expand_grid(axes);
+  REQUIRE(padded.size() == 3 + 1);
+  CHECK(padded[0].id == "gn_cifar10_e20_b128_gb0_lr0.1_G4_padblack_s0");
+  CHECK(padded[2].crop_pad == "reflect");
+  const auto pad_args = padded[2].app_args();
+  REQUIRE(std::find(pad_args.begin(), pad_args.end(), "--crop-pad") + 1 < pad_args.end());
+  CHECK(*(std::find(pad_args.begin(), pad_args.end(), "--crop-pad") + 1) == "reflect");
+  CHECK(padded[3].crop_pad.empty());
+  CHECK(padded[3].id == "gn_fashion-mnist_e20_b128_gb0_lr0.1_G4_s0");
+  axes.crop_pad = {"zero"};
+  CHECK_THROWS_WITH(expand_grid(axes), Contains("crop-pad must be black, mean or reflect, got 'zero'"));
   axes = {};
   axes.norms = {"bn", "xn"};
   CHECK_THROWS_WITH(expand_grid(axes), Contains("unknown norm 'xn'"));
@@ -132,7 +148,7 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   const std::string expected = slurp(whole / "study.csv");
   // Header + bn at ghost 4 and 16 x 2 seeds + gn x 2 seeds (gn has no ghost batch: run once).
   CHECK(std::count(expected.begin(), expected.end(), '\n') == 1 + 4 + 2);
-  CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_s1,bn,cifar10,2,16,4,0.1,0,1,ok,"));
+  CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_padmean_s1,bn,cifar10,2,16,4,0.1,0,mean,1,ok,"));
   CHECK_THAT(slurp(whole / "study.md"), Contains("## Significance") && Contains("| ghost batch 4 | BatchNorm | GroupNorm |"));
   // Telemetry curves per setting: epochs 1 and 2, each the mean of the norm's two seeds; the
   // train/eval gap only for BatchNorm.
