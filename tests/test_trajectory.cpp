@@ -71,6 +71,8 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
   lo.batch_size = batch;
   lo.augment = true;
   lo.pad = aug["pad"];
+  // The fixture's crop padding (fixtures without the key were made with black).
+  lo.crop_pad = data::parse_crop_pad(aug.value("crop_pad", std::string("black")));
   lo.seed = aug["loader_seed"];
   lo.background = false;
   data::DataLoader loader(ds.train.head(images), mean, stdv, lo);

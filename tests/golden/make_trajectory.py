@@ -55,6 +55,9 @@ from compare_norms_torch import CIFAR_MEAN, CIFAR_STD, Net, normalise, read_cifa
 STEPS, BATCH, MAX_LR, SEED = 100, 32, 0.1, 0
 IMAGES = STEPS * BATCH
 LOADER_SEED, DROPOUT_SEED, DROPOUT, PAD = 0, 1, 0.05, 4
+# The crop's border (nl::data::CropPad): black, mean or reflect. The committed fixture holds black;
+# the test reads it from trajectory.json and sets the loader to match.
+CROP_PAD = os.environ.get("NORMLAB_TRAJECTORY_CROP_PAD", "black")
 M32 = 0xFFFFFFFF
 
 
@@ -128,19 +131,24 @@ def loader_epoch0(x_u8, y, mean, std):
         j = g.next_below(i)
         order[i - 1], order[j] = order[j], order[i - 1]
     out = np.zeros((n, 3, 32, 32), np.float32)
-    padded = np.zeros((3, 32 + 2 * PAD, 32 + 2 * PAD), np.uint8)
     scale = np.float32(1) / (np.float32(255) * np.asarray(std, np.float32))
     shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    # The border: black is pixel 0 through the same formula (-shift), the mean colour exactly 0.
+    fill = -shift if CROP_PAD == "black" else np.zeros(3, np.float32)
+    reflect = lambda i: np.where(i < 0, -i, np.where(i > 31, 62 - i, i))  # edge pixel not repeated
     for k, idx in enumerate(order):
         dy = g.next_below(2 * PAD + 1) - PAD
         dx = g.next_below(2 * PAD + 1) - PAD
         flip = g.next_u32() & 1
-        padded[:, PAD:PAD + 32, PAD:PAD + 32] = x_u8[idx]
-        img = padded[:, PAD + dy:PAD + dy + 32, :]
-        # out[h, w] = image[h + dy, (flip ? 31 - w : w) + dx]
-        cols = (31 - np.arange(32) if flip else np.arange(32)) + dx + PAD
-        img = img[:, :, cols]
-        out[k] = img.astype(np.float32) * scale[:, None, None] - shift[:, None, None]
+        # out[h, w] = image[h + dy, (flip ? 31 - w : w) + dx], normalised with the loader's formula
+        rows = np.arange(32) + dy
+        cols = (31 - np.arange(32) if flip else np.arange(32)) + dx
+        if CROP_PAD == "reflect":
+            rows, cols = reflect(rows), reflect(cols)
+        inside = ((rows >= 0) & (rows < 32))[:, None] & ((cols >= 0) & (cols < 32))[None, :]
+        img = x_u8[idx][:, np.clip(rows, 0, 31)][:, :, np.clip(cols, 0, 31)]
+        norm = img.astype(np.float32) * scale[:, None, None] - shift[:, None, None]
+        out[k] = np.where(inside[None], norm, fill[:, None, None])
     return torch.from_numpy(out), y[torch.tensor(order)]
 
 
@@ -304,6 +312,7 @@ def main():
                  "data": "the first IMAGES training images of cifar10-subset (data_batch_1..5 in order)",
                  "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
                  "aug": {"loader_seed": LOADER_SEED, "dropout_seed": DROPOUT_SEED, "dropout": DROPOUT, "pad": PAD,
+                         "crop_pad": CROP_PAD,
                          "note": "normlab's DataLoader (shuffle, crop, flip; epoch 0) and a dropout Generator "
                                  "seeded dropout_seed, replayed here"}})
     with open(os.path.join(out_dir, "trajectory.json"), "w") as f:
