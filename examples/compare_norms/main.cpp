@@ -92,6 +92,7 @@ void validate(Options& o) {
   NL_CHECK(o.limit_train >= 0, "--limit-train must be 0 (all) or more (got ", o.limit_train, ")");
   NL_CHECK(o.limit_test >= 0, "--limit-test must be 0 (all) or more (got ", o.limit_test, ")");
   NL_CHECK(!o.out.empty(), "--out must name a folder");
+  (void)nl::data::parse_crop_pad(o.crop_pad, "--crop-pad");
   NL_CHECK(std::isfinite(o.dist_timeout) && o.dist_timeout > 0, "--dist-timeout must be a positive number of seconds (got ",
            o.dist_timeout, ")");
 }
@@ -212,7 +213,7 @@ int main(int argc, char** argv) {
                  "What fills the border of the random crop: black (0 before normalising, torchvision's "
                  "RandomCrop), mean (0 after normalising: the mean colour) or reflect (the image mirrored at its "
                  "edge); it moves GroupNorm and LayerNorm by points (docs/results.md)")
-      ->capture_default_str()->check(CLI::IsMember({"black", "mean", "reflect"}));
+      ->capture_default_str();
   app.add_flag("--drop-last", o.drop_last, "Skip each epoch's last partial batch (the recipe trains on it)");
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();

@@ -51,7 +51,7 @@ bool uses_ghost_batch(const std::string& norm) { return ghost_norms().count(norm
 bool uses_groups(const std::string& norm) { return norm == "gn" || norm == "gn+ws"; }
 
 std::vector<std::string> RunSpec::app_args() const {
-  return {"--norms",      app_norm,
+  std::vector<std::string> args = {"--norms",      app_norm,
           "--dataset",    dataset,
           "--epochs",     std::to_string(epochs),
           "--batch-size", std::to_string(batch),
@@ -60,8 +60,9 @@ std::vector<std::string> RunSpec::app_args() const {
           "--seeds",      "1",
           "--groups",     std::to_string(groups > 0 ? groups : 4),
           "--ghost-batch", std::to_string(ghost_batch > 0 && ghost_batch < batch ? ghost_batch : 32),
-          "--crop-pad",   crop_pad.empty() ? std::string("mean") : crop_pad,
           "--no-progress"};
+  if (!crop_pad.empty()) args.insert(args.end(), {"--crop-pad", crop_pad});
+  return args;
 }
 
 json RunSpec::to_json() const {
@@ -77,9 +78,7 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
   nonempty(a.norms, "norm"), nonempty(a.batch, "batch"), nonempty(a.ghost_batch, "ghost-batch");
   nonempty(a.lr, "lr"), nonempty(a.groups, "groups"), nonempty(a.seeds, "seed");
   nonempty(a.epochs, "epochs"), nonempty(a.datasets, "dataset"), nonempty(a.crop_pad, "crop-pad");
-  for (const std::string& p : a.crop_pad)
-    NL_CHECK(p == "black" || p == "mean" || p == "reflect", "study: crop-pad must be black, mean or reflect, got '", p,
-             "'");
+  for (const std::string& p : a.crop_pad) (void)nl::data::parse_crop_pad(p, "study: crop-pad");
   for (const std::string& n : a.norms) (void)parse_norm(n);  // throws naming the known keys
   for (int64_t b : a.batch) NL_CHECK(b >= 1, "study: batch must be at least 1, got ", b);
   for (int64_t g : a.ghost_batch) NL_CHECK(g >= 0, "study: ghost-batch must be 0 (the whole batch) or more, got ", g);
@@ -100,25 +99,25 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
           for (int64_t G : a.groups)
             for (int64_t gb : a.ghost_batch)
               for (const std::string& pad : a.crop_pad)
-              for (const std::string& norm : a.norms)
-                for (uint64_t seed : a.seeds) {
-                  RunSpec r;
-                  r.crop_pad = ds == "cifar10" ? pad : "";  // Fashion-MNIST trains without the crop
-                  r.norm = norm, r.dataset = ds, r.epochs = ep, r.batch = B, r.seed = seed;
-                  r.base_lr = lr;
-                  r.lr = a.scale_lr ? lr * double(B) / 128.0 : lr;
-                  r.groups = uses_groups(norm) ? G : 0;
-                  r.app_norm = norm;
-                  if (uses_ghost_batch(norm)) {
-                    r.ghost_batch = gb == 0 || gb >= B ? B : gb;
-                    const auto& [whole, ghost] = ghost_norms().at(norm);
-                    r.app_norm = r.ghost_batch < B ? ghost : whole;
+                for (const std::string& norm : a.norms)
+                  for (uint64_t seed : a.seeds) {
+                    RunSpec r;
+                    r.crop_pad = ds == "cifar10" ? pad : "";  // Fashion-MNIST trains without the crop
+                    r.norm = norm, r.dataset = ds, r.epochs = ep, r.batch = B, r.seed = seed;
+                    r.base_lr = lr;
+                    r.lr = a.scale_lr ? lr * double(B) / 128.0 : lr;
+                    r.groups = uses_groups(norm) ? G : 0;
+                    r.app_norm = norm;
+                    if (uses_ghost_batch(norm)) {
+                      r.ghost_batch = gb == 0 || gb >= B ? B : gb;
+                      const auto& [whole, ghost] = ghost_norms().at(norm);
+                      r.app_norm = r.ghost_batch < B ? ghost : whole;
+                    }
+                    r.id = norm + "_" + ds + "_e" + std::to_string(ep) + "_b" + std::to_string(B) + "_gb" +
+                           std::to_string(r.ghost_batch) + "_lr" + num(r.lr) + "_G" + std::to_string(r.groups) +
+                           (r.crop_pad.empty() ? "" : "_pad" + r.crop_pad) + "_s" + std::to_string(seed);
+                    if (seen.insert(r.id).second) out.push_back(r);
                   }
-                  r.id = norm + "_" + ds + "_e" + std::to_string(ep) + "_b" + std::to_string(B) + "_gb" +
-                         std::to_string(r.ghost_batch) + "_lr" + num(r.lr) + "_G" + std::to_string(r.groups) +
-                         (r.crop_pad.empty() ? "" : "_pad" + r.crop_pad) + "_s" + std::to_string(seed);
-                  if (seen.insert(r.id).second) out.push_back(r);
-                }
   return out;
 }
 
@@ -344,6 +343,14 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
     for (const std::string& k : swept) s += (s.empty() ? "" : ", ") + kCoordTitle.at(k) + " " + c.at(k);
     return s.empty() ? std::string("the study's one setting") : s;
   };
+  // "t | df | p | verdict" of Welch's test of A against B.
+  auto welch_cells = [](const PointStats& a, const PointStats& b) {
+    const Welch w = welch_t_test(a.test_values, b.test_values);
+    if (!w.defined) return std::string("— | — | — | fewer than 2 runs");
+    return (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) + " | " + fixed(w.df, 1) + " | " +
+           (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) + " | " +
+           (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise");
+  };
   auto pm = [](const Summary& s, int d) {
     if (s.n == 0) return std::string("—");
     return fixed(s.mean, d) + (s.n > 1 ? " ± " + fixed(s.std, d) : "");
@@ -383,16 +390,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       for (size_t k = i + 1; k < norms.size(); ++k) {
         const PointStats a = stats_of(c, norms[i]), b = stats_of(c, norms[k]);
         if (a.test.n == 0 || b.test.n == 0) continue;
-        const Welch w = welch_t_test(a.test_values, b.test_values);
         md << "| " << cell_label(c) << " | " << title(norms[i]) << " | " << title(norms[k]) << " | "
-           << fixed(a.test.mean - b.test.mean, 2) << " | ";
-        if (!w.defined) {
-          md << "— | — | — | fewer than 2 runs |\n";
-          continue;
-        }
-        md << (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) << " | " << fixed(w.df, 1)
-           << " | " << (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) << " | "
-           << (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise") << " |\n";
+           << fixed(a.test.mean - b.test.mean, 2) << " | " << welch_cells(a, b) << " |\n";
       }
 
   // The same test between the values of each swept axis, per norm, the other axes held fixed: how
@@ -426,16 +425,9 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
             std::string rest;
             for (const std::string& k2 : swept)
               if (k2 != x) rest += (rest.empty() ? "" : ", ") + kCoordTitle.at(k2) + " " + c.at(k2);
-            const Welch w = welch_t_test(a.test_values, b.test_values);
             md << "| " << title(n) << " | " << kCoordTitle.at(x) << " | " << values[x][i] << " | " << values[x][k]
-               << " | " << (rest.empty() ? "—" : rest) << " | " << fixed(a.test.mean - b.test.mean, 2) << " | ";
-            if (!w.defined) {
-              md << "— | — | — | fewer than 2 runs |\n";
-              continue;
-            }
-            md << (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) << " | " << fixed(w.df, 1)
-               << " | " << (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) << " | "
-               << (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise") << " |\n";
+               << " | " << (rest.empty() ? "—" : rest) << " | " << fixed(a.test.mean - b.test.mean, 2) << " | "
+               << welch_cells(a, b) << " |\n";
           }
   }
 

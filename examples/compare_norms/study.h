@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "normlab/nn/data.h"
+
 namespace compare {
 
 struct StudyAxes {
@@ -20,7 +22,7 @@ struct StudyAxes {
   std::vector<int64_t> epochs{20};
   std::vector<std::string> datasets{"cifar10"};
   // The crop's border fill (black, mean, reflect); only where the dataset is augmented (CIFAR-10).
-  std::vector<std::string> crop_pad{"mean"};
+  std::vector<std::string> crop_pad{nl::data::crop_pad_name(nl::data::kDefaultCropPad)};
   bool scale_lr = false;  // linear scaling rule: lr = base * batch / 128
 };
 

@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
       "epochs x dataset), run --jobs at a time, resumable, reported with error bars and significance tests.\n"
       "Every list flag is comma-separated. Outputs in --out: study.csv, study.json, study.md, plots, runs/<id>/."};
   std::string norms = "bn,gn,ln", batch = "128", ghost = "0", lr = "0.1", groups = "4", seeds = "0", epochs = "20",
-              datasets = "cifar10", crop_pad = "mean", study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
+              datasets = "cifar10", crop_pad = nl::data::crop_pad_name(nl::data::kDefaultCropPad), study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
   bool scale_lr = false, resume = false, no_progress = false;
   int jobs = 1, threads = 0, processes = 1;
   std::string launcher = "mpirun";

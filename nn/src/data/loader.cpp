@@ -23,11 +23,12 @@ void check_norm(const ImageSet& s, const std::vector<float>& mean, const std::ve
 int64_t reflect_index(int64_t i, int64_t n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
 }  // namespace
 
-CropPad parse_crop_pad(const std::string& name) {
+CropPad parse_crop_pad(const std::string& name, const std::string& what) {
   if (name == "black") return CropPad::black;
   if (name == "mean") return CropPad::mean;
   if (name == "reflect") return CropPad::reflect;
-  NL_FAIL("unknown crop padding '", name, "': black (0 before normalising), mean (0 after normalising) or reflect");
+  NL_FAIL(what, " must be black (0 before normalising), mean (0 after normalising) or reflect (the image mirrored "
+          "at its edge), got '", name, "'");
 }
 
 const char* crop_pad_name(CropPad pad) {

@@ -104,8 +104,9 @@ Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir);
 //   reflect: the image mirrored at its edge without repeating it (numpy's and torch's "reflect")
 enum class CropPad { black, mean, reflect };
 inline constexpr CropPad kDefaultCropPad = CropPad::mean;
-// "black", "mean", "reflect"; the parser throws naming the known values.
-CropPad parse_crop_pad(const std::string& name);
+// "black", "mean", "reflect"; anything else throws "<what> must be black (...), mean (...) or
+// reflect, got '<name>'" (what: the flag or field the name came from).
+CropPad parse_crop_pad(const std::string& name, const std::string& what = "the crop padding");
 const char* crop_pad_name(CropPad pad);
 
 struct LoaderOptions {
