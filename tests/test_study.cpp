@@ -148,7 +148,7 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   const std::string expected = slurp(whole / "study.csv");
   // Header + bn at ghost 4 and 16 x 2 seeds + gn x 2 seeds (gn has no ghost batch: run once).
   CHECK(std::count(expected.begin(), expected.end(), '\n') == 1 + 4 + 2);
-  CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_padmean_s1,bn,cifar10,2,16,4,0.1,0,mean,1,ok,"));
+  CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_padreflect_s1,bn,cifar10,2,16,4,0.1,0,reflect,1,ok,"));
   CHECK_THAT(slurp(whole / "study.md"), Contains("## Significance") && Contains("| ghost batch 4 | BatchNorm | GroupNorm |"));
   // Telemetry curves per setting: epochs 1 and 2, each the mean of the norm's two seeds; the
   // train/eval gap only for BatchNorm.

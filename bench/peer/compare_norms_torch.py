@@ -274,7 +274,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--crop-pad", choices=["black", "mean", "reflect"], default="mean",
+    ap.add_argument("--crop-pad", choices=["black", "mean", "reflect"], default="reflect",
                     help="what fills the border of the random crop (compare_norms --crop-pad)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1)

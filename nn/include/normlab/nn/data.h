@@ -103,7 +103,7 @@ Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir);
 //   mean:    0 after normalising, the dataset's mean colour
 //   reflect: the image mirrored at its edge without repeating it (numpy's and torch's "reflect")
 enum class CropPad { black, mean, reflect };
-inline constexpr CropPad kDefaultCropPad = CropPad::mean;
+inline constexpr CropPad kDefaultCropPad = CropPad::reflect;
 // "black", "mean", "reflect"; anything else throws "<what> must be black (...), mean (...) or
 // reflect, got '<name>'" (what: the flag or field the name came from).
 CropPad parse_crop_pad(const std::string& name, const std::string& what = "the crop padding");
