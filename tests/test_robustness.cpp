@@ -152,6 +152,11 @@ TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and 
   // The same folder continued with the recipe's defaults would mix two recipes: refused.
   r = run_app(args(data, out, {"--norms", "bn", "--batch-size", "24", "--resume"}));
   CHECK(r.status == 1);
+  // The default crop padding (reflect) is recorded where the run before had no crop at all.
+  CHECK_THAT(r.output, Contains("had another configuration (crop_pad: not recorded before, now \"reflect\")"));
+  // Black padding is what a folder without the key ran, so the next difference shows.
+  r = run_app(args(data, out, {"--norms", "bn", "--batch-size", "24", "--crop-pad", "black", "--resume"}));
+  CHECK(r.status == 1);
   CHECK_THAT(r.output, Contains("had another configuration (augment: was false, now not given)"));
 }
 
