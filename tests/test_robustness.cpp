@@ -24,6 +24,7 @@
 #include "normlab/nn/data.h"
 #include "normlab/nn/safetensors.h"
 #include "report.h"
+#include "run_dir.h"
 #include "trainer.h"
 
 extern char** environ;

@@ -23,6 +23,7 @@
 #include "normlab/core/threading.h"
 #include "normlab/dist/process_group.h"
 #include "report.h"
+#include "run_dir.h"
 #include "trainer.h"
 
 namespace fs = std::filesystem;

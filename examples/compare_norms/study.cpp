@@ -14,6 +14,7 @@
 #include "model.h"
 #include "normlab/core/error.h"
 #include "normlab/nn/atomic_file.h"
+#include "process.h"
 #include "report.h"
 #include "stats.h"
 

@@ -25,7 +25,7 @@
 
 #include "normlab/core/error.h"
 #include "normlab/nn/atomic_file.h"
-#include "report.h"
+#include "run_dir.h"
 #include "study.h"
 
 namespace fs = std::filesystem;
