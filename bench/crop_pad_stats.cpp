@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/error.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/threading.h"
@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
       w = nn::load_safetensors(model).at("C1.conv.weight");
     } else {
       Generator g(seed);
-      auto net = compare::make_net(compare::parse_norm("gn"), g, nullptr);
+      auto net = nl::nn::make_net(nl::nn::parse_norm("gn"), g, nullptr);
       for (const auto& [name, p] : net->named_parameters())
         if (name == "C1.conv.weight") w = p;
     }

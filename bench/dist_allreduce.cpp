@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/ops.h"
 #include "normlab/dist/process_group.h"
 
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     const int iters = argc > 2 && std::string(argv[1]) == "--iters" ? std::atoi(argv[2]) : 2000;
     auto pg = nl::dist::init();
     nl::Generator g(0);
-    auto net = compare::make_net(compare::parse_norm("gn"), g, nullptr, {});
+    auto net = nl::nn::make_net(nl::nn::parse_norm("gn"), g, nullptr, {});
     const int64_t params = net->parameter_count();
     std::vector<float> grads(static_cast<size_t>(params), 1.0f), stats33(33, 1.0f), stats64(64, 1.0f);
     // Gradients in place, as after a backward.
@@ -63,10 +63,10 @@ int main(int argc, char** argv) {
          time_us(*pg, iters, [&] { nl::dist::average_gradients(*pg, *net); })},
     };
     // Whole steps: forward (in the timing, the same in the three) and backward.
-    compare::NetOptions o;
+    nl::nn::NetOptions o;
     o.dropout = 0.0f;
     nl::Generator g2(1);
-    auto step_net = compare::make_net(compare::parse_norm("gn"), g2, nullptr, o);
+    auto step_net = nl::nn::make_net(nl::nn::parse_norm("gn"), g2, nullptr, o);
     nl::Generator dg(2 + uint64_t(pg->rank()));
     const nl::Tensor x = nl::Tensor::randn({32, 3, 32, 32}, dg);
     std::vector<int32_t> labels(32);

@@ -33,7 +33,7 @@
 
 #include "kernels/cuemu/profile.h"
 #include "normlab/core/kernel/stubs.h"
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "norm_cases.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
@@ -299,7 +299,7 @@ int main(int argc, char** argv) {
       for (const std::string& n : norms) {
         Generator init(0), drop(1), data(2);
         current_norm = n;
-        auto net = compare::make_net(compare::parse_norm(n), init, &drop);
+        auto net = nl::nn::make_net(nl::nn::parse_norm(n), init, &drop);
         net->to(Device::cuda());
         net->train();
         Tensor x = Tensor::randn({batch, 3, 32, 32}, data).to(Device::cuda());

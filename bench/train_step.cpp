@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/core/threading.h"
@@ -38,9 +38,9 @@ struct Result {
   double median_s, min_s;
 };
 
-Result time_steps(compare::NormKind norm, int64_t batch, Device device, int warmup, int steps) {
+Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps) {
   Generator init(0), drop(1), data(2);
-  auto net = compare::make_net(norm, init, &drop);
+  auto net = nl::nn::make_net(norm, init, &drop);
   net->to(device);
   net->train();
   Tensor x = Tensor::randn({batch, 3, 32, 32}, data).to(device);
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
     for (const std::string& b : split(batches)) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
-        const Result r = time_steps(compare::parse_norm(n), batch, dev, warmup, steps);
+        const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps);
         const double ips = double(batch) / r.median_s;
         if (json)
           std::printf("{\"framework\":\"normlab\",\"norm\":\"%s\",\"batch\":%lld,\"device\":\"%s\","

@@ -8,7 +8,7 @@ using namespace nl;
 using namespace nl::test;
 using Catch::Matchers::Contains;
 
-TEST_CASE("gradients of a diamond graph add up", "[autograd]") {
+TEST_CASE("gradients of a diamond graph add up", "[autograd][quick]") {
   Tensor a = Tensor::from_vector({1, 2, 3}, {3}, test_device()).set_requires_grad();
   Tensor b = Tensor::from_vector({4, 5, 6}, {3}, test_device()).set_requires_grad();
   Tensor c = mul(a, b);
@@ -20,7 +20,7 @@ TEST_CASE("gradients of a diamond graph add up", "[autograd]") {
   CHECK(loss.item() == Approx(4 + 20 + 54 + 4 + 10 + 18));
 }
 
-TEST_CASE("backward reports each leaf once, when its gradient is final, last layers first", "[autograd]") {
+TEST_CASE("backward reports each leaf once, when its gradient is final, last layers first", "[autograd][quick]") {
   // w1 -> h = relu(x w1-ish) -> w2 feeds the loss twice (a diamond), w3 last; u gets no gradient
   // (its only path is cut by detach).
   Tensor x = Tensor::from_vector({1, -2, 3}, {3}, test_device());
@@ -44,7 +44,7 @@ TEST_CASE("backward reports each leaf once, when its gradient is final, last lay
   CHECK_FALSE(u.grad().defined());
 }
 
-TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd]") {
+TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd][quick]") {
   Tensor a = Tensor::from_vector({1, 2}, {2}, test_device()).set_requires_grad();
   sum(mul(a, a)).backward();
   sum(mul(a, a)).backward();
@@ -55,13 +55,13 @@ TEST_CASE("backward accumulates into .grad until it is zeroed", "[autograd]") {
   CHECK(a.grad().to_vector() == std::vector<float>{1, 1});
 }
 
-TEST_CASE("the same tensor used twice in one op gets both contributions", "[autograd]") {
+TEST_CASE("the same tensor used twice in one op gets both contributions", "[autograd][quick]") {
   Tensor a = Tensor::from_vector({3}, {1}, test_device()).set_requires_grad();
   sum(add(a, a)).backward();
   CHECK(a.grad().to_vector() == std::vector<float>{2});
 }
 
-TEST_CASE("NoGradGuard records nothing", "[autograd]") {
+TEST_CASE("NoGradGuard records nothing", "[autograd][quick]") {
   Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
   Tensor y;
   {
@@ -75,7 +75,7 @@ TEST_CASE("NoGradGuard records nothing", "[autograd]") {
   CHECK_THROWS_WITH(sum(y).backward(), Contains("does not require grad"));
 }
 
-TEST_CASE("backward through a freed graph, or from a non-scalar, is an error", "[autograd][errors]") {
+TEST_CASE("backward through a freed graph, or from a non-scalar, is an error", "[autograd][errors][quick]") {
   Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
   Tensor y = mul(a, a);
   Tensor loss = sum(y);
@@ -85,7 +85,7 @@ TEST_CASE("backward through a freed graph, or from a non-scalar, is an error", "
   CHECK_THROWS_WITH(mul(a, a).backward(Tensor::ones({3}, test_device())), Contains("gradient of shape [3]"));
 }
 
-TEST_CASE("inputs that do not require grad get none and detach cuts the graph", "[autograd]") {
+TEST_CASE("inputs that do not require grad get none and detach cuts the graph", "[autograd][quick]") {
   Tensor a = Tensor::ones({2}, test_device()).set_requires_grad();
   Tensor b = Tensor::full({2}, 3.0f, test_device());
   sum(mul(a, b)).backward();
@@ -95,7 +95,7 @@ TEST_CASE("inputs that do not require grad get none and detach cuts the graph", 
   CHECK_THROWS_WITH(mul(a, a).set_requires_grad(false), Contains("only leaf"));
 }
 
-TEST_CASE("a graph no longer referenced frees its saved tensors", "[autograd]") {
+TEST_CASE("a graph no longer referenced frees its saved tensors", "[autograd][quick]") {
   Tensor a = Tensor::ones({1000}, test_device()).set_requires_grad();
   std::weak_ptr<TensorImpl> saved;
   {

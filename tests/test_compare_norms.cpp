@@ -44,7 +44,7 @@ std::string slurp(const fs::path& p) {
 
 }  // namespace
 
-TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][slow]") {
+TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][slow][quick]") {
   const fs::path out = fs::temp_directory_path() / ("normlab-smoke-" + std::to_string(::getpid()));
   fs::remove_all(out);
   const bool light = nl::test::light_tests();
@@ -118,7 +118,7 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
   fs::remove_all(out);
 }
 
-TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors]") {
+TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors][quick]") {
   const fs::path empty = fs::temp_directory_path() / ("normlab-empty-" + std::to_string(::getpid()));
   fs::create_directories(empty);
   Run r = run_app("--data-dir " + empty.string() + " --out " + (empty / "out").string());
@@ -144,7 +144,7 @@ TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors]") 
 
 // A folder and checkpoints written before --crop-pad existed were trained with black padding: they
 // continue under --crop-pad black only.
-TEST_CASE("a run from before --crop-pad resumes with black padding only", "[app][resume]") {
+TEST_CASE("a run from before --crop-pad resumes with black padding only", "[app][resume][quick]") {
   const fs::path out = fs::temp_directory_path() / ("normlab-croppad-" + std::to_string(::getpid()));
   fs::remove_all(out);
   const std::string args = "--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
@@ -171,7 +171,7 @@ TEST_CASE("a run from before --crop-pad resumes with black padding only", "[app]
   fs::remove_all(out);
 }
 
-TEST_CASE("dist: a backend this build lacks, or an unknown one, is refused by name", "[dist]") {
+TEST_CASE("dist: a backend this build lacks, or an unknown one, is refused by name", "[dist][quick]") {
   using Catch::Matchers::Contains;
   auto single = nl::dist::init("single");
   CHECK(single->size() == 1);

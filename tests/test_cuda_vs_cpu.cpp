@@ -4,7 +4,7 @@
 #include <functional>
 
 #include "helpers.h"
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/storage.h"
@@ -71,7 +71,7 @@ Tensor fused(const std::vector<Tensor>& v, bool batch, float g, const Tensor& rm
 
 }  // namespace
 
-TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][cuda-vs-cpu]") {
+TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][cuda-vs-cpu][quick]") {
   REQUIRE(device_available(DeviceType::CUDA));
   Tensor rm = Tensor::zeros({6}), rv = Tensor::ones({6});
   const Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5, 2}, {7});
@@ -130,7 +130,11 @@ TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][
   for (const OpCase& c : cases) agree(c);
 }
 
-TEST_CASE("two training steps of the comparison network on cuda match the CPU", "[.cuda][cuda-vs-cpu][train]") {
+// Tiers and stages: full, one order, no sanitizer: it checks that the ops compose into the same
+// network; what a thread order or a memory error can change is each kernel's result, which the op,
+// medium-shape and norm-table tests check in every order and under the sanitizers (this test: 276 s
+// under ASan).
+TEST_CASE("two training steps of the comparison network on cuda match the CPU", "[.cuda][cuda-vs-cpu][train][full][one-order][no-sanitize]") {
   REQUIRE(device_available(DeviceType::CUDA));
   data::Dataset d = data::load_cifar10(NORMLAB_CIFAR_SUBSET);
   data::LoaderOptions lo;
@@ -140,19 +144,19 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
   data::DataLoader loader(d.train.head(32), d.mean, d.std, lo);
   // Every row of the app's norm table; Ghost BatchNorm in micro-batches of 8 of the 16. (Batch 16,
   // not 32: the same paths at half the emulated cost, 2.5 minutes of the emulate stage at 32.)
-  compare::NetOptions o;
+  nl::nn::NetOptions o;
   o.ghost_batch = 8;
-  for (const compare::NormVariant& v : compare::norm_variants()) {
+  for (const nl::nn::NormVariant& v : nl::nn::norm_variants()) {
     // In one process SyncBatchNorm is BatchNorm (no group: the very same code); its own path
     // runs under mpirun in the dist tests.
     if (v.key == "sbn") continue;
-    const compare::NormKind k = &v;
-    INFO("norm " << compare::norm_key(k));
+    const nl::nn::NormRef k = &v;
+    INFO("norm " << nl::nn::norm_key(k));
     std::vector<float> losses[2];
     for (int dev = 0; dev < 2; ++dev) {
       const Device device = dev ? Device::cuda() : Device::cpu();
       Generator init(0), drop(1);
-      auto net = compare::make_net(k, init, &drop, o);
+      auto net = nl::nn::make_net(k, init, &drop, o);
       net->to(device);
       nn::SGD opt(net->parameters(), {.lr = 0.004f, .momentum = 0.95f, .weight_decay = 5e-4f});
       nn::OneCycleLR sched(opt, 0.1f, 10);
@@ -176,7 +180,7 @@ TEST_CASE("two training steps of the comparison network on cuda match the CPU", 
 }
 
 TEST_CASE("a bad class index on cuda is reported at the next synchronisation, not by a copy per step",
-          "[.cuda][cuda-vs-cpu][errors]") {
+          "[.cuda][cuda-vs-cpu][errors][quick]") {
   REQUIRE(device_available(DeviceType::CUDA));
   Tensor logp = log_softmax(cpu_randn({4, 10}, 60)).to(Device::cuda());
   // nll_loss itself returns: the check runs in the kernel, no host copy of the targets.

@@ -20,7 +20,7 @@ namespace {
 const std::string kSubset = NORMLAB_CIFAR_SUBSET;
 }  // namespace
 
-TEST_CASE("the real CIFAR-10 subset reads with its known counts and first labels", "[data][cifar]") {
+TEST_CASE("the real CIFAR-10 subset reads with its known counts and first labels", "[data][cifar][quick]") {
   Dataset d = load_cifar10(kSubset);
   CHECK(d.train.N == 5170);
   CHECK(d.test.N == 1017);
@@ -38,7 +38,7 @@ TEST_CASE("the real CIFAR-10 subset reads with its known counts and first labels
   for (int c = 0; c < 10; ++c) CHECK(std::count(d.test.labels.begin(), d.test.labels.end(), c) >= 83);
 }
 
-TEST_CASE("corrupt CIFAR-10 files are rejected with the file named", "[data][cifar][errors]") {
+TEST_CASE("corrupt CIFAR-10 files are rejected with the file named", "[data][cifar][errors][quick]") {
   TempDir t;
   write_bytes(t.path / "short.bin", cifar_records(2).substr(0, 3073 + 100));
   CHECK_THROWS_WITH(read_cifar10_file((t.path / "short.bin").string()),
@@ -53,7 +53,7 @@ TEST_CASE("corrupt CIFAR-10 files are rejected with the file named", "[data][cif
   CHECK_FALSE(cifar10_present(t.path.string()));
 }
 
-TEST_CASE("Fashion-MNIST reads from the Debian package", "[data][fashion]") {
+TEST_CASE("Fashion-MNIST reads from the Debian package", "[data][fashion][quick]") {
   if (!fs::exists(std::string(kFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
     FAIL("dataset-fashion-mnist is not installed: scripts/install-deps.sh installs it");
   }
@@ -67,7 +67,7 @@ TEST_CASE("Fashion-MNIST reads from the Debian package", "[data][fashion]") {
         std::vector<int32_t>{9, 0, 0, 3});
 }
 
-TEST_CASE("corrupt IDX files are rejected with the file named", "[data][fashion][errors]") {
+TEST_CASE("corrupt IDX files are rejected with the file named", "[data][fashion][errors][quick]") {
   TempDir t;
   auto gz = [&](const std::string& name, const std::string& bytes) {
     gzFile f = gzopen((t.path / name).c_str(), "wb");
@@ -88,7 +88,7 @@ TEST_CASE("corrupt IDX files are rejected with the file named", "[data][fashion]
   CHECK_THROWS_WITH(load_fashion_mnist(t.path.string()), Contains("dataset-fashion-mnist"));
 }
 
-TEST_CASE("the loader is deterministic per (seed, epoch) with or without its worker thread", "[data][loader]") {
+TEST_CASE("the loader is deterministic per (seed, epoch) with or without its worker thread", "[data][loader][quick]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(300);
   auto epoch_of = [&](uint64_t seed, int64_t epoch, bool background) {
@@ -121,7 +121,7 @@ TEST_CASE("the loader is deterministic per (seed, epoch) with or without its wor
   for (int64_t i = 0; i < 300; ++i) REQUIRE(sorted[i] == i);  // a permutation
 }
 
-TEST_CASE("drop_last skips the partial batch and keeps the order of the rest", "[data][loader]") {
+TEST_CASE("drop_last skips the partial batch and keeps the order of the rest", "[data][loader][quick]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(300);
   auto indices = [&](bool drop_last, bool background) {
@@ -148,7 +148,7 @@ TEST_CASE("drop_last skips the partial batch and keeps the order of the rest", "
 }
 
 TEST_CASE("data-parallel shards of every batch put together are the one-process batch, augmentation included",
-          "[data][loader][dist]") {
+          "[data][loader][dist][quick]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(203);  // batches of 64: 64 64 64 11, the last split 3 / 4 / 4
   auto epoch = [&](int64_t rank, int64_t count) {
@@ -199,7 +199,7 @@ TEST_CASE("data-parallel shards of every batch put together are the one-process 
 // One row per crop padding: the border pixels must be exactly the chosen fill, the image pixels
 // exactly the image's own normalised pixels (to_tensor computes them the loader's way).
 TEST_CASE("augmented images are shifted, possibly flipped copies whose border is exactly the chosen fill",
-          "[data][loader]") {
+          "[data][loader][quick]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(40);
   const std::vector<float> clean = to_tensor(small, d.mean, d.std).to_vector();

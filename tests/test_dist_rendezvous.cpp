@@ -47,7 +47,7 @@ ScopedEnv no_launcher() {
 
 }  // namespace
 
-TEST_CASE("dist rendezvous: 3 ranks get rank 0's bytes through a file, which is removed after", "[dist]") {
+TEST_CASE("dist rendezvous: 3 ranks get rank 0's bytes through a file, which is removed after", "[dist][quick]") {
   TempDir dir;
   const std::string path = (dir.path / "id").string();
   // Every byte value, as NCCL's id may hold any.
@@ -71,7 +71,7 @@ TEST_CASE("dist rendezvous: 3 ranks get rank 0's bytes through a file, which is 
   REQUIRE(fs::is_empty(dir.path));
 }
 
-TEST_CASE("dist rendezvous: a file already there is reported by rank 0 and left as it was", "[dist]") {
+TEST_CASE("dist rendezvous: a file already there is reported by rank 0 and left as it was", "[dist][quick]") {
   TempDir dir;
   const std::string path = (dir.path / "id").string();
   write_bytes(path, "someone else's file\n");
@@ -86,7 +86,7 @@ TEST_CASE("dist rendezvous: a file already there is reported by rank 0 and left 
   REQUIRE_THROWS_WITH(reader.exchange(""), Catch::Contains("is not a normlab rendezvous file"));
 }
 
-TEST_CASE("dist rendezvous: a missing rank 0 or another group's file end in a clear error", "[dist]") {
+TEST_CASE("dist rendezvous: a missing rank 0 or another group's file end in a clear error", "[dist][quick]") {
   TempDir dir;
   const std::string path = (dir.path / "id").string();
   dist::FileRendezvous late(path, 1, 2, 0.3);
@@ -107,7 +107,7 @@ TEST_CASE("dist rendezvous: a missing rank 0 or another group's file end in a cl
   REQUIRE(slurp(path) == "replaced\n");
 }
 
-TEST_CASE("dist launcher environment: torchrun's, Open MPI's and Slurm's variables, checked", "[dist]") {
+TEST_CASE("dist launcher environment: torchrun's, Open MPI's and Slurm's variables, checked", "[dist][quick]") {
   auto clean = no_launcher();
   {
     const dist::Launch l = dist::launch_from_env();

@@ -58,7 +58,7 @@ void require_nothing_written(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("download fetches, verifies and extracts from a local server", "[data][download]") {
+TEST_CASE("download fetches, verifies and extracts from a local server", "[data][download][quick]") {
   TempDir src, dst;
   std::string tarball = make_cifar_tarball(src.path);
   LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
@@ -83,7 +83,7 @@ TEST_CASE("download fetches, verifies and extracts from a local server", "[data]
   CHECK_THROWS_WITH(download_cifar10(dst.path.string(), o), Contains("already exists"));
 }
 
-TEST_CASE("a failed download leaves nothing behind", "[data][download][errors]") {
+TEST_CASE("a failed download leaves nothing behind", "[data][download][errors][quick]") {
   TempDir src, dst;
   std::string tarball = make_cifar_tarball(src.path);
   const std::string good_md5 = md5_file((src.path / "cifar-10-binary.tar.gz").string());
@@ -144,7 +144,7 @@ void add_entry(archive* a, const std::string& name, unsigned type, const std::st
 }
 }  // namespace
 
-TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, cancellation", "[data][download][errors]") {
+TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, cancellation", "[data][download][errors][quick]") {
   TempDir src, dst;
   const std::string tarball = make_cifar_tarball(src.path);
   SECTION("redirect loop") {
@@ -175,7 +175,7 @@ TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, can
   require_nothing_written(dst.path);
 }
 
-TEST_CASE("extraction takes only regular files and folders, within size limits", "[data][download][errors]") {
+TEST_CASE("extraction takes only regular files and folders, within size limits", "[data][download][errors][quick]") {
   TempDir src, dst, outside;
   const fs::path victim = outside.path / "victim";
   write_bytes(victim, "untouched");
@@ -202,7 +202,7 @@ TEST_CASE("extraction takes only regular files and folders, within size limits",
   CHECK(slurp(victim) == "untouched");
 }
 
-TEST_CASE("a killed download's temporary folder is removed by the next one", "[data][download]") {
+TEST_CASE("a killed download's temporary folder is removed by the next one", "[data][download][quick]") {
   TempDir src, dst;
   // A pid that surely ran and ended: a child that exited and was reaped.
   const pid_t child = ::fork();

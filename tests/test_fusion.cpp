@@ -4,7 +4,7 @@
 // network with fusion on and off.
 #include <catch2/catch.hpp>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "helpers.h"
 #include "normlab/core/ops.h"
 #include "normlab/nn/layers.h"
@@ -56,7 +56,7 @@ Outputs run(bool batch, int64_t G, const Shape& shape, const Case& c, bool fused
 
 }  // namespace
 
-TEST_CASE("fused norm epilogue equals the ops run one by one", "[ops][norm][fusion]") {
+TEST_CASE("fused norm epilogue equals the ops run one by one", "[ops][norm][fusion][quick]") {
   const char* names[] = {"y", "dx", "dgamma", "dbeta", "dresidual", "running_mean", "running_var"};
   for (const Shape& shape : {Shape{3, 6, 5, 7}, Shape{2, 6, 4, 4}, Shape{5, 6, 1, 1}}) {
     for (const Case& c : {Case{true, false, 0.0f}, Case{true, true, 0.0f}, Case{false, true, 0.0f},
@@ -83,7 +83,7 @@ TEST_CASE("fused norm epilogue equals the ops run one by one", "[ops][norm][fusi
 }
 
 TEST_CASE("fused norm epilogue rejects a residual of the wrong shape and a bad dropout",
-          "[ops][norm][fusion]") {
+          "[ops][norm][fusion][quick]") {
   Tensor x = randn({2, 4, 3, 3}, 1);
   NormEpilogue e;
   e.residual = randn({2, 4, 3, 2}, 2);
@@ -95,22 +95,25 @@ TEST_CASE("fused norm epilogue rejects a residual of the wrong shape and a bad d
                       Catch::Contains("dropout probability must be in [0, 1)"));
 }
 
+// Tiers and stages: full, one order, no sanitizer: the whole network over every norm row (67 s on
+// emulated cuda); each fused kernel runs in every order and under the sanitizers in "fused norm
+// epilogue equals" and the norm table's tests.
 TEST_CASE("the comparison network gives the same loss and gradients with fusion on and off",
-          "[train][fusion]") {
+          "[train][fusion][full][one-order][no-sanitize]") {
   // Every row of the app's norm table; ghost batches of 2 so Ghost BatchNorm's 4 samples make 2.
-  compare::NetOptions o;
+  nl::nn::NetOptions o;
   o.ghost_batch = 2;
-  for (const compare::NormVariant& v : compare::norm_variants()) {
+  for (const nl::nn::NormVariant& v : nl::nn::norm_variants()) {
     // In one process SyncBatchNorm is BatchNorm (no group: the very same code); its own path
     // runs under mpirun in the dist tests.
     if (v.key == "sbn") continue;
-    const compare::NormKind norm = &v;
-    CAPTURE(compare::norm_key(norm));
+    const nl::nn::NormRef norm = &v;
+    CAPTURE(nl::nn::norm_key(norm));
     std::vector<std::vector<double>> results[2];
     for (int fused = 0; fused < 2; ++fused) {
       nn::set_fusion_enabled(fused == 1);
       Generator init(3), drop(4);
-      auto net = compare::make_net(norm, init, &drop, o);
+      auto net = nl::nn::make_net(norm, init, &drop, o);
       net->to(test_device());
       Tensor x = randn({4, 3, 32, 32}, 8);
       Tensor y = Tensor::from_ints({1, 5, 9, 0}, {4}, test_device());

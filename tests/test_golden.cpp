@@ -99,20 +99,20 @@ void check_case(const json& c, double grad_rtol) {
 
 }  // namespace
 
-TEST_CASE("golden: conv2d against PyTorch", "[golden][conv2d]") {
+TEST_CASE("golden: conv2d against PyTorch", "[golden][conv2d][quick]") {
   json j = load("conv2d.json");
   REQUIRE(j.at("cases").size() >= 4);
   for (const json& c : j.at("cases")) check_case(c, 1e-4);
 }
 
-TEST_CASE("golden: batch, group and layer norm against PyTorch", "[golden][norm]") {
+TEST_CASE("golden: batch, group and layer norm against PyTorch", "[golden][norm][quick]") {
   json j = load("norm.json");
   REQUIRE(j.at("cases").size() >= 7);
   for (const json& c : j.at("cases")) check_case(c, 1e-4);
 }
 
 TEST_CASE("golden: the norm variants (InstanceNorm, RMSNorm, Ghost BN, Batch Renorm, FRN+TLU, WS) against PyTorch",
-          "[golden][norm]") {
+          "[golden][norm][quick]") {
   json j = load("norm_variants.json");
   std::set<std::string> names;
   for (const json& c : j.at("cases")) names.insert(c.at("name").get<std::string>()), check_case(c, 1e-4);
@@ -120,7 +120,7 @@ TEST_CASE("golden: the norm variants (InstanceNorm, RMSNorm, Ghost BN, Batch Ren
                                        "ws_conv2d"});
 }
 
-TEST_CASE("golden: max-pool, log-softmax + NLL, linear against PyTorch", "[golden]") {
+TEST_CASE("golden: max-pool, log-softmax + NLL, linear against PyTorch", "[golden][quick]") {
   json j = load("misc.json");
   REQUIRE(j.at("cases").size() >= 5);
   for (const json& c : j.at("cases")) check_case(c, 1e-5);

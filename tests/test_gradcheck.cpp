@@ -27,7 +27,11 @@ Tensor spaced(const Shape& s, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("gradcheck: conv2d", "[grad][conv2d]") {
+// Tiers and stages: the "gradcheck: " tests are [no-race]: finite differences launch each op's
+// kernels at tiny shapes many times (about 3 minutes under TSan in all); the same kernels run once
+// each in the medium-shape and cuda-vs-cpu tests there, and a race needs one launch.
+
+TEST_CASE("gradcheck: conv2d", "[grad][conv2d][quick][no-race]") {
   require_grad_ok([](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
                   {randn({2, 3, 5, 7}, 1), randn({4, 3, 3, 3}, 2, 0.3f), randn({4}, 3)});
   require_grad_ok([](auto& v) { return conv2d(v[0], v[1], Tensor(), 2, 0); },
@@ -46,7 +50,7 @@ TEST_CASE("gradcheck: conv2d", "[grad][conv2d]") {
                   {randn({1, 8, 1, 32}, 15), randn({16, 8, 3, 3}, 16, 0.3f)});
 }
 
-TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm]") {
+TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm][quick][no-race]") {
   Tensor rm = randn({6}, 8), rv = Tensor::full({6}, 1.3f, test_device());
   for (bool training : {true, false}) {
     CAPTURE(training);
@@ -56,7 +60,7 @@ TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm]") {
   }
 }
 
-TEST_CASE("gradcheck: group_norm for G = 1 2 3 6", "[grad][norm]") {
+TEST_CASE("gradcheck: group_norm for G = 1 2 3 6", "[grad][norm][quick][no-race]") {
   for (int64_t G : {1, 2, 3, 6}) {
     CAPTURE(G);
     require_grad_ok([G](auto& v) { return group_norm(v[0], G, v[1], v[2]); },
@@ -65,12 +69,12 @@ TEST_CASE("gradcheck: group_norm for G = 1 2 3 6", "[grad][norm]") {
   }
 }
 
-TEST_CASE("gradcheck: layer_norm over the last dimension", "[grad][norm]") {
+TEST_CASE("gradcheck: layer_norm over the last dimension", "[grad][norm][quick][no-race]") {
   require_grad_ok([](auto& v) { return layer_norm(v[0], v[1], v[2]); },
                   {randn({5, 7}, 15, 2.0f, 1.0f), randn({7}, 16), randn({7}, 17)});
 }
 
-TEST_CASE("gradcheck: fused norm with dropout and residual", "[grad][norm][fusion]") {
+TEST_CASE("gradcheck: fused norm with dropout and residual", "[grad][norm][fusion][quick][no-race]") {
   // ReLU's kink defeats finite differences at normalised inputs; its gradient is covered by the
   // equality with relu() above, whose own gradient is checked on spaced inputs.
   for (int mode = 0; mode < 2; ++mode) {
@@ -88,7 +92,7 @@ TEST_CASE("gradcheck: fused norm with dropout and residual", "[grad][norm][fusio
   }
 }
 
-TEST_CASE("gradcheck: relu pooling elementwise and views", "[grad]") {
+TEST_CASE("gradcheck: relu pooling elementwise and views", "[grad][quick][no-race]") {
   require_grad_ok([](auto& v) { return relu(v[0]); }, {spaced({3, 5, 7}, 18)});
   require_grad_ok([](auto& v) { return max_pool2d(v[0], 2, 2); }, {spaced({3, 6, 5, 7}, 19)});
   require_grad_ok([](auto& v) { return max_pool2d(v[0], 3, 2); }, {spaced({2, 3, 7, 6}, 20)});
@@ -102,7 +106,7 @@ TEST_CASE("gradcheck: relu pooling elementwise and views", "[grad]") {
                   {randn({3, 5, 7}, 28)});
 }
 
-TEST_CASE("gradcheck: dropout with a fixed stream", "[grad][dropout]") {
+TEST_CASE("gradcheck: dropout with a fixed stream", "[grad][dropout][quick][no-race]") {
   require_grad_ok(
       [](auto& v) {
         Generator g(99);  // the same mask on every evaluation
@@ -111,7 +115,7 @@ TEST_CASE("gradcheck: dropout with a fixed stream", "[grad][dropout]") {
       {randn({4, 33}, 29)});
 }
 
-TEST_CASE("gradcheck: linear and log_softmax and nll_loss", "[grad]") {
+TEST_CASE("gradcheck: linear and log_softmax and nll_loss", "[grad][quick][no-race]") {
   require_grad_ok([](auto& v) { return linear(v[0], v[1], v[2]); },
                   {randn({4, 5}, 30), randn({3, 5}, 31), randn({3}, 32)});
   require_grad_ok([](auto& v) { return log_softmax(v[0]); }, {randn({6, 10}, 33, 2.0f)});
@@ -120,7 +124,9 @@ TEST_CASE("gradcheck: linear and log_softmax and nll_loss", "[grad]") {
                   {randn({6, 10}, 34, 2.0f)});
 }
 
-TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][meta]") {
+// Tiers and stages: no-race: a check of the gradient checker itself (95 s under TSan); its kernels run
+// there in the op tests.
+TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][meta][quick][no-race]") {
   // One element of each checked gradient is moved by 5% of the gradient's largest magnitude:
   // an error far smaller than a wrong formula makes, and still caught.
   auto tamper = [](size_t, std::vector<float>& g) {
@@ -160,7 +166,7 @@ TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][m
   }
 }
 
-TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch statistics", "[grad][meta]") {
+TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch statistics", "[grad][meta][quick]") {
   // A batch norm whose backward treats mean and variance as constants (the eval formula used in
   // training) is wrong by terms of order one; the check must say so.
   auto wrong_bn = [](auto& v) {

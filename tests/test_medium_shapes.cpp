@@ -93,7 +93,7 @@ void check_batch_norm(std::initializer_list<Shape4> shapes) {
 }
 }  // namespace
 
-TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium]") {
+TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium][quick]") {
   check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{5, 3, 31, 29}});
 }
 
@@ -102,12 +102,12 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
 // the default L2 budget these shapes fit whole (every sums item before any dx item); a 64 KiB
 // budget makes D its least, the items per channel (3 at 8 x 33 x 33, 2 at 8 x 32 x 32, 4 at
 // 20 x 27 x 31), so each dx item follows its channel's last sums item as closely as allowed.
-TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)", "[ops][norm][medium]") {
+TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)", "[ops][norm][medium][quick]") {
   const SmallL2Budget budget;
   check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{20, 5, 27, 31}});
 }
 
-TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium]") {
+TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium][quick]") {
   for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}}) {
     for (int64_t G : {int64_t{1}, int64_t{4}, s.C}) {
       for (int variant = 0; variant < 3; ++variant) {  // plain, fused, RMSNorm (not centred) fused
@@ -140,7 +140,7 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
 // More groups than blocks: the CUDA GroupNorm grid is capped so the groups in flight fit in L2
 // (kernels/cuda/norm.cu, gn_grid) and each block then takes several groups in turn. A budget of
 // 64 KiB makes that happen here on small tensors: 160 and 136 groups on the 132-block floor.
-TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops][norm][medium]") {
+TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops][norm][medium][quick]") {
   const SmallL2Budget budget;
   for (auto [s, G] : {std::pair{Shape4{40, 16, 9, 9}, int64_t{4}}, std::pair{Shape4{136, 8, 8, 8}, int64_t{1}}}) {
     CAPTURE(s.N, s.C, s.H, s.W, G);
@@ -171,7 +171,7 @@ TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops]
 // Rows of 3,000 and 3,001 (every loop over a row several trips, vector and scalar), and 300 rows
 // of 70: dgamma/dbeta's column reduction over several chunks of rows, the last one partial, and a
 // column tile with a tail.
-TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops][norm][medium]") {
+TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops][norm][medium][quick]") {
   for (auto [rows, D] : {std::pair<int64_t, int64_t>{37, 3000}, {37, 3001}, {300, 70}}) {
     CAPTURE(rows, D);
     Tensor x = randn({rows, D}, 121, 3.0f, 1.0f), gamma = randn({D}, 122, 0.5f, 1.0f), beta = randn({D}, 123),
@@ -215,7 +215,7 @@ struct ConvInputs {
 };
 }  // namespace
 
-TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles", "[ops][conv2d][medium]") {
+TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles", "[ops][conv2d][medium][quick]") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
     const ConvInputs in(c, 131);
@@ -267,7 +267,7 @@ Vec abs_of(Vec v) {
 }
 }  // namespace
 
-TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes", "[ops][conv2d][medium][tf32]") {
+TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes", "[ops][conv2d][medium][tf32][quick]") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
     const ConvInputs in(c, 151);
@@ -298,7 +298,7 @@ TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium sha
   }
 }
 
-TEST_CASE("conv2d on TF32 rounds its inputs to nearest, not by truncation", "[ops][conv2d][tf32]") {
+TEST_CASE("conv2d on TF32 rounds its inputs to nearest, not by truncation", "[ops][conv2d][tf32][quick]") {
   // 1 + 3 * 2^-12 lies above the midpoint between the TF32 neighbours 1 and 1 + 2^-10: rounding
   // to nearest gives 1 + 2^-10, truncation (a tensor core fed unrounded FP32) gives 1, FP32 keeps
   // it. A 1x1 convolution of 8 channels then sums 8 equal products exactly in each case.
@@ -324,7 +324,7 @@ TEST_CASE("conv2d on TF32 rounds its inputs to nearest, not by truncation", "[op
   }
 }
 
-TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium]") {
+TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium][quick]") {
   Tensor x = randn({8, 32, 33, 33}, 141);
   const Vec hx = to_double(x);
   // max_pool2d 2x2 (floor mode: row and column 32 dropped) and global average pool, with grads.

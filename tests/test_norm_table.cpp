@@ -141,7 +141,7 @@ Tensor tau_in_gaps(const NormSpec& spec, const Inputs& in) {
 }  // namespace
 
 TEST_CASE("norm table: every variant matches the reference, forward, backward and running statistics",
-          "[ops][norm][norm-table]") {
+          "[ops][norm][norm-table][quick]") {
   for (const NormCase& c : norm_cases()) {
     for (bool fused : {false, true}) {
       CAPTURE(c.key, fused);
@@ -196,7 +196,7 @@ TEST_CASE("norm table: every variant matches the reference, forward, backward an
 }
 
 TEST_CASE("norm table: Batch Renorm's r and d really clip (the reference test is not BatchNorm's)",
-          "[ops][norm][norm-table]") {
+          "[ops][norm][norm-table][quick]") {
   // Guards the table itself: with these running statistics, r and d differ from (1, 0) in some
   // channels and are clipped in others, so a kernel that ignored renorm would fail above.
   const Inputs in = inputs(norm_cases()[2], {5, 6, 5, 7}, 40);
@@ -206,8 +206,11 @@ TEST_CASE("norm table: Batch Renorm's r and d really clip (the reference test is
   CHECK(closeness(brn.to_vector(), to_double(bn), 1e-3, 1e-3).worst_ratio > 1.0);
 }
 
+// Tiers and stages: full, one order, no sanitizer: hundreds of launches of each variant's kernels at
+// one shape (28 s per order on emulated cuda, 4.5 min under TSan); what an order or a sanitizer can
+// find, each kernel's result, "every variant on cuda agrees with the CPU" checks in every order.
 TEST_CASE("norm table: every variant passes the finite-difference gradient check, and fails it when tampered",
-          "[grad][norm-table]") {
+          "[grad][norm-table][full][one-order][no-sanitize]") {
   for (const NormCase& c : norm_cases()) {
     CAPTURE(c.key);
     const Inputs in = inputs(c, {5, 6, 3, 5}, 60);
@@ -231,7 +234,7 @@ TEST_CASE("norm table: every variant passes the finite-difference gradient check
 }
 
 TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with the fused epilogue",
-          "[.cuda][cuda-vs-cpu][norm-table]") {
+          "[.cuda][cuda-vs-cpu][norm-table][quick]") {
   REQUIRE(device_available(DeviceType::CUDA));
   for (const NormCase& c : norm_cases()) {
     // HxW 35 (scalar path) and 32 (float4 path) with ghost batches of 2, 2 and 1; HxW 1089 so
@@ -273,7 +276,7 @@ TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with
 // the app's "gn+ws" (test_fusion.cpp and the CUDA training step run every row of that table); here
 // nn::Conv2d with it against the definition, and its gradient through the filter statistics.
 TEST_CASE("norm table: Weight Standardization convs match the definition and pass the gradient check",
-          "[ops][grad][norm-table]") {
+          "[ops][grad][norm-table][quick]") {
   Generator init(5);
   nn::Conv2d conv(3, 4, 3, 1, 1, false, init);
   conv.weight_standardization = true;
@@ -302,7 +305,7 @@ TEST_CASE("norm table: Weight Standardization convs match the definition and pas
 }
 
 TEST_CASE("norm table: Batch Renorm's warm-up relaxes the clips from BatchNorm's over the counted steps",
-          "[ops][norm][norm-table]") {
+          "[ops][norm][norm-table][quick]") {
   const Tensor x = randn({5, 6, 5, 7}, 300, 1.5f, 0.4f), g = randn({6}, 301, 0.5f, 1.0f), b = randn({6}, 302);
   NormSpec warm = NormSpec::batch_renorm(1.5f, 0.5f);
   warm.renorm_warmup = 4;

@@ -8,7 +8,7 @@
 using namespace nl;
 using namespace nl::test;
 
-TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes", "[ops][conv2d]") {
+TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes", "[ops][conv2d][quick]") {
   struct Case { int64_t N, C, H, W, K, R, stride, pad; bool bias; };
   for (Case c : {Case{3, 6, 5, 7, 4, 3, 1, 1, true}, Case{2, 3, 7, 5, 5, 3, 2, 0, false},
                  Case{3, 6, 5, 7, 2, 1, 1, 0, true}, Case{1, 2, 9, 8, 3, 5, 2, 2, true},
@@ -27,7 +27,7 @@ TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes"
   }
 }
 
-TEST_CASE("batch_norm training and eval match the definition", "[ops][norm]") {
+TEST_CASE("batch_norm training and eval match the definition", "[ops][norm][quick]") {
   Tensor x = randn({3, 6, 5, 7}, 4, 2.0f, 0.7f);
   Tensor gamma = randn({6}, 5, 0.5f, 1.0f), beta = randn({6}, 6);
   Tensor rm = Tensor::zeros({6}, DType::F32, test_device()), rv = Tensor::ones({6}, test_device());
@@ -59,7 +59,7 @@ TEST_CASE("batch_norm training and eval match the definition", "[ops][norm]") {
   require_close(ye, eval_expected, 1e-5, "batch_norm eval");
 }
 
-TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][norm]") {
+TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][norm][quick]") {
   Tensor x = randn({3, 6, 5, 7}, 7, 1.5f, -0.4f);
   Tensor gamma = randn({6}, 8, 0.5f, 1.0f), beta = randn({6}, 9);
   for (int64_t G : {1, 2, 3, 6}) {
@@ -74,7 +74,7 @@ TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][nor
   require_close(group_norm(x, 1, Tensor(), Tensor()), plain, 1e-5, "group_norm no affine");
 }
 
-TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches the definition", "[ops][norm]") {
+TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches the definition", "[ops][norm][quick]") {
   // A mean of -0.4 that centering would remove: here it must stay in the output.
   Tensor x = randn({3, 6, 5, 7}, 7, 1.5f, -0.4f), dy = randn({3, 6, 5, 7}, 70);
   Tensor gamma = randn({6}, 8, 0.5f, 1.0f), beta = randn({6}, 9);
@@ -100,7 +100,7 @@ TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches t
                     Catch::Contains("per-group statistics only"));
 }
 
-TEST_CASE("layer_norm over the last dimension matches the definition", "[ops][norm]") {
+TEST_CASE("layer_norm over the last dimension matches the definition", "[ops][norm][quick]") {
   Tensor x = randn({5, 7}, 10, 3.0f, 1.0f), gamma = randn({7}, 11), beta = randn({7}, 12);
   ref::Vec expected;
   for (int64_t i = 0; i < 5; ++i) {
@@ -113,7 +113,7 @@ TEST_CASE("layer_norm over the last dimension matches the definition", "[ops][no
   require_close(layer_norm(x, gamma, beta), expected, 1e-5, "layer_norm");
 }
 
-TEST_CASE("pooling matches the naive loop", "[ops][pool]") {
+TEST_CASE("pooling matches the naive loop", "[ops][pool][quick]") {
   Tensor x = randn({3, 6, 5, 7}, 13);
   require_close(max_pool2d(x, 2, 2), ref::max_pool2d(x, 2, 2), 0, "max_pool2d 2x2");
   require_close(max_pool2d(x, 3, 2), ref::max_pool2d(x, 3, 2), 0, "max_pool2d 3x3 s2");
@@ -131,7 +131,7 @@ TEST_CASE("pooling matches the naive loop", "[ops][pool]") {
   require_close(g, gap, 1e-6, "global_avg_pool");
 }
 
-TEST_CASE("elementwise ops, linear and losses match the naive loop", "[ops]") {
+TEST_CASE("elementwise ops, linear and losses match the naive loop", "[ops][quick]") {
   Tensor a = randn({3, 5, 7}, 14), b = randn({3, 5, 7}, 15);
   ref::Vec s, m, r;
   double total = 0;
@@ -167,7 +167,7 @@ TEST_CASE("elementwise ops, linear and losses match the naive loop", "[ops]") {
   require_close(cross_entropy(logits, Tensor::from_ints(t, {6}, test_device())), {nll}, 1e-6, "cross_entropy");
 }
 
-TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded", "[ops][dropout]") {
+TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded", "[ops][dropout][quick]") {
   Tensor x = Tensor::ones({64, 64}, test_device());
   Generator g1(7), g2(7);
   Tensor y1 = dropout(x, 0.25f, true, &g1), y2 = dropout(x, 0.25f, true, &g2);
@@ -187,7 +187,7 @@ TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded
   CHECK(dropout(x, 0.25f, false, &g1).same(x));
 }
 
-TEST_CASE("dropout keeps exactly the elements whose Philox draw reaches p", "[ops][dropout]") {
+TEST_CASE("dropout keeps exactly the elements whose Philox draw reaches p", "[ops][dropout][quick]") {
   // The kernel's integer comparison must agree with the definition u_i >= p element by element.
   Tensor x = randn({3, 37}, 50);
   for (float p : {0.05f, 0.3f, 0.5f}) {

@@ -10,7 +10,7 @@
 using namespace nl;
 using Catch::Matchers::Contains;
 
-TEST_CASE("OneCycleLR matches PyTorch's learning rate and momentum at every step", "[optim][schedule]") {
+TEST_CASE("OneCycleLR matches PyTorch's learning rate and momentum at every step", "[optim][schedule][quick]") {
   std::ifstream in(std::string(NORMLAB_GOLDEN_DIR) + "/onecycle.json");
   REQUIRE(in.good());
   nlohmann::json j = nlohmann::json::parse(in);
@@ -33,7 +33,7 @@ TEST_CASE("OneCycleLR matches PyTorch's learning rate and momentum at every step
   }
 }
 
-TEST_CASE("StepLR decays by gamma every step_size steps", "[optim][schedule]") {
+TEST_CASE("StepLR decays by gamma every step_size steps", "[optim][schedule][quick]") {
   Tensor p = Tensor::zeros({1}).set_requires_grad();
   nn::SGD opt({p}, {.lr = 0.5f});
   nn::StepLR sched(opt, 3, 0.1f);
@@ -46,7 +46,7 @@ TEST_CASE("StepLR decays by gamma every step_size steps", "[optim][schedule]") {
   for (size_t i = 0; i < lrs.size(); ++i) CHECK(lrs[i] == Approx(expected[i]));
 }
 
-TEST_CASE("Adam and AdamW steps match hand-computed values", "[optim]") {
+TEST_CASE("Adam and AdamW steps match hand-computed values", "[optim][quick]") {
   // Two steps with gradient g = 0.5 on a parameter starting at 1.
   const double lr = 0.1, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1, g = 0.5;
   auto run = [&](bool decoupled) {

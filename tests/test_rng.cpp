@@ -3,7 +3,7 @@
 
 using namespace nl;
 
-TEST_CASE("Philox4x32-10 matches the Random123 known-answer vectors", "[rng]") {
+TEST_CASE("Philox4x32-10 matches the Random123 known-answer vectors", "[rng][quick]") {
   // From Random123's kat_vectors (philox4x32 with 10 rounds).
   Philox4x32 r = philox4x32_10({{0, 0, 0, 0}}, 0, 0);
   CHECK(r.v[0] == 0x6627e8d5u);
@@ -22,7 +22,7 @@ TEST_CASE("Philox4x32-10 matches the Random123 known-answer vectors", "[rng]") {
   CHECK(r.v[3] == 0x24126ea1u);
 }
 
-TEST_CASE("the same seed gives the same stream and different seeds differ", "[rng]") {
+TEST_CASE("the same seed gives the same stream and different seeds differ", "[rng][quick]") {
   Generator a(123), b(123), c(124);
   std::vector<uint32_t> va, vb, vc;
   for (int i = 0; i < 100; ++i) va.push_back(a.next_u32()), vb.push_back(b.next_u32()), vc.push_back(c.next_u32());
@@ -30,7 +30,7 @@ TEST_CASE("the same seed gives the same stream and different seeds differ", "[rn
   CHECK(va != vc);
 }
 
-TEST_CASE("uniform and normal draws have the right moments", "[rng]") {
+TEST_CASE("uniform and normal draws have the right moments", "[rng][quick]") {
   Generator g(5);
   const int n = 100000;
   double su = 0, sn = 0, sn2 = 0;
@@ -50,7 +50,7 @@ TEST_CASE("uniform and normal draws have the right moments", "[rng]") {
   for (int h : hits) CHECK(h > 800);
 }
 
-TEST_CASE("kernel draws and host draws never overlap", "[rng]") {
+TEST_CASE("kernel draws and host draws never overlap", "[rng][quick]") {
   Generator g(9);
   g.next_u32();
   uint64_t first = g.reserve(10);  // blocks first .. first + 2

@@ -19,7 +19,7 @@
 #include "checkpoint.h"
 #include "data_helpers.h"
 #include "helpers.h"
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/ops.h"
 #include "normlab/nn/data.h"
 #include "normlab/nn/safetensors.h"
@@ -61,7 +61,7 @@ std::vector<std::string> args(const fs::path& data, const fs::path& out, std::ve
 
 }  // namespace
 
-TEST_CASE("hostile class names and --out paths reach no shell and still give pictures", "[app][robust][security]") {
+TEST_CASE("hostile class names and --out paths reach no shell and still give pictures", "[app][robust][security][quick]") {
   TempDir t;
   // Each would run `touch` if it reached a shell or gnuplot's backtick substitution.
   const std::vector<std::string> classes = {
@@ -96,7 +96,7 @@ TEST_CASE("hostile class names and --out paths reach no shell and still give pic
   }
 }
 
-TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own files", "[app][robust]") {
+TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own files", "[app][robust][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const fs::path out = t.path / "out";
@@ -136,7 +136,7 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
 }
 
 TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and must match on --resume",
-          "[app][robust][resume]") {
+          "[app][robust][resume][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const fs::path out = t.path / "out";
@@ -161,7 +161,7 @@ TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and 
   CHECK_THAT(r.output, Contains("had another configuration (augment: was false, now not given)"));
 }
 
-TEST_CASE("an --out that cannot be written stops before training", "[app][robust]") {
+TEST_CASE("an --out that cannot be written stops before training", "[app][robust][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   write_bytes(t.path / "a-file", "x");
@@ -171,7 +171,7 @@ TEST_CASE("an --out that cannot be written stops before training", "[app][robust
   CHECK_THAT(r.output, !Contains("epoch  1 |"));
 }
 
-TEST_CASE("every flag is checked up front with a message naming it", "[app][robust][errors]") {
+TEST_CASE("every flag is checked up front with a message naming it", "[app][robust][errors][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   struct Case {
@@ -216,7 +216,7 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
 }
 
 TEST_CASE("a study or checkpoint from before --groups/--ghost-batch/--eps resumes at their old values only",
-          "[app][robust][resume]") {
+          "[app][robust][resume][quick]") {
   using nlohmann::json;
   const json optional = {{"groups", 4}, {"ghost_batch", 32}, {"eps", 0.0}};
   const json old_config = {{"norms", "bn,gn"}, {"epochs", 20}};
@@ -234,7 +234,7 @@ TEST_CASE("a study or checkpoint from before --groups/--ghost-batch/--eps resume
   CHECK(compare::first_difference(old_print, print, "", paths) == "network.ghost_batch: missing in the checkpoint, now 8");
 }
 
-TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") {
+TEST_CASE("the readers name the file and the reason", "[data][robust][errors][quick]") {
   using namespace nl::data;
   TempDir t;
   fs::create_directories(t.path / "dir.bin");
@@ -266,7 +266,7 @@ TEST_CASE("the readers name the file and the reason", "[data][robust][errors]") 
   CHECK_THROWS_WITH(read_idx((t.path / "huge.idx").string(), dims), Contains("whose product exceeds"));
 }
 
-TEST_CASE("nonfinite_counts counts NaN and Inf per tensor, every tail, in one pass", "[ops][guard]") {
+TEST_CASE("nonfinite_counts counts NaN and Inf per tensor, every tail, in one pass", "[ops][guard][quick]") {
   const nl::Device dev = test_device();
   std::vector<nl::Tensor> ts;
   std::vector<int64_t> want;
@@ -289,7 +289,7 @@ TEST_CASE("nonfinite_counts counts NaN and Inf per tensor, every tail, in one pa
   CHECK(nl::nonfinite_counts(ts) == want);
 }
 
-TEST_CASE("the NaN guard names the first module whose output is not finite", "[app][robust][guard]") {
+TEST_CASE("the NaN guard names the first module whose output is not finite", "[app][robust][guard][quick]") {
   using namespace compare;
   nl::Generator g(0);
   auto net = make_net(parse_norm("gn"), g, nullptr, {});
@@ -308,7 +308,7 @@ TEST_CASE("the NaN guard names the first module whose output is not finite", "[a
   CHECK_THAT(why, Contains("Conv2d C4.body.conv: output has") && Contains("non-finite values"));
 }
 
-TEST_CASE("a diverging run leaves a complete report for the others and a diverged row for itself", "[app][robust][guard]") {
+TEST_CASE("a diverging run leaves a complete report for the others and a diverged row for itself", "[app][robust][guard][quick]") {
   using namespace compare;
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
@@ -359,7 +359,7 @@ TEST_CASE("a diverging run leaves a complete report for the others and a diverge
   CHECK_THAT(md, !Contains("misclassified_gn.png"));
 }
 
-TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict", "[app][robust][guard]") {
+TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict", "[app][robust][guard][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   Run r = run_app(args(data, t.path / "o1", {"--norms", "bn,gn", "--lr", "1e30"}));
@@ -388,7 +388,10 @@ std::string metrics_without_seconds(const fs::path& p) {
 }
 }  // namespace
 
-TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights", "[app][robust][resume][train]") {
+// Tiers and stages: full: it trains whole networks several times. On cuda not under the sanitizers (4
+// minutes under ASan; its CPU registration there runs the same checkpoint code) nor TSan (a training
+// loop whose kernels the op tests run).
+TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights", "[app][robust][resume][train][full][cuda-no-sanitize][no-race]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const std::string device = test_device().is_cpu() ? "cpu" : "cuda";
@@ -455,7 +458,7 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
   for (const char* k : {"bn", "gn"}) CHECK(jw["norms"][k]["runs"][0]["final"] == jc["norms"][k]["runs"][0]["final"]);
 }
 
-TEST_CASE("SIGTERM stops like SIGINT with 143; a second signal ends the process at once", "[app][robust][resume]") {
+TEST_CASE("SIGTERM stops like SIGINT with 143, and a second signal ends the process at once", "[app][robust][resume][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "2"};
@@ -471,7 +474,7 @@ TEST_CASE("SIGTERM stops like SIGINT with 143; a second signal ends the process 
   CHECK_THAT(slurp(t.path / "twice" / "metrics.csv"), Contains("\ngn,0,1,"));
 }
 
-TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool", "[app][robust][resume]") {
+TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool", "[app][robust][resume][quick]") {
   using namespace compare;
   TempDir t;
   // A file PyTorch's safetensors reads: header length, JSON header, little-endian data.

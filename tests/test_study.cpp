@@ -19,7 +19,7 @@ using namespace nl::test;
 using namespace compare;
 using Catch::Detail::Approx;
 
-TEST_CASE("study statistics: Student's t quantiles, CDF and Welch's t-test", "[study][stats]") {
+TEST_CASE("study statistics: Student's t quantiles, CDF and Welch's t-test", "[study][stats][quick]") {
   // t(0.975, df) from the tables.
   CHECK(student_t_quantile(0.975, 1) == Approx(12.706205).epsilon(1e-6));
   CHECK(student_t_quantile(0.975, 2) == Approx(4.302653).epsilon(1e-6));
@@ -54,7 +54,7 @@ TEST_CASE("study statistics: Student's t quantiles, CDF and Welch's t-test", "[s
 }
 
 TEST_CASE("study grid: an axis that does not change a norm runs once, BatchNorm below the batch is Ghost BN",
-          "[study]") {
+          "[study][quick]") {
   StudyAxes axes;
   axes.norms = {"bn", "gn", "ln", "brn"};
   axes.ghost_batch = {2, 128, 256};
@@ -138,7 +138,7 @@ void start_and_kill(const std::vector<std::string>& args, int ms, int sig) {
 }  // namespace
 
 TEST_CASE("a study killed at any moment and continued with --resume ends with the uninterrupted study.csv",
-          "[study][app][resume]") {
+          "[study][app][resume][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const fs::path whole = t.path / "whole";
@@ -182,7 +182,7 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   CHECK_THAT(r.output, Contains("6 runs (6 already finished)"));
 }
 
-TEST_CASE("normlab_study refuses what it cannot do, naming the problem", "[study][app][robust]") {
+TEST_CASE("normlab_study refuses what it cannot do, naming the problem", "[study][app][robust][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const fs::path out = t.path / "s";
@@ -213,7 +213,7 @@ TEST_CASE("normlab_study refuses what it cannot do, naming the problem", "[study
 }
 
 TEST_CASE("stability telemetry is written per layer and epoch and leaves the trajectory unchanged",
-          "[app][telemetry]") {
+          "[app][telemetry][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   auto run = [&](const fs::path& out, bool telemetry) {

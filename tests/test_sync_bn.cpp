@@ -20,7 +20,7 @@ struct OneProcess final : CrossProcessSum {
 }  // namespace
 
 TEST_CASE("SyncBatchNorm in one process equals BatchNorm: output, running statistics and every gradient",
-          "[ops][norm][sync]") {
+          "[ops][norm][sync][quick]") {
   // Odd and medium shapes (the per-channel loops of both kernels run several trips and a tail).
   for (const Shape& shape : {Shape{5, 6, 7, 9}, Shape{16, 8, 17, 17}}) {
     for (const bool fused : {false, true}) {
@@ -56,7 +56,7 @@ TEST_CASE("SyncBatchNorm in one process equals BatchNorm: output, running statis
   }
 }
 
-TEST_CASE("SyncBatchNorm refuses ghost batches and Batch Renorm", "[ops][norm][sync]") {
+TEST_CASE("SyncBatchNorm refuses ghost batches and Batch Renorm", "[ops][norm][sync][quick]") {
   OneProcess one;
   NormSpec s = NormSpec::ghost_batch_norm(2);
   s.sync = &one;

@@ -7,7 +7,7 @@ using namespace nl;
 using namespace nl::test;
 using Catch::Matchers::Contains;
 
-TEST_CASE("tensors are created with contiguous strides and the requested fill", "[tensor]") {
+TEST_CASE("tensors are created with contiguous strides and the requested fill", "[tensor][quick]") {
   Tensor t = Tensor::zeros({2, 3, 4});
   CHECK(t.shape() == Shape{2, 3, 4});
   CHECK(t.strides() == std::vector<int64_t>{12, 4, 1});
@@ -23,7 +23,7 @@ TEST_CASE("tensors are created with contiguous strides and the requested fill", 
   CHECK(Tensor::empty({0, 3}).numel() == 0);
 }
 
-TEST_CASE("views share storage and reshape copies only when it must", "[tensor]") {
+TEST_CASE("views share storage and reshape copies only when it must", "[tensor][quick]") {
   Tensor t = Tensor::from_vector({0, 1, 2, 3, 4, 5}, {2, 3});
   Tensor v = t.view({3, 2});
   v.set({2, 1}, 50.0f);
@@ -57,7 +57,7 @@ TEST_CASE("views share storage and reshape copies only when it must", "[tensor]"
   CHECK_THROWS_WITH(t.transpose(0, 1).view_at(0, {2}), Catch::Contains("needs a contiguous tensor"));
 }
 
-TEST_CASE("misuse gives errors that name the problem", "[tensor][errors]") {
+TEST_CASE("misuse gives errors that name the problem", "[tensor][errors][quick]") {
   Tensor t = Tensor::zeros({2, 3});
   CHECK_THROWS_WITH(t.view({4, 2}), Contains("cannot view a tensor of shape [2, 3]"));
   CHECK_THROWS_WITH(t.transpose(0, 1).view({6}), Contains("not contiguous"));
@@ -75,7 +75,7 @@ TEST_CASE("misuse gives errors that name the problem", "[tensor][errors]") {
   CHECK_THROWS_WITH(t.view({5}), Contains("tensor.cpp:"));
 }
 
-TEST_CASE("ops reject wrong shapes, dtypes and devices with the op's name", "[ops][errors]") {
+TEST_CASE("ops reject wrong shapes, dtypes and devices with the op's name", "[ops][errors][quick]") {
   Tensor x = Tensor::zeros({2, 3, 5, 5});
   CHECK_THROWS_WITH(conv2d(x, Tensor::zeros({4, 2, 3, 3})),
                     Contains("conv2d: input has 3 channels but weight of shape [4, 2, 3, 3]"));
@@ -96,7 +96,7 @@ TEST_CASE("ops reject wrong shapes, dtypes and devices with the op's name", "[op
   CHECK_THROWS_WITH(dropout(x, 1.0f, true), Contains("dropout: probability must be in [0, 1)"));
 }
 
-TEST_CASE("a device without a backend is refused with the build's backends", "[dispatch][errors]") {
+TEST_CASE("a device without a backend is refused with the build's backends", "[dispatch][errors][quick]") {
   if (device_available(DeviceType::CUDA)) {
     // This build has CUDA and a device answered: the same path must hand out cuda tensors, and
     // the description names the device (cuemu, or a real GPU with its architecture).

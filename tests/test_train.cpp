@@ -61,7 +61,9 @@ std::vector<float> train(int steps, uint64_t seed, std::shared_ptr<nn::Sequentia
 
 }  // namespace
 
-TEST_CASE("a two-layer CNN's loss falls on a fixed batch", "[train]") {
+// Tiers and stages: no-race: a training loop (48 s under TSan) whose conv, norm, pool and loss kernels
+// the op tests run there.
+TEST_CASE("a two-layer CNN's loss falls on a fixed batch", "[train][quick][no-race]") {
   std::shared_ptr<nn::Sequential> net;
   std::vector<float> losses = train(40, 1, &net);
   INFO("first loss " << losses.front() << ", last loss " << losses.back());
@@ -82,12 +84,12 @@ TEST_CASE("a two-layer CNN's loss falls on a fixed batch", "[train]") {
   CHECK(correct >= 28);
 }
 
-TEST_CASE("training is bitwise reproducible from a seed", "[train][rng]") {
+TEST_CASE("training is bitwise reproducible from a seed", "[train][rng][quick]") {
   CHECK(train(5, 3) == train(5, 3));
   CHECK(train(5, 3) != train(5, 4));
 }
 
-TEST_CASE("SGD steps match hand-computed values", "[optim]") {
+TEST_CASE("SGD steps match hand-computed values", "[optim][quick]") {
   Tensor p = Tensor::from_vector({1.0f, -2.0f}, {2}, test_device()).set_requires_grad();
   nn::SGD opt({p}, {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f});
   auto step = [&](std::vector<float> g) {
@@ -118,7 +120,7 @@ TEST_CASE("SGD steps match hand-computed values", "[optim]") {
   CHECK(r.at({0}) == 7.0f);
 }
 
-TEST_CASE("a state dict round-trips into a fresh model", "[nn]") {
+TEST_CASE("a state dict round-trips into a fresh model", "[nn][quick]") {
   std::shared_ptr<nn::Sequential> trained;
   train(3, 5, &trained);
   Generator other(77);

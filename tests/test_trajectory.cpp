@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.h"
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/ops.h"
 #include "normlab/nn/data.h"
 #include "normlab/nn/optim.h"
@@ -38,8 +38,10 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 
 }  // namespace
 
+// Tiers and stages: full: 55 s of training. cpu-tree: it trains on the CPU device in every tree, so the
+// emulated and sanitized trees would only repeat the CPU tree's run of the same code.
 TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss and the final weights",
-          "[trajectory][slow]") {
+          "[trajectory][slow][full][cpu-tree]") {
   const char* dir_env = std::getenv("NORMLAB_TRAJECTORY_DIR");
   const std::string dir = dir_env && *dir_env ? dir_env : NORMLAB_GOLDEN_DIR;
   const nn::TensorFile f = nn::load_safetensors(dir + "/trajectory.safetensors");
@@ -80,9 +82,9 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
     const std::string kind = key.substr(0, 2), mode = key.size() > 2 ? "aug" : "plain";
     CAPTURE(key);
     Generator init(0), drop(aug["dropout_seed"].get<uint64_t>());
-    compare::NetOptions o;
+    nl::nn::NetOptions o;
     o.dropout = mode == "plain" ? 0.0f : aug["dropout"].get<float>();
-    auto net = compare::make_net(compare::parse_norm(kind), init, &drop, o);
+    auto net = nl::nn::make_net(nl::nn::parse_norm(kind), init, &drop, o);
     if (mode == "aug") loader.start_epoch(0);
     // The twin's initial weights (and BatchNorm's zero/one running statistics).
     int loaded = 0;

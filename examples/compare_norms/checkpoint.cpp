@@ -53,11 +53,11 @@ EpochStats epoch_from(const json& j) {
 
 }  // namespace
 
-std::string checkpoint_stem(const std::string& out_dir, NormKind norm, uint64_t seed) {
+std::string checkpoint_stem(const std::string& out_dir, NormRef norm, uint64_t seed) {
   return (fs::path(out_dir) / ("ckpt_" + norm_key(norm) + "_s" + std::to_string(seed))).string();
 }
 
-json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed, const nl::data::Dataset& d,
+json run_fingerprint(const nl::nn::Module& net, NormRef norm, uint64_t seed, const nl::data::Dataset& d,
                      const TrainConfig& cfg) {
   std::string layout;
   for (const auto& [name, p] : net.named_parameters()) {

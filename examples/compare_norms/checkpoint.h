@@ -22,10 +22,10 @@
 namespace compare {
 
 // out_dir/ckpt_<key>_s<seed> (add .safetensors or .json).
-std::string checkpoint_stem(const std::string& out_dir, NormKind norm, uint64_t seed);
+std::string checkpoint_stem(const std::string& out_dir, NormRef norm, uint64_t seed);
 
 // What must match for a checkpoint to be continued: network, data and recipe.
-nlohmann::json run_fingerprint(const nl::nn::Module& net, NormKind norm, uint64_t seed,
+nlohmann::json run_fingerprint(const nl::nn::Module& net, NormRef norm, uint64_t seed,
                                const nl::data::Dataset& data, const TrainConfig& cfg);
 
 // The first difference between two JSON values as "path: checkpoint A, now B", or "".

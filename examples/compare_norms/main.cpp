@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "checkpoint.h"
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/error.h"
 #include "normlab/core/storage.h"
 #include "normlab/core/threading.h"
@@ -109,12 +109,12 @@ int local_processes(int world) {
   return world;
 }
 
-std::vector<NormKind> parse_norms(const std::string& list) {
-  std::vector<NormKind> out;
+std::vector<NormRef> parse_norms(const std::string& list) {
+  std::vector<NormRef> out;
   std::stringstream ss(list);
   for (std::string item; std::getline(ss, item, ',');) {
-    NormKind k = parse_norm(item);
-    for (NormKind seen : out) NL_CHECK(seen != k, "--norms lists '", item, "' twice");
+    NormRef k = parse_norm(item);
+    for (NormRef seen : out) NL_CHECK(seen != k, "--norms lists '", item, "' twice");
     out.push_back(k);
   }
   NL_CHECK(!out.empty(), "--norms is empty: give some of the keys ", norm_keys());
@@ -277,7 +277,7 @@ int main(int argc, char** argv) {
   // The other ranks' lines would repeat rank 0's.
   if (!lead) std::cout.setstate(std::ios::badbit);
   try {
-    const std::vector<NormKind> norms = parse_norms(o.norms);
+    const std::vector<NormRef> norms = parse_norms(o.norms);
     NL_CHECK(ranks == 1 || !o.download, "--download with ", ranks,
              " processes: they would all download into one folder; download once with one process first");
     // Cores shared among this machine's processes unless --threads says otherwise.
@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
                 (long long)o.epochs, (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda",
                 nl::get_num_threads(), (unsigned long long)o.first_seed,
                 (unsigned long long)(o.first_seed + o.seeds - 1));
-    for (NormKind k : norms) {
+    for (NormRef k : norms) {
       nl::Generator g(o.first_seed);
       NetOptions no = cfg.net;
       no.in_channels = data.train.C;
@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
     cfg.stop = &g_stop_signal;
     bool interrupted = false;
     for (int64_t s = 0; s < o.seeds && !interrupted; ++s) {
-      for (NormKind k : norms) {
+      for (NormRef k : norms) {
         const uint64_t seed = o.first_seed + static_cast<uint64_t>(s);
         if (lead) std::printf("\n== %s, seed %llu ==\n", norm_title(k).c_str(), (unsigned long long)seed);
         std::fflush(stdout);
@@ -417,7 +417,7 @@ int main(int argc, char** argv) {
 
     std::printf("\n%-15s %8s %18s %16s %18s\n", "norm", "params", "final test acc", "final test loss",
                 "best test acc");
-    for (NormKind k : norms) {
+    for (NormRef k : norms) {
       const auto& n = results["norms"][norm_key(k)];
       if (n["final_test_acc"]["mean"].is_null()) {  // no seed of this norm finished
         bool stopped = false;

@@ -33,11 +33,11 @@ std::string gp_quote(const std::string& s) {
 bool write_plots(const ReportInput& in) {
   const auto norms = norms_in(in);
   const nl::data::Dataset& d = *in.data;
-  std::vector<NormKind> curved, pictured;  // norms with a curve / with a finished run
+  std::vector<NormRef> curved, pictured;  // norms with a curve / with a finished run
   // Per norm key, the (true, predicted) captions of the misclassified grid, in panel order.
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> captions;
   // --- data files ---
-  for (NormKind k : norms) {
+  for (NormRef k : norms) {
     auto runs = runs_of(in, k);
     std::ostringstream os;
     os << "# epoch train_loss train_acc test_loss test_acc test_acc_std eff_lr bn_gap out_std loss_spikes (means over "
@@ -162,7 +162,7 @@ bool write_plots(const ReportInput& in) {
     }
   }
   gp << "reset\n";
-  for (NormKind k : pictured) {
+  for (NormRef k : pictured) {
     const std::string key = norm_key(k);
     const auto& lines = captions[key];
     gp << "\n# misclassified test images, " << norm_title(k) << "\n"

@@ -15,17 +15,17 @@ using nlohmann::json;
 
 namespace detail {
 
-std::vector<NormKind> norms_in(const ReportInput& in) {
-  std::vector<NormKind> out;
+std::vector<NormRef> norms_in(const ReportInput& in) {
+  std::vector<NormRef> out;
   for (const RunResult& r : in.runs) {
     bool seen = false;
-    for (NormKind k : out) seen |= k == r.norm;
+    for (NormRef k : out) seen |= k == r.norm;
     if (!seen) out.push_back(r.norm);
   }
   return out;
 }
 
-std::vector<const RunResult*> runs_of(const ReportInput& in, NormKind k) {
+std::vector<const RunResult*> runs_of(const ReportInput& in, NormRef k) {
   std::vector<const RunResult*> out;
   for (const RunResult& r : in.runs)
     if (r.norm == k) out.push_back(&r);
@@ -117,7 +117,7 @@ json write_results_json(const ReportInput& in) {
                   {"train_images", in.data->train.N},
                   {"test_images", in.data->test.N},
                   {"classes", in.data->classes}};
-  for (NormKind k : norms_in(in)) {
+  for (NormRef k : norms_in(in)) {
     json n;
     std::vector<double> finals, final_losses, final_train, bests, secs;
     n["runs"] = json::array();
@@ -181,7 +181,7 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   std::ostringstream md;
   const int64_t epochs = in.config.value("epochs", int64_t(0));
   std::string title;
-  for (NormKind k : norms) title += (title.empty() ? "" : " vs ") + norm_title(k);
+  for (NormRef k : norms) title += (title.empty() ? "" : " vs ") + norm_title(k);
   md << "# compare_norms: " << title << "\n\n"
      << "Dataset **" << d.name << "**: " << d.train.N << " training and " << d.test.N
      << " test images. " << epochs << " epochs, batch " << in.config.value("batch_size", 0)
@@ -199,7 +199,7 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   md << ".\n\n";
   md << "| norm | parameters | final train acc | final test loss | final test acc | best test acc | time per run |\n"
      << "|---|---|---|---|---|---|---|\n";
-  for (NormKind k : norms) {
+  for (NormRef k : norms) {
     const json& n = results["norms"][norm_key(k)];
     auto pm = [&](const char* key, int digits, const char* unit) {
       if (n[key]["mean"].is_null()) return std::string("diverged");
@@ -239,11 +239,11 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
       if (any_bn_gap(in)) md << "![train/eval gap](bn_gap.png)\n\n";
     }
     md << "## Misclassified test images\n\n";
-    for (NormKind k : norms)
+    for (NormRef k : norms)
       if (first_ok(runs_of(in, k)))
         md << "![" << norm_title(k) << " misclassified](misclassified_" << norm_key(k) << ".png)\n\n";
     md << "## Confusion matrices\n\n";
-    for (NormKind k : norms)
+    for (NormRef k : norms)
       if (first_ok(runs_of(in, k)))
         md << "![" << norm_title(k) << " confusion](confusion_" << norm_key(k) << ".png)\n\n";
   } else {

@@ -9,8 +9,8 @@
 namespace compare::detail {
 
 // The norms of the report's runs, in the order they first appear.
-std::vector<NormKind> norms_in(const ReportInput& in);
-std::vector<const RunResult*> runs_of(const ReportInput& in, NormKind k);
+std::vector<NormRef> norms_in(const ReportInput& in);
+std::vector<const RunResult*> runs_of(const ReportInput& in, NormRef k);
 // The first run of the list that finished (not diverged, not interrupted), or null.
 const RunResult* first_ok(const std::vector<const RunResult*>& runs);
 std::string path_in(const ReportInput& in, const std::string& name);

@@ -11,7 +11,7 @@
 #include <set>
 #include <sstream>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/error.h"
 #include "normlab/nn/atomic_file.h"
 #include "process.h"
@@ -38,18 +38,10 @@ std::string fixed(double v, int digits) {
   return os.str();
 }
 
-// The study's batch-statistics norms and what compare_norms runs for them below the batch.
-const std::map<std::string, std::pair<std::string, std::string>>& ghost_norms() {
-  // study key -> (app key at the whole batch, app key over ghost batches)
-  static const std::map<std::string, std::pair<std::string, std::string>> m = {
-      {"bn", {"bn", "gbn"}}, {"gbn", {"bn", "gbn"}}, {"brn", {"brn", "gbrn"}}, {"gbrn", {"brn", "gbrn"}}};
-  return m;
-}
-
 }  // namespace
 
-bool uses_ghost_batch(const std::string& norm) { return ghost_norms().count(norm) != 0; }
-bool uses_groups(const std::string& norm) { return norm == "gn" || norm == "gn+ws"; }
+bool uses_ghost_batch(const std::string& norm) { return !nl::nn::parse_norm(norm)->ghost_batch_key.empty(); }
+bool uses_groups(const std::string& norm) { return nl::nn::parse_norm(norm)->uses_groups; }
 
 std::vector<std::string> RunSpec::app_args() const {
   std::vector<std::string> args = {"--norms",      app_norm,
@@ -111,7 +103,9 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
                     r.app_norm = norm;
                     if (uses_ghost_batch(norm)) {
                       r.ghost_batch = gb == 0 || gb >= B ? B : gb;
-                      const auto& [whole, ghost] = ghost_norms().at(norm);
+                      const nl::nn::NormRef v = nl::nn::parse_norm(norm);
+                      const std::string& whole = v->whole_batch_key;
+                      const std::string& ghost = v->ghost_batch_key;
                       r.app_norm = r.ghost_batch < B ? ghost : whole;
                     }
                     r.id = norm + "_" + ds + "_e" + std::to_string(ep) + "_b" + std::to_string(B) + "_gb" +

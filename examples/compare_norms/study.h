@@ -43,8 +43,8 @@ struct RunSpec {
 };
 
 // Whether an axis changes what a norm computes.
-bool uses_ghost_batch(const std::string& norm);  // bn, brn, gbn
-bool uses_groups(const std::string& norm);       // gn, gn+ws
+bool uses_ghost_batch(const std::string& norm);  // the registry's batch-statistics rows
+bool uses_groups(const std::string& norm);       // the registry's rows reading groups
 // The grid in order (datasets, epochs, batch, lr, groups, ghost batch, crop padding, norm, seed: the seed
 // fastest, so the seeds of a point finish together), duplicates removed. Throws on an unknown
 // norm or an invalid value, naming the axis.

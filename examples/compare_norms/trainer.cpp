@@ -217,7 +217,7 @@ std::string first_nonfinite_output(nn::Module& net, const Tensor& x) {
   return found;
 }
 
-RunResult train_one(NormKind norm, uint64_t seed, const data::Dataset& d, const TrainConfig& cfg,
+RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const TrainConfig& cfg,
                     std::ostream& log, const std::function<void(const RunResult&)>& on_epoch) {
   RunResult res;
   res.norm = norm;

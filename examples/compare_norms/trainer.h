@@ -9,7 +9,7 @@
 #include <ostream>
 #include <vector>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/device.h"
 #include "normlab/nn/data.h"
 
@@ -18,6 +18,15 @@ class ProcessGroup;
 }
 
 namespace compare {
+
+// The library's norm registry and comparison network, under the names the app uses throughout.
+using nl::nn::make_net;
+using nl::nn::NetOptions;
+using nl::nn::norm_key;
+using nl::nn::norm_keys;
+using nl::nn::norm_title;
+using nl::nn::NormRef;
+using nl::nn::parse_norm;
 
 struct TrainConfig {
   NetOptions net;  // the norms' options (groups, ghost batch, eps); channels and classes from the data
@@ -71,7 +80,7 @@ struct EpochStats {
 };
 
 struct RunResult {
-  NormKind norm = nullptr;
+  NormRef norm = nullptr;
   uint64_t seed = 0;
   int64_t parameters = 0;
   std::vector<EpochStats> epochs;         // the finished epochs (all of them unless diverged)
@@ -99,7 +108,7 @@ std::string first_nonfinite_output(nl::nn::Module& net, const nl::Tensor& x);
 // on_epoch (may be empty) sees the run after each finished epoch, so the caller can write its
 // metrics to disk as they come. A run that diverges returns with status "diverged" instead of
 // throwing, so the other runs of a comparison go on.
-RunResult train_one(NormKind norm, uint64_t seed, const nl::data::Dataset& data,
+RunResult train_one(NormRef norm, uint64_t seed, const nl::data::Dataset& data,
                     const TrainConfig& cfg, std::ostream& log,
                     const std::function<void(const RunResult&)>& on_epoch = {});
 

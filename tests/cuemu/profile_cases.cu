@@ -2,6 +2,7 @@
 // sectors, bank conflicts and DRAM traffic are known by hand, so a wrong grouping of lanes, a
 // wrong sector or bank count or a broken L2 model fails here before it misleads bench/gpu_model.
 #define CATCH_CONFIG_MAIN
+// Tier: full (the memory-traffic profiler's own cases run in the profile stage of make test-all).
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <map>
@@ -65,7 +66,7 @@ struct Recorder {
 
 }  // namespace
 
-TEST_CASE("profiler: coalesced, strided and vector requests", "[profile]") {
+TEST_CASE("profiler: coalesced, strided and vector requests", "[profile][full]") {
   const int n = 1024;
   float* x = device<float>(n);
   float* y = device<float>(n);
@@ -102,7 +103,7 @@ TEST_CASE("profiler: coalesced, strided and vector requests", "[profile]") {
   cudaFree(y);
 }
 
-TEST_CASE("profiler: shared-memory bank conflicts", "[profile]") {
+TEST_CASE("profiler: shared-memory bank conflicts", "[profile][full]") {
   float* out = device<float>(32);
   Recorder r;
   for (int stride : {1, 2, 32, 33, 0}) NL_LAUNCH(shared_kernel, 1, 32, 32 * 33 * sizeof(float), stride, out);
@@ -122,7 +123,7 @@ TEST_CASE("profiler: shared-memory bank conflicts", "[profile]") {
   cudaFree(out);
 }
 
-TEST_CASE("profiler: unique bytes and the L2 model", "[profile]") {
+TEST_CASE("profiler: unique bytes and the L2 model", "[profile][full]") {
   const int blocks = 8, per_block = 4096;  // 16 KiB per block, 128 KiB in all
   float* x = device<float>(blocks * per_block);
   float* y = device<float>(blocks * per_block);
@@ -148,7 +149,7 @@ TEST_CASE("profiler: unique bytes and the L2 model", "[profile]") {
   cudaFree(y);
 }
 
-TEST_CASE("profiler: sampled launches run evenly spaced blocks and say so", "[profile]") {
+TEST_CASE("profiler: sampled launches run evenly spaced blocks and say so", "[profile][full]") {
   const int n = 64 * 256;
   float* x = device<float>(n);
   float* y = device<float>(n);
@@ -167,7 +168,7 @@ TEST_CASE("profiler: sampled launches run evenly spaced blocks and say so", "[pr
   cudaFree(y);
 }
 
-TEST_CASE("profiler: launches name their op", "[profile]") {
+TEST_CASE("profiler: launches name their op", "[profile][full]") {
   float* x = device<float>(256);
   Recorder r;
   {
@@ -189,7 +190,7 @@ TEST_CASE("profiler: launches name their op", "[profile]") {
 // bank conflicts, and the op's unique traffic within its minimum (each input read once, each output
 // written once) plus the small per-channel statistics. A regression that makes a norm kernel read
 // with a stride, or touch a tensor the op does not need, fails here.
-TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op needs", "[profile]") {
+TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op needs", "[profile][full]") {
   using namespace nl;
   struct Case {
     const char* name;
@@ -269,7 +270,7 @@ TEST_CASE("profiler: the norm kernels are coalesced and touch only what the op n
 // item D items behind its sums, so the second read hits L2 while the whole tensor would not fit.
 // Here the same at a small scale: T = 1 MiB, an L2 of 512 KiB, a budget that makes D = 2 items,
 // and two blocks resident. Sums-then-dx (D = all items) would read 2.25T from DRAM twice.
-TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than the L2", "[profile]") {
+TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than the L2", "[profile][full]") {
   using namespace nl;
   struct EnvBudget {
     EnvBudget() { setenv("NORMLAB_CUDA_L2_BUDGET", "196608", 1); }  // 2 items of 36 KiB, twice
@@ -302,7 +303,7 @@ TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than th
 // The TF32 conv kernel at its design (docs/kernels.md, "TF32 convolutions"): the tensor-core
 // fragment loads and the epilogue's float4 reads of the staged tile are free of bank conflicts
 // (rows padded to 72 floats), for the forward, backward-data and backward-weight GEMMs.
-TEST_CASE("profiler: the TF32 conv reads its shared tiles without bank conflicts", "[profile]") {
+TEST_CASE("profiler: the TF32 conv reads its shared tiles without bank conflicts", "[profile][full]") {
   using namespace nl;
   set_conv_tf32(true);
   Generator gen(3);

@@ -104,7 +104,7 @@ __global__ void half_warp_shuffle_kernel(int* out) {
 
 }  // namespace
 
-TEST_CASE("a missing __syncthreads is caught under reverse thread order", "[cuemu]") {
+TEST_CASE("a missing __syncthreads is caught under reverse thread order", "[cuemu][quick]") {
   cuemu::reset_error();
   CHECK(all_neighbours_right(run_neighbour(true, cuemu::Order::Forward)));
   CHECK(all_neighbours_right(run_neighbour(true, cuemu::Order::Reverse)));
@@ -115,7 +115,7 @@ TEST_CASE("a missing __syncthreads is caught under reverse thread order", "[cuem
   CHECK_FALSE(all_neighbours_right(run_neighbour(false, cuemu::Order::Reverse)));
 }
 
-TEST_CASE("a thread that returns before a barrier is reported as divergence", "[cuemu]") {
+TEST_CASE("a thread that returns before a barrier is reported as divergence", "[cuemu][quick]") {
   cuemu::reset_error();
   float* d = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&d), 64 * sizeof(float));
@@ -135,7 +135,7 @@ TEST_CASE("a thread that returns before a barrier is reported as divergence", "[
   cudaFree(d);
 }
 
-TEST_CASE("warp shuffles follow PTX semantics for widths 32, 16 and 8", "[cuemu]") {
+TEST_CASE("warp shuffles follow PTX semantics for widths 32, 16 and 8", "[cuemu][quick]") {
   cuemu::reset_error();
   for (int width : {32, 16, 8}) {
     CAPTURE(width);
@@ -159,7 +159,7 @@ TEST_CASE("warp shuffles follow PTX semantics for widths 32, 16 and 8", "[cuemu]
   }
 }
 
-TEST_CASE("ballot, all and any vote across the warp", "[cuemu]") {
+TEST_CASE("ballot, all and any vote across the warp", "[cuemu][quick]") {
   cuemu::reset_error();
   unsigned* d = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&d), 34 * sizeof(unsigned));
@@ -175,7 +175,7 @@ TEST_CASE("ballot, all and any vote across the warp", "[cuemu]") {
   cudaFree(d);
 }
 
-TEST_CASE("lanes missing from a shuffle's mask are reported", "[cuemu]") {
+TEST_CASE("lanes missing from a shuffle's mask are reported", "[cuemu][quick]") {
   cuemu::reset_error();
   int* d = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&d), 32 * sizeof(int));
@@ -186,7 +186,7 @@ TEST_CASE("lanes missing from a shuffle's mask are reported", "[cuemu]") {
   cudaFree(d);
 }
 
-TEST_CASE("fresh device memory reads as NaN and copies are range-checked", "[cuemu]") {
+TEST_CASE("fresh device memory reads as NaN and copies are range-checked", "[cuemu][quick]") {
   cuemu::reset_error();
   float* d = nullptr;
   cudaMalloc(reinterpret_cast<void**>(&d), 4 * sizeof(float));
@@ -241,7 +241,7 @@ std::pair<std::string, bool> in_child(F f) {
 }
 }  // namespace
 
-TEST_CASE("launches beyond the limits of sm_80/sm_90 are refused with the reason", "[cuemu]") {
+TEST_CASE("launches beyond the limits of sm_80/sm_90 are refused with the reason", "[cuemu][quick]") {
   cuemu::reset_error();
   float* d = nullptr;
   REQUIRE(cudaMalloc(reinterpret_cast<void**>(&d), sizeof(float)) == cudaSuccess);
@@ -271,7 +271,7 @@ TEST_CASE("launches beyond the limits of sm_80/sm_90 are refused with the reason
   cudaFree(d);
 }
 
-TEST_CASE("__syncwarp may be reached from different call sites", "[cuemu]") {
+TEST_CASE("__syncwarp may be reached from different call sites", "[cuemu][quick]") {
   cuemu::reset_error();
   float* d = nullptr;
   REQUIRE(cudaMalloc(reinterpret_cast<void**>(&d), 32 * sizeof(float)) == cudaSuccess);
@@ -287,7 +287,7 @@ TEST_CASE("__syncwarp may be reached from different call sites", "[cuemu]") {
   cudaFree(d);
 }
 
-TEST_CASE("device allocations are exact: a read one past the end is caught by the ASan build", "[cuemu][asan]") {
+TEST_CASE("device allocations are exact: a read one past the end is caught by the ASan build", "[cuemu][asan][quick]") {
 #if defined(__SANITIZE_ADDRESS__)
   auto [report, ok] = in_child([] {
     float *x = nullptr, *y = nullptr;
@@ -302,7 +302,7 @@ TEST_CASE("device allocations are exact: a read one past the end is caught by th
 #endif
 }
 
-TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[cuemu][asan]") {
+TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[cuemu][asan][quick]") {
 #if defined(__SANITIZE_ADDRESS__)
   auto [report, ok] = in_child([] {
     float* d = nullptr;
@@ -319,7 +319,7 @@ TEST_CASE("an out-of-bounds shared-memory write is caught by the ASan build", "[
 // The caching allocator is stream-ordered (kernels/cuda/memory.cu): a freed block is reused only
 // on the stream it was allocated on; a block another stream used (record_stream) waits for an
 // event on that stream before it can be reused at all.
-TEST_CASE("the CUDA caching allocator reuses a block only on its own stream", "[cuemu][memory]") {
+TEST_CASE("the CUDA caching allocator reuses a block only on its own stream", "[cuemu][memory][quick]") {
   nl::Allocator& a = nl::get_allocator(nl::Device::cuda());
   cudaStream_t s1 = nullptr, s2 = nullptr;
   REQUIRE(cudaStreamCreate(&s1) == cudaSuccess);
@@ -414,7 +414,7 @@ MmaRun run_mma(const std::vector<float>& a, bool a_col, const std::vector<float>
 }
 }  // namespace
 
-TEST_CASE("wmma m16n16k8 TF32: every layout multiplies exactly, inputs are read as TF32", "[cuemu]") {
+TEST_CASE("wmma m16n16k8 TF32: every layout multiplies exactly, inputs are read as TF32", "[cuemu][quick]") {
   // Small integers: every product and sum is exact, so any misplaced element shows.
   std::vector<float> a(128), b(128), c(256), want(256);
   for (int i = 0; i < 128; ++i) a[i] = float(i % 7 - 3), b[i] = float(i % 5 - 2);
@@ -449,7 +449,7 @@ TEST_CASE("wmma m16n16k8 TF32: every layout multiplies exactly, inputs are read 
   CHECK(std::isnan(wmma::__float_to_tf32(std::nanf(""))));
 }
 
-TEST_CASE("wmma misuse fails the launch: a misaligned matrix, a lane that skips the mma", "[cuemu]") {
+TEST_CASE("wmma misuse fails the launch: a misaligned matrix, a lane that skips the mma", "[cuemu][quick]") {
   std::vector<float> a(128, 1.0f), b(128, 1.0f), c(256, 0.0f);
   MmaRun mis = run_mma(a, false, b, false, c, false, -1, 1);
   CHECK(mis.err == cudaErrorLaunchFailure);

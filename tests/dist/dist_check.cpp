@@ -11,7 +11,7 @@
 #include <tuple>
 #include <vector>
 
-#include "model.h"
+#include "normlab/nn/models.h"
 #include "normlab/core/error.h"
 #include "normlab/core/ops.h"
 #include "normlab/dist/process_group.h"
@@ -102,13 +102,13 @@ void step(dist::ProcessGroup& pg) {
   std::vector<std::pair<std::string, std::string>> pairs{{"gn", "gn"}, {"ln", "ln"}, {"bn", "gbn"}, {"sbn", "bn"}};
   if (light()) pairs.erase(pairs.begin(), pairs.begin() + 2);
   for (const auto& [dist_key, ref_key] : pairs) {
-    compare::NetOptions o;
+    nl::nn::NetOptions o;
     o.dropout = 0.0f;  // masks are drawn per element index of the whole batch: not shardable
     o.ghost_batch = per;
     Generator g1(3 + uint64_t(r)), g2(3);  // rank-dependent init: the broadcast must fix it
-    auto net = compare::make_net(compare::parse_norm(dist_key == "sbn" ? "bn" : dist_key), g1, nullptr, o);
+    auto net = nl::nn::make_net(nl::nn::parse_norm(dist_key == "sbn" ? "bn" : dist_key), g1, nullptr, o);
     if (dist_key == "sbn") EXPECT(dist::convert_sync_batch_norm(pg, *net) == 8, "8 BatchNorms to turn");
-    auto ref = compare::make_net(compare::parse_norm(ref_key), g2, nullptr, o);
+    auto ref = nl::nn::make_net(nl::nn::parse_norm(ref_key), g2, nullptr, o);
     dist::broadcast_parameters(pg, *net, 0);
     // rank 0's init equals ref's (seed 3): after the broadcast every rank starts there
     nn::SGD opt(net->parameters(), {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f});
@@ -225,9 +225,9 @@ void reducer(dist::ProcessGroup& pg) {
   for (int64_t i = 0; i < B; ++i) labels[size_t(i)] = int32_t((i * 3 + r) % 10);
   const Tensor y = Tensor::from_ints(labels, {B}, dev);
   Generator init(5);
-  compare::NetOptions o;
+  nl::nn::NetOptions o;
   o.dropout = 0.0f;  // two forwards of the same batch must be the same
-  auto net = compare::make_net(compare::parse_norm("gn"), init, nullptr, o);
+  auto net = nl::nn::make_net(nl::nn::parse_norm("gn"), init, nullptr, o);
   net->to(dev);
   dist::GradientReducer red(pg, *net, 8 << 10);
   EXPECT(red.buckets() > 4, "8 KiB buckets over 43,600 parameters make only ", red.buckets(), " buckets");
