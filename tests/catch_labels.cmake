@@ -9,6 +9,7 @@
 #   -D TEST_SUFFIX=...       the registration's name suffix (" [cuda forward]")
 #   -D BASE_LABELS=...       labels every test of the registration gets ("cuda;order-forward")
 #   -D ON_CUDA=ON|OFF        the registration runs on device cuda: [cuda-no-sanitize] counts
+#   -D CUEMU_DEVICE=...      cuemu's device profile for the registration (NORMLAB_CUEMU_DEVICE)
 #   -D OUT=...               the ctest file to write
 set(tags quick full no-sanitize no-race cpu-tree)
 if(ON_CUDA)
@@ -51,7 +52,11 @@ endforeach()
 set(text "")
 foreach(name IN LISTS names)
   string(MD5 key "${name}")
-  string(REPLACE ";" "\\;" shown "${labels_${key}}")
   string(APPEND text "set_tests_properties([==[${name}${TEST_SUFFIX}]==] PROPERTIES LABELS [==[${labels_${key}}]==])\n")
+  if(NOT CUEMU_DEVICE STREQUAL "")
+    # Here rather than through catch_discover_tests, whose PROPERTIES keep one value per property.
+    string(APPEND text "set_tests_properties([==[${name}${TEST_SUFFIX}]==] PROPERTIES ENVIRONMENT "
+                       "[==[NORMLAB_TEST_DEVICE=cuda;NORMLAB_CUEMU_DEVICE=${CUEMU_DEVICE}]==])\n")
+  endif()
 endforeach()
 file(WRITE "${OUT}" "${text}")

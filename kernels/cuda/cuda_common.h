@@ -44,6 +44,17 @@ size_t pending_blocks();  // freed blocks still waiting for another stream (test
 
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 
+// What the launchers size their grids by: device 0's cudaGetDeviceProperties, read once when the
+// backend registers (memory.cu). Under cuemu these are its device profile's (H100 unless
+// NORMLAB_CUEMU_DEVICE names another), so an emulated launch takes the decisions of that GPU.
+struct DeviceLimits {
+  int64_t sms = 132;
+  double l2_bytes = 50.0 * (1 << 20);
+  size_t smem_per_block = 48 << 10;
+  size_t smem_optin = 227 << 10;
+};
+const DeviceLimits& device_limits();
+
 // Class indices checked on the device (the loss's targets): a kernel records the first bad one as
 // (index << 32 | uint32 value) with atomicMin in the returned device word (UINT64_MAX: none), and
 // the next synchronisation with the host (copy_bytes to the host) throws "<op>: target[i] = v is

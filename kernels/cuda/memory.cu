@@ -307,6 +307,11 @@ Allocator& allocator() { return caching_allocator(); }
 
 // Registers the allocator only when a GPU answers: without one, device_available(CUDA) is false,
 // `--device auto` falls back to the CPU and the description says why.
+namespace {
+DeviceLimits g_limits;
+}
+const DeviceLimits& device_limits() { return g_limits; }
+
 void register_memory_kernels() {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
@@ -318,6 +323,10 @@ void register_memory_kernels() {
   } else {
     cudaDeviceProp prop{};
     NL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    g_limits.sms = std::max(1, prop.multiProcessorCount);
+    g_limits.l2_bytes = double(prop.l2CacheSize);
+    g_limits.smem_per_block = prop.sharedMemPerBlock;
+    g_limits.smem_optin = prop.sharedMemPerBlockOptin;
     char text[400];
     if (prop.totalGlobalMem == 0) {  // cuemu: host memory, no SM count worth printing
       std::snprintf(text, sizeof text, "%s", prop.name);

@@ -336,9 +336,11 @@ constexpr int kBnBwdThreads = 512;
 // Two float4 of each tensor per thread: an item re-reads 4096 * (4 + 4 + 1) = 36 KiB.
 constexpr int kBnQuadsPerThread = 2;
 constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnBwdThreads;
-// Blocks resident on an H100 at the kernel's launch bounds (2 per SM): the ticket distance D
+// Blocks resident at the kernel's launch bounds (2 per SM of the device): the ticket distance D
 // between an item's sums and its dx when the L2 budget allows it (batch_norm_bwd).
-constexpr int64_t kBnResident = 2 * 132;
+namespace {
+int64_t bn_resident() { return 2 * device_limits().sms; }
+}  // namespace
 
 struct BnBwdPlan {
   int64_t S;  // items per channel
@@ -560,18 +562,18 @@ bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
 }
 float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f; }
 
-// GroupNorm's grid: one block per (n, g) while the groups in flight fit in half an L2 (24 MiB:
-// 60% of an A100's, half an H100's), else fewer blocks taking groups in turn. A block passes over
-// its group 3 times (forward: mean, variance, output; backward: sums per channel, then dx); with
-// every group of a large LayerNorm (G = 1: 128 KiB at 32 x 32 x 32) in flight at once the L2 would
-// hold under half of each, and every later pass would go to DRAM (docs/kernels.md, "GPU model").
-// Never fewer than 132 blocks (one per SM of an H100). A design constant, not a device query:
-// the emulated and the real launch are the same launch. NORMLAB_CUDA_L2_BUDGET (bytes) overrides
-// it for GPUs with a smaller L2 (and lets the tests reach the capped grid on small tensors).
-constexpr int64_t kMinGroupBlocks = 132;
+// GroupNorm's grid: one block per (n, g) while the groups in flight fit in half the device's L2
+// (at most 24 MiB, the H100 design point), else fewer blocks taking groups in turn. A block passes
+// over its group 3 times (forward: mean, variance, output; backward: sums per channel, then dx);
+// with every group of a large LayerNorm (G = 1: 128 KiB at 32 x 32 x 32) in flight at once the L2
+// would hold under half of each, and every later pass would go to DRAM (docs/kernels.md, "GPU
+// model"). Never fewer blocks than the device has SMs. Both from the device (device_limits(); under
+// cuemu its profile, so the emulated launch is the real one). NORMLAB_CUDA_L2_BUDGET (bytes)
+// overrides the budget (and lets the tests reach the capped grid on small tensors).
+int64_t min_group_blocks() { return device_limits().sms; }
 double l2_budget() {
   const char* env = std::getenv("NORMLAB_CUDA_L2_BUDGET");
-  if (!env || !*env) return 24.0 * (1 << 20);
+  if (!env || !*env) return std::min(24.0 * (1 << 20), device_limits().l2_bytes / 2);
   char* end = nullptr;
   const double v = std::strtod(env, &end);
   if (*end != '\0' || !(v > 0))
@@ -580,7 +582,7 @@ double l2_budget() {
 }
 unsigned gn_grid(const NormParams& p, double bytes_per_group) {
   const int64_t groups = p.N * p.G;
-  const int64_t fit = std::max<int64_t>(kMinGroupBlocks, int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
+  const int64_t fit = std::max<int64_t>(min_group_blocks(), int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
   return unsigned(std::min(groups, fit));
 }
 }  // namespace
@@ -667,7 +669,7 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   // D: as many items as are resident at once, while their data and the next D items' fit in the
   // L2 budget; never below S (the deadlock-freedom argument above); all of them without dx.
   const double item_bytes = double(kBnItem) * (mask ? 9 : 8);
-  const int64_t fit = std::min<int64_t>(kBnResident, int64_t(l2_budget() / item_bytes / 2));
+  const int64_t fit = std::min<int64_t>(bn_resident(), int64_t(l2_budget() / item_bytes / 2));
   pl.D = dx ? std::min(pl.Q, std::max(pl.S, fit)) : pl.Q;
   pl.dx_terms = dx ? dx_terms : nullptr;
   if (!dx && dx_terms) return;  // nothing to do: the sums are given and no dx is wanted

@@ -338,24 +338,35 @@ cudaError_t cudaGetLastError();   // returns and clears the last error (sticky l
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int* count);
-// The fields normlab reads, with the values of the one emulated device.
+// The fields normlab reads. The one emulated device presents the limits of a real GPU, its device
+// profile (NORMLAB_CUEMU_DEVICE: h100, the default, a100, l4 or b200), so that a launcher sizing
+// its grid from them takes, under emulation, the decisions it takes on that GPU.
 struct cudaDeviceProp {
   char name[256];
   int major, minor;
   int multiProcessorCount;
-  size_t totalGlobalMem;
+  int l2CacheSize;                // bytes
+  size_t sharedMemPerBlock;       // bytes without an opt-in
+  size_t sharedMemPerBlockOptin;  // bytes with cudaFuncAttributeMaxDynamicSharedMemorySize
+  size_t totalGlobalMem;          // 0: host memory, no fixed size
 };
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+namespace cuemu {
+// The properties of the profile `key` ("h100"); throws std::invalid_argument naming the known
+// profiles for any other key. cudaGetDeviceProperties presents NORMLAB_CUEMU_DEVICE's, read once.
+cudaDeviceProp device_profile(const char* key);
+}
 
 // Kernel attributes: only the opt-in for more than 48 KiB of dynamic shared memory (sm_90 allows
-// up to 227 KiB per block), as a kernel must ask for it on a GPU.
+// up to 227 KiB per block, sm_80 163 KiB: the device profile's limit), as a kernel must ask for it on a GPU.
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 namespace cuemu {
 void set_max_dynamic_shared(const void* fn, int bytes);
+size_t shared_optin_limit();  // the device profile's sharedMemPerBlockOptin
 }
 template <typename... Params>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
-  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 227 * 1024)
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || size_t(value) > cuemu::shared_optin_limit())
     return cudaErrorInvalidValue;
   cuemu::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), value);
   return cudaSuccess;
@@ -393,6 +404,10 @@ void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_
                 const ThreadBody& body);
 // The opt-in dynamic shared memory limit of a kernel; 0 when never set.
 void set_max_dynamic_shared(const void* fn, int bytes);
+// Called with every launch's kernel name and configuration before it runs (tests that check a
+// launcher's grid decisions); an empty function removes it.
+using LaunchObserver = std::function<void(const char* kernel, dim3 grid, dim3 block)>;
+void set_launch_observer(LaunchObserver observer);
 
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shmem,

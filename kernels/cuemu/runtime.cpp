@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -508,7 +509,16 @@ std::string launch_config_error(const void* fn, dim3 grid, dim3 block, size_t sh
 }
 }  // namespace
 
+namespace {
+LaunchObserver& launch_observer() {
+  static LaunchObserver o;
+  return o;
+}
+}  // namespace
+void set_launch_observer(LaunchObserver observer) { launch_observer() = std::move(observer); }
+
 void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t shmem, const ThreadBody& body) {
+  if (launch_observer()) launch_observer()(kernel, grid, block);
   const size_t nthreads = size_t(block.x) * block.y * block.z;
   const size_t nblocks = size_t(grid.x) * grid.y * grid.z;
   if (g().sticky != cudaSuccess) return;  // a failed context runs nothing more, as on a GPU
@@ -719,14 +729,61 @@ cudaError_t cudaGetDeviceCount(int* count) {
   *count = 1;
   return cudaSuccess;
 }
+namespace cuemu {
+namespace {
+struct DeviceProfile {
+  const char* key;
+  const char* name;
+  int major, minor, sms;
+  int l2_bytes;
+  size_t smem_optin;
+};
+// NVIDIA's published limits of each GPU (CUDA C++ Programming Guide, compute capabilities table;
+// the GPUs' data sheets for SMs and L2).
+constexpr DeviceProfile kProfiles[] = {
+    {"h100", "H100", 9, 0, 132, 50 << 20, 227 << 10},
+    {"a100", "A100", 8, 0, 108, 40 << 20, 163 << 10},
+    {"l4", "L4", 8, 9, 58, 48 << 20, 99 << 10},
+    {"b200", "B200", 10, 0, 148, 126 << 20, 227 << 10},
+};
+}  // namespace
+
+cudaDeviceProp device_profile(const char* key) {
+  const DeviceProfile* d = nullptr;
+  std::string known;
+  for (const DeviceProfile& p : kProfiles) {
+    if (std::strcmp(key, p.key) == 0) d = &p;
+    known += std::string(known.empty() ? "" : ", ") + p.key;
+  }
+  if (!d)
+    throw std::invalid_argument(std::string("NORMLAB_CUEMU_DEVICE='") + key + "' is not a device profile: use one of " + known);
+  cudaDeviceProp prop{};
+  std::snprintf(prop.name, sizeof prop.name, "cuemu (CUDA emulated on the CPU, %s profile: %d SMs)", d->name, d->sms);
+  prop.major = d->major;
+  prop.minor = d->minor;
+  prop.multiProcessorCount = d->sms;
+  prop.l2CacheSize = d->l2_bytes;
+  prop.sharedMemPerBlock = 48 << 10;
+  prop.sharedMemPerBlockOptin = d->smem_optin;
+  prop.totalGlobalMem = 0;  // host memory: no fixed size
+  return prop;
+}
+
+namespace {
+const cudaDeviceProp& active_profile() {
+  static const cudaDeviceProp p = [] {
+    const char* env = std::getenv("NORMLAB_CUEMU_DEVICE");
+    return device_profile(env && *env ? env : "h100");
+  }();
+  return p;
+}
+}  // namespace
+size_t shared_optin_limit() { return active_profile().sharedMemPerBlockOptin; }
+}  // namespace cuemu
+
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (device != 0) return cudaErrorInvalidValue;
-  *prop = {};
-  std::snprintf(prop->name, sizeof prop->name, "%s", "cuemu (CUDA emulated on the CPU)");
-  prop->major = 9;
-  prop->minor = 0;
-  prop->multiProcessorCount = 1;
-  prop->totalGlobalMem = 0;  // host memory: no fixed size
+  *prop = cuemu::active_profile();
   return cudaSuccess;
 }
 const char* cudaGetErrorString(cudaError_t e) {

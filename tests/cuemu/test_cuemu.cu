@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "normlab/core/ops.h"
+#include "normlab/core/tensor.h"
 
 using Catch::Matchers::Contains;
 
@@ -457,4 +459,35 @@ TEST_CASE("wmma misuse fails the launch: a misaligned matrix, a lane that skips 
   MmaRun skip = run_mma(a, false, b, false, c, false, 7);
   CHECK(skip.err == cudaErrorLaunchFailure);
   CHECK_THAT(skip.failure, Contains("exited"));
+}
+
+// The CUDA norm launchers size their grids from the device (kernels/cuda/norm.cu: never fewer
+// GroupNorm blocks than SMs), and cuemu presents a device profile: the H100's 132 SMs by default,
+// the A100's 108 in the "[cuda forward, A100 profile]" registration. 136 groups of 2 KiB under a
+// 64 KiB L2 budget put the grid on that floor, whatever the profile.
+TEST_CASE("the GroupNorm grid's floor is the device's SM count, from the device profile", "[cuemu][norm][quick]") {
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  INFO(prop.name);
+  setenv("NORMLAB_CUDA_L2_BUDGET", "65536", 1);
+  std::vector<unsigned> grids;
+  cuemu::set_launch_observer([&](const char* kernel, dim3 grid, dim3) {
+    if (std::string(kernel).rfind("group_norm_fwd_kernel", 0) == 0) grids.push_back(grid.x);
+  });
+  const nl::Device cuda = nl::Device::cuda();
+  nl::Tensor x = nl::Tensor::full({136, 8, 8, 8}, 0.5f, cuda), gamma = nl::Tensor::full({8}, 1.0f, cuda),
+             beta = nl::Tensor::full({8}, 0.0f, cuda);
+  (void)nl::group_norm(x, 1, gamma, beta, 1e-5f).to(nl::Device::cpu());
+  cuemu::set_launch_observer({});
+  unsetenv("NORMLAB_CUDA_L2_BUDGET");
+  REQUIRE(grids.size() == 1);
+  CHECK(grids[0] == unsigned(prop.multiProcessorCount));
+  CHECK(std::string(prop.name).find(std::to_string(prop.multiProcessorCount) + " SMs") != std::string::npos);
+}
+
+TEST_CASE("cuemu's device profiles, and an unknown one refused by name", "[cuemu][quick]") {
+  CHECK(cuemu::device_profile("h100").multiProcessorCount == 132);
+  CHECK(cuemu::device_profile("a100").multiProcessorCount == 108);
+  CHECK(cuemu::device_profile("a100").l2CacheSize == 40 << 20);
+  CHECK_THROWS_WITH(cuemu::device_profile("v100"), Contains("'v100'") && Contains("h100, a100, l4, b200"));
 }
