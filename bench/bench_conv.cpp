@@ -50,7 +50,8 @@ void BM_conv(benchmark::State& state) {
   }
   // 2 flops per multiply-add; backward is two GEMMs of the forward's size.
   const double flops = 2.0 * N * l.K * l.C * l.R * l.R * l.HW * l.HW * (backward ? 2 : 1);
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.SetLabel(l.name);
 }
 
@@ -61,7 +62,8 @@ void BM_eigen_gemm(benchmark::State& state) {
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * n * n * n * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.SetLabel("Eigen square GEMM");
 }
 

@@ -70,12 +70,15 @@ void BM_normlab(benchmark::State& state) {
   f.mean = b.mean.data(), f.rstd = b.rstd.data();
   if (kind == kBN) f.running_mean = b.rmean.data(), f.running_var = b.rvar.data();
   NormBwdArgs g;
-  g.x = b.x.data(), g.dy = b.dy.data(), g.gamma = b.gamma.data(), g.mean = b.mean.data(), g.rstd = b.rstd.data();
+  g.x = b.x.data(), g.dy = b.dy.data(), g.gamma = b.gamma.data(), g.mean = b.mean.data(),
+  g.rstd = b.rstd.data();
   g.dx = b.dx.data(), g.dgamma = b.dgamma.data(), g.dbeta = b.dbeta.data();
   norm_fwd_stub(cpu, p, f);  // the backward pass needs the forward's statistics
   for (auto _ : state) {
-    if (pass == kBwd) norm_bwd_stub(cpu, p, g);
-    else norm_fwd_stub(cpu, p, f);
+    if (pass == kBwd)
+      norm_bwd_stub(cpu, p, g);
+    else
+      norm_fwd_stub(cpu, p, f);
     benchmark::DoNotOptimize(b.y.data());
     benchmark::DoNotOptimize(b.dx.data());
   }
@@ -116,9 +119,9 @@ void BM_onednn(benchmark::State& state) {
   // use_global_stats), while LayerNorm and GroupNorm have none and compute the sample's
   // statistics as in training, so their oneDNN inference pass does too.
   const auto flags_eval = kind == kBN ? flags_train | normalization_flags::use_global_stats : flags_train;
-  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},        {DNNL_ARG_DST, dst},
-                                          {DNNL_ARG_MEAN, mean},      {DNNL_ARG_VARIANCE, var},
-                                          {DNNL_ARG_SCALE, scale},    {DNNL_ARG_SHIFT, shift},
+  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},           {DNNL_ARG_DST, dst},
+                                          {DNNL_ARG_MEAN, mean},         {DNNL_ARG_VARIANCE, var},
+                                          {DNNL_ARG_SCALE, scale},       {DNNL_ARG_SHIFT, shift},
                                           {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src},
                                           {DNNL_ARG_DIFF_SCALE, dscale}, {DNNL_ARG_DIFF_SHIFT, dshift}};
   primitive fwd, bwd;
@@ -165,8 +168,8 @@ void register_all() {
           const std::string shape = std::to_string(n) + "x" + std::to_string(sh[0]) + "x" +
                                     std::to_string(sh[1]) + "x" + std::to_string(sh[1]);
           for (int impl = 0; impl < 2; ++impl) {
-            const std::string name = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" +
-                                     shape + "/" + (impl == 0 ? "normlab" : "onednn");
+            const std::string name = std::string(kind_name[kind]) + "/" + pass_name[pass] + "/" + shape +
+                                     "/" + (impl == 0 ? "normlab" : "onednn");
             benchmark::RegisterBenchmark(name.c_str(), impl == 0 ? BM_normlab : BM_onednn)
                 ->Args({kind, pass, n, sh[0], sh[1]})
                 ->Unit(benchmark::kMillisecond)

@@ -42,21 +42,21 @@
 namespace {
 using namespace nl;
 
-#define CK(expr)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
+#define CK(expr)                                                                               \
+  do {                                                                                         \
+    cudaError_t e_ = (expr);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
       std::fprintf(stderr, "bench_norm_cuda: %s failed: %s\n", #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
+      std::exit(1);                                                                            \
+    }                                                                                          \
   } while (0)
-#define DNN(expr)                                                                                \
-  do {                                                                                           \
-    cudnnStatus_t s_ = (expr);                                                                   \
-    if (s_ != CUDNN_STATUS_SUCCESS) {                                                            \
-      std::fprintf(stderr, "bench_norm_cuda: %s failed: %s\n", #expr, cudnnGetErrorString(s_));  \
-      std::exit(1);                                                                              \
-    }                                                                                            \
+#define DNN(expr)                                                                               \
+  do {                                                                                          \
+    cudnnStatus_t s_ = (expr);                                                                  \
+    if (s_ != CUDNN_STATUS_SUCCESS) {                                                           \
+      std::fprintf(stderr, "bench_norm_cuda: %s failed: %s\n", #expr, cudnnGetErrorString(s_)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
   } while (0)
 
 using Kind = bench::NormKind;
@@ -88,9 +88,10 @@ float* dev_floats(size_t n, float value) {
 
 // The stand-in's second half for GroupNorm forward: the per-channel affine that BatchNorm on the
 // [1, N*G, C/G*HW, 1] view cannot apply (its scale/shift are per group), as a separate pass.
-__global__ void channel_affine_kernel(int64_t n, int64_t C, int64_t HW, const float* gamma,
-                                      const float* beta, float* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void channel_affine_kernel(int64_t n, int64_t C, int64_t HW, const float* gamma, const float* beta,
+                                      float* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = (i / HW) % C;
     y[i] = y[i] * gamma[c] + beta[c];
   }
@@ -168,15 +169,18 @@ bool write_json(const char* path, const char* device, const Gpu& d, int iters) {
   std::fprintf(f, "{\"device\": \"%s\", \"peak_gbs\": %.1f, \"iters\": %d, \"rows\": [\n",
                esc(device).c_str(), d.peak_gbs, iters);
   for (size_t i = 0; i < g_rows.size(); ++i)
-    std::fprintf(f, "  {\"name\": \"%s\", \"ms\": %.5f, \"gbs\": %.2f, \"pct_of_peak\": %.2f, \"max_rel_diff_vs_normlab\": %s}%s\n",
+    std::fprintf(f,
+                 "  {\"name\": \"%s\", \"ms\": %.5f, \"gbs\": %.2f, \"pct_of_peak\": %.2f, "
+                 "\"max_rel_diff_vs_normlab\": %s}%s\n",
                  esc(g_rows[i].name).c_str(), g_rows[i].ms, g_rows[i].gbs, g_rows[i].pct,
-                 g_rows[i].diff < 0 ? "null" : std::to_string(g_rows[i].diff).c_str(), i + 1 < g_rows.size() ? "," : "");
+                 g_rows[i].diff < 0 ? "null" : std::to_string(g_rows[i].diff).c_str(),
+                 i + 1 < g_rows.size() ? "," : "");
   std::fprintf(f, "]}\n");
   return std::fclose(f) == 0;
 }
 
-void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N, int64_t C,
-               int64_t HW, int iters) {
+void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N, int64_t C, int64_t HW,
+               int iters) {
   const int64_t n = N * C * HW, G = bench::norm_groups(kind);
   const int64_t bytes = (pass == kBwd ? 3 : 2) * n * int64_t(sizeof(float));
   Bufs b{};
@@ -202,10 +206,13 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
   auto ours_fwd = [&] { norm_fwd_stub(cuda, p, f); };
   ours_fwd();
   const std::string base = bench::norm_case_name(kind, pass, N, C, HW);
-  report(dev, base + "/normlab", median_ms(dev, iters, [&] {
-           if (pass != kBwd) return ours_fwd();
-           norm_bwd_stub(cuda, p, g);
-         }), bytes);
+  report(dev, base + "/normlab",
+         median_ms(dev, iters,
+                   [&] {
+                     if (pass != kBwd) return ours_fwd();
+                     norm_bwd_stub(cuda, p, g);
+                   }),
+         bytes);
   // Our output of the last timed run (the same every run: the same inputs), for the comparison.
   const bool compare = pass != kFwdEval;
   const std::vector<float> ours = compare ? to_host(pass == kBwd ? b.dx : b.y, n) : std::vector<float>();
@@ -217,44 +224,55 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
   if (kind == kBN)
     DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(N), int(C), int(HW), 1));
   else
-    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, int(N * G), int(C / G * HW), 1));
+    DNN(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, int(N * G), int(C / G * HW),
+                                   1));
   const std::vector<cudnnBatchNormMode_t> modes =
-      kind == kBN ? std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL, CUDNN_BATCHNORM_SPATIAL_PERSISTENT}
-                  : std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL};
+      kind == kBN
+          ? std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL, CUDNN_BATCHNORM_SPATIAL_PERSISTENT}
+          : std::vector<cudnnBatchNormMode_t>{CUDNN_BATCHNORM_SPATIAL};
   for (cudnnBatchNormMode_t mode : modes) {
     DNN(cudnnDeriveBNTensorDescriptor(sd, xd, mode));
     const float one = 1.0f, zero = 0.0f;
     const cudnnBatchNormOps_t ops = CUDNN_BATCHNORM_OPS_BN;
     size_t ws = 0, rs = 0;
-    DNN(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(h, mode, ops, xd, nullptr, xd, sd, nullptr, &ws));
+    DNN(cudnnGetBatchNormalizationForwardTrainingExWorkspaceSize(h, mode, ops, xd, nullptr, xd, sd, nullptr,
+                                                                 &ws));
     DNN(cudnnGetBatchNormalizationTrainingExReserveSpaceSize(h, mode, ops, nullptr, xd, &rs));
     size_t bws = 0;
-    DNN(cudnnGetBatchNormalizationBackwardExWorkspaceSize(h, mode, ops, xd, xd, xd, nullptr, xd, sd, nullptr, &bws));
+    DNN(cudnnGetBatchNormalizationBackwardExWorkspaceSize(h, mode, ops, xd, xd, xd, nullptr, xd, sd, nullptr,
+                                                          &bws));
     void *work = nullptr, *reserve = nullptr;
     CK(cudaMalloc(&work, std::max<size_t>({ws, bws, 16})));
     CK(cudaMalloc(&reserve, std::max<size_t>(rs, 16)));
     auto fwd_train = [&] {
-      DNN(cudnnBatchNormalizationForwardTrainingEx(h, mode, ops, &one, &zero, xd, b.x, nullptr, nullptr, xd, b.y, sd,
-                                                   b.gamma, b.beta, 0.1, b.rmean, b.rvar, 1e-5, b.mean, b.rstd,
-                                                   nullptr, work, std::max<size_t>(ws, 16), reserve, std::max<size_t>(rs, 16)));
+      DNN(cudnnBatchNormalizationForwardTrainingEx(h, mode, ops, &one, &zero, xd, b.x, nullptr, nullptr, xd,
+                                                   b.y, sd, b.gamma, b.beta, 0.1, b.rmean, b.rvar, 1e-5,
+                                                   b.mean, b.rstd, nullptr, work, std::max<size_t>(ws, 16),
+                                                   reserve, std::max<size_t>(rs, 16)));
     };
     fwd_train();
-    const std::string label = kind == kBN ? (mode == CUDNN_BATCHNORM_SPATIAL ? "/cudnn_spatial" : "/cudnn_persistent")
-                                          : "/cudnn_bn_view(stand-in)";
-    report(dev, base + label, median_ms(dev, iters, [&] {
-             if (pass != kBwd) {
-               if (pass == kFwdTrain) fwd_train();
-               else
-                 DNN(cudnnBatchNormalizationForwardInference(h, mode, &one, &zero, xd, b.x, xd, b.y, sd, b.gamma,
-                                                             b.beta, b.rmean, b.rvar, 1e-5));
-               if (kind == kGN) channel_affine_kernel<<<1024, 256>>>(n, C, HW, b.gamma, b.beta, b.y);
-               return;
-             }
-             DNN(cudnnBatchNormalizationBackwardEx(h, mode, ops, &one, &zero, &one, &zero, xd, b.x, nullptr, nullptr,
-                                                   xd, b.dy, nullptr, nullptr, xd, b.dx, sd, b.gamma, b.beta,
-                                                   b.dgamma, b.dbeta, 1e-5, b.mean, b.rstd, nullptr, work,
-                                                   std::max<size_t>(bws, 16), reserve, std::max<size_t>(rs, 16)));
-           }), bytes);
+    const std::string label = kind == kBN
+                                  ? (mode == CUDNN_BATCHNORM_SPATIAL ? "/cudnn_spatial" : "/cudnn_persistent")
+                                  : "/cudnn_bn_view(stand-in)";
+    report(dev, base + label,
+           median_ms(
+               dev, iters,
+               [&] {
+                 if (pass != kBwd) {
+                   if (pass == kFwdTrain)
+                     fwd_train();
+                   else
+                     DNN(cudnnBatchNormalizationForwardInference(h, mode, &one, &zero, xd, b.x, xd, b.y, sd,
+                                                                 b.gamma, b.beta, b.rmean, b.rvar, 1e-5));
+                   if (kind == kGN) channel_affine_kernel<<<1024, 256>>>(n, C, HW, b.gamma, b.beta, b.y);
+                   return;
+                 }
+                 DNN(cudnnBatchNormalizationBackwardEx(
+                     h, mode, ops, &one, &zero, &one, &zero, xd, b.x, nullptr, nullptr, xd, b.dy, nullptr,
+                     nullptr, xd, b.dx, sd, b.gamma, b.beta, b.dgamma, b.dbeta, 1e-5, b.mean, b.rstd, nullptr,
+                     work, std::max<size_t>(bws, 16), reserve, std::max<size_t>(rs, 16)));
+               }),
+           bytes);
     if (compare) compare_last(ours, to_host(pass == kBwd ? b.dx : b.y, n));
     CK(cudaFree(work));
     CK(cudaFree(reserve));
@@ -265,8 +283,8 @@ void run_shape(const Gpu& dev, cudnnHandle_t h, Kind kind, Pass pass, int64_t N,
   if (kind == kLN) {
     // The backend graph LayerNorm; statistics from a training forward first when timing backward.
     const int64_t side = int64_t(std::lround(std::sqrt(double(HW))));
-    float* scale = dev_floats(size_t(C * HW), 1), * bias = dev_floats(size_t(C * HW), 0);
-    float* dscale = dev_floats(size_t(C * HW), 0), * dbias = dev_floats(size_t(C * HW), 0);
+    float *scale = dev_floats(size_t(C * HW), 1), *bias = dev_floats(size_t(C * HW), 0);
+    float *dscale = dev_floats(size_t(C * HW), 0), *dbias = dev_floats(size_t(C * HW), 0);
     float eps = 1e-5f;
     auto ptr = [&](int64_t uid) -> void* {
       using U = bench::GraphLayerNorm;
@@ -309,8 +327,10 @@ int main(int argc, char** argv) {
   int iters = 50;
   const char* json = nullptr;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = std::max(1, std::atoi(argv[++i]));
-    else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) json = argv[++i];
+    if (std::strcmp(argv[i], "--iters") == 0 && i + 1 < argc)
+      iters = std::max(1, std::atoi(argv[++i]));
+    else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc)
+      json = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_norm_cuda [--iters N] [--json FILE]\n");
       return 2;
@@ -340,7 +360,8 @@ int main(int argc, char** argv) {
   for (int kind : {kBN, kGN, kLN})
     for (int pass : {kFwdTrain, kFwdEval, kBwd})
       for (int64_t N : bench::kNormBatches)
-        for (const auto& s : bench::kNormShapes) run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
+        for (const auto& s : bench::kNormShapes)
+          run_shape(dev, h, Kind(kind), Pass(pass), N, s[0], s[1], iters);
   DNN(cudnnDestroy(h));
   CK(cudaFree(dev.flush));
   if (json && !write_json(json, prop.name, dev, iters)) {
@@ -348,7 +369,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!g_numbers_ok) {
-    std::fprintf(stderr, "bench_norm_cuda: outputs differ from cuDNN's by more than %.0e (rows marked above)\n", kMaxDiff);
+    std::fprintf(stderr,
+                 "bench_norm_cuda: outputs differ from cuDNN's by more than %.0e (rows marked above)\n",
+                 kMaxDiff);
     return 1;
   }
   return 0;

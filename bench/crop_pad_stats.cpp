@@ -72,7 +72,8 @@ double median_ratio(const std::vector<double>& a, const std::vector<double>& b) 
 
 // Root mean square over images of (mean - clean mean) / clean std: how far the border moves what a
 // per-sample norm subtracts, in units of what it divides by.
-double rms_shift(const std::vector<double>& m, const std::vector<double>& clean_m, const std::vector<double>& clean_s) {
+double rms_shift(const std::vector<double>& m, const std::vector<double>& clean_m,
+                 const std::vector<double>& clean_s) {
   double s = 0;
   for (size_t i = 0; i < m.size(); ++i) s += std::pow((m[i] - clean_m[i]) / clean_s[i], 2);
   return m.empty() ? NAN : std::sqrt(s / double(m.size()));
@@ -81,19 +82,22 @@ double rms_shift(const std::vector<double>& m, const std::vector<double>& clean_
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"bench_crop_pad_stats: per-image statistics of the input and of the first norm's input under each "
-               "crop padding, against the same images without augmentation"};
+  CLI::App app{
+      "bench_crop_pad_stats: per-image statistics of the input and of the first norm's input under each "
+      "crop padding, against the same images without augmentation"};
   std::string data_dir = "../shared/data/cifar10-subset", model;
   int64_t groups = 4;
   uint64_t seed = 0;
   app.add_option("--data-dir", data_dir, "CIFAR-10 folder")->capture_default_str();
-  app.add_option("--model", model, "A compare_norms model_<norm>_s<seed>.safetensors for the first conv's weights");
+  app.add_option("--model", model,
+                 "A compare_norms model_<norm>_s<seed>.safetensors for the first conv's weights");
   app.add_option("--groups", groups, "Groups of the first norm (1: LayerNorm)")->capture_default_str();
   app.add_option("--seed", seed, "Loader seed (the epoch-0 crops) and, without --model, the weights' seed")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    NL_CHECK(groups == 1 || groups == 2 || groups == 4 || groups == 8, "--groups must be 1, 2, 4 or 8, got ", groups);
+    NL_CHECK(groups == 1 || groups == 2 || groups == 4 || groups == 8, "--groups must be 1, 2, 4 or 8, got ",
+             groups);
     set_num_threads(1);
     data::Dataset d = data::load_cifar10(data_dir);
     Tensor w;
@@ -106,7 +110,8 @@ int main(int argc, char** argv) {
         if (name == "C1.conv.weight") w = p;
     }
     NL_CHECK(w.defined() && w.shape().ndim() == 4 && w.shape()[0] % groups == 0,
-             "the first conv's weight (C1.conv.weight) is missing or does not split into ", groups, " groups");
+             "the first conv's weight (C1.conv.weight) is missing or does not split into ", groups,
+             " groups");
 
     struct Row {
       std::string name;
@@ -133,9 +138,10 @@ int main(int argc, char** argv) {
       rows.push_back({"test images", s});
     }
     const PerImage& clean = rows[0].s;
-    std::printf("| images | input: mean | std | std / clean std (median) | mean shift / clean std (rms) "
-                "| first norm input: mean | std | std / clean std (median) | mean shift / clean std (rms) |\n"
-                "|---|---|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "| images | input: mean | std | std / clean std (median) | mean shift / clean std (rms) "
+        "| first norm input: mean | std | std / clean std (median) | mean shift / clean std (rms) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
       const bool paired = r.s.in_std.size() == clean.in_std.size();  // the test set is other images
       auto cell = [&](double v) {
@@ -144,8 +150,8 @@ int main(int argc, char** argv) {
         return std::string(b);
       };
       const std::string none = "—";
-      std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(average(r.s.in_mean)).c_str(),
-                  cell(average(r.s.in_std)).c_str(),
+      std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name.c_str(),
+                  cell(average(r.s.in_mean)).c_str(), cell(average(r.s.in_std)).c_str(),
                   (paired ? cell(median_ratio(r.s.in_std, clean.in_std)) : none).c_str(),
                   (paired ? cell(rms_shift(r.s.in_mean, clean.in_mean, clean.in_std)) : none).c_str(),
                   cell(average(r.s.act_mean)).c_str(), cell(average(r.s.act_std)).c_str(),

@@ -16,8 +16,7 @@
 namespace bench {
 
 inline void graph_check(cudnnStatus_t s, const char* what) {
-  if (s != CUDNN_STATUS_SUCCESS)
-    throw std::runtime_error(std::string(what) + ": " + cudnnGetErrorString(s));
+  if (s != CUDNN_STATUS_SUCCESS) throw std::runtime_error(std::string(what) + ": " + cudnnGetErrorString(s));
 }
 
 // Owns one backend descriptor.
@@ -33,7 +32,8 @@ class BackendDesc {
   BackendDesc& operator=(const BackendDesc&) = delete;
   cudnnBackendDescriptor_t get() const { return d_; }
   template <class T>
-  BackendDesc& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count, const T* v) {
+  BackendDesc& set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
+                   const T* v) {
     graph_check(cudnnBackendSetAttribute(d_, name, type, count, v), "cudnnBackendSetAttribute");
     return *this;
   }

@@ -81,8 +81,10 @@ int main(int argc, char** argv) {
       if (mode == 1) nl::dist::average_gradients(*pg, *step_net);
     };
     const int step_iters = std::max(10, iters / 50);
-    rows.push_back({"step: forward + backward, no exchange (batch 32 per rank)", time_us(*pg, step_iters, [&] { step(0); })});
-    rows.push_back({"step: forward + backward, then average_gradients", time_us(*pg, step_iters, [&] { step(1); })});
+    rows.push_back({"step: forward + backward, no exchange (batch 32 per rank)",
+                    time_us(*pg, step_iters, [&] { step(0); })});
+    rows.push_back(
+        {"step: forward + backward, then average_gradients", time_us(*pg, step_iters, [&] { step(1); })});
     rows.push_back({"step: forward + backward with GradientReducer (" + std::to_string(reducer.buckets()) +
                         " buckets of 32 KiB, overlapped)",
                     time_us(*pg, step_iters, [&] { step(2); })});

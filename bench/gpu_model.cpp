@@ -76,7 +76,9 @@ struct Registers {
   std::vector<Entry> entries;
   void load(const std::string& path) {
     std::ifstream in(path);
-    if (!in) throw std::runtime_error("cannot read the ptxas summary '" + path + "' (run scripts/check-nvcc.sh first, or pass --ptxas)");
+    if (!in)
+      throw std::runtime_error("cannot read the ptxas summary '" + path +
+                               "' (run scripts/check-nvcc.sh first, or pass --ptxas)");
     const std::regex line(R"((sm_\d+)\s+(\d+) regs.*nl::cuda::(\w+)(<[^(]*>)?\()");
     for (std::string l; std::getline(in, l);) {
       std::smatch m;
@@ -115,7 +117,8 @@ int blocks_per_sm(const Gpu& g, int threads, int regs, size_t shmem) {
 // The resident blocks of `l` on all SMs of `g`: the L2 model's wave.
 uint64_t wave_of(const Gpu& g, const Registers& regs, const prof::Launch& l) {
   const int threads = int(l.block[0] * l.block[1] * l.block[2]);
-  return uint64_t(g.sms) * uint64_t(std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes)));
+  return uint64_t(g.sms) *
+         uint64_t(std::max(1, blocks_per_sm(g, threads, regs.get(g.arch, l.kernel), l.shared_bytes)));
 }
 
 // The roofline time of one launch that moves `dram` bytes and does `flops` (by default the op's
@@ -134,7 +137,8 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
   const Device cuda = Device::cuda();
   std::ofstream out(path);
   if (!out) throw std::runtime_error("cannot write '" + path + "'");
-  out << "{\"model\": \"bench/gpu_model (cuemu profiler + L2 model + roofline on datasheet peaks)\", \"gpus\": [";
+  out << "{\"model\": \"bench/gpu_model (cuemu profiler + L2 model + roofline on datasheet peaks)\", "
+         "\"gpus\": [";
   for (int gi = 0; gi < 3; ++gi) out << (gi ? ", " : "") << '"' << kGpus[gi].name << '"';
   out << "], \"rows\": [\n";
   bool first = true;
@@ -147,7 +151,8 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           Tensor y = Tensor::empty({n}, DType::F32, cuda), dx = Tensor::empty({n}, DType::F32, cuda);
           const int64_t stats = std::max(C, N * G);
           Tensor gamma = Tensor::ones({stats}, cuda), beta = Tensor::zeros({stats}, DType::F32, cuda);
-          Tensor dgamma = Tensor::empty({stats}, DType::F32, cuda), dbeta = Tensor::empty({stats}, DType::F32, cuda);
+          Tensor dgamma = Tensor::empty({stats}, DType::F32, cuda),
+                 dbeta = Tensor::empty({stats}, DType::F32, cuda);
           Tensor mean = Tensor::zeros({stats}, DType::F32, cuda), rstd = Tensor::ones({stats}, cuda);
           Tensor rmean = Tensor::zeros({stats}, DType::F32, cuda), rvar = Tensor::ones({stats}, cuda);
           NormParams p;
@@ -159,15 +164,18 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
           if (kind == bench::kBN) f.running_mean = rmean.data_f32(), f.running_var = rvar.data_f32();
           NormBwdArgs g;
           g.x = x.data_f32(), g.dy = dy.data_f32(), g.gamma = gamma.data_f32(), g.mean = mean.data_f32();
-          g.rstd = rstd.data_f32(), g.dx = dx.data_f32(), g.dgamma = dgamma.data_f32(), g.dbeta = dbeta.data_f32();
+          g.rstd = rstd.data_f32(), g.dx = dx.data_f32(), g.dgamma = dgamma.data_f32(),
+          g.dbeta = dbeta.data_f32();
           auto fwd = [&] { norm_fwd_stub(cuda, p, f); };
           fwd();  // the statistics backward needs
           std::vector<prof::Launch> launches;
           prof::Options o;
           o.on_launch = [&](const prof::Launch& l) { launches.push_back(l); };
           prof::start(o);
-          if (pass != bench::kBwd) fwd();
-          else norm_bwd_stub(cuda, p, g);
+          if (pass != bench::kBwd)
+            fwd();
+          else
+            norm_bwd_stub(cuda, p, g);
           prof::stop();
           // The op's FLOPs count on its launch with the most blocks: on its first, a one-block
           // finishing kernel (BatchNorm eval starts with one) would be charged the whole op's
@@ -181,13 +189,15 @@ void write_bench_norm_model(const Registers& regs, const std::string& path) {
             for (size_t i = 0; i < launches.size(); ++i) {
               const prof::Launch& l = launches[i];
               const prof::Dram d = l2.run(l, wave_of(kGpus[gi], regs, l));
-              us[gi] += launch_seconds(kGpus[gi], l, d.read_bytes + d.write_bytes, i == widest ? l.op_flops : 0.0) * 1e6;
+              us[gi] +=
+                  launch_seconds(kGpus[gi], l, d.read_bytes + d.write_bytes, i == widest ? l.op_flops : 0.0) *
+                  1e6;
             }
           }
           const std::string name = bench::norm_case_name(kind, pass, N, C, HW) + "/normlab";
           char line[256];
-          std::snprintf(line, sizeof line, "%s  {\"name\": \"%s\", \"us\": [%.2f, %.2f, %.2f]}", first ? "" : ",\n",
-                        name.c_str(), us[0], us[1], us[2]);
+          std::snprintf(line, sizeof line, "%s  {\"name\": \"%s\", \"us\": [%.2f, %.2f, %.2f]}",
+                        first ? "" : ",\n", name.c_str(), us[0], us[1], us[2]);
           out << line;
           first = false;
           std::fprintf(stderr, "gpu_model: %s: H100 %.1f us (model)\n", name.c_str(), us[1]);
@@ -200,8 +210,8 @@ struct Row {
   std::string norm, op, kernel;
   unsigned grid[3], block[3];
   size_t shmem;
-  int count = 0;  // identical launches in the step
-  prof::Launch m; // measurements of one of them (counts scaled to the whole grid)
+  int count = 0;               // identical launches in the step
+  prof::Launch m;              // measurements of one of them (counts scaled to the whole grid)
   double dram[3] = {0, 0, 0};  // modelled DRAM bytes per GPU
   bool sampled = false;
 };
@@ -212,35 +222,46 @@ bool is_norm_op(const std::string& op) { return op.find("norm") != std::string::
 // Norm launches are kept apart per norm; the rest is the same network in every step.
 std::string key_of(const std::string& norm, const prof::Launch& l) {
   std::ostringstream os;
-  os << (is_norm_op(l.op) ? norm : "") << '|' << l.op << '|' << l.op_min_bytes << '|' << l.kernel << '|' << l.grid[0] << ',' << l.grid[1] << ',' << l.grid[2] << '|' << l.block[0]
-     << '|' << l.shared_bytes << '|' << l.op_launch;
+  os << (is_norm_op(l.op) ? norm : "") << '|' << l.op << '|' << l.op_min_bytes << '|' << l.kernel << '|'
+     << l.grid[0] << ',' << l.grid[1] << ',' << l.grid[2] << '|' << l.block[0] << '|' << l.shared_bytes << '|'
+     << l.op_launch;
   return os.str();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"normlab GPU model: the CUDA kernels' memory traffic measured on emulated CUDA, with roofline times"};
+  CLI::App app{
+      "normlab GPU model: the CUDA kernels' memory traffic measured on emulated CUDA, with roofline times"};
   std::vector<std::string> norms = {"bn", "gn", "ln"};
   std::vector<int64_t> batches = {128, 512};
   std::string ptxas = "build-nvcc/ptxas-summary.txt";
   uint64_t gemm_sample = 8;
   bool markdown = false;
-  app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->delimiter(',')->capture_default_str()
+  app.add_option("--norms", norms, "comma-separated: bn, gn, ln")
+      ->delimiter(',')
+      ->capture_default_str()
       ->check(CLI::IsMember({"bn", "gn", "ln"}));
-  app.add_option("--batches", batches, "comma-separated batch sizes")->delimiter(',')->capture_default_str()
+  app.add_option("--batches", batches, "comma-separated batch sizes")
+      ->delimiter(',')
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--ptxas", ptxas, "scripts/check-nvcc.sh's ptxas-summary.txt (registers per kernel)")->capture_default_str();
-  app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")->capture_default_str();
+  app.add_option("--ptxas", ptxas, "scripts/check-nvcc.sh's ptxas-summary.txt (registers per kernel)")
+      ->capture_default_str();
+  app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")
+      ->capture_default_str();
   app.add_flag("--markdown", markdown, "Markdown tables (for docs/kernels.md)");
   std::string bench_norm_json;
   app.add_option("--bench-norm-json", bench_norm_json,
-                 "also write the model's time for every normlab row of bench_norm_cuda to this file (for scripts/gpu-check.sh)");
+                 "also write the model's time for every normlab row of bench_norm_cuda to this file (for "
+                 "scripts/gpu-check.sh)");
   CLI11_PARSE(app, argc, argv);
   try {
     Registers regs;
     regs.load(ptxas);
-    if (!device_available(DeviceType::CUDA)) throw std::runtime_error("this build has no CUDA device (configure with NORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON)");
+    if (!device_available(DeviceType::CUDA))
+      throw std::runtime_error(
+          "this build has no CUDA device (configure with NORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON)");
     if (!bench_norm_json.empty()) write_bench_norm_model(regs, bench_norm_json);
     std::string norm_list;
     for (const std::string& n : norms) norm_list += (norm_list.empty() ? "" : ",") + n;
@@ -249,7 +270,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> order;
       prof::Options o;
       o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
-        return gemm_sample && base_name(kernel).rfind("implicit_gemm", 0) == 0 ? std::min(blocks, gemm_sample) : blocks;
+        return gemm_sample && base_name(kernel).rfind("implicit_gemm", 0) == 0 ? std::min(blocks, gemm_sample)
+                                                                               : blocks;
       };
       std::string current_norm;
       std::vector<std::unique_ptr<prof::L2>> l2;
@@ -314,15 +336,20 @@ int main(int argc, char** argv) {
         opt.step();
         prof::stop();
         for (auto& cache : l2) cache->flush();  // each step starts cold
-        std::fprintf(stderr, "gpu_model: batch %lld, %s: %zu distinct launches so far\n", (long long)batch, n.c_str(), order.size());
+        std::fprintf(stderr, "gpu_model: batch %lld, %s: %zu distinct launches so far\n", (long long)batch,
+                     n.c_str(), order.size());
       }
       // Measurements (GPU-independent), then the model per GPU.
       const char* sep = markdown ? " | " : "  ";
-      std::printf("\n%sBatch %lld: one training step of the comparison network (%s), %zu distinct launches\n\n",
-                  markdown ? "#### " : "== ", (long long)batch, norm_list.c_str(), order.size());
+      std::printf(
+          "\n%sBatch %lld: one training step of the comparison network (%s), %zu distinct launches\n\n",
+          markdown ? "#### " : "== ", (long long)batch, norm_list.c_str(), order.size());
       if (markdown)
-        std::printf("| op | kernel | n | grid x block, smem | ld req | ld sect/req (ideal) | st sect/req (ideal) | smem wavefr/req (ideal) | unique MB | op min MB | H100 DRAM MB (model) | regs sm_90 | blk/SM H100 | A100 us | H100 us | H200 us |\n"
-                    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        std::printf(
+            "| op | kernel | n | grid x block, smem | ld req | ld sect/req (ideal) | st sect/req (ideal) | "
+            "smem wavefr/req (ideal) | unique MB | op min MB | H100 DRAM MB (model) | regs sm_90 | blk/SM "
+            "H100 | A100 us | H100 us | H200 us |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       double total[3] = {0, 0, 0};
       for (const std::string& k : order) {
         const Row& r = rows[k];
@@ -332,8 +359,8 @@ int main(int argc, char** argv) {
         auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
         const double ld_req = double(l.load.requests) * s;
         char cfg[96];
-        std::snprintf(cfg, sizeof cfg, "(%u,%u,%u)x%u, %zu B%s", r.grid[0], r.grid[1], r.grid[2], r.block[0], r.shmem,
-                      r.sampled ? " [sampled]" : "");
+        std::snprintf(cfg, sizeof cfg, "(%u,%u,%u)x%u, %zu B%s", r.grid[0], r.grid[1], r.grid[2], r.block[0],
+                      r.shmem, r.sampled ? " [sampled]" : "");
         const int reg90 = regs.get("sm_90", r.kernel);
         double t[3];
         for (int gi = 0; gi < 3; ++gi) {
@@ -341,29 +368,43 @@ int main(int argc, char** argv) {
           total[gi] += t[gi] * r.count;  // every launch of every norm's step
         }
         const int per_sm = blocks_per_sm(kGpus[1], int(r.block[0] * r.block[1] * r.block[2]), reg90, r.shmem);
-        std::printf("%s%s%s%s%s%d%s%s%s%.0f%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f%s%.2f%s%.2f%s%d%s%d%s%.1f%s%.1f%s%.1f%s\n",
-                    markdown ? "| " : "", (r.norm.empty() ? r.op : r.norm + " " + r.op).c_str(), sep, r.kernel.c_str(), sep, per_step, sep, cfg, sep, ld_req, sep,
-                    ratio(double(l.load.sectors), double(l.load.requests)), ratio(double(l.load.ideal_sectors), double(l.load.requests)), sep,
-                    ratio(double(l.store.sectors), double(l.store.requests)), ratio(double(l.store.ideal_sectors), double(l.store.requests)), sep,
-                    ratio(double(l.shared_load.wavefronts + l.shared_store.wavefronts), double(l.shared_load.requests + l.shared_store.requests)),
-                    ratio(double(l.shared_load.ideal_wavefronts + l.shared_store.ideal_wavefronts), double(l.shared_load.requests + l.shared_store.requests)), sep,
-                    double(l.unique_read_bytes + l.unique_written_bytes) * s / 1e6, sep, l.op_launch == 0 ? l.op_min_bytes / 1e6 : 0.0, sep,
-                    r.dram[1] / 1e6, sep, reg90, sep, per_sm, sep, t[0] * 1e6, sep, t[1] * 1e6, sep, t[2] * 1e6, markdown ? " |" : "");
+        std::printf(
+            "%s%s%s%s%s%d%s%s%s%.0f%s%.2f (%.2f)%s%.2f (%.2f)%s%.2f "
+            "(%.2f)%s%.2f%s%.2f%s%.2f%s%d%s%d%s%.1f%s%.1f%s%.1f%s\n",
+            markdown ? "| " : "", (r.norm.empty() ? r.op : r.norm + " " + r.op).c_str(), sep,
+            r.kernel.c_str(), sep, per_step, sep, cfg, sep, ld_req, sep,
+            ratio(double(l.load.sectors), double(l.load.requests)),
+            ratio(double(l.load.ideal_sectors), double(l.load.requests)), sep,
+            ratio(double(l.store.sectors), double(l.store.requests)),
+            ratio(double(l.store.ideal_sectors), double(l.store.requests)), sep,
+            ratio(double(l.shared_load.wavefronts + l.shared_store.wavefronts),
+                  double(l.shared_load.requests + l.shared_store.requests)),
+            ratio(double(l.shared_load.ideal_wavefronts + l.shared_store.ideal_wavefronts),
+                  double(l.shared_load.requests + l.shared_store.requests)),
+            sep, double(l.unique_read_bytes + l.unique_written_bytes) * s / 1e6, sep,
+            l.op_launch == 0 ? l.op_min_bytes / 1e6 : 0.0, sep, r.dram[1] / 1e6, sep, reg90, sep, per_sm, sep,
+            t[0] * 1e6, sep, t[1] * 1e6, sep, t[2] * 1e6, markdown ? " |" : "");
       }
       const double steps = double(norms.size());
-      std::printf("\nModelled time per training step (mean over %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n",
-                  norm_list.c_str(), total[0] / steps * 1e6, total[1] / steps * 1e6, total[2] / steps * 1e6);
+      std::printf(
+          "\nModelled time per training step (mean over %s): A100 %.0f us, H100 %.0f us, H200 %.0f us\n",
+          norm_list.c_str(), total[0] / steps * 1e6, total[1] / steps * 1e6, total[2] / steps * 1e6);
       // The norms against their minimum traffic: per call, modelled H100 DRAM (L2 kept across the
       // op's launches) minus the op's minimum.
-      std::printf("\n%sNorm ops, batch %lld: modelled H100 DRAM traffic per call against the op's minimum\n\n",
-                  markdown ? "##### " : "== ", (long long)batch);
-      if (markdown) std::printf("| op (minimum bytes) | calls | minimum MB | modelled DRAM MB | above minimum MB |\n|---|---|---|---|---|\n");
+      std::printf(
+          "\n%sNorm ops, batch %lld: modelled H100 DRAM traffic per call against the op's minimum\n\n",
+          markdown ? "##### " : "== ", (long long)batch);
+      if (markdown)
+        std::printf(
+            "| op (minimum bytes) | calls | minimum MB | modelled DRAM MB | above minimum MB "
+            "|\n|---|---|---|---|---|\n");
       for (const std::string& k : op_order) {
         if (!is_norm_op(k)) continue;
         const OpTotal& t = op_totals[k];
         const double per_call = t.dram / std::max(1, t.calls), min_call = t.min_bytes / std::max(1, t.calls);
-        std::printf("%s%s%s%d%s%.2f%s%.2f%s%.2f%s\n", markdown ? "| " : "", k.c_str(), sep, t.calls, sep, min_call / 1e6,
-                    sep, per_call / 1e6, sep, (per_call - min_call) / 1e6, markdown ? " |" : "");
+        std::printf("%s%s%s%d%s%.2f%s%.2f%s%.2f%s\n", markdown ? "| " : "", k.c_str(), sep, t.calls, sep,
+                    min_call / 1e6, sep, per_call / 1e6, sep, (per_call - min_call) / 1e6,
+                    markdown ? " |" : "");
       }
       std::fflush(stdout);
     }

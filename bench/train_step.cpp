@@ -73,8 +73,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->capture_default_str();
   app.add_option("--batches", batches, "comma-separated batch sizes")->capture_default_str();
-  app.add_option("--device", device, "cpu or cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--warmup", warmup, "untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--device", device, "cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--warmup", warmup, "untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--steps", steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--json", json, "one JSON object per line instead of a table");
   CLI11_PARSE(app, argc, argv);
@@ -86,21 +90,22 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!json)
-      std::printf("%-5s %6s %10s %10s %10s   (%s, %d threads, median of %d steps)\n", "norm",
-                  "batch", "img/s", "ms/step", "best ms", device.c_str(), get_num_threads(), steps);
+      std::printf("%-5s %6s %10s %10s %10s   (%s, %d threads, median of %d steps)\n", "norm", "batch",
+                  "img/s", "ms/step", "best ms", device.c_str(), get_num_threads(), steps);
     for (const std::string& b : split(batches)) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
         const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps);
         const double ips = double(batch) / r.median_s;
         if (json)
-          std::printf("{\"framework\":\"normlab\",\"norm\":\"%s\",\"batch\":%lld,\"device\":\"%s\","
-                      "\"threads\":%d,\"img_per_s\":%.2f,\"median_ms\":%.3f,\"min_ms\":%.3f}\n",
-                      n.c_str(), (long long)batch, device.c_str(), get_num_threads(), ips,
-                      r.median_s * 1e3, r.min_s * 1e3);
+          std::printf(
+              "{\"framework\":\"normlab\",\"norm\":\"%s\",\"batch\":%lld,\"device\":\"%s\","
+              "\"threads\":%d,\"img_per_s\":%.2f,\"median_ms\":%.3f,\"min_ms\":%.3f}\n",
+              n.c_str(), (long long)batch, device.c_str(), get_num_threads(), ips, r.median_s * 1e3,
+              r.min_s * 1e3);
         else
-          std::printf("%-5s %6lld %10.1f %10.2f %10.2f\n", n.c_str(), (long long)batch, ips,
-                      r.median_s * 1e3, r.min_s * 1e3);
+          std::printf("%-5s %6lld %10.1f %10.2f %10.2f\n", n.c_str(), (long long)batch, ips, r.median_s * 1e3,
+                      r.min_s * 1e3);
         std::fflush(stdout);
       }
     }

@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() / ("normlab-test-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(counter()++));
+    path = fs::temp_directory_path() /
+           ("normlab-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
     fs::create_directories(path);
   }
   ~TempDir() { fs::remove_all(path); }
@@ -58,7 +58,8 @@ inline std::string cifar_records(int n, int label_offset = 0) {
 inline fs::path make_cifar(const fs::path& root, const std::vector<std::string>& classes) {
   const fs::path d = root / "cifar-10-batches-bin";
   fs::create_directories(d);
-  for (int b = 1; b <= 5; ++b) write_bytes(d / ("data_batch_" + std::to_string(b) + ".bin"), cifar_records(16, b));
+  for (int b = 1; b <= 5; ++b)
+    write_bytes(d / ("data_batch_" + std::to_string(b) + ".bin"), cifar_records(16, b));
   write_bytes(d / "test_batch.bin", cifar_records(30));
   std::string meta;
   for (const std::string& c : classes) meta += c + "\n";

@@ -43,8 +43,7 @@ inline double weighted_sum(const Tensor& y, const std::vector<float>& r) {
 
 // differentiable[i] says whether input i is checked (others, e.g. labels, are passed through).
 inline GradCheckResult grad_check(const GradFn& f, const std::vector<Tensor>& inputs,
-                                  const std::vector<bool>& differentiable,
-                                  const GradCheckOptions& opt = {}) {
+                                  const std::vector<bool>& differentiable, const GradCheckOptions& opt = {}) {
   GradCheckResult res;
   std::vector<Tensor> leaves;
   for (size_t i = 0; i < inputs.size(); ++i) {

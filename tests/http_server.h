@@ -85,7 +85,8 @@ class LocalHttpServer {
     } else if (mode_ == Mode::RedirectLoop) {
       resp = "HTTP/1.0 302 Found\r\nLocation: " + url() + "\r\nContent-Length: 0\r\n\r\n";
     } else if (mode_ == Mode::Slow) {
-      const std::string head = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) + "\r\n\r\n";
+      const std::string head =
+          "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) + "\r\n\r\n";
       if (::send(c, head.data(), head.size(), MSG_NOSIGNAL) <= 0) return;
       for (size_t i = 0; i < body_.size() && i < 600 && !stop_; ++i) {
         if (::send(c, body_.data() + i, 1, MSG_NOSIGNAL) <= 0) return;
@@ -95,7 +96,8 @@ class LocalHttpServer {
     } else {
       const size_t sent = mode_ == Mode::Truncate ? body_.size() / 2 : body_.size();
       resp = "HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\n" +
-             (mode_ == Mode::NoLength ? std::string() : "Content-Length: " + std::to_string(body_.size()) + "\r\n") +
+             (mode_ == Mode::NoLength ? std::string()
+                                      : "Content-Length: " + std::to_string(body_.size()) + "\r\n") +
              "\r\n" + body_.substr(0, sent);
     }
     size_t off = 0;

@@ -20,7 +20,8 @@ struct ConvRef {
   Vec y, dx, dw, db;
 };
 inline ConvRef conv2d_fwd_bwd(const Vec& x, const Vec& w, const Vec* b, const Vec* dy, int64_t N, int64_t C,
-                              int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t stride, int64_t pad) {
+                              int64_t H, int64_t W, int64_t K, int64_t R, int64_t S, int64_t stride,
+                              int64_t pad) {
   const int64_t P = (H + 2 * pad - R) / stride + 1, Q = (W + 2 * pad - S) / stride + 1;
   ConvRef r;
   r.y.assign(N * K * P * Q, 0.0);
@@ -48,8 +49,8 @@ inline ConvRef conv2d_fwd_bwd(const Vec& x, const Vec& w, const Vec* b, const Ve
 
 inline Vec conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t pad) {
   const Vec bias = b ? to_double(*b) : Vec();
-  return conv2d_fwd_bwd(to_double(x), to_double(w), b ? &bias : nullptr, nullptr, x.size(0), x.size(1), x.size(2),
-                        x.size(3), w.size(0), w.size(2), w.size(3), stride, pad)
+  return conv2d_fwd_bwd(to_double(x), to_double(w), b ? &bias : nullptr, nullptr, x.size(0), x.size(1),
+                        x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), stride, pad)
       .y;
 }
 
@@ -69,7 +70,8 @@ struct NormRefExtras {
 inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW, int64_t sets,
                                  const std::function<int64_t(int64_t, int64_t)>& set_of, const Vec* gamma,
                                  const Vec* beta, const Vec* dy, double eps, bool relu = false,
-                                 const Vec* residual = nullptr, bool center = true, const NormRefExtras& ex = {}) {
+                                 const Vec* residual = nullptr, bool center = true,
+                                 const NormRefExtras& ex = {}) {
   NormRef r;
   Vec sum(sets, 0.0), sq(sets, 0.0), cnt(sets, 0.0);
   auto at = [&](int64_t n, int64_t c, int64_t i) { return (n * C + c) * HW + i; };
@@ -117,7 +119,8 @@ inline NormRef normalize_fwd_bwd(const Vec& x, int64_t N, int64_t C, int64_t HW,
       for (int64_t c = 0; c < C; ++c)
         for (int64_t i = 0; i < HW; ++i) {
           const int64_t s = set_of(n, c), k = at(n, c, i);
-          r.dx[k] = (g[k] - (center ? sg[s] / cnt[s] : 0.0) - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
+          r.dx[k] =
+              (g[k] - (center ? sg[s] / cnt[s] : 0.0) - xhat[k] * sgx[s] / cnt[s]) / std::sqrt(sq[s] + eps);
         }
   return r;
 }
@@ -128,8 +131,8 @@ Vec normalize(const Tensor& x, int64_t sets, SetOf set_of, const Tensor* gamma, 
               double eps, Vec* mean_out = nullptr, Vec* var_out = nullptr) {
   const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / (N * C);
   const Vec g = gamma ? to_double(*gamma) : Vec(), b = beta ? to_double(*beta) : Vec();
-  NormRef r = normalize_fwd_bwd(to_double(x), N, C, HW, sets, set_of, gamma ? &g : nullptr, beta ? &b : nullptr,
-                                nullptr, eps);
+  NormRef r = normalize_fwd_bwd(to_double(x), N, C, HW, sets, set_of, gamma ? &g : nullptr,
+                                beta ? &b : nullptr, nullptr, eps);
   if (mean_out) *mean_out = r.mean;
   if (var_out) *var_out = r.var;
   return r.y;
@@ -145,7 +148,8 @@ inline Vec max_pool2d(const Tensor& x, int64_t k, int64_t stride) {
         for (int64_t q = 0; q < Q; ++q) {
           double m = -INFINITY;
           for (int64_t i = 0; i < k; ++i)
-            for (int64_t j = 0; j < k; ++j) m = std::max(m, double(x.at({n, c, p * stride + i, q * stride + j})));
+            for (int64_t j = 0; j < k; ++j)
+              m = std::max(m, double(x.at({n, c, p * stride + i, q * stride + j})));
           y.push_back(m);
         }
   return y;

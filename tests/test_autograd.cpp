@@ -20,7 +20,8 @@ TEST_CASE("gradients of a diamond graph add up", "[autograd][quick]") {
   CHECK(loss.item() == Approx(4 + 20 + 54 + 4 + 10 + 18));
 }
 
-TEST_CASE("backward reports each leaf once, when its gradient is final, last layers first", "[autograd][quick]") {
+TEST_CASE("backward reports each leaf once, when its gradient is final, last layers first",
+          "[autograd][quick]") {
   // w1 -> h = relu(x w1-ish) -> w2 feeds the loss twice (a diamond), w3 last; u gets no gradient
   // (its only path is cut by detach).
   Tensor x = Tensor::from_vector({1, -2, 3}, {3}, test_device());
@@ -32,7 +33,8 @@ TEST_CASE("backward reports each leaf once, when its gradient is final, last lay
   Tensor z = add(mul(h, w2), mul(add(h, mul(u, x).detach()), w2));
   Tensor loss = sum(mul(z, w3));
   std::vector<std::pair<const TensorImpl*, std::vector<float>>> seen;
-  backward(loss, Tensor(), [&](const Tensor& leaf) { seen.emplace_back(leaf.impl().get(), leaf.grad().to_vector()); });
+  backward(loss, Tensor(),
+           [&](const Tensor& leaf) { seen.emplace_back(leaf.impl().get(), leaf.grad().to_vector()); });
   REQUIRE(seen.size() == 3);  // u got none
   CHECK(seen[0].first == w3.impl().get());
   CHECK(seen[1].first == w2.impl().get());

@@ -49,7 +49,8 @@ TEST_CASE("compare_norms smoke run writes every output and they parse", "[app][s
   fs::remove_all(out);
   const bool light = nl::test::light_tests();
   const int test_images = light ? 40 : 120;
-  const std::string limits = light ? " --limit-train 128 --batch-size 64 --limit-test 40" : " --limit-train 256 --limit-test 120";
+  const std::string limits =
+      light ? " --limit-train 128 --batch-size 64 --limit-test 40" : " --limit-train 256 --limit-test 120";
   Run r = run_app("--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) + " --epochs 2" + limits +
                   " --threads 1 --device cpu --no-progress --out " + out.string());
   INFO(r.output);
@@ -147,9 +148,11 @@ TEST_CASE("compare_norms explains missing data and bad flags", "[app][errors][qu
 TEST_CASE("a run from before --crop-pad resumes with black padding only", "[app][resume][quick]") {
   const fs::path out = fs::temp_directory_path() / ("normlab-croppad-" + std::to_string(::getpid()));
   fs::remove_all(out);
-  const std::string args = "--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
-                           " --norms gn --epochs 2 --limit-train 64 --batch-size 32 --limit-test 20 --threads 1"
-                           " --device cpu --no-progress --no-telemetry --out " + out.string();
+  const std::string args =
+      "--data-dir " + std::string(NORMLAB_CIFAR_SUBSET) +
+      " --norms gn --epochs 2 --limit-train 64 --batch-size 32 --limit-test 20 --threads 1"
+      " --device cpu --no-progress --no-telemetry --out " +
+      out.string();
   Run r = run_app(args + " --crop-pad black");
   INFO(r.output);
   REQUIRE(r.status == 0);

@@ -47,7 +47,8 @@ void agree(const OpCase& c) {
   REQUIRE(cpu.size() == gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i) {
     REQUIRE(gpu[i].device() == Device::cuda());
-    require_close(gpu[i], to_double(cpu[i]), c.rtol, std::string(c.name) + (i ? " grad " + std::to_string(i - 1) : " output"));
+    require_close(gpu[i], to_double(cpu[i]), c.rtol,
+                  std::string(c.name) + (i ? " grad " + std::to_string(i - 1) : " output"));
   }
 }
 
@@ -64,8 +65,8 @@ Tensor fused(const std::vector<Tensor>& v, bool batch, float g, const Tensor& rm
   NormEpilogue e;
   e.relu = true, e.dropout = 0.2f, e.gen = &gen, e.residual = v[3];
   if (batch)
-    return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()),
-                      true, 0.1f, 1e-5f, e);
+    return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()), true,
+                      0.1f, 1e-5f, e);
   return group_norm(v[0], static_cast<int64_t>(g), v[1], v[2], 1e-5f, e);
 }
 
@@ -77,55 +78,108 @@ TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][
   const Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5, 2}, {7});
   // Tolerances: float reductions in a different order than the CPU's double accumulation.
   std::vector<OpCase> cases = {
-      {"conv2d 3x3 s1 p1", [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
-       {cpu_randn({3, 5, 9, 7}, 1), cpu_randn({6, 5, 3, 3}, 2, 0.3f), cpu_randn({6}, 3)}, 1e-5},
-      {"conv2d 3x3 s2 p0", [](auto& v) { return conv2d(v[0], v[1], Tensor(), 2, 0); },
-       {cpu_randn({2, 3, 11, 8}, 4), cpu_randn({70, 3, 3, 3}, 5, 0.3f)}, 1e-5},
-      {"conv2d 1x1", [](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 0); },
-       {cpu_randn({2, 32, 6, 6}, 6), cpu_randn({16, 32, 1, 1}, 7)}, 1e-5},
-      {"batch_norm train", [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()), true); },
-       {cpu_randn({4, 6, 5, 7}, 8, 2.0f, 0.5f), cpu_randn({6}, 9, 0.5f, 1.0f), cpu_randn({6}, 10)}, 1e-5},
-      {"batch_norm eval", [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm.to(v[0].device()), rv.to(v[0].device()), false); },
-       {cpu_randn({4, 6, 5, 7}, 11), cpu_randn({6}, 12), cpu_randn({6}, 13)}, 1e-5},
-      {"group_norm G=3", [](auto& v) { return group_norm(v[0], 3, v[1], v[2]); },
-       {cpu_randn({4, 6, 5, 7}, 14, 1.5f), cpu_randn({6}, 15), cpu_randn({6}, 16)}, 1e-5},
-      {"group_norm G=1 (LayerNorm over C,H,W)", [](auto& v) { return group_norm(v[0], 1, v[1], v[2]); },
-       {cpu_randn({3, 6, 5, 7}, 17), cpu_randn({6}, 18), cpu_randn({6}, 19)}, 1e-5},
-      {"group_norm G=C (InstanceNorm)", [](auto& v) { return group_norm(v[0], 6, v[1], v[2]); },
-       {cpu_randn({3, 6, 5, 7}, 20), cpu_randn({6}, 21), cpu_randn({6}, 22)}, 1e-5},
-      {"RMSNorm over C,H,W, HxW 35", [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
-       {cpu_randn({3, 6, 5, 7}, 56, 1.0f, 0.5f), cpu_randn({6}, 57), cpu_randn({6}, 58)}, 1e-5},
-      {"RMSNorm + relu + dropout + residual, HxW 32", [&](auto& v) {
+      {"conv2d 3x3 s1 p1",
+       [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+       {cpu_randn({3, 5, 9, 7}, 1), cpu_randn({6, 5, 3, 3}, 2, 0.3f), cpu_randn({6}, 3)},
+       1e-5},
+      {"conv2d 3x3 s2 p0",
+       [](auto& v) { return conv2d(v[0], v[1], Tensor(), 2, 0); },
+       {cpu_randn({2, 3, 11, 8}, 4), cpu_randn({70, 3, 3, 3}, 5, 0.3f)},
+       1e-5},
+      {"conv2d 1x1",
+       [](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 0); },
+       {cpu_randn({2, 32, 6, 6}, 6), cpu_randn({16, 32, 1, 1}, 7)},
+       1e-5},
+      {"batch_norm train",
+       [&](auto& v) {
+         return batch_norm(v[0], v[1], v[2], rm.clone().to(v[0].device()), rv.clone().to(v[0].device()),
+                           true);
+       },
+       {cpu_randn({4, 6, 5, 7}, 8, 2.0f, 0.5f), cpu_randn({6}, 9, 0.5f, 1.0f), cpu_randn({6}, 10)},
+       1e-5},
+      {"batch_norm eval",
+       [&](auto& v) {
+         return batch_norm(v[0], v[1], v[2], rm.to(v[0].device()), rv.to(v[0].device()), false);
+       },
+       {cpu_randn({4, 6, 5, 7}, 11), cpu_randn({6}, 12), cpu_randn({6}, 13)},
+       1e-5},
+      {"group_norm G=3",
+       [](auto& v) { return group_norm(v[0], 3, v[1], v[2]); },
+       {cpu_randn({4, 6, 5, 7}, 14, 1.5f), cpu_randn({6}, 15), cpu_randn({6}, 16)},
+       1e-5},
+      {"group_norm G=1 (LayerNorm over C,H,W)",
+       [](auto& v) { return group_norm(v[0], 1, v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 17), cpu_randn({6}, 18), cpu_randn({6}, 19)},
+       1e-5},
+      {"group_norm G=C (InstanceNorm)",
+       [](auto& v) { return group_norm(v[0], 6, v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 20), cpu_randn({6}, 21), cpu_randn({6}, 22)},
+       1e-5},
+      {"RMSNorm over C,H,W, HxW 35",
+       [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
+       {cpu_randn({3, 6, 5, 7}, 56, 1.0f, 0.5f), cpu_randn({6}, 57), cpu_randn({6}, 58)},
+       1e-5},
+      {"RMSNorm + relu + dropout + residual, HxW 32",
+       [&](auto& v) {
          Generator gen(11);
          NormEpilogue e;
          e.relu = true, e.dropout = 0.2f, e.gen = &gen, e.residual = v[3];
          return normalize(v[0], NormSpec::rms(), v[1], v[2], Tensor(), Tensor(), true, e);
        },
-       {cpu_randn({4, 6, 4, 8}, 59, 1.5f, 0.3f), cpu_randn({6}, 60), cpu_randn({6}, 61), cpu_randn({4, 6, 4, 8}, 62)}, 1e-5},
+       {cpu_randn({4, 6, 4, 8}, 59, 1.5f, 0.3f), cpu_randn({6}, 60), cpu_randn({6}, 61),
+        cpu_randn({4, 6, 4, 8}, 62)},
+       1e-5},
       // The fused epilogue on a scalar-path shape (HxW = 35) and a float4-path shape (HxW = 32);
       // BatchNorm with a large mean checks the GPU's shifted one-pass statistics.
-      {"batch_norm + relu + dropout + residual, HxW 35", [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
-       {cpu_randn({4, 6, 5, 7}, 40, 2.0f, 0.5f), cpu_randn({6}, 41, 0.5f, 1.0f), cpu_randn({6}, 42), cpu_randn({4, 6, 5, 7}, 43)}, 1e-5},
-      {"batch_norm + relu + dropout + residual, HxW 32, mean 100", [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
-       {cpu_randn({4, 6, 4, 8}, 44, 2.0f, 100.0f), cpu_randn({6}, 45, 0.5f, 1.0f), cpu_randn({6}, 46), cpu_randn({4, 6, 4, 8}, 47)}, 1e-5},
-      {"group_norm G=3 + relu + dropout + residual, HxW 35", [&](auto& v) { return fused(v, false, 3.0f, rm, rv); },
-       {cpu_randn({4, 6, 5, 7}, 48, 1.5f), cpu_randn({6}, 49), cpu_randn({6}, 50), cpu_randn({4, 6, 5, 7}, 51)}, 1e-5},
-      {"group_norm G=1 + relu + dropout + residual, HxW 32", [&](auto& v) { return fused(v, false, 1.0f, rm, rv); },
-       {cpu_randn({4, 6, 4, 8}, 52, 1.5f), cpu_randn({6}, 53), cpu_randn({6}, 54), cpu_randn({4, 6, 4, 8}, 55)}, 1e-5},
-      {"layer_norm last dim", [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
-       {cpu_randn({9, 300}, 23, 2.0f, 1.0f), cpu_randn({300}, 24), cpu_randn({300}, 25)}, 1e-5},
+      {"batch_norm + relu + dropout + residual, HxW 35",
+       [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
+       {cpu_randn({4, 6, 5, 7}, 40, 2.0f, 0.5f), cpu_randn({6}, 41, 0.5f, 1.0f), cpu_randn({6}, 42),
+        cpu_randn({4, 6, 5, 7}, 43)},
+       1e-5},
+      {"batch_norm + relu + dropout + residual, HxW 32, mean 100",
+       [&](auto& v) { return fused(v, true, 5.0f, rm, rv); },
+       {cpu_randn({4, 6, 4, 8}, 44, 2.0f, 100.0f), cpu_randn({6}, 45, 0.5f, 1.0f), cpu_randn({6}, 46),
+        cpu_randn({4, 6, 4, 8}, 47)},
+       1e-5},
+      {"group_norm G=3 + relu + dropout + residual, HxW 35",
+       [&](auto& v) { return fused(v, false, 3.0f, rm, rv); },
+       {cpu_randn({4, 6, 5, 7}, 48, 1.5f), cpu_randn({6}, 49), cpu_randn({6}, 50),
+        cpu_randn({4, 6, 5, 7}, 51)},
+       1e-5},
+      {"group_norm G=1 + relu + dropout + residual, HxW 32",
+       [&](auto& v) { return fused(v, false, 1.0f, rm, rv); },
+       {cpu_randn({4, 6, 4, 8}, 52, 1.5f), cpu_randn({6}, 53), cpu_randn({6}, 54),
+        cpu_randn({4, 6, 4, 8}, 55)},
+       1e-5},
+      {"layer_norm last dim",
+       [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
+       {cpu_randn({9, 300}, 23, 2.0f, 1.0f), cpu_randn({300}, 24), cpu_randn({300}, 25)},
+       1e-5},
       {"relu", [](auto& v) { return relu(v[0]); }, {cpu_randn({3, 5, 7}, 26)}, 0},
       {"max_pool2d 2x2", [](auto& v) { return max_pool2d(v[0]); }, {cpu_randn({3, 6, 5, 7}, 27)}, 0},
-      {"max_pool2d 3x3 s2", [](auto& v) { return max_pool2d(v[0], 3, 2); }, {cpu_randn({2, 3, 9, 7}, 28)}, 1e-6},
+      {"max_pool2d 3x3 s2",
+       [](auto& v) { return max_pool2d(v[0], 3, 2); },
+       {cpu_randn({2, 3, 9, 7}, 28)},
+       1e-6},
       {"global_avg_pool", [](auto& v) { return global_avg_pool(v[0]); }, {cpu_randn({3, 6, 5, 7}, 29)}, 1e-6},
       {"add", [](auto& v) { return add(v[0], v[1]); }, {cpu_randn({3, 70}, 30), cpu_randn({3, 70}, 31)}, 0},
       {"mul", [](auto& v) { return mul(v[0], v[1]); }, {cpu_randn({3, 70}, 32), cpu_randn({3, 70}, 33)}, 0},
       {"sum", [](auto& v) { return sum(v[0]); }, {cpu_randn({3, 70}, 34)}, 1e-5},
-      {"dropout", [](auto& v) { Generator g(5); return dropout(v[0], 0.3f, true, &g); }, {cpu_randn({5, 77}, 35)}, 0},
-      {"linear", [](auto& v) { return linear(v[0], v[1], v[2]); },
-       {cpu_randn({7, 20}, 36), cpu_randn({9, 20}, 37), cpu_randn({9}, 38)}, 1e-5},
-      {"log_softmax + nll", [&](auto& v) { return nll_loss(log_softmax(v[0]), target.to(v[0].device())); },
-       {cpu_randn({7, 10}, 39, 2.0f)}, 1e-5},
+      {"dropout",
+       [](auto& v) {
+         Generator g(5);
+         return dropout(v[0], 0.3f, true, &g);
+       },
+       {cpu_randn({5, 77}, 35)},
+       0},
+      {"linear",
+       [](auto& v) { return linear(v[0], v[1], v[2]); },
+       {cpu_randn({7, 20}, 36), cpu_randn({9, 20}, 37), cpu_randn({9}, 38)},
+       1e-5},
+      {"log_softmax + nll",
+       [&](auto& v) { return nll_loss(log_softmax(v[0]), target.to(v[0].device())); },
+       {cpu_randn({7, 10}, 39, 2.0f)},
+       1e-5},
   };
   for (const OpCase& c : cases) agree(c);
 }
@@ -134,7 +188,8 @@ TEST_CASE("every CUDA op agrees with the CPU op forward and backward", "[.cuda][
 // network; what a thread order or a memory error can change is each kernel's result, which the op,
 // medium-shape and norm-table tests check in every order and under the sanitizers (this test: 276 s
 // under ASan).
-TEST_CASE("two training steps of the comparison network on cuda match the CPU", "[.cuda][cuda-vs-cpu][train][full][one-order][no-sanitize]") {
+TEST_CASE("two training steps of the comparison network on cuda match the CPU",
+          "[.cuda][cuda-vs-cpu][train][full][one-order][no-sanitize]") {
   REQUIRE(device_available(DeviceType::CUDA));
   data::Dataset d = data::load_cifar10(NORMLAB_CIFAR_SUBSET);
   data::LoaderOptions lo;
@@ -185,8 +240,9 @@ TEST_CASE("a bad class index on cuda is reported at the next synchronisation, no
   Tensor logp = log_softmax(cpu_randn({4, 10}, 60)).to(Device::cuda());
   // nll_loss itself returns: the check runs in the kernel, no host copy of the targets.
   Tensor loss = nll_loss(logp, Tensor::from_ints({1, 12, 3, -2}, {4}).to(Device::cuda()));
-  CHECK_THROWS_WITH(loss.item(), Catch::Matchers::Contains("nll_loss: target[1] = 12 is not a class index in [0, 10)") &&
-                                     Catch::Matchers::Contains("found on the GPU"));
+  CHECK_THROWS_WITH(loss.item(),
+                    Catch::Matchers::Contains("nll_loss: target[1] = 12 is not a class index in [0, 10)") &&
+                        Catch::Matchers::Contains("found on the GPU"));
   // Reported once; the next loss with good targets is fine.
   Tensor good = nll_loss(logp, Tensor::from_ints({1, 2, 3, 4}, {4}).to(Device::cuda()));
   CHECK(std::isfinite(good.item()));

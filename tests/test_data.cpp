@@ -41,14 +41,16 @@ TEST_CASE("the real CIFAR-10 subset reads with its known counts and first labels
 TEST_CASE("corrupt CIFAR-10 files are rejected with the file named", "[data][cifar][errors][quick]") {
   TempDir t;
   write_bytes(t.path / "short.bin", cifar_records(2).substr(0, 3073 + 100));
-  CHECK_THROWS_WITH(read_cifar10_file((t.path / "short.bin").string()),
-                    Contains("short.bin has 3173 bytes, which is not a positive multiple of the 3073-byte record"));
+  CHECK_THROWS_WITH(
+      read_cifar10_file((t.path / "short.bin").string()),
+      Contains("short.bin has 3173 bytes, which is not a positive multiple of the 3073-byte record"));
   std::string bad = cifar_records(3);
   bad[3073] = 10;  // second record's label
   write_bytes(t.path / "label.bin", bad);
   CHECK_THROWS_WITH(read_cifar10_file((t.path / "label.bin").string()),
                     Contains("label.bin: record 1 has label 10"));
-  CHECK_THROWS_WITH(read_cifar10_file((t.path / "absent.bin").string()), Contains("absent.bin does not exist"));
+  CHECK_THROWS_WITH(read_cifar10_file((t.path / "absent.bin").string()),
+                    Contains("absent.bin does not exist"));
   CHECK_THROWS_WITH(load_cifar10(t.path.string()), Contains("--download"));
   CHECK_FALSE(cifar10_present(t.path.string()));
 }
@@ -88,7 +90,8 @@ TEST_CASE("corrupt IDX files are rejected with the file named", "[data][fashion]
   CHECK_THROWS_WITH(load_fashion_mnist(t.path.string()), Contains("dataset-fashion-mnist"));
 }
 
-TEST_CASE("the loader is deterministic per (seed, epoch) with or without its worker thread", "[data][loader][quick]") {
+TEST_CASE("the loader is deterministic per (seed, epoch) with or without its worker thread",
+          "[data][loader][quick]") {
   Dataset d = load_cifar10(kSubset);
   ImageSet small = d.train.head(300);
   auto epoch_of = [&](uint64_t seed, int64_t epoch, bool background) {
@@ -112,7 +115,8 @@ TEST_CASE("the loader is deterministic per (seed, epoch) with or without its wor
     CHECK(batches == 5);  // 300 / 64, last batch partial
     return std::make_pair(all, idx);
   };
-  auto a = epoch_of(1, 3, true), b = epoch_of(1, 3, false), c = epoch_of(1, 4, true), e = epoch_of(2, 3, true);
+  auto a = epoch_of(1, 3, true), b = epoch_of(1, 3, false), c = epoch_of(1, 4, true),
+       e = epoch_of(2, 3, true);
   CHECK(a == b);
   CHECK(a.second != c.second);
   CHECK(a.second != e.second);
@@ -235,9 +239,12 @@ TEST_CASE("augmented images are shifted, possibly flipped copies whose border is
                     int sh = h + dy, sw = (flip ? 31 - w : w) + dx;
                     const bool in = sh >= 0 && sh < 32 && sw >= 0 && sw < 32;
                     float expected = 0.0f;  // the mean colour: 0 after normalising, exactly
-                    if (in) expected = img[c * 1024 + sh * 32 + sw];
-                    else if (pad == CropPad::black) expected = black_px[c * 1024];
-                    else if (pad == CropPad::reflect) expected = img[c * 1024 + reflect(sh) * 32 + reflect(sw)];
+                    if (in)
+                      expected = img[c * 1024 + sh * 32 + sw];
+                    else if (pad == CropPad::black)
+                      expected = black_px[c * 1024];
+                    else if (pad == CropPad::reflect)
+                      expected = img[c * 1024 + reflect(sh) * 32 + reflect(sw)];
                     outside += !in;
                     match = x[((i * 3 + c) * 32 + h) * 32 + w] == expected;
                   }
@@ -248,13 +255,15 @@ TEST_CASE("augmented images are shifted, possibly flipped copies whose border is
       }
       CHECK(flipped > 5);  // about half of 40
       CHECK(flipped < 35);
-      CHECK(shifted > 30);  // 80 of 81 shifts move the image
+      CHECK(shifted > 30);                 // 80 of 81 shifts move the image
       CHECK(border > 40 * 3 * 1024 / 10);  // about 13% of the pixels are border: they were all checked
     }
   }
   CHECK(parse_crop_pad("reflect") == CropPad::reflect);
-  CHECK_THROWS_WITH(parse_crop_pad("zero"), Contains("the crop padding must be black") && Contains("got 'zero'"));
+  CHECK_THROWS_WITH(parse_crop_pad("zero"),
+                    Contains("the crop padding must be black") && Contains("got 'zero'"));
   LoaderOptions o;
   o.augment = true, o.crop_pad = CropPad::reflect, o.pad = 32;
-  CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o), Contains("reflect padding by 32 needs images larger"));
+  CHECK_THROWS_WITH(DataLoader(small, d.mean, d.std, o),
+                    Contains("reflect padding by 32 needs images larger"));
 }

@@ -25,29 +25,39 @@ struct ScopedEnv {
     for (auto [name, value] : vars) {
       const char* old = std::getenv(name);
       saved.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
-      if (value) ::setenv(name, value, 1);
-      else ::unsetenv(name);
+      if (value)
+        ::setenv(name, value, 1);
+      else
+        ::unsetenv(name);
     }
   }
   ~ScopedEnv() {
     for (auto& [name, value] : saved) {
-      if (value) ::setenv(name.c_str(), value->c_str(), 1);
-      else ::unsetenv(name.c_str());
+      if (value)
+        ::setenv(name.c_str(), value->c_str(), 1);
+      else
+        ::unsetenv(name.c_str());
     }
   }
 };
 
 // Every launcher variable launch_from_env reads, unset.
 ScopedEnv no_launcher() {
-  return ScopedEnv{{"RANK", nullptr}, {"WORLD_SIZE", nullptr}, {"LOCAL_RANK", nullptr},
-                   {"OMPI_COMM_WORLD_RANK", nullptr}, {"OMPI_COMM_WORLD_SIZE", nullptr},
-                   {"OMPI_COMM_WORLD_LOCAL_RANK", nullptr}, {"SLURM_PROCID", nullptr}, {"SLURM_NTASKS", nullptr},
+  return ScopedEnv{{"RANK", nullptr},
+                   {"WORLD_SIZE", nullptr},
+                   {"LOCAL_RANK", nullptr},
+                   {"OMPI_COMM_WORLD_RANK", nullptr},
+                   {"OMPI_COMM_WORLD_SIZE", nullptr},
+                   {"OMPI_COMM_WORLD_LOCAL_RANK", nullptr},
+                   {"SLURM_PROCID", nullptr},
+                   {"SLURM_NTASKS", nullptr},
                    {"SLURM_LOCALID", nullptr}};
 }
 
 }  // namespace
 
-TEST_CASE("dist rendezvous: 3 ranks get rank 0's bytes through a file, which is removed after", "[dist][quick]") {
+TEST_CASE("dist rendezvous: 3 ranks get rank 0's bytes through a file, which is removed after",
+          "[dist][quick]") {
   TempDir dir;
   const std::string path = (dir.path / "id").string();
   // Every byte value, as NCCL's id may hold any.
@@ -98,8 +108,8 @@ TEST_CASE("dist rendezvous: a missing rank 0 or another group's file end in a cl
   dist::FileRendezvous four(path, 0, 4, 5.0);
   four.exchange("id");
   dist::FileRendezvous two(path, 1, 2, 5.0);
-  REQUIRE_THROWS_WITH(two.exchange(""), Catch::Contains("was made for 4 processes") &&
-                                            Catch::Contains("in a group of 2"));
+  REQUIRE_THROWS_WITH(two.exchange(""),
+                      Catch::Contains("was made for 4 processes") && Catch::Contains("in a group of 2"));
   // A file replaced after rank 0 made it is not rank 0's to remove.
   fs::remove(path);
   write_bytes(path, "replaced\n");
@@ -107,14 +117,19 @@ TEST_CASE("dist rendezvous: a missing rank 0 or another group's file end in a cl
   REQUIRE(slurp(path) == "replaced\n");
 }
 
-TEST_CASE("dist launcher environment: torchrun's, Open MPI's and Slurm's variables, checked", "[dist][quick]") {
+TEST_CASE("dist launcher environment: torchrun's, Open MPI's and Slurm's variables, checked",
+          "[dist][quick]") {
   auto clean = no_launcher();
   {
     const dist::Launch l = dist::launch_from_env();
     REQUIRE((l.rank == 0 && l.size == 1 && l.source.empty()));
   }
   {
-    ScopedEnv e{{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "9"}};
+    ScopedEnv e{{"RANK", "3"},
+                {"WORLD_SIZE", "4"},
+                {"LOCAL_RANK", "1"},
+                {"SLURM_PROCID", "0"},
+                {"SLURM_NTASKS", "9"}};
     const dist::Launch l = dist::launch_from_env();
     REQUIRE((l.rank == 3 && l.size == 4 && l.local_rank == 1 && l.source == "RANK/WORLD_SIZE"));
   }

@@ -144,7 +144,8 @@ void add_entry(archive* a, const std::string& name, unsigned type, const std::st
 }
 }  // namespace
 
-TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, cancellation", "[data][download][errors][quick]") {
+TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, cancellation",
+          "[data][download][errors][quick]") {
   TempDir src, dst;
   const std::string tarball = make_cifar_tarball(src.path);
   SECTION("redirect loop") {
@@ -175,11 +176,13 @@ TEST_CASE("a hostile server is cut off: redirects, stalls, oversized bodies, can
   require_nothing_written(dst.path);
 }
 
-TEST_CASE("extraction takes only regular files and folders, within size limits", "[data][download][errors][quick]") {
+TEST_CASE("extraction takes only regular files and folders, within size limits",
+          "[data][download][errors][quick]") {
   TempDir src, dst, outside;
   const fs::path victim = outside.path / "victim";
   write_bytes(victim, "untouched");
-  auto refused = [&](const std::function<void(archive*)>& extra, DownloadOptions o, const std::string& message) {
+  auto refused = [&](const std::function<void(archive*)>& extra, DownloadOptions o,
+                     const std::string& message) {
     const std::string tarball = make_cifar_tarball(src.path, extra);
     LocalHttpServer server("/cifar-10-binary.tar.gz", tarball);
     o.url = server.url();
@@ -187,8 +190,11 @@ TEST_CASE("extraction takes only regular files and folders, within size limits",
     require_nothing_written(dst.path);
   };
   // A hard link that carries data to an absolute path overwrote that file before.
-  refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/evil", AE_IFREG, "pwned", victim.string(), true); },
-          quick(""), "contains a hard link");
+  refused(
+      [&](archive* a) {
+        add_entry(a, "cifar-10-batches-bin/evil", AE_IFREG, "pwned", victim.string(), true);
+      },
+      quick(""), "contains a hard link");
   refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/link", AE_IFLNK, "", victim.string()); },
           quick(""), "a symbolic link");
   refused([&](archive* a) { add_entry(a, "cifar-10-batches-bin/fifo", AE_IFIFO); }, quick(""),

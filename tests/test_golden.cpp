@@ -64,7 +64,8 @@ void check_case(const json& c, double grad_rtol) {
     NormEpilogue e;
     e.tau = get("tau");
     y = normalize(in["x"], spec, in["gamma"], in["beta"], get("running_mean"), get("running_var"), true, e);
-    if (in.count("running_mean")) extra["running_mean"] = in["running_mean"], extra["running_var"] = in["running_var"];
+    if (in.count("running_mean"))
+      extra["running_mean"] = in["running_mean"], extra["running_var"] = in["running_var"];
   } else if (op == "ws_conv2d") {
     Generator unused(0);  // the fixture's weights replace the drawn ones
     nn::Conv2d conv(in["x"].size(1), in["w"].size(0), in["w"].size(2), 1, attrs.at("padding"), false, unused);
@@ -80,8 +81,8 @@ void check_case(const json& c, double grad_rtol) {
   } else if (op == "log_softmax_nll") {
     Tensor logp = log_softmax(in["x"]);
     extra["logp"] = logp;
-    y = nll_loss(logp, Tensor::from_ints(c.at("target").get<std::vector<int32_t>>(),
-                                         {in["x"].size(0)}, test_device()));
+    y = nll_loss(logp, Tensor::from_ints(c.at("target").get<std::vector<int32_t>>(), {in["x"].size(0)},
+                                         test_device()));
   } else if (op == "linear") {
     y = linear(in["x"], in["w"], in["b"]);
   } else {
@@ -111,13 +112,14 @@ TEST_CASE("golden: batch, group and layer norm against PyTorch", "[golden][norm]
   for (const json& c : j.at("cases")) check_case(c, 1e-4);
 }
 
-TEST_CASE("golden: the norm variants (InstanceNorm, RMSNorm, Ghost BN, Batch Renorm, FRN+TLU, WS) against PyTorch",
-          "[golden][norm][quick]") {
+TEST_CASE(
+    "golden: the norm variants (InstanceNorm, RMSNorm, Ghost BN, Batch Renorm, FRN+TLU, WS) against PyTorch",
+    "[golden][norm][quick]") {
   json j = load("norm_variants.json");
   std::set<std::string> names;
   for (const json& c : j.at("cases")) names.insert(c.at("name").get<std::string>()), check_case(c, 1e-4);
-  CHECK(names == std::set<std::string>{"instance_norm", "rms_norm", "ghost_batch_norm_2", "batch_renorm", "frn_tlu",
-                                       "ws_conv2d"});
+  CHECK(names == std::set<std::string>{"instance_norm", "rms_norm", "ghost_batch_norm_2", "batch_renorm",
+                                       "frn_tlu", "ws_conv2d"});
 }
 
 TEST_CASE("golden: max-pool, log-softmax + NLL, linear against PyTorch", "[golden][quick]") {

@@ -20,7 +20,8 @@ Tensor spaced(const Shape& s, uint64_t seed) {
   Generator g(seed);
   std::vector<float> v(static_cast<size_t>(s.numel()));
   const int64_t half = static_cast<int64_t>(v.size() / 2);
-  for (size_t i = 0; i < v.size(); ++i) v[i] = 0.05f * static_cast<float>(static_cast<int64_t>(i) - half) + 0.025f;
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = 0.05f * static_cast<float>(static_cast<int64_t>(i) - half) + 0.025f;
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[g.next_below(i)]);
   return Tensor::from_vector(v, s, test_device());
 }
@@ -54,9 +55,8 @@ TEST_CASE("gradcheck: batch_norm in training and eval", "[grad][norm][quick][no-
   Tensor rm = randn({6}, 8), rv = Tensor::full({6}, 1.3f, test_device());
   for (bool training : {true, false}) {
     CAPTURE(training);
-    require_grad_ok(
-        [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1f, 1e-5f); },
-        {randn({3, 6, 5, 7}, 9, 1.5f, 0.3f), randn({6}, 10, 0.5f, 1.0f), randn({6}, 11)});
+    require_grad_ok([&](auto& v) { return batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1f, 1e-5f); },
+                    {randn({3, 6, 5, 7}, 9, 1.5f, 0.3f), randn({6}, 10, 0.5f, 1.0f), randn({6}, 11)});
   }
 }
 
@@ -64,8 +64,7 @@ TEST_CASE("gradcheck: group_norm for G = 1 2 3 6", "[grad][norm][quick][no-race]
   for (int64_t G : {1, 2, 3, 6}) {
     CAPTURE(G);
     require_grad_ok([G](auto& v) { return group_norm(v[0], G, v[1], v[2]); },
-                    {randn({3, 6, 5, 7}, 12, 1.2f, -0.5f), randn({6}, 13, 0.5f, 1.0f),
-                     randn({6}, 14)});
+                    {randn({3, 6, 5, 7}, 12, 1.2f, -0.5f), randn({6}, 13, 0.5f, 1.0f), randn({6}, 14)});
   }
 }
 
@@ -100,10 +99,8 @@ TEST_CASE("gradcheck: relu pooling elementwise and views", "[grad][quick][no-rac
   require_grad_ok([](auto& v) { return add(v[0], v[1]); }, {randn({3, 5}, 22), randn({3, 5}, 23)});
   require_grad_ok([](auto& v) { return mul(v[0], v[1]); }, {randn({3, 5}, 24), randn({3, 5}, 25)});
   require_grad_ok([](auto& v) { return sum(v[0]); }, {randn({3, 5}, 26)});
-  require_grad_ok([](auto& v) { return v[0].transpose(0, 2).reshape({7, 15}); },
-                  {randn({3, 5, 7}, 27)});
-  require_grad_ok([](auto& v) { return mul(v[0].flatten(1), v[0].flatten(1)); },
-                  {randn({3, 5, 7}, 28)});
+  require_grad_ok([](auto& v) { return v[0].transpose(0, 2).reshape({7, 15}); }, {randn({3, 5, 7}, 27)});
+  require_grad_ok([](auto& v) { return mul(v[0].flatten(1), v[0].flatten(1)); }, {randn({3, 5, 7}, 28)});
 }
 
 TEST_CASE("gradcheck: dropout with a fixed stream", "[grad][dropout][quick][no-race]") {
@@ -120,8 +117,7 @@ TEST_CASE("gradcheck: linear and log_softmax and nll_loss", "[grad][quick][no-ra
                   {randn({4, 5}, 30), randn({3, 5}, 31), randn({3}, 32)});
   require_grad_ok([](auto& v) { return log_softmax(v[0]); }, {randn({6, 10}, 33, 2.0f)});
   Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6}, test_device());
-  require_grad_ok([&](auto& v) { return nll_loss(log_softmax(v[0]), target); },
-                  {randn({6, 10}, 34, 2.0f)});
+  require_grad_ok([&](auto& v) { return nll_loss(log_softmax(v[0]), target); }, {randn({6, 10}, 34, 2.0f)});
 }
 
 // Tiers and stages: no-race: a check of the gradient checker itself (95 s under TSan); its kernels run
@@ -134,26 +130,37 @@ TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][m
     for (float v : g) mx = std::max(mx, std::abs(v));
     g[g.size() / 2] += 0.05f * mx;
   };
-  struct Case { const char* name; GradFn f; std::vector<Tensor> in; };
+  struct Case {
+    const char* name;
+    GradFn f;
+    std::vector<Tensor> in;
+  };
   Tensor target = Tensor::from_ints({3, 0, 9, 9, 1, 5}, {6}, test_device());
   Tensor rm = Tensor::zeros({6}, DType::F32, test_device()), rv = Tensor::ones({6}, test_device());
   std::vector<Case> cases = {
-      {"conv2d", [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+      {"conv2d",
+       [](auto& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
        {randn({2, 3, 5, 7}, 1), randn({4, 3, 3, 3}, 2, 0.3f), randn({4}, 3)}},
-      {"batch_norm", [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm, rv, true); },
+      {"batch_norm",
+       [&](auto& v) { return batch_norm(v[0], v[1], v[2], rm, rv, true); },
        {randn({3, 6, 5, 7}, 9), randn({6}, 10, 0.5f, 1.0f), randn({6}, 11)}},
-      {"group_norm", [](auto& v) { return group_norm(v[0], 3, v[1], v[2]); },
+      {"group_norm",
+       [](auto& v) { return group_norm(v[0], 3, v[1], v[2]); },
        {randn({3, 6, 5, 7}, 12), randn({6}, 13, 0.5f, 1.0f), randn({6}, 14)}},
-      {"layer_norm", [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
+      {"layer_norm",
+       [](auto& v) { return layer_norm(v[0], v[1], v[2]); },
        {randn({5, 7}, 15), randn({7}, 16), randn({7}, 17)}},
-      {"rms_norm", [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
+      {"rms_norm",
+       [](auto& v) { return normalize(v[0], NormSpec::rms(), v[1], v[2]); },
        {randn({3, 6, 5, 7}, 35, 1.0f, 0.5f), randn({6}, 36, 0.5f, 1.0f), randn({6}, 37)}},
       {"relu", [](auto& v) { return relu(v[0]); }, {spaced({3, 5, 7}, 18)}},
       {"max_pool2d", [](auto& v) { return max_pool2d(v[0]); }, {spaced({3, 6, 5, 7}, 19)}},
       {"global_avg_pool", [](auto& v) { return global_avg_pool(v[0]); }, {randn({3, 6, 5, 7}, 21)}},
-      {"linear", [](auto& v) { return linear(v[0], v[1], v[2]); },
+      {"linear",
+       [](auto& v) { return linear(v[0], v[1], v[2]); },
        {randn({4, 5}, 30), randn({3, 5}, 31), randn({3}, 32)}},
-      {"log_softmax+nll", [&](auto& v) { return nll_loss(log_softmax(v[0]), target); },
+      {"log_softmax+nll",
+       [&](auto& v) { return nll_loss(log_softmax(v[0]), target); },
        {randn({6, 10}, 34, 2.0f)}},
   };
   for (auto& c : cases) {
@@ -166,13 +173,15 @@ TEST_CASE("gradcheck fails on a gradient perturbed by a small amount", "[grad][m
   }
 }
 
-TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch statistics", "[grad][meta][quick]") {
+TEST_CASE("gradcheck catches the classic batch norm bug of ignoring the batch statistics",
+          "[grad][meta][quick]") {
   // A batch norm whose backward treats mean and variance as constants (the eval formula used in
   // training) is wrong by terms of order one; the check must say so.
   auto wrong_bn = [](auto& v) {
     Tensor x = v[0];
     Tensor y;
-    Tensor rm = Tensor::zeros({x.size(1)}, DType::F32, x.device()), rv = Tensor::ones({x.size(1)}, x.device());
+    Tensor rm = Tensor::zeros({x.size(1)}, DType::F32, x.device()),
+           rv = Tensor::ones({x.size(1)}, x.device());
     {
       NoGradGuard g;
       y = batch_norm(x, Tensor(), Tensor(), rm, rv, true);

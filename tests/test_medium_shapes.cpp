@@ -69,23 +69,28 @@ void check_batch_norm(std::initializer_list<Shape4> shapes) {
       CAPTURE(s.N, s.C, s.H, s.W, fused);
       const int64_t HW = s.H * s.W;
       Tensor x = randn({s.N, s.C, s.H, s.W}, 101, 2.0f, 0.7f), gamma = randn({s.C}, 102, 0.5f, 1.0f),
-             beta = randn({s.C}, 103), res = randn({s.N, s.C, s.H, s.W}, 104), dy = randn({s.N, s.C, s.H, s.W}, 105);
+             beta = randn({s.C}, 103), res = randn({s.N, s.C, s.H, s.W}, 104),
+             dy = randn({s.N, s.C, s.H, s.W}, 105);
       Tensor rm = Tensor::zeros({s.C}, DType::F32, test_device()), rv = Tensor::ones({s.C}, test_device());
       NormEpilogue e;
       if (fused) e.relu = true, e.residual = res;
       auto out = run_with_grads(
-          [&](const std::vector<Tensor>& v) { return batch_norm(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, e); },
+          [&](const std::vector<Tensor>& v) {
+            return batch_norm(v[0], v[1], v[2], rm, rv, true, 0.1f, 1e-5f, e);
+          },
           {x, gamma, beta}, dy);
       const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
-      ref::NormRef r = ref::normalize_fwd_bwd(to_double(x), s.N, s.C, HW, s.C, [](int64_t, int64_t c) { return c; },
-                                              &rg, &rb, &rdy, 1e-5, fused, fused ? &rres : nullptr);
+      ref::NormRef r = ref::normalize_fwd_bwd(
+          to_double(x), s.N, s.C, HW, s.C, [](int64_t, int64_t c) { return c; }, &rg, &rb, &rdy, 1e-5, fused,
+          fused ? &rres : nullptr);
       require_close(out[0], r.y, kTol, "y");
       require_close(out[1], r.dx, kTol, "dx");
       require_close(out[2], r.dgamma, kTol, "dgamma");
       require_close(out[3], r.dbeta, kTol, "dbeta");
       const double M = double(s.N * HW);
       Vec erm, erv;
-      for (int64_t c = 0; c < s.C; ++c) erm.push_back(0.1 * r.mean[c]), erv.push_back(0.9 + 0.1 * r.var[c] * M / (M - 1));
+      for (int64_t c = 0; c < s.C; ++c)
+        erm.push_back(0.1 * r.mean[c]), erv.push_back(0.9 + 0.1 * r.var[c] * M / (M - 1));
       require_close(rm, erm, kTol, "running_mean");
       require_close(rv, erv, kTol, "running_var");
     }
@@ -93,7 +98,8 @@ void check_batch_norm(std::initializer_list<Shape4> shapes) {
 }
 }  // namespace
 
-TEST_CASE("batch_norm forward, backward and running statistics on medium shapes", "[ops][norm][medium][quick]") {
+TEST_CASE("batch_norm forward, backward and running statistics on medium shapes",
+          "[ops][norm][medium][quick]") {
   check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{5, 3, 31, 29}});
 }
 
@@ -102,12 +108,14 @@ TEST_CASE("batch_norm forward, backward and running statistics on medium shapes"
 // the default L2 budget these shapes fit whole (every sums item before any dx item); a 64 KiB
 // budget makes D its least, the items per channel (3 at 8 x 33 x 33, 2 at 8 x 32 x 32, 4 at
 // 20 x 27 x 31), so each dx item follows its channel's last sums item as closely as allowed.
-TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)", "[ops][norm][medium][quick]") {
+TEST_CASE("batch_norm backward with sums and dx items interleaved (the L2-ordered launch)",
+          "[ops][norm][medium][quick]") {
   const SmallL2Budget budget;
   check_batch_norm({Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}, Shape4{20, 5, 27, 31}});
 }
 
-TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C", "[ops][norm][medium][quick]") {
+TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
+          "[ops][norm][medium][quick]") {
   for (Shape4 s : {Shape4{8, 32, 33, 33}, Shape4{8, 32, 32, 32}}) {
     for (int64_t G : {int64_t{1}, int64_t{4}, s.C}) {
       for (int variant = 0; variant < 3; ++variant) {  // plain, fused, RMSNorm (not centred) fused
@@ -116,18 +124,21 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
         CAPTURE(s.N, s.C, s.H, s.W, G, fused, center);
         const int64_t HW = s.H * s.W, Cg = s.C / G;
         Tensor x = randn({s.N, s.C, s.H, s.W}, 111, 1.5f, -0.4f), gamma = randn({s.C}, 112, 0.5f, 1.0f),
-               beta = randn({s.C}, 113), res = randn({s.N, s.C, s.H, s.W}, 114), dy = randn({s.N, s.C, s.H, s.W}, 115);
+               beta = randn({s.C}, 113), res = randn({s.N, s.C, s.H, s.W}, 114),
+               dy = randn({s.N, s.C, s.H, s.W}, 115);
         NormEpilogue e;
         if (fused) e.relu = true, e.residual = res;
         NormSpec spec = NormSpec::group(G);
         spec.center = center;
         auto out = run_with_grads(
-            [&](const std::vector<Tensor>& v) { return normalize(v[0], spec, v[1], v[2], Tensor(), Tensor(), true, e); },
+            [&](const std::vector<Tensor>& v) {
+              return normalize(v[0], spec, v[1], v[2], Tensor(), Tensor(), true, e);
+            },
             {x, gamma, beta}, dy);
         const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
         ref::NormRef r = ref::normalize_fwd_bwd(
-            to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb,
-            &rdy, 1e-5, fused, fused ? &rres : nullptr, center);
+            to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; },
+            &rg, &rb, &rdy, 1e-5, fused, fused ? &rres : nullptr, center);
         require_close(out[0], r.y, kTol, "y");
         require_close(out[1], r.dx, kTol, "dx");
         require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -142,19 +153,22 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
 // 64 KiB makes that happen here on small tensors: 160 and 136 groups on the 132-block floor.
 TEST_CASE("group_norm with more groups than blocks (the L2-capped grid)", "[ops][norm][medium][quick]") {
   const SmallL2Budget budget;
-  for (auto [s, G] : {std::pair{Shape4{40, 16, 9, 9}, int64_t{4}}, std::pair{Shape4{136, 8, 8, 8}, int64_t{1}}}) {
+  for (auto [s, G] :
+       {std::pair{Shape4{40, 16, 9, 9}, int64_t{4}}, std::pair{Shape4{136, 8, 8, 8}, int64_t{1}}}) {
     CAPTURE(s.N, s.C, s.H, s.W, G);
     const int64_t HW = s.H * s.W, Cg = s.C / G;
     Tensor x = randn({s.N, s.C, s.H, s.W}, 121, 1.5f, -0.4f), gamma = randn({s.C}, 122, 0.5f, 1.0f),
-           beta = randn({s.C}, 123), res = randn({s.N, s.C, s.H, s.W}, 124), dy = randn({s.N, s.C, s.H, s.W}, 125);
+           beta = randn({s.C}, 123), res = randn({s.N, s.C, s.H, s.W}, 124),
+           dy = randn({s.N, s.C, s.H, s.W}, 125);
     NormEpilogue e;
     e.relu = true, e.residual = res;
-    auto out = run_with_grads([&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
-                              {x, gamma, beta}, dy);
+    auto out = run_with_grads(
+        [&](const std::vector<Tensor>& v) { return group_norm(v[0], G, v[1], v[2], 1e-5f, e); },
+        {x, gamma, beta}, dy);
     const Vec rres = to_double(res), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
     ref::NormRef r = ref::normalize_fwd_bwd(
-        to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb, &rdy,
-        1e-5, true, &rres);
+        to_double(x), s.N, s.C, HW, s.N * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg,
+        &rb, &rdy, 1e-5, true, &rres);
     require_close(out[0], r.y, kTol, "y");
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -181,8 +195,8 @@ TEST_CASE("layer_norm over rows of 3,000 and 3,001 forward and backward", "[ops]
     // A row is one set; its D elements are "channels" of one pixel: gamma[d] per element. So
     // view [rows, D] as N = rows, C = D, HW = 1 with one set per n.
     const Vec rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
-    ref::NormRef r = ref::normalize_fwd_bwd(to_double(x), rows, D, 1, rows, [](int64_t n, int64_t) { return n; }, &rg,
-                                            &rb, &rdy, 1e-5);
+    ref::NormRef r = ref::normalize_fwd_bwd(
+        to_double(x), rows, D, 1, rows, [](int64_t n, int64_t) { return n; }, &rg, &rb, &rdy, 1e-5);
     require_close(out[0], r.y, kTol, "y");
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dgamma, kTol, "dgamma");
@@ -199,31 +213,38 @@ struct ConvCase {
   int64_t P() const { return (H + 2 * pad - R) / stride + 1; }
   int64_t Q() const { return (W + 2 * pad - R) / stride + 1; }
 };
-const ConvCase kConvCases[] = {{8, 3, 33, 33, 32, 3, 1, 1}, {8, 32, 17, 17, 32, 3, 1, 1}, {4, 35, 15, 13, 24, 3, 1, 1},
-                               {3, 7, 19, 17, 9, 5, 2, 2},  {2, 32, 9, 11, 70, 1, 1, 0}};
+const ConvCase kConvCases[] = {{8, 3, 33, 33, 32, 3, 1, 1},
+                               {8, 32, 17, 17, 32, 3, 1, 1},
+                               {4, 35, 15, 13, 24, 3, 1, 1},
+                               {3, 7, 19, 17, 9, 5, 2, 2},
+                               {2, 32, 9, 11, 70, 1, 1, 0}};
 
 // x, w, bias and dy of a case (seeded), and conv2d with gradients for all three.
 struct ConvInputs {
   Tensor x, w, b, dy;
   explicit ConvInputs(const ConvCase& c, uint64_t seed)
-      : x(randn({c.N, c.C, c.H, c.W}, seed)), w(randn({c.K, c.C, c.R, c.R}, seed + 1, 0.2f)), b(randn({c.K}, seed + 2)),
+      : x(randn({c.N, c.C, c.H, c.W}, seed)),
+        w(randn({c.K, c.C, c.R, c.R}, seed + 1, 0.2f)),
+        b(randn({c.K}, seed + 2)),
         dy(randn({c.N, c.K, c.P(), c.Q()}, seed + 3)) {}
   std::vector<Tensor> run(const ConvCase& c) const {
-    return run_with_grads([&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); },
-                          {x, w, b}, dy);
+    return run_with_grads(
+        [&](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], c.stride, c.pad); }, {x, w, b},
+        dy);
   }
 };
 }  // namespace
 
-TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles", "[ops][conv2d][medium][quick]") {
+TEST_CASE("conv2d forward and backward on medium shapes: stem, odd C*R*S, half tiles",
+          "[ops][conv2d][medium][quick]") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
     const ConvInputs in(c, 131);
     const Tensor &x = in.x, &w = in.w, &b = in.b, &dy = in.dy;
     auto out = in.run(c);
     const Vec rb = to_double(b), rdy = to_double(dy);
-    ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R, c.R,
-                                         c.stride, c.pad);
+    ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R,
+                                         c.R, c.stride, c.pad);
     require_close(out[0], r.y, kTol, "y");
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dw, kTol, "dw");
@@ -256,8 +277,8 @@ void require_within_tf32(const Tensor& got, const Vec& exact, const Vec& magnitu
     const double ratio = std::abs(g[i] - exact[i]) / tol;
     if (!(ratio <= worst)) worst = std::isnan(ratio) ? INFINITY : ratio, at = i;
   }
-  INFO(what << ": worst element " << at << " got " << g[at] << " expected " << exact[at] << " (error/bound = " << worst
-            << ")");
+  INFO(what << ": worst element " << at << " got " << g[at] << " expected " << exact[at]
+            << " (error/bound = " << worst << ")");
   REQUIRE(worst <= 1.0);
 }
 
@@ -267,7 +288,8 @@ Vec abs_of(Vec v) {
 }
 }  // namespace
 
-TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes", "[ops][conv2d][medium][tf32][quick]") {
+TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium shapes",
+          "[ops][conv2d][medium][tf32][quick]") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
     const ConvInputs in(c, 151);
@@ -280,10 +302,10 @@ TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium sha
     }
     fp32 = in.run(c);
     const Vec rb = to_double(b), rdy = to_double(dy), ady = abs_of(rdy);
-    const ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K, c.R,
-                                               c.R, c.stride, c.pad);
-    const ref::ConvRef m = ref::conv2d_fwd_bwd(abs_of(to_double(x)), abs_of(to_double(w)), nullptr, &ady, c.N, c.C,
-                                               c.H, c.W, c.K, c.R, c.R, c.stride, c.pad);
+    const ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(x), to_double(w), &rb, &rdy, c.N, c.C, c.H, c.W, c.K,
+                                               c.R, c.R, c.stride, c.pad);
+    const ref::ConvRef m = ref::conv2d_fwd_bwd(abs_of(to_double(x)), abs_of(to_double(w)), nullptr, &ady, c.N,
+                                               c.C, c.H, c.W, c.K, c.R, c.R, c.stride, c.pad);
     require_within_tf32(tc[0], r.y, m.y, c.C * c.R * c.R + 64, "y");
     require_within_tf32(tc[1], r.dx, m.dx, c.K * c.R * c.R + 64, "dx");
     require_within_tf32(tc[2], r.dw, m.dw, c.N * P * Q + 64, "dw");
@@ -318,9 +340,9 @@ TEST_CASE("conv2d on TF32 rounds its inputs to nearest, not by truncation", "[op
                               {in, wt}, dy);
     const float v = cuda ? tf32 : x;
     auto val = [&](bool has) { return has ? v : 1.0f; };
-    CHECK(out[0].to_vector() == std::vector<float>(2 * 3 * 16, 8.0f * val(carrier != 2)));   // y = sum_c w x
-    CHECK(out[1].to_vector() == std::vector<float>(2 * 8 * 16, 3.0f * val(carrier != 0)));   // dx = sum_k w dy
-    CHECK(out[2].to_vector() == std::vector<float>(3 * 8, 32.0f * val(carrier != 1)));       // dw = sum_npq dy x
+    CHECK(out[0].to_vector() == std::vector<float>(2 * 3 * 16, 8.0f * val(carrier != 2)));  // y = sum_c w x
+    CHECK(out[1].to_vector() == std::vector<float>(2 * 8 * 16, 3.0f * val(carrier != 0)));  // dx = sum_k w dy
+    CHECK(out[2].to_vector() == std::vector<float>(3 * 8, 32.0f * val(carrier != 1)));  // dw = sum_npq dy x
   }
 }
 
@@ -358,8 +380,10 @@ TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium][quick]
   require_close(gp[1], dxgp, kTol, "global_avg_pool dx");
 
   // linear 300 x 517 -> 70 and log_softmax + nll over 300 rows.
-  Tensor a = randn({300, 517}, 144), w = randn({70, 517}, 145, 0.1f), b = randn({70}, 146), dyl = randn({300, 70}, 147);
-  auto lin = run_with_grads([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); }, {a, w, b}, dyl);
+  Tensor a = randn({300, 517}, 144), w = randn({70, 517}, 145, 0.1f), b = randn({70}, 146),
+         dyl = randn({300, 70}, 147);
+  auto lin =
+      run_with_grads([](const std::vector<Tensor>& v) { return linear(v[0], v[1], v[2]); }, {a, w, b}, dyl);
   const Vec ha = to_double(a), hw = to_double(w), hb = to_double(b), hdy = to_double(dyl);
   Vec yl(300 * 70), da(ha.size(), 0.0), dw(hw.size(), 0.0), db(70, 0.0);
   for (int64_t i = 0; i < 300; ++i)
@@ -381,8 +405,9 @@ TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium][quick]
   std::vector<int32_t> labels;
   for (int i = 0; i < 300; ++i) labels.push_back((i * 7) % 10);
   Tensor logits = randn({300, 10}, 148, 2.0f), target = Tensor::from_ints(labels, {300}).to(test_device());
-  auto loss = run_with_grads([&](const std::vector<Tensor>& v) { return nll_loss(log_softmax(v[0]), target); },
-                             {logits}, Tensor::ones({}, test_device()));
+  auto loss =
+      run_with_grads([&](const std::vector<Tensor>& v) { return nll_loss(log_softmax(v[0]), target); },
+                     {logits}, Tensor::ones({}, test_device()));
   const Vec hl = to_double(logits);
   double total = 0.0;
   Vec dl(hl.size());

@@ -158,7 +158,8 @@ TEST_CASE("norm table: every variant matches the reference, forward, backward an
       e.relu = fused && !c.spec.tlu;
       if (fused) e.residual = res;
       Tensor rm = start_mean(C), rv = start_var(C);
-      Tensor y = run(c, {x, g, b, tau}, e, per_channel(c.spec) ? rm : Tensor(), per_channel(c.spec) ? rv : Tensor());
+      Tensor y =
+          run(c, {x, g, b, tau}, e, per_channel(c.spec) ? rm : Tensor(), per_channel(c.spec) ? rv : Tensor());
       y.backward(in.dy);
       require_close(y, r.y, 1e-5, std::string(c.key) + " y");
       require_close(x.grad(), r.dx, 1e-4, std::string(c.key) + " dx");
@@ -189,7 +190,8 @@ TEST_CASE("norm table: every variant matches the reference, forward, backward an
       for (int64_t n = 0; n < N; ++n)
         for (int64_t ch = 0; ch < C; ++ch)
           for (int64_t i = 0; i < HW; ++i)
-            expect.push_back((xd[(n * C + ch) * HW + i] - rmd[ch]) / std::sqrt(rvd[ch] + c.spec.eps) * gd[ch] + bd[ch]);
+            expect.push_back(
+                (xd[(n * C + ch) * HW + i] - rmd[ch]) / std::sqrt(rvd[ch] + c.spec.eps) * gd[ch] + bd[ch]);
       require_close(ye, expect, 1e-5, std::string(c.key) + " eval");
     }
   }
@@ -221,7 +223,8 @@ TEST_CASE("norm table: every variant passes the finite-difference gradient check
     // clip every channel (r = r_max, d = -d_max).
     auto f = [&c](const std::vector<Tensor>& t) {
       Tensor rm, rv;
-      if (c.spec.renorm) rm = Tensor::full({6}, 10.0f, t[0].device()), rv = Tensor::full({6}, 1e-3f, t[0].device());
+      if (c.spec.renorm)
+        rm = Tensor::full({6}, 10.0f, t[0].device()), rv = Tensor::full({6}, 1e-3f, t[0].device());
       return run(c, t, {}, rm, rv);
     };
     const GradCheckResult ok = grad_check(f, v, std::vector<bool>(v.size(), true));
@@ -246,8 +249,8 @@ TEST_CASE("norm table: every variant on cuda agrees with the CPU, plain and with
         CAPTURE(c.key, s, fused);
         const Inputs in = inputs(c, s, 80);
         auto on = [&](Device d) {
-          std::vector<Tensor> v{in.x.to(d), in.gamma.to(d), in.beta.to(d), c.spec.tlu ? in.tau.to(d) : Tensor(),
-                                in.residual.to(d)};
+          std::vector<Tensor> v{in.x.to(d), in.gamma.to(d), in.beta.to(d),
+                                c.spec.tlu ? in.tau.to(d) : Tensor(), in.residual.to(d)};
           for (Tensor& t : v)
             if (t.defined()) t.set_requires_grad(true);
           Generator gen(11);
@@ -291,7 +294,8 @@ TEST_CASE("norm table: Weight Standardization convs match the definition and pas
     double m = 0.0, q = 0.0;
     for (int64_t i = 0; i < 27; ++i) m += ws[size_t(k * 27 + i)] / 27.0;
     for (int64_t i = 0; i < 27; ++i) q += std::pow(ws[size_t(k * 27 + i)] - m, 2) / 27.0;
-    for (int64_t i = 0; i < 27; ++i) ws[size_t(k * 27 + i)] = float((ws[size_t(k * 27 + i)] - m) / std::sqrt(q + 1e-5));
+    for (int64_t i = 0; i < 27; ++i)
+      ws[size_t(k * 27 + i)] = float((ws[size_t(k * 27 + i)] - m) / std::sqrt(q + 1e-5));
   }
   const Tensor w_std = Tensor::from_vector(ws, w.shape(), test_device());
   require_close(f({x, w}), ref::conv2d(x, w_std, nullptr, 1, 1), 1e-5, "ws conv");

@@ -9,7 +9,10 @@ using namespace nl;
 using namespace nl::test;
 
 TEST_CASE("conv2d matches the naive loop for strides, paddings and filter sizes", "[ops][conv2d][quick]") {
-  struct Case { int64_t N, C, H, W, K, R, stride, pad; bool bias; };
+  struct Case {
+    int64_t N, C, H, W, K, R, stride, pad;
+    bool bias;
+  };
   for (Case c : {Case{3, 6, 5, 7, 4, 3, 1, 1, true}, Case{2, 3, 7, 5, 5, 3, 2, 0, false},
                  Case{3, 6, 5, 7, 2, 1, 1, 0, true}, Case{1, 2, 9, 8, 3, 5, 2, 2, true},
                  Case{2, 1, 4, 4, 3, 2, 3, 1, false},
@@ -32,8 +35,8 @@ TEST_CASE("batch_norm training and eval match the definition", "[ops][norm][quic
   Tensor gamma = randn({6}, 5, 0.5f, 1.0f), beta = randn({6}, 6);
   Tensor rm = Tensor::zeros({6}, DType::F32, test_device()), rv = Tensor::ones({6}, test_device());
   ref::Vec mean, var;
-  ref::Vec expected = ref::normalize(x, 6, [](int64_t, int64_t c) { return c; }, &gamma, &beta,
-                                     1e-5, &mean, &var);
+  ref::Vec expected = ref::normalize(
+      x, 6, [](int64_t, int64_t c) { return c; }, &gamma, &beta, 1e-5, &mean, &var);
   Tensor y = batch_norm(x, gamma, beta, rm, rv, true, 0.1f, 1e-5f);
   require_close(y, expected, 1e-5, "batch_norm train");
 
@@ -54,7 +57,8 @@ TEST_CASE("batch_norm training and eval match the definition", "[ops][norm][quic
       for (int64_t h = 0; h < 5; ++h)
         for (int64_t w = 0; w < 7; ++w)
           eval_expected.push_back((x.at({n, c, h, w}) - rm.at({c})) / std::sqrt(rv.at({c}) + 1e-5) *
-                                      gamma.at({c}) + beta.at({c}));
+                                      gamma.at({c}) +
+                                  beta.at({c}));
   Tensor ye = batch_norm(x, gamma, beta, rm, rv, false, 0.1f, 1e-5f);
   require_close(ye, eval_expected, 1e-5, "batch_norm eval");
 }
@@ -70,11 +74,13 @@ TEST_CASE("group_norm matches the definition for every divisor of C", "[ops][nor
     require_close(group_norm(x, G, gamma, beta), expected, 1e-5, "group_norm");
   }
   // Without affine parameters.
-  ref::Vec plain = ref::normalize(x, 3, [](int64_t n, int64_t) { return n; }, nullptr, nullptr, 1e-5);
+  ref::Vec plain = ref::normalize(
+      x, 3, [](int64_t n, int64_t) { return n; }, nullptr, nullptr, 1e-5);
   require_close(group_norm(x, 1, Tensor(), Tensor()), plain, 1e-5, "group_norm no affine");
 }
 
-TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches the definition", "[ops][norm][quick]") {
+TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches the definition",
+          "[ops][norm][quick]") {
   // A mean of -0.4 that centering would remove: here it must stay in the output.
   Tensor x = randn({3, 6, 5, 7}, 7, 1.5f, -0.4f), dy = randn({3, 6, 5, 7}, 70);
   Tensor gamma = randn({6}, 8, 0.5f, 1.0f), beta = randn({6}, 9);
@@ -83,8 +89,8 @@ TEST_CASE("normalize: RMSNorm (per-group statistics without centering) matches t
     const int64_t Cg = 6 / G;
     const ref::Vec rx = to_double(x), rg = to_double(gamma), rb = to_double(beta), rdy = to_double(dy);
     const ref::NormRef r = ref::normalize_fwd_bwd(
-        rx, 3, 6, 35, 3 * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb, &rdy, 1e-5, false,
-        nullptr, /*center=*/false);
+        rx, 3, 6, 35, 3 * G, [G, Cg](int64_t n, int64_t c) { return n * G + c / Cg; }, &rg, &rb, &rdy, 1e-5,
+        false, nullptr, /*center=*/false);
     NormSpec spec = NormSpec::rms();
     spec.groups = G;
     Tensor xi = x.detach().set_requires_grad(true), gi = gamma.detach().set_requires_grad(true),
@@ -163,8 +169,10 @@ TEST_CASE("elementwise ops, linear and losses match the naive loop", "[ops][quic
   std::vector<int32_t> t = {3, 0, 9, 9, 1, 5};
   double nll = 0;
   for (int i = 0; i < 6; ++i) nll -= lsm[i * 10 + t[i]] / 6.0;
-  require_close(nll_loss(log_softmax(logits), Tensor::from_ints(t, {6}, test_device())), {nll}, 1e-6, "nll_loss");
-  require_close(cross_entropy(logits, Tensor::from_ints(t, {6}, test_device())), {nll}, 1e-6, "cross_entropy");
+  require_close(nll_loss(log_softmax(logits), Tensor::from_ints(t, {6}, test_device())), {nll}, 1e-6,
+                "nll_loss");
+  require_close(cross_entropy(logits, Tensor::from_ints(t, {6}, test_device())), {nll}, 1e-6,
+                "cross_entropy");
 }
 
 TEST_CASE("dropout zeroes about p of the elements, scales the rest and is seeded", "[ops][dropout][quick]") {

@@ -10,7 +10,8 @@
 using namespace nl;
 using Catch::Matchers::Contains;
 
-TEST_CASE("OneCycleLR matches PyTorch's learning rate and momentum at every step", "[optim][schedule][quick]") {
+TEST_CASE("OneCycleLR matches PyTorch's learning rate and momentum at every step",
+          "[optim][schedule][quick]") {
   std::ifstream in(std::string(NORMLAB_GOLDEN_DIR) + "/onecycle.json");
   REQUIRE(in.good());
   nlohmann::json j = nlohmann::json::parse(in);
@@ -68,7 +69,10 @@ TEST_CASE("Adam and AdamW steps match hand-computed values", "[optim][quick]") {
     std::vector<double> out;
     for (int t = 1; t <= 2; ++t) {
       double grad = g;
-      if (decoupled) p *= 1 - lr * wd; else grad += wd * p;
+      if (decoupled)
+        p *= 1 - lr * wd;
+      else
+        grad += wd * p;
       m = b1 * m + (1 - b1) * grad;
       v = b2 * v + (1 - b2) * grad * grad;
       double mhat = m / (1 - std::pow(b1, t)), vhat = v / (1 - std::pow(b2, t));

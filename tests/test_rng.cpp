@@ -25,7 +25,8 @@ TEST_CASE("Philox4x32-10 matches the Random123 known-answer vectors", "[rng][qui
 TEST_CASE("the same seed gives the same stream and different seeds differ", "[rng][quick]") {
   Generator a(123), b(123), c(124);
   std::vector<uint32_t> va, vb, vc;
-  for (int i = 0; i < 100; ++i) va.push_back(a.next_u32()), vb.push_back(b.next_u32()), vc.push_back(c.next_u32());
+  for (int i = 0; i < 100; ++i)
+    va.push_back(a.next_u32()), vb.push_back(b.next_u32()), vc.push_back(c.next_u32());
   CHECK(va == vb);
   CHECK(va != vc);
 }

@@ -37,14 +37,16 @@ namespace {
 
 // The app run with an argument vector (no shell: paths with quotes stay intact), in cwd, with
 // extra environment variables.
-Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {}, const std::vector<std::string>& env = {}) {
+Run run_app(const std::vector<std::string>& args, const fs::path& cwd = {},
+            const std::vector<std::string>& env = {}) {
   return run_bin(NORMLAB_COMPARE_NORMS_BIN, args, cwd, env);
 }
 
 bool is_png(const fs::path& p) { return slurp(p).substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
 
 // Flag/value pairs of a quick run.
-const std::vector<std::string> kQuick = {"--epochs", "1", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
+const std::vector<std::string> kQuick = {"--epochs",  "1", "--batch-size", "16",
+                                         "--threads", "1", "--device",     "cpu"};
 
 std::vector<std::string> args(const fs::path& data, const fs::path& out, std::vector<std::string> more = {}) {
   std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string()};
@@ -61,12 +63,20 @@ std::vector<std::string> args(const fs::path& data, const fs::path& out, std::ve
 
 }  // namespace
 
-TEST_CASE("hostile class names and --out paths reach no shell and still give pictures", "[app][robust][security][quick]") {
+TEST_CASE("hostile class names and --out paths reach no shell and still give pictures",
+          "[app][robust][security][quick]") {
   TempDir t;
   // Each would run `touch` if it reached a shell or gnuplot's backtick substitution.
-  const std::vector<std::string> classes = {
-      "`touch PWNED_backtick`", "$(touch PWNED_dollar)", "quote\"and\\backslash", "it's",
-      "@macro {x}_^", "system('touch PWNED_system')", "dog", "frog", "horse", "truck"};
+  const std::vector<std::string> classes = {"`touch PWNED_backtick`",
+                                            "$(touch PWNED_dollar)",
+                                            "quote\"and\\backslash",
+                                            "it's",
+                                            "@macro {x}_^",
+                                            "system('touch PWNED_system')",
+                                            "dog",
+                                            "frog",
+                                            "horse",
+                                            "truck"};
   const fs::path data = make_cifar(t.path / "data", classes);
   for (const std::string out_name : {"bob's runs", "x';touch F;'", "a\"b`touch G`"}) {
     CAPTURE(out_name);
@@ -75,7 +85,8 @@ TEST_CASE("hostile class names and --out paths reach no shell and still give pic
     INFO(r.output);
     REQUIRE(r.status == 0);
     if (nl::test::gnuplot_expected()) {
-      for (const char* png : {"train_loss.png", "test_accuracy.png", "misclassified_bn.png", "confusion_bn.png"}) {
+      for (const char* png :
+           {"train_loss.png", "test_accuracy.png", "misclassified_bn.png", "confusion_bn.png"}) {
         CAPTURE(png);
         CHECK(is_png(out / png));
       }
@@ -122,7 +133,8 @@ TEST_CASE("a run owns its --out: no mixing, --overwrite removes only its own fil
   r = run_app(args(data, out, {"--norms", "bn", "--overwrite"}));
   REQUIRE(r.status == 0);
   CHECK(fs::exists(out / ("misclassified_bn" + std::string(pic))));
-  CHECK_FALSE(fs::exists(out / ("misclassified_gn" + std::string(pic))));  // the old run's stale pictures are gone
+  CHECK_FALSE(
+      fs::exists(out / ("misclassified_gn" + std::string(pic))));  // the old run's stale pictures are gone
   CHECK_FALSE(fs::exists(out / "curves_ln.dat"));
   CHECK(slurp(out / "notes") == "mine");
   CHECK(slurp(out / "notes.tmp") == "mine too");
@@ -141,8 +153,8 @@ TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and 
   const fs::path data = make_cifar(t.path / "data", {});
   const fs::path out = t.path / "out";
   // 80 training images in batches of 24: three full batches and one of 8, which --drop-last skips.
-  const std::vector<std::string> recipe = {"--norms", "bn", "--batch-size", "24", "--dropout", "0",
-                                           "--no-augment", "--drop-last"};
+  const std::vector<std::string> recipe = {"--norms",   "bn", "--batch-size", "24",
+                                           "--dropout", "0",  "--no-augment", "--drop-last"};
   Run r = run_app(args(data, out, recipe));
   INFO(r.output);
   REQUIRE(r.status == 0);
@@ -154,7 +166,8 @@ TEST_CASE("recipe flags (--dropout, --no-augment, --drop-last) are recorded and 
   r = run_app(args(data, out, {"--norms", "bn", "--batch-size", "24", "--resume"}));
   CHECK(r.status == 1);
   // The default crop padding (reflect) is recorded where the run before had no crop at all.
-  CHECK_THAT(r.output, Contains("had another configuration (crop_pad: not recorded before, now \"reflect\")"));
+  CHECK_THAT(r.output,
+             Contains("had another configuration (crop_pad: not recorded before, now \"reflect\")"));
   // Black padding is what a folder without the key ran, so the next difference shows.
   r = run_app(args(data, out, {"--norms", "bn", "--batch-size", "24", "--crop-pad", "black", "--resume"}));
   CHECK(r.status == 1);
@@ -187,7 +200,8 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
            {{"--threads", "1000"}, "--threads must be from 0 (all cores) to"},
            {{"--seeds", "0"}, "--seeds must be at least 1"},
            {{"--limit-train", "-5"}, "--limit-train must be 0 (all) or more"},
-           {{"--groups", "3"}, "--groups must divide the network's widths 16, 24 and 32: 1, 2, 4 or 8 (got 3)"},
+           {{"--groups", "3"},
+            "--groups must divide the network's widths 16, 24 and 32: 1, 2, 4 or 8 (got 3)"},
            {{"--ghost-batch", "0"}, "--ghost-batch must be at least 1 sample (got 0)"},
            {{"--eps", "-1e-5"}, "--eps must be a positive finite number, or 0 for each norm's default"},
            {{"--eps", "inf"}, "--eps must be a positive finite number"},
@@ -206,7 +220,8 @@ TEST_CASE("every flag is checked up front with a message naming it", "[app][robu
   Run r = run_app({"--data-dir", data.string(), "--out", (t.path / "o2").string(), "--batch-size", "4096",
                    "--limit-train", "64", "--no-progress"});
   CHECK(r.status == 1);
-  CHECK_THAT(r.output, Contains("--batch-size 4096 is larger than the 64 training images (after --limit-train)"));
+  CHECK_THAT(r.output,
+             Contains("--batch-size 4096 is larger than the 64 training images (after --limit-train)"));
   // One epoch of one batch: the one-cycle schedule has no room; said before training.
   r = run_app({"--data-dir", data.string(), "--out", (t.path / "o3").string(), "--batch-size", "64",
                "--limit-train", "64", "--epochs", "1", "--no-progress"});
@@ -231,14 +246,16 @@ TEST_CASE("a study or checkpoint from before --groups/--ghost-batch/--eps resume
   const json paths = {{"network.groups", 4}, {"network.ghost_batch", 32}, {"network.eps", 0.0}};
   CHECK(compare::first_difference(old_print, print, "", paths).empty());
   print["network"]["ghost_batch"] = 8;
-  CHECK(compare::first_difference(old_print, print, "", paths) == "network.ghost_batch: missing in the checkpoint, now 8");
+  CHECK(compare::first_difference(old_print, print, "", paths) ==
+        "network.ghost_batch: missing in the checkpoint, now 8");
 }
 
 TEST_CASE("the readers name the file and the reason", "[data][robust][errors][quick]") {
   using namespace nl::data;
   TempDir t;
   fs::create_directories(t.path / "dir.bin");
-  CHECK_THROWS_WITH(read_cifar10_file((t.path / "dir.bin").string()), Contains("dir.bin is a folder, not a file"));
+  CHECK_THROWS_WITH(read_cifar10_file((t.path / "dir.bin").string()),
+                    Contains("dir.bin is a folder, not a file"));
   fs::create_symlink(t.path / "gone.bin", t.path / "dangling.bin");
   CHECK_THROWS_WITH(read_cifar10_file((t.path / "dangling.bin").string()),
                     Contains("dangling.bin is a symbolic link to") && Contains("which does not exist"));
@@ -259,10 +276,12 @@ TEST_CASE("the readers name the file and the reason", "[data][robust][errors][qu
     gzclose(g);
   }
   CHECK(fs::file_size(t.path / "bomb.gz") < 200000);
-  CHECK_THROWS_WITH(read_idx((t.path / "bomb.gz").string(), dims), Contains("holds more data bytes than its header declares (10)"));
+  CHECK_THROWS_WITH(read_idx((t.path / "bomb.gz").string(), dims),
+                    Contains("holds more data bytes than its header declares (10)"));
   // An IDX header whose extents multiply past any real file is refused before reading data
   // (0xFFFFFFFF^3 wraps a 64-bit product).
-  write_bytes(t.path / "huge.idx", std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16));
+  write_bytes(t.path / "huge.idx",
+              std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16));
   CHECK_THROWS_WITH(read_idx((t.path / "huge.idx").string(), dims), Contains("whose product exceeds"));
 }
 
@@ -308,7 +327,8 @@ TEST_CASE("the NaN guard names the first module whose output is not finite", "[a
   CHECK_THAT(why, Contains("Conv2d C4.body.conv: output has") && Contains("non-finite values"));
 }
 
-TEST_CASE("a diverging run leaves a complete report for the others and a diverged row for itself", "[app][robust][guard][quick]") {
+TEST_CASE("a diverging run leaves a complete report for the others and a diverged row for itself",
+          "[app][robust][guard][quick]") {
   using namespace compare;
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
@@ -359,7 +379,8 @@ TEST_CASE("a diverging run leaves a complete report for the others and a diverge
   CHECK_THAT(md, !Contains("misclassified_gn.png"));
 }
 
-TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict", "[app][robust][guard][quick]") {
+TEST_CASE("the app exits 0 with a warning when a run diverged, 3 with --strict",
+          "[app][robust][guard][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   Run r = run_app(args(data, t.path / "o1", {"--norms", "bn,gn", "--lr", "1e30"}));
@@ -391,7 +412,8 @@ std::string metrics_without_seconds(const fs::path& p) {
 // Tiers and stages: full: it trains whole networks several times. On cuda not under the sanitizers (4
 // minutes under ASan; its CPU registration there runs the same checkpoint code) nor TSan (a training
 // loop whose kernels the op tests run).
-TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights", "[app][robust][resume][train][full][cuda-no-sanitize][no-race]") {
+TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights",
+          "[app][robust][resume][train][full][cuda-no-sanitize][no-race]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const std::string device = test_device().is_cpu() ? "cpu" : "cuda";
@@ -443,9 +465,10 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
   Run resumed = run_app(args(data, t.path / "cut", again));
   INFO(resumed.output);
   REQUIRE(resumed.status == 0);
-  CHECK_THAT(resumed.output, Contains("[bn seed 0] finished before (ok)") &&
-                                 Contains("[gn seed 0] resumed after epoch 1"));
-  CHECK(metrics_without_seconds(t.path / "cut" / "metrics.csv") == metrics_without_seconds(t.path / "whole" / "metrics.csv"));
+  CHECK_THAT(resumed.output,
+             Contains("[bn seed 0] finished before (ok)") && Contains("[gn seed 0] resumed after epoch 1"));
+  CHECK(metrics_without_seconds(t.path / "cut" / "metrics.csv") ==
+        metrics_without_seconds(t.path / "whole" / "metrics.csv"));
   for (const char* f : {"ckpt_bn_s0.safetensors", "ckpt_gn_s0.safetensors", "model_bn_s0.safetensors",
                         "model_gn_s0.safetensors"}) {
     CAPTURE(f);
@@ -455,10 +478,12 @@ TEST_CASE("an interrupted study resumes to bitwise-identical metrics and weights
   }
   nlohmann::json jw = nlohmann::json::parse(slurp(t.path / "whole" / "results.json"));
   nlohmann::json jc = nlohmann::json::parse(slurp(t.path / "cut" / "results.json"));
-  for (const char* k : {"bn", "gn"}) CHECK(jw["norms"][k]["runs"][0]["final"] == jc["norms"][k]["runs"][0]["final"]);
+  for (const char* k : {"bn", "gn"})
+    CHECK(jw["norms"][k]["runs"][0]["final"] == jc["norms"][k]["runs"][0]["final"]);
 }
 
-TEST_CASE("SIGTERM stops like SIGINT with 143, and a second signal ends the process at once", "[app][robust][resume][quick]") {
+TEST_CASE("SIGTERM stops like SIGINT with 143, and a second signal ends the process at once",
+          "[app][robust][resume][quick]") {
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   const std::vector<std::string> flags = {"--norms", "bn,gn", "--epochs", "2"};
@@ -474,18 +499,21 @@ TEST_CASE("SIGTERM stops like SIGINT with 143, and a second signal ends the proc
   CHECK_THAT(slurp(t.path / "twice" / "metrics.csv"), Contains("\ngn,0,1,"));
 }
 
-TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool", "[app][robust][resume][quick]") {
+TEST_CASE("checkpoints are safetensors that a damaged copy or another configuration cannot fool",
+          "[app][robust][resume][quick]") {
   using namespace compare;
   TempDir t;
   // A file PyTorch's safetensors reads: header length, JSON header, little-endian data.
-  nl::nn::save_safetensors((t.path / "a.safetensors").string(),
-                           {{"w", nl::Tensor::from_vector({1.0f, 2.0f, 3.0f}, {3})}, {"i", nl::Tensor::from_ints({7}, {1})}},
-                           {{"k", "v"}});
+  nl::nn::save_safetensors(
+      (t.path / "a.safetensors").string(),
+      {{"w", nl::Tensor::from_vector({1.0f, 2.0f, 3.0f}, {3})}, {"i", nl::Tensor::from_ints({7}, {1})}},
+      {{"k", "v"}});
   const std::string bytes = slurp(t.path / "a.safetensors");
   uint64_t hlen;
   std::memcpy(&hlen, bytes.data(), 8);
   CHECK(hlen % 8 == 0);
-  CHECK_THAT(bytes.substr(8, hlen), Contains("\"w\":{\"data_offsets\":[0,12],\"dtype\":\"F32\",\"shape\":[3]}"));
+  CHECK_THAT(bytes.substr(8, hlen),
+             Contains("\"w\":{\"data_offsets\":[0,12],\"dtype\":\"F32\",\"shape\":[3]}"));
   nl::nn::TensorFile f = nl::nn::load_safetensors((t.path / "a.safetensors").string());
   CHECK(f.at("w").to_vector() == std::vector<float>{1, 2, 3});
   CHECK(f.at("i").to_int_vector() == std::vector<int32_t>{7});

@@ -31,8 +31,10 @@ TEST_CASE("study statistics: Student's t quantiles, CDF and Welch's t-test", "[s
   CHECK(student_t_cdf(-1.5, 2.5) == Approx(0.1239182265).epsilon(1e-7));
 
   // Welch's example 1 (unequal variances, 15 vs 15): t -2.46, df 25.0, p 0.021.
-  const std::vector<double> a = {27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4};
-  const std::vector<double> b = {27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4};
+  const std::vector<double> a = {27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1,
+                                 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4};
+  const std::vector<double> b = {27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0,
+                                 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4};
   Welch w = welch_t_test(a, b);
   REQUIRE(w.defined);
   CHECK(w.t == Approx(-2.45535639828601).epsilon(1e-9));
@@ -114,9 +116,10 @@ TEST_CASE("study grid: an axis that does not change a norm runs once, BatchNorm 
 namespace {
 
 std::vector<std::string> study_args(const fs::path& data, const fs::path& out) {
-  return {"--norms", "bn,gn", "--ghost-batch", "4,16", "--seeds", "0,1", "--epochs", "2", "--batch", "16",
-          "--data-dir", data.string(), "--jobs", "2", "--threads-per-job", "1", "--no-progress",
-          "--out", out.string()};
+  return {"--norms",   "bn,gn", "--ghost-batch",     "4,16", "--seeds",       "0,1",
+          "--epochs",  "2",     "--batch",           "16",   "--data-dir",    data.string(),
+          "--jobs",    "2",     "--threads-per-job", "1",    "--no-progress", "--out",
+          out.string()};
 }
 
 // Starts the study, kills it with `sig` after `ms` milliseconds (or when it ends first).
@@ -148,12 +151,15 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   const std::string expected = slurp(whole / "study.csv");
   // Header + bn at ghost 4 and 16 x 2 seeds + gn x 2 seeds (gn has no ghost batch: run once).
   CHECK(std::count(expected.begin(), expected.end(), '\n') == 1 + 4 + 2);
-  CHECK_THAT(expected, Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_padreflect_s1,bn,cifar10,2,16,4,0.1,0,reflect,1,ok,"));
-  CHECK_THAT(slurp(whole / "study.md"), Contains("## Significance") && Contains("| ghost batch 4 | BatchNorm | GroupNorm |"));
+  CHECK_THAT(expected,
+             Contains("bn_cifar10_e2_b16_gb4_lr0.1_G0_padreflect_s1,bn,cifar10,2,16,4,0.1,0,reflect,1,ok,"));
+  CHECK_THAT(slurp(whole / "study.md"),
+             Contains("## Significance") && Contains("| ghost batch 4 | BatchNorm | GroupNorm |"));
   // Telemetry curves per setting: epochs 1 and 2, each the mean of the norm's two seeds; the
   // train/eval gap only for BatchNorm.
   CHECK_THAT(slurp(whole / "study.md"), Contains("## Telemetry") && Contains("](telemetry_1.png)"));
-  const std::string tel_bn = slurp(whole / "telemetry_1_bn.dat"), tel_gn = slurp(whole / "telemetry_1_gn.dat");
+  const std::string tel_bn = slurp(whole / "telemetry_1_bn.dat"),
+                    tel_gn = slurp(whole / "telemetry_1_gn.dat");
   CHECK(std::count(tel_bn.begin(), tel_bn.end(), '\n') == 3);
   CHECK_THAT(tel_bn, Contains("\n2 ") && Contains(" 2\n") && !Contains("NaN"));
   CHECK_THAT(tel_gn, Contains(" NaN 2\n"));
@@ -167,7 +173,8 @@ TEST_CASE("a study killed at any moment and continued with --resume ends with th
   std::vector<std::string> args = study_args(data, broken);
   start_and_kill(args, 150, SIGKILL);
   args.push_back("--resume");
-  for (const auto& [ms, sig] : std::vector<std::pair<int, int>>{{400, SIGKILL}, {250, SIGINT}, {700, SIGKILL}}) {
+  for (const auto& [ms, sig] :
+       std::vector<std::pair<int, int>>{{400, SIGKILL}, {250, SIGINT}, {700, SIGKILL}}) {
     CAPTURE(ms, sig);
     start_and_kill(args, ms, sig);
   }
@@ -207,7 +214,8 @@ TEST_CASE("normlab_study refuses what it cannot do, naming the problem", "[study
   r = run_bin(NORMLAB_STUDY_BIN, {"--resume", "--out", (t.path / "none").string()});
   CHECK(r.status == 1);
   CHECK_THAT(r.output, Contains("holds no study to continue"));
-  r = run_bin(NORMLAB_STUDY_BIN, {"--study", (t.path / "missing.json").string(), "--out", (t.path / "y").string()});
+  r = run_bin(NORMLAB_STUDY_BIN,
+              {"--study", (t.path / "missing.json").string(), "--out", (t.path / "y").string()});
   CHECK(r.status == 2);
   CHECK_THAT(r.output, Contains("cannot read the file"));
 }
@@ -217,8 +225,9 @@ TEST_CASE("stability telemetry is written per layer and epoch and leaves the tra
   TempDir t;
   const fs::path data = make_cifar(t.path / "data", {});
   auto run = [&](const fs::path& out, bool telemetry) {
-    std::vector<std::string> a = {"--data-dir", data.string(), "--out", out.string(), "--norms", "bn,gn",
-                                  "--epochs", "2", "--batch-size", "16", "--threads", "1", "--device", "cpu"};
+    std::vector<std::string> a = {"--data-dir", data.string(), "--out",    out.string(),   "--norms",
+                                  "bn,gn",      "--epochs",    "2",        "--batch-size", "16",
+                                  "--threads",  "1",           "--device", "cpu"};
     if (!telemetry) a.push_back("--no-telemetry");
     if (light_tests()) a.insert(a.end(), {"--limit-train", "32"});
     Run r = run_bin(NORMLAB_COMPARE_NORMS_BIN, a);

@@ -30,7 +30,8 @@ TEST_CASE("SyncBatchNorm in one process equals BatchNorm: output, running statis
       int calls = 0;
       for (int sync = 0; sync < 2; ++sync) {
         Tensor x = randn(shape, 1, 2.0f, 0.5f).set_requires_grad();
-        Tensor gamma = randn({C}, 2, 0.3f, 1.0f).set_requires_grad(), beta = randn({C}, 3).set_requires_grad();
+        Tensor gamma = randn({C}, 2, 0.3f, 1.0f).set_requires_grad(),
+               beta = randn({C}, 3).set_requires_grad();
         Tensor rm = randn({C}, 4), rv = randn({C}, 5, 0.1f, 1.0f);
         Tensor residual = randn(shape, 6).set_requires_grad();
         Generator drop(9);
@@ -42,7 +43,12 @@ TEST_CASE("SyncBatchNorm in one process equals BatchNorm: output, running statis
         Tensor y = normalize(x, spec, gamma, beta, rm, rv, true, e);
         sum(mul(y, randn(shape, 7))).backward();
         calls = one.calls;
-        const Tensor got[7] = {y, rm, rv, x.grad(), gamma.grad(), beta.grad(),
+        const Tensor got[7] = {y,
+                               rm,
+                               rv,
+                               x.grad(),
+                               gamma.grad(),
+                               beta.grad(),
                                fused ? residual.grad() : Tensor::zeros({1}, DType::F32, x.device())};
         for (int k = 0; k < 7; ++k) outs[sync][k] = to_double(got[k]);
       }

@@ -32,7 +32,8 @@ namespace {
 // decay towards 0.
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
+  for (size_t i = 0; i < a.size(); ++i)
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
   return std::sqrt(d / std::max(n, 1e-30));
 }
 
@@ -56,13 +57,16 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
   std::vector<int32_t> labels;
   const std::vector<float> mean = meta["mean"], stdv = meta["std"];
   for (int b = 1; b <= 5 && int64_t(labels.size()) < images; ++b) {
-    std::ifstream in(std::string(NORMLAB_CIFAR_SUBSET) + "/cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin",
-                     std::ios::binary);
+    std::ifstream in(
+        std::string(NORMLAB_CIFAR_SUBSET) + "/cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin",
+        std::ios::binary);
     REQUIRE(in.good());
     std::vector<unsigned char> rec(3073);
     while (int64_t(labels.size()) < images && in.read(reinterpret_cast<char*>(rec.data()), 3073)) {
       labels.push_back(rec[0]);
-      for (int i = 0; i < 3072; ++i) pixels.push_back((float(rec[size_t(1 + i)]) / 255.0f - mean[size_t(i / 1024)]) / stdv[size_t(i / 1024)]);
+      for (int i = 0; i < 3072; ++i)
+        pixels.push_back((float(rec[size_t(1 + i)]) / 255.0f - mean[size_t(i / 1024)]) /
+                         stdv[size_t(i / 1024)]);
     }
   }
   REQUIRE(int64_t(labels.size()) == images);
@@ -112,8 +116,9 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
       const int64_t b = step * batch;
       Tensor x, y;
       if (mode == "plain") {
-        x = Tensor::from_vector(std::vector<float>(pixels.begin() + b * 3072, pixels.begin() + (b + batch) * 3072),
-                                {batch, 3, 32, 32});
+        x = Tensor::from_vector(
+            std::vector<float>(pixels.begin() + b * 3072, pixels.begin() + (b + batch) * 3072),
+            {batch, 3, 32, 32});
         y = Tensor::from_ints(std::vector<int32_t>(labels.begin() + b, labels.begin() + b + batch), {batch});
       } else {
         data::Batch bt;
@@ -141,7 +146,8 @@ TEST_CASE("trajectory parity with PyTorch: 100 SGD + OneCycle steps, every loss 
       CAPTURE(name);
       const double dev32 = meta["final_dev32"][key][name];
       const double rel = rel_l2(t.to_vector(), f.at(key + "/final/" + name).to_vector());
-      INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 (ensemble) vs float64 " << dev32);
+      INFO("final " << name << ": normlab vs float64 " << rel << ", PyTorch float32 (ensemble) vs float64 "
+                    << dev32);
       CHECK(rel <= std::max(1e-4, 8.0 * dev32));
     }
   }

@@ -56,14 +56,16 @@ void backward(const Tensor& root, const Tensor& grad, const LeafReadyFn& ready) 
            "grad, or it was computed under NoGradGuard)");
   Tensor seed = grad;
   if (!seed.defined()) {
-    NL_CHECK(root.numel() == 1, "backward(): a gradient must be given for a non-scalar tensor of "
-             "shape ", root.shape());
+    NL_CHECK(root.numel() == 1,
+             "backward(): a gradient must be given for a non-scalar tensor of "
+             "shape ",
+             root.shape());
     seed = Tensor::ones(root.shape(), root.device());
   }
   NL_CHECK(seed.shape() == root.shape(), "backward(): gradient of shape ", seed.shape(),
            " for a tensor of shape ", root.shape());
-  NL_CHECK(seed.device() == root.device(), "backward(): gradient on ", seed.device(),
-           " for a tensor on ", root.device());
+  NL_CHECK(seed.device() == root.device(), "backward(): gradient on ", seed.device(), " for a tensor on ",
+           root.device());
 
   NoGradGuard no_grad;  // backward closures must not record new nodes
   if (root.is_leaf()) {

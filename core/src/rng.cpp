@@ -17,10 +17,8 @@ uint64_t Generator::reserve(uint64_t n) {
 
 uint32_t Generator::next_u32() {
   if (lane_ == 4) {
-    Philox4x32 ctr = {{static_cast<uint32_t>(counter_), static_cast<uint32_t>(counter_ >> 32), 0u,
-                       0u}};
-    Philox4x32 r =
-        philox4x32_10(ctr, static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32));
+    Philox4x32 ctr = {{static_cast<uint32_t>(counter_), static_cast<uint32_t>(counter_ >> 32), 0u, 0u}};
+    Philox4x32 r = philox4x32_10(ctr, static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32));
     for (int i = 0; i < 4; ++i) buf_[i] = r.v[i];
     ++counter_;
     lane_ = 0;

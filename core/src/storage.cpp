@@ -26,7 +26,8 @@ std::string device_description(DeviceType type) {
   ensure_backends_registered();
   const std::string& d = descriptions()[static_cast<size_t>(type)];
   if (!d.empty()) return d;
-  if (type == DeviceType::CUDA) return std::string("this build has no CUDA backend (") + built_backends() + ")";
+  if (type == DeviceType::CUDA)
+    return std::string("this build has no CUDA backend (") + built_backends() + ")";
   return "CPU";
 }
 
@@ -42,8 +43,8 @@ bool device_available(DeviceType type) {
 Allocator& get_allocator(Device device) {
   ensure_backends_registered();
   Allocator* a = allocators()[static_cast<size_t>(device.type)];
-  NL_CHECK(a != nullptr, "device ", device, " is not available (this build has backends: ",
-           built_backends(), ")");
+  NL_CHECK(a != nullptr, "device ", device, " is not available (this build has backends: ", built_backends(),
+           ")");
   return *a;
 }
 

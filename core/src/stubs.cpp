@@ -1,7 +1,8 @@
 // Definitions of the stubs declared in normlab/core/kernel/stubs.h.
 #include "normlab/core/kernel/stubs.h"
 
-#define NL_DEFINE_STUB(name) ::nl::DispatchStub<name##_fn> name##_stub{#name}
+#define NL_DEFINE_STUB(name) \
+  ::nl::DispatchStub<name##_fn> name##_stub { #name }
 
 namespace nl {
 NL_DEFINE_STUB(copy_bytes);

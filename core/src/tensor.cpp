@@ -22,16 +22,14 @@ std::vector<int64_t> contiguous_strides(const Shape& shape) {
 namespace {
 
 void check_shape(const Shape& shape) {
-  NL_CHECK(shape.ndim() <= kMaxDims, "tensors have at most ", kMaxDims, " dimensions, got shape ",
-           shape);
+  NL_CHECK(shape.ndim() <= kMaxDims, "tensors have at most ", kMaxDims, " dimensions, got shape ", shape);
   for (int64_t d : shape) NL_CHECK(d >= 0, "negative extent in shape ", shape);
 }
 
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device device) {
   check_shape(shape);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage =
-      std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype), device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
@@ -81,8 +79,7 @@ Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape,
   NL_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "from_vector: ", values.size(),
            " values do not fill shape ", shape, " (", shape.numel(), " elements)");
   Tensor t = empty(shape, DType::F32, device);
-  copy_bytes_stub(device, t.data_f32(), values.data(), values.size() * sizeof(float), device,
-                  Device::cpu());
+  copy_bytes_stub(device, t.data_f32(), values.data(), values.size() * sizeof(float), device, Device::cpu());
   return t;
 }
 
@@ -157,9 +154,8 @@ Tensor Tensor::contiguous() const {
 Tensor Tensor::view(const Shape& new_shape) const {
   const TensorImpl& t = checked();
   check_shape(new_shape);
-  NL_CHECK(new_shape.numel() == t.shape.numel(), "view: cannot view a tensor of shape ", t.shape,
-           " (", t.shape.numel(), " elements) as ", new_shape, " (", new_shape.numel(),
-           " elements)");
+  NL_CHECK(new_shape.numel() == t.shape.numel(), "view: cannot view a tensor of shape ", t.shape, " (",
+           t.shape.numel(), " elements) as ", new_shape, " (", new_shape.numel(), " elements)");
   NL_CHECK(is_contiguous(), "view: tensor of shape ", t.shape,
            " is not contiguous; call contiguous() first or use reshape()");
   Tensor out = alias(*this, new_shape, contiguous_strides(new_shape), t.offset);
@@ -214,8 +210,8 @@ Tensor Tensor::to(Device target) const {
 }
 
 void Tensor::copy_(const Tensor& src) const {
-  NL_CHECK(src.shape() == shape(), "copy_: source of shape ", src.shape(),
-           " into a tensor of shape ", shape());
+  NL_CHECK(src.shape() == shape(), "copy_: source of shape ", src.shape(), " into a tensor of shape ",
+           shape());
   NL_CHECK(src.dtype() == dtype(), "copy_: source of dtype ", src.dtype(), " into ", dtype());
   NL_CHECK(is_contiguous(), "copy_: destination of shape ", shape(), " is not contiguous");
   Tensor s = src.detach().contiguous();
@@ -229,8 +225,7 @@ void Tensor::copy_(const Tensor& src) const {
 
 float* Tensor::data_f32() const {
   const TensorImpl& t = checked();
-  NL_CHECK(t.dtype == DType::F32, "expected a float32 tensor, got ", t.dtype, " of shape ",
-           t.shape);
+  NL_CHECK(t.dtype == DType::F32, "expected a float32 tensor, got ", t.dtype, " of shape ", t.shape);
   NL_CHECK(is_contiguous(), "raw data of a non-contiguous tensor of shape ", t.shape,
            " was requested; call contiguous() first");
   return static_cast<float*>(t.storage->data()) + t.offset;
@@ -238,8 +233,7 @@ float* Tensor::data_f32() const {
 
 int32_t* Tensor::data_i32() const {
   const TensorImpl& t = checked();
-  NL_CHECK(t.dtype == DType::I32, "expected an int32 tensor, got ", t.dtype, " of shape ",
-           t.shape);
+  NL_CHECK(t.dtype == DType::I32, "expected an int32 tensor, got ", t.dtype, " of shape ", t.shape);
   NL_CHECK(is_contiguous(), "raw data of a non-contiguous tensor of shape ", t.shape,
            " was requested; call contiguous() first");
   return static_cast<int32_t*>(t.storage->data()) + t.offset;
@@ -264,8 +258,8 @@ int64_t Tensor::linear_index(std::initializer_list<int64_t> index) const {
 float Tensor::at(std::initializer_list<int64_t> index) const {
   const int64_t off = linear_index(index);
   uint32_t bits = 0;
-  copy_bytes_stub(device(), &bits, static_cast<const uint32_t*>(impl_->storage->data()) + off,
-                  sizeof bits, Device::cpu(), device());
+  copy_bytes_stub(device(), &bits, static_cast<const uint32_t*>(impl_->storage->data()) + off, sizeof bits,
+                  Device::cpu(), device());
   if (dtype() == DType::I32) {
     int32_t v;
     std::memcpy(&v, &bits, sizeof v);
@@ -285,8 +279,8 @@ void Tensor::set(std::initializer_list<int64_t> index, float value) const {
   } else {
     std::memcpy(&bits, &value, sizeof bits);
   }
-  copy_bytes_stub(device(), static_cast<uint32_t*>(impl_->storage->data()) + off, &bits,
-                  sizeof bits, device(), Device::cpu());
+  copy_bytes_stub(device(), static_cast<uint32_t*>(impl_->storage->data()) + off, &bits, sizeof bits,
+                  device(), Device::cpu());
 }
 
 float Tensor::item() const {
@@ -313,7 +307,8 @@ std::vector<int32_t> Tensor::to_int_vector() const {
 bool Tensor::requires_grad() const { return checked().requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool value) {
-  NL_CHECK(is_leaf(), "set_requires_grad: only leaf tensors can change requires_grad; "
+  NL_CHECK(is_leaf(),
+           "set_requires_grad: only leaf tensors can change requires_grad; "
            "use detach() to cut a computed tensor from its graph");
   NL_CHECK(!value || dtype() == DType::F32, "only float32 tensors can require grad");
   impl_->requires_grad = value;
@@ -328,10 +323,9 @@ Tensor Tensor::grad() const {
 void Tensor::set_grad(const Tensor& g) const {
   checked();
   if (g.defined()) {
-    NL_CHECK(g.shape() == shape(), "set_grad: gradient of shape ", g.shape(),
-             " for a tensor of shape ", shape());
-    NL_CHECK(g.device() == device(), "set_grad: gradient on ", g.device(), " for a tensor on ",
-             device());
+    NL_CHECK(g.shape() == shape(), "set_grad: gradient of shape ", g.shape(), " for a tensor of shape ",
+             shape());
+    NL_CHECK(g.device() == device(), "set_grad: gradient on ", g.device(), " for a tensor on ", device());
   }
   impl_->grad = g.impl();
 }

@@ -11,19 +11,21 @@ namespace nl::dist {
 namespace {
 constexpr bool kHaveMpi = NORMLAB_DIST_MPI != 0;
 constexpr bool kHaveNccl = NORMLAB_DIST_NCCL != 0;
-}
+}  // namespace
 
 #if !NORMLAB_DIST_NCCL
 std::unique_ptr<ProcessGroup> make_nccl_group(const Options&) {
-  NL_FAIL("dist: this build of normlab has no NCCL backend (it needs -DNORMLAB_CUDA=ON, Open MPI and the CUDA "
-          "toolkit's NCCL: see docs/scaling-out.md)");
+  NL_FAIL(
+      "dist: this build of normlab has no NCCL backend (it needs -DNORMLAB_CUDA=ON, Open MPI and the CUDA "
+      "toolkit's NCCL: see docs/scaling-out.md)");
 }
 #endif
 
 #if !NORMLAB_DIST_MPI
 std::unique_ptr<ProcessGroup> make_mpi_group(const Options&) {
-  NL_FAIL("dist: this build of normlab has no MPI (configure with -DNORMLAB_DIST=ON and Open MPI installed: "
-          "scripts/install-deps.sh)");
+  NL_FAIL(
+      "dist: this build of normlab has no MPI (configure with -DNORMLAB_DIST=ON and Open MPI installed: "
+      "scripts/install-deps.sh)");
 }
 bool launched_by_mpi() {
   // Open MPI's and PMI's launchers set these; without MPI built we can still say why it fails.
@@ -36,7 +38,8 @@ bool has_backend(const std::string& name) {
 }
 
 std::unique_ptr<ProcessGroup> init(const std::string& backend, const Options& options) {
-  NL_CHECK(options.timeout_seconds > 0, "dist: timeout_seconds must be positive, got ", options.timeout_seconds);
+  NL_CHECK(options.timeout_seconds > 0, "dist: timeout_seconds must be positive, got ",
+           options.timeout_seconds);
   if (backend == "single") return make_single_group();
   if (backend == "mpi") return make_mpi_group(options);
   if (backend == "nccl") return make_nccl_group(options);

@@ -6,7 +6,7 @@
 
 namespace nl::dist {
 std::unique_ptr<ProcessGroup> make_single_group();
-std::unique_ptr<ProcessGroup> make_mpi_group(const Options& options);  // mpi.cpp
-bool launched_by_mpi();                                                // mpi.cpp
-std::unique_ptr<ProcessGroup> make_nccl_group(const Options& options); // nccl.cpp
+std::unique_ptr<ProcessGroup> make_mpi_group(const Options& options);   // mpi.cpp
+bool launched_by_mpi();                                                 // mpi.cpp
+std::unique_ptr<ProcessGroup> make_nccl_group(const Options& options);  // nccl.cpp
 }  // namespace nl::dist

@@ -16,7 +16,7 @@ namespace nl::dist {
 
 namespace {
 
-int g_groups = 0;             // live MPI groups in this process
+int g_groups = 0;  // live MPI groups in this process
 bool g_we_initialised = false;
 
 class MpiGroup final : public ProcessGroup {
@@ -61,7 +61,8 @@ class MpiGroup final : public ProcessGroup {
     for (int64_t done = 0; done < n || (n == 0 && done == 0);) {
       const int count = int(std::min<int64_t>(n - done, kChunk));
       MPI_Request req;
-      check(MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM, comm_, &req), "MPI_Iallreduce");
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + done, count, MPI_FLOAT, MPI_SUM, comm_, &req),
+            "MPI_Iallreduce");
       wait(req, "all_reduce_sum", n);
       done += count;
       if (n == 0) break;
@@ -132,7 +133,8 @@ class MpiGroup final : public ProcessGroup {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, text, &len);
-    NL_FAIL("dist (mpi): rank ", rank_, " of ", size_, ": ", call, " failed: ", std::string(text, size_t(len)));
+    NL_FAIL("dist (mpi): rank ", rank_, " of ", size_, ": ", call,
+            " failed: ", std::string(text, size_t(len)));
   }
 
   // Polls until the collective completes or the deadline passes. Spinning first keeps the
@@ -151,7 +153,8 @@ class MpiGroup final : public ProcessGroup {
         broken_ = true;
         NL_FAIL("dist (mpi): rank ", rank_, " of ", size_, ": ", what, " #", seq_, " (", n,
                 " floats) did not complete within ", timeout_,
-                " s: another rank died, hangs, or called a different collective; the group cannot be used any more");
+                " s: another rank died, hangs, or called a different collective; the group cannot be used "
+                "any more");
       }
     }
   }
@@ -165,7 +168,9 @@ class MpiGroup final : public ProcessGroup {
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> make_mpi_group(const Options& options) { return std::make_unique<MpiGroup>(options); }
+std::unique_ptr<ProcessGroup> make_mpi_group(const Options& options) {
+  return std::make_unique<MpiGroup>(options);
+}
 
 bool launched_by_mpi() {
   return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");

@@ -59,7 +59,8 @@ class NcclGroup final : public ProcessGroup {
       std::vector<float> bytes(sizeof id.internal);
       for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = float(static_cast<unsigned char>(id.internal[i]));
       boot_->broadcast(bytes.data(), int64_t(bytes.size()), 0);
-      for (size_t i = 0; i < bytes.size(); ++i) id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
+      for (size_t i = 0; i < bytes.size(); ++i)
+        id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
     } else if (size_ > 1) {
       const char* env = std::getenv("NORMLAB_DIST_INIT_FILE");
       const std::string path = !o.init_file.empty() ? o.init_file : env ? env : "";
@@ -84,8 +85,10 @@ class NcclGroup final : public ProcessGroup {
   ~NcclGroup() override {
     if (comm_) {
       // After a failure the communicator may hold a collective that never completes: abort it.
-      if (broken_) ncclCommAbort(comm_);
-      else ncclCommDestroy(comm_);
+      if (broken_)
+        ncclCommAbort(comm_);
+      else
+        ncclCommDestroy(comm_);
     }
     if (stream_) cudaStreamDestroy(stream_);
     if (staging_) cudaFree(staging_);
@@ -155,7 +158,8 @@ class NcclGroup final : public ProcessGroup {
 
   std::unique_ptr<Work> start_all_reduce(const Tensor& t, const char* what) {
     check_tensor(t);
-    auto w = std::make_unique<NcclWork>(this, t.numel(), static_cast<cudaStream_t>(native_stream(t.device())), what);
+    auto w = std::make_unique<NcclWork>(this, t.numel(), static_cast<cudaStream_t>(native_stream(t.device())),
+                                        what);
     cuda(cudaEventRecord(w->ready, w->lib), "cudaEventRecord");
     cuda(cudaStreamWaitEvent(stream_, w->ready, 0), "cudaStreamWaitEvent");
     nccl(ncclAllReduce(t.data_f32(), t.data_f32(), size_t(t.numel()), ncclFloat, ncclSum, comm_, stream_),
@@ -188,12 +192,14 @@ class NcclGroup final : public ProcessGroup {
     }
     void wait() override {
       if (finished) return;
-      group->poll([&] {
-        const cudaError_t rc = cudaEventQuery(done);
-        if (rc == cudaErrorNotReady) return false;
-        group->cuda(rc, "cudaEventQuery");
-        return true;
-      }, what, n);
+      group->poll(
+          [&] {
+            const cudaError_t rc = cudaEventQuery(done);
+            if (rc == cudaErrorNotReady) return false;
+            group->cuda(rc, "cudaEventQuery");
+            return true;
+          },
+          what, n);
       complete();
     }
     void complete() {
@@ -213,8 +219,8 @@ class NcclGroup final : public ProcessGroup {
     // The device: this process's current one, which the constructor chose (normlab's CUDA
     // backend allocates on the current device; make the group before any CUDA work).
     NL_CHECK(t.dtype() == DType::F32, "dist (nccl): needs a float32 tensor, got ", t);
-    NL_CHECK(t.is_contiguous(), "dist (nccl): needs a contiguous tensor (it writes in place), got a view of shape ",
-             t.shape());
+    NL_CHECK(t.is_contiguous(),
+             "dist (nccl): needs a contiguous tensor (it writes in place), got a view of shape ", t.shape());
   }
 
   float* stage(const float* host, int64_t n) {
@@ -224,7 +230,8 @@ class NcclGroup final : public ProcessGroup {
       cuda(cudaMalloc(reinterpret_cast<void**>(&staging_), size_t(n) * sizeof(float)), "cudaMalloc");
       capacity_ = n;
     }
-    if (n > 0) cuda(cudaMemcpy(staging_, host, size_t(n) * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+    if (n > 0)
+      cuda(cudaMemcpy(staging_, host, size_t(n) * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
     return staging_;
   }
 
@@ -250,37 +257,42 @@ class NcclGroup final : public ProcessGroup {
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) {
         broken_ = true;
-        NL_FAIL("dist (nccl): rank ", rank_, " of ", size_, ": ", what, " #", seq_, " failed: ",
-                ncclGetErrorString(async), "; the group cannot be used any more");
+        NL_FAIL("dist (nccl): rank ", rank_, " of ", size_, ": ", what, " #", seq_,
+                " failed: ", ncclGetErrorString(async), "; the group cannot be used any more");
       }
       if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
       if ((polls & 63) == 0 && std::chrono::steady_clock::now() > deadline) {
         broken_ = true;
         NL_FAIL("dist (nccl): rank ", rank_, " of ", size_, ": ", what, " #", seq_, " (", n,
                 " floats) did not complete within ", timeout_,
-                " s: another rank died, hangs, or called a different collective; the group cannot be used any more");
+                " s: another rank died, hangs, or called a different collective; the group cannot be used "
+                "any more");
       }
     }
   }
 
   void settle(const char* what) {
-    poll([&] {
-      ncclResult_t state = ncclInProgress;
-      ncclCommGetAsyncError(comm_, &state);
-      return state == ncclSuccess;
-    }, what, 0);
+    poll(
+        [&] {
+          ncclResult_t state = ncclInProgress;
+          ncclCommGetAsyncError(comm_, &state);
+          return state == ncclSuccess;
+        },
+        what, 0);
   }
 
   // The collective just enqueued on stream_: done when the stream is.
   void finish(const char* what, int64_t n) {
     ++seq_;
     settle(what);
-    poll([&] {
-      const cudaError_t rc = cudaStreamQuery(stream_);
-      if (rc == cudaErrorNotReady) return false;
-      cuda(rc, "cudaStreamQuery");
-      return true;
-    }, what, n);
+    poll(
+        [&] {
+          const cudaError_t rc = cudaStreamQuery(stream_);
+          if (rc == cudaErrorNotReady) return false;
+          cuda(rc, "cudaStreamQuery");
+          return true;
+        },
+        what, n);
   }
 
   std::unique_ptr<ProcessGroup> boot_;  // MPI when it launched us: the unique id, barriers
@@ -296,6 +308,8 @@ class NcclGroup final : public ProcessGroup {
 
 }  // namespace
 
-std::unique_ptr<ProcessGroup> make_nccl_group(const Options& options) { return std::make_unique<NcclGroup>(options); }
+std::unique_ptr<ProcessGroup> make_nccl_group(const Options& options) {
+  return std::make_unique<NcclGroup>(options);
+}
 
 }  // namespace nl::dist

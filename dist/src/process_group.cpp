@@ -32,8 +32,8 @@ class SingleGroup final : public ProcessGroup {
 void check_float(const Tensor& t, const char* what) {
   NL_CHECK(t.defined(), "dist: ", what, " of an undefined tensor");
   NL_CHECK(t.dtype() == DType::F32, "dist: ", what, " needs a float32 tensor, got ", t);
-  NL_CHECK(t.is_contiguous(), "dist: ", what, " needs a contiguous tensor (it writes in place), got a view of shape ",
-           t.shape());
+  NL_CHECK(t.is_contiguous(), "dist: ", what,
+           " needs a contiguous tensor (it writes in place), got a view of shape ", t.shape());
 }
 
 }  // namespace
@@ -65,8 +65,10 @@ void pack(Bucket& b) {
   for (const Tensor& p : b.params) {
     const Tensor g = p.grad();
     const Tensor dst = b.flat.view_at(at, p.shape());
-    if (g.defined()) dst.copy_(g);
-    else dst.copy_(Tensor::zeros(p.shape(), DType::F32, p.device()));
+    if (g.defined())
+      dst.copy_(g);
+    else
+      dst.copy_(Tensor::zeros(p.shape(), DType::F32, p.device()));
     at += p.numel();
   }
 }
@@ -82,7 +84,8 @@ void unpack(Bucket& b, float scale) {
   int64_t at = 0;
   for (const Tensor& p : b.params) {
     if (const Tensor g = p.grad(); g.defined()) {
-      NL_CHECK(g.is_contiguous(), "dist: the gradient of a parameter of shape ", p.shape(), " is not contiguous");
+      NL_CHECK(g.is_contiguous(), "dist: the gradient of a parameter of shape ", p.shape(),
+               " is not contiguous");
       if (cpu) {
         // = (not +=): the gradient is replaced by the mean, in the one pass over it.
         const float* src = b.flat.data_f32() + at;
@@ -219,7 +222,8 @@ struct GradientReducer::State {
   }
 };
 
-GradientReducer::GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes) : s_(std::make_unique<State>()) {
+GradientReducer::GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes)
+    : s_(std::make_unique<State>()) {
   s_->pg = &pg;
   std::vector<Tensor> ps = net.parameters();
   std::reverse(ps.begin(), ps.end());

@@ -46,13 +46,14 @@ Launch launch_from_env() {
   struct Names {
     const char *rank, *size, *local, *source;
   };
-  for (const Names& n : {Names{"RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK/WORLD_SIZE"},
-                         Names{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI"},
-                         Names{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "Slurm"}}) {
+  for (const Names& n :
+       {Names{"RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK/WORLD_SIZE"},
+        Names{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI"},
+        Names{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "Slurm"}}) {
     const int rank = env_int(n.rank), size = env_int(n.size);
     if (rank < 0 && size < 0) continue;
-    NL_CHECK(rank >= 0 && size >= 0, "dist: ", rank < 0 ? n.size : n.rank, " is set but ", rank < 0 ? n.rank : n.size,
-             " is not: a launcher sets both");
+    NL_CHECK(rank >= 0 && size >= 0, "dist: ", rank < 0 ? n.size : n.rank, " is set but ",
+             rank < 0 ? n.rank : n.size, " is not: a launcher sets both");
     NL_CHECK(size >= 1 && rank < size, "dist: ", n.rank, "=", rank, " is not a rank of ", n.size, "=", size);
     const int local = env_int(n.local);
     return Launch{rank, size, local < 0 ? rank : local, n.source};
@@ -80,7 +81,7 @@ std::string FileRendezvous::exchange(const std::string& payload) {
   }
   // Polled: the file appears complete or not at all (create_file_atomic links a finished file).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_);
-  for (struct stat st {}; ::stat(path_.c_str(), &st) != 0;) {
+  for (struct stat st{}; ::stat(path_.c_str(), &st) != 0;) {
     NL_CHECK(errno == ENOENT, "dist: rank ", rank_, ": cannot read the rendezvous file ", path_, ": ",
              std::strerror(errno));
     NL_CHECK(std::chrono::steady_clock::now() < deadline, "dist: rank ", rank_, " of ", size_,

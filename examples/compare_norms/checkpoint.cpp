@@ -10,8 +10,8 @@
 
 namespace compare {
 namespace fs = std::filesystem;
-using nlohmann::json;
 using nl::Tensor;
+using nlohmann::json;
 
 namespace {
 
@@ -32,7 +32,7 @@ std::string hex(uint64_t v) {
 json epoch_json(const EpochStats& e) {
   return {{"epoch", e.epoch},           {"train_loss", e.train_loss}, {"train_acc", e.train_acc},
           {"test_loss", e.test_loss},   {"test_acc", e.test_acc},     {"test_correct", e.test_correct},
-          {"test_total", e.test_total}, {"seconds", e.seconds}, {"telemetry", e.telemetry}};
+          {"test_total", e.test_total}, {"seconds", e.seconds},       {"telemetry", e.telemetry}};
 }
 
 // Doubles go through JSON as their shortest round-trip text (nlohmann writes %.17g): the
@@ -68,22 +68,33 @@ json run_fingerprint(const nl::nn::Module& net, NormRef norm, uint64_t seed, con
   uint64_t h = fnv1a(d.train.labels.data(), d.train.labels.size() * sizeof(int32_t));
   h = fnv1a(d.test.labels.data(), d.test.labels.size() * sizeof(int32_t), h);
   h = fnv1a(d.train.pixels.data(), std::min<size_t>(d.train.pixels.size(), 1 << 20), h);
-  json j = {{"network", {{"norm", norm_key(norm)}, {"parameters", net.parameter_count()},
-                       {"layout", hex(fnv1a(layout.data(), layout.size()))},
-                       {"groups", cfg.net.groups}, {"ghost_batch", cfg.net.ghost_batch}, {"eps", cfg.net.eps},
-                       {"dropout", cfg.net.dropout}}},
-          {"data", {{"dataset", d.name}, {"train_images", d.train.N}, {"test_images", d.test.N},
-                    {"content", hex(h)}}},
-          {"recipe", {{"seed", seed}, {"epochs", cfg.epochs}, {"batch_size", cfg.batch_size},
-                      {"max_lr", cfg.max_lr}, {"weight_decay", cfg.weight_decay},
-                      {"augment", cfg.augment}, {"drop_last", cfg.drop_last},
-                      {"device", cfg.device.is_cpu() ? "cpu" : "cuda"}}}};
+  json j = {
+      {"network",
+       {{"norm", norm_key(norm)},
+        {"parameters", net.parameter_count()},
+        {"layout", hex(fnv1a(layout.data(), layout.size()))},
+        {"groups", cfg.net.groups},
+        {"ghost_batch", cfg.net.ghost_batch},
+        {"eps", cfg.net.eps},
+        {"dropout", cfg.net.dropout}}},
+      {"data",
+       {{"dataset", d.name}, {"train_images", d.train.N}, {"test_images", d.test.N}, {"content", hex(h)}}},
+      {"recipe",
+       {{"seed", seed},
+        {"epochs", cfg.epochs},
+        {"batch_size", cfg.batch_size},
+        {"max_lr", cfg.max_lr},
+        {"weight_decay", cfg.weight_decay},
+        {"augment", cfg.augment},
+        {"drop_last", cfg.drop_last},
+        {"device", cfg.device.is_cpu() ? "cpu" : "cuda"}}}};
   // The padding matters only where the crop runs (not on Fashion-MNIST, not with --no-augment).
   if (d.augment && cfg.augment) j["recipe"]["crop_pad"] = nl::data::crop_pad_name(cfg.crop_pad);
   return j;
 }
 
-std::string first_difference(const json& saved, const json& now, const std::string& path, const json& optional) {
+std::string first_difference(const json& saved, const json& now, const std::string& path,
+                             const json& optional) {
   if (saved.is_object() && now.is_object()) {
     for (const auto& [k, v] : now.items()) {
       const std::string p = path.empty() ? k : path + "." + k;
@@ -92,23 +103,26 @@ std::string first_difference(const json& saved, const json& now, const std::stri
       if (std::string d = first_difference(saved[k], v, p, optional); !d.empty()) return d;
     }
     for (const auto& [k, v] : saved.items())
-      if (!now.contains(k)) return (path.empty() ? k : path + "." + k) + ": checkpoint " + v.dump() + ", now absent";
+      if (!now.contains(k))
+        return (path.empty() ? k : path + "." + k) + ": checkpoint " + v.dump() + ", now absent";
     return "";
   }
   return saved == now ? "" : path + ": checkpoint " + saved.dump() + ", now " + now.dump();
 }
 
-void save_checkpoint(const std::string& stem, const TrainState& s, const RunResult& res, const json& fingerprint,
-                     bool finished) {
+void save_checkpoint(const std::string& stem, const TrainState& s, const RunResult& res,
+                     const json& fingerprint, bool finished) {
   const int64_t epoch = static_cast<int64_t>(res.epochs.size());
   nl::nn::NamedTensorList tensors;
   for (const auto& [name, t] : s.net->named_parameters()) tensors.emplace_back("model." + name, t);
   for (const auto& [name, t] : s.net->named_buffers()) tensors.emplace_back("model." + name, t);
   for (const auto& [name, t] : s.opt->state()) tensors.emplace_back("optim." + name, t);
   if (!res.test_predictions.empty())
-    tensors.emplace_back("test_predictions",
-                         Tensor::from_ints(res.test_predictions, {static_cast<int64_t>(res.test_predictions.size())}));
-  nl::nn::save_safetensors(stem + ".safetensors", tensors, {{"format", kFormat}, {"epoch", std::to_string(epoch)}});
+    tensors.emplace_back(
+        "test_predictions",
+        Tensor::from_ints(res.test_predictions, {static_cast<int64_t>(res.test_predictions.size())}));
+  nl::nn::save_safetensors(stem + ".safetensors", tensors,
+                           {{"format", kFormat}, {"epoch", std::to_string(epoch)}});
 
   json epochs = json::array();
   for (const EpochStats& e : res.epochs) epochs.push_back(epoch_json(e));
@@ -118,8 +132,13 @@ void save_checkpoint(const std::string& stem, const TrainState& s, const RunResu
                {"finished", finished},
                {"scheduler_step", s.sched->step_count()},
                {"dropout", {{"seed", s.dropout->seed()}, {"offset", s.dropout->offset()}}},
-               {"result", {{"status", res.status}, {"reason", res.reason}, {"diverged_epoch", res.diverged_epoch},
-                           {"parameters", res.parameters}, {"seconds", res.seconds}, {"epochs", epochs}}}};
+               {"result",
+                {{"status", res.status},
+                 {"reason", res.reason},
+                 {"diverged_epoch", res.diverged_epoch},
+                 {"parameters", res.parameters},
+                 {"seconds", res.seconds},
+                 {"epochs", epochs}}}};
   nl::nn::write_file_atomic(stem + ".json", side.dump(1) + "\n");
 }
 
@@ -138,19 +157,23 @@ std::optional<Checkpoint> load_checkpoint(const std::string& stem, const json& f
            " is not a ", kFormat, " file");
   // Checkpoints written before --groups, --ghost-batch, --eps, --dropout, --no-augment,
   // --drop-last and --crop-pad existed ran at these values.
-  const json optional = {{"network.groups", 4},      {"network.ghost_batch", 32}, {"network.eps", 0.0},
-                         {"network.dropout", 0.05f}, {"recipe.augment", true},    {"recipe.drop_last", false},
+  const json optional = {{"network.groups", 4},       {"network.ghost_batch", 32},
+                         {"network.eps", 0.0},        {"network.dropout", 0.05f},
+                         {"recipe.augment", true},    {"recipe.drop_last", false},
                          {"recipe.crop_pad", "black"}};
-  if (std::string d = first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint, "", optional);
+  if (std::string d =
+          first_difference(c.sidecar.value("fingerprint", json::object()), fingerprint, "", optional);
       !d.empty())
     NL_FAIL("checkpoint ", side_path, " was written by another configuration (", d,
             "): use the same flags as the interrupted run, or --overwrite to start over");
   c.tensors = nl::nn::load_safetensors(stem + ".safetensors");
   const auto it = c.tensors.metadata.find("epoch");
-  NL_CHECK(it != c.tensors.metadata.end() && it->second == std::to_string(c.sidecar.value("epoch", int64_t(-1))),
-           "checkpoint ", stem, ".safetensors is from epoch ",
-           it == c.tensors.metadata.end() ? std::string("?") : it->second, " but its sidecar says epoch ",
-           c.sidecar.value("epoch", int64_t(-1)), " (a crash between the two writes): start over with --overwrite");
+  NL_CHECK(
+      it != c.tensors.metadata.end() && it->second == std::to_string(c.sidecar.value("epoch", int64_t(-1))),
+      "checkpoint ", stem, ".safetensors is from epoch ",
+      it == c.tensors.metadata.end() ? std::string("?") : it->second, " but its sidecar says epoch ",
+      c.sidecar.value("epoch", int64_t(-1)),
+      " (a crash between the two writes): start over with --overwrite");
   return c;
 }
 
@@ -165,7 +188,8 @@ void restore_checkpoint(const Checkpoint& c, const TrainState& s, RunResult& res
     s.opt->load_state(st);
     const json& side = c.sidecar;
     s.sched->set_step_count(side.at("scheduler_step").get<int64_t>());
-    s.dropout->set_state(side.at("dropout").at("seed").get<uint64_t>(), side.at("dropout").at("offset").get<uint64_t>());
+    s.dropout->set_state(side.at("dropout").at("seed").get<uint64_t>(),
+                         side.at("dropout").at("offset").get<uint64_t>());
     const json& r = side.at("result");
     res.status = r.at("status").get<std::string>();
     res.reason = r.at("reason").get<std::string>();

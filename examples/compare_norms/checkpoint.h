@@ -31,7 +31,8 @@ nlohmann::json run_fingerprint(const nl::nn::Module& net, NormRef norm, uint64_t
 // The first difference between two JSON values as "path: checkpoint A, now B", or "".
 // optional: dotted paths that a saved fingerprint may lack when now holds the given value (fields
 // added later, at the value earlier versions used implicitly).
-std::string first_difference(const nlohmann::json& saved, const nlohmann::json& now, const std::string& path = "",
+std::string first_difference(const nlohmann::json& saved, const nlohmann::json& now,
+                             const std::string& path = "",
                              const nlohmann::json& optional = nlohmann::json::object());
 
 struct TrainState {

@@ -78,8 +78,8 @@ void validate(Options& o) {
            "--eps must be a positive finite number, or 0 for each norm's default (got ", o.eps, ")");
   NL_CHECK(std::isfinite(o.dropout) && o.dropout >= 0.0f && o.dropout < 1.0f,
            "--dropout must be a probability in [0, 1) (got ", o.dropout, ")");
-  const bool digits = !o.seed.empty() && o.seed.size() <= 20 &&
-                      o.seed.find_first_not_of("0123456789") == std::string::npos;
+  const bool digits =
+      !o.seed.empty() && o.seed.size() <= 20 && o.seed.find_first_not_of("0123456789") == std::string::npos;
   errno = 0;
   const unsigned long long seed = digits ? std::strtoull(o.seed.c_str(), nullptr, 10) : 0;
   NL_CHECK(digits && errno != ERANGE, "--seed must be a whole number from 0 to 18446744073709551615 (got '",
@@ -94,14 +94,15 @@ void validate(Options& o) {
   NL_CHECK(o.limit_test >= 0, "--limit-test must be 0 (all) or more (got ", o.limit_test, ")");
   NL_CHECK(!o.out.empty(), "--out must name a folder");
   (void)nl::data::parse_crop_pad(o.crop_pad, "--crop-pad");
-  NL_CHECK(std::isfinite(o.dist_timeout) && o.dist_timeout > 0, "--dist-timeout must be a positive number of seconds (got ",
-           o.dist_timeout, ")");
+  NL_CHECK(std::isfinite(o.dist_timeout) && o.dist_timeout > 0,
+           "--dist-timeout must be a positive number of seconds (got ", o.dist_timeout, ")");
 }
 
 // Processes of this job on this machine (torchrun's, Open MPI's, then PMI's and Slurm's launchers
 // say; else all of them).
 int local_processes(int world) {
-  for (const char* v : {"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+  for (const char* v :
+       {"LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
     if (const char* s = std::getenv(v)) {
       const int n = std::atoi(s);
       if (n >= 1) return n;
@@ -179,8 +180,8 @@ nl::data::Dataset load(const Options& o) {
       if (t - last < std::chrono::milliseconds(tty ? 200 : 5000) && now != total) return;
       last = t;
       if (total > 0)
-        std::fprintf(stderr, tty ? "\r  %6.1f / %.1f MB (%3.0f%%)" : "  %.1f / %.1f MB (%.0f%%)\n",
-                     now / 1e6, total / 1e6, 100.0 * double(now) / double(total));
+        std::fprintf(stderr, tty ? "\r  %6.1f / %.1f MB (%3.0f%%)" : "  %.1f / %.1f MB (%.0f%%)\n", now / 1e6,
+                     total / 1e6, 100.0 * double(now) / double(total));
     };
     nl::data::download_cifar10(dir, d);
     if (tty) std::fprintf(stderr, "\n");
@@ -198,7 +199,8 @@ int main(int argc, char** argv) {
       "LayerNorm on the same data, seeds and initial weights, and report how each learns.\n"
       "Outputs in --out: metrics.csv, results.json, curves (PNG, SVG), misclassified-image "
       "grids, confusion matrices and report.md."};
-  app.add_option("--norms", o.norms, "Comma-separated norms to train: " + norm_keys() + "; LayerNorm is over (C,H,W)")
+  app.add_option("--norms", o.norms,
+                 "Comma-separated norms to train: " + norm_keys() + "; LayerNorm is over (C,H,W)")
       ->capture_default_str();
   app.add_option("--groups", o.groups, "Groups of GroupNorm (gn): 1, 2, 4 or 8")->capture_default_str();
   app.add_option("--ghost-batch", o.ghost_batch,
@@ -207,49 +209,61 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--eps", o.eps, "eps of every norm (0: each norm's own default, 1e-5; FRN 1e-6)")
       ->capture_default_str();
-  app.add_option("--dropout", o.dropout, "Dropout probability after every conv block's norm and ReLU (the recipe's 0.05; 0: none)")
+  app.add_option("--dropout", o.dropout,
+                 "Dropout probability after every conv block's norm and ReLU (the recipe's 0.05; 0: none)")
       ->capture_default_str();
   app.add_flag("--no-augment", o.no_augment, "No crop + flip augmentation of the CIFAR-10 training images");
-  app.add_option("--crop-pad", o.crop_pad,
-                 "What fills the border of the random crop: black (0 before normalising, torchvision's "
-                 "RandomCrop), mean (0 after normalising: the mean colour) or reflect (the image mirrored at its "
-                 "edge); it moves GroupNorm and LayerNorm by points (docs/results.md)")
+  app.add_option(
+         "--crop-pad", o.crop_pad,
+         "What fills the border of the random crop: black (0 before normalising, torchvision's "
+         "RandomCrop), mean (0 after normalising: the mean colour) or reflect (the image mirrored at its "
+         "edge); it moves GroupNorm and LayerNorm by points (docs/results.md)")
       ->capture_default_str();
   app.add_flag("--drop-last", o.drop_last, "Skip each epoch's last partial batch (the recipe trains on it)");
   app.add_option("--epochs", o.epochs, "Epochs per run")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Training batch size")->capture_default_str();
   app.add_option("--lr", o.lr, "Peak learning rate of the one-cycle schedule")->capture_default_str();
-  app.add_option("--seed", o.seed, "First seed (weights, data order, augmentation, dropout)")->capture_default_str();
+  app.add_option("--seed", o.seed, "First seed (weights, data order, augmentation, dropout)")
+      ->capture_default_str();
   app.add_option("--seeds", o.seeds, "Runs per norm, with seeds seed..seed+K-1, reported as mean ± std")
       ->capture_default_str();
   app.add_option("--dataset", o.dataset, "cifar10 or fashion-mnist")
-      ->capture_default_str()->check(CLI::IsMember({"cifar10", "fashion-mnist"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cifar10", "fashion-mnist"}));
   app.add_option("--data-dir", o.data_dir,
                  "cifar10: folder containing cifar-10-batches-bin/ (default ./data); fashion-mnist: "
                  "folder with the *-ubyte.gz files (default /usr/share/datasets/fashion-mnist)");
-  app.add_flag("--download", o.download, "Download CIFAR-10 into --data-dir if it is missing (~163 MB, MD5-checked)");
-  app.add_option("--device", o.device, "cpu, cuda or auto (cuda when this build has CUDA and a GPU answers, else cpu)")
-      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_flag("--download", o.download,
+               "Download CIFAR-10 into --data-dir if it is missing (~163 MB, MD5-checked)");
+  app.add_option("--device", o.device,
+                 "cpu, cuda or auto (cuda when this build has CUDA and a GPU answers, else cpu)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_option("--out", o.out, "Output folder; one run of the app owns it (see --overwrite)")->capture_default_str();
+  app.add_option("--out", o.out, "Output folder; one run of the app owns it (see --overwrite)")
+      ->capture_default_str();
   app.add_flag("--overwrite", o.overwrite,
                "Replace the results of an earlier run in --out (only compare_norms' own files are removed)");
-  app.add_flag("--resume", o.resume,
-               "Continue the interrupted study in --out (same flags): finished runs are kept, the run in "
-               "progress restarts from its last finished epoch, and the results equal an uninterrupted run's");
+  app.add_flag(
+      "--resume", o.resume,
+      "Continue the interrupted study in --out (same flags): finished runs are kept, the run in "
+      "progress restarts from its last finished epoch, and the results equal an uninterrupted run's");
   app.add_option("--limit-train", o.limit_train, "Use only the first N training images (0: all)");
   app.add_option("--limit-test", o.limit_test, "Use only the first N test images (0: all)");
   app.add_flag("--no-progress", o.no_progress, "No live progress bar, even on a terminal");
   app.add_flag("--strict", o.strict, "Exit with status 3 when a run diverged (default: 0 and a warning)");
-  app.add_flag("--no-guard", o.no_guard,
-               "Skip the per-step NaN/Inf check of every parameter and gradient (the loss is always checked)");
+  app.add_flag(
+      "--no-guard", o.no_guard,
+      "Skip the per-step NaN/Inf check of every parameter and gradient (the loss is always checked)");
   app.add_flag("--no-telemetry", o.no_telemetry,
                "Skip the per-epoch stability telemetry (telemetry.csv; its cost is in docs/performance.md)");
   app.add_option("--dist", o.dist,
-                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi, nccl (GPUs, one per process; under "
+                 "Data parallel: auto (over MPI when started by mpirun or srun, else one process), mpi, nccl "
+                 "(GPUs, one per process; under "
                  "mpirun, or started with RANK, WORLD_SIZE and NORMLAB_DIST_INIT_FILE set) or single; "
                  "--batch-size stays the whole batch over every process (docs/scaling-out.md)")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "mpi", "nccl", "single"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "mpi", "nccl", "single"}));
   app.add_option("--dist-timeout", o.dist_timeout,
                  "Seconds a collective may wait for the other processes before this one fails naming it")
       ->capture_default_str();
@@ -282,22 +296,30 @@ int main(int argc, char** argv) {
              " processes: they would all download into one folder; download once with one process first");
     // Cores shared among this machine's processes unless --threads says otherwise.
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    nl::set_num_threads(o.threads > 0 || ranks == 1 ? o.threads : std::max(1, cores / local_processes(ranks)));
+    nl::set_num_threads(o.threads > 0 || ranks == 1 ? o.threads
+                                                    : std::max(1, cores / local_processes(ranks)));
     const DeviceChoice choice = pick_device(o.device, nl::get_num_threads());
     const nl::Device device = choice.device;
     if (lead) std::printf("compare_norms: running on %s\n", choice.why.c_str());
     if (ranks > 1 && lead)
       std::printf("compare_norms: data parallel over %d processes (%s), batch %lld split among them\n", ranks,
-          group->backend().c_str(), (long long)o.batch_size);
+                  group->backend().c_str(), (long long)o.batch_size);
     // The output folder first: a folder we cannot write or that holds another run's results
     // stops the app before any data is read or any epoch is trained.
     // What --resume must match (threads are left out: results are bitwise equal for any count).
-    nlohmann::json run_config = {
-        {"norms", o.norms},     {"epochs", o.epochs},         {"batch_size", o.batch_size},
-        {"lr", o.lr},           {"seed", o.first_seed},       {"seeds", o.seeds},
-        {"dataset", o.dataset}, {"device", device.is_cpu() ? "cpu" : "cuda"},
-        {"limit_train", o.limit_train}, {"limit_test", o.limit_test}, {"groups", o.groups},
-        {"ghost_batch", o.ghost_batch}, {"eps", o.eps}};
+    nlohmann::json run_config = {{"norms", o.norms},
+                                 {"epochs", o.epochs},
+                                 {"batch_size", o.batch_size},
+                                 {"lr", o.lr},
+                                 {"seed", o.first_seed},
+                                 {"seeds", o.seeds},
+                                 {"dataset", o.dataset},
+                                 {"device", device.is_cpu() ? "cpu" : "cuda"},
+                                 {"limit_train", o.limit_train},
+                                 {"limit_test", o.limit_test},
+                                 {"groups", o.groups},
+                                 {"ghost_batch", o.ghost_batch},
+                                 {"eps", o.eps}};
     // Recipe changes enter only when made, so folders of earlier versions still resume.
     const auto add_recipe = [&](nlohmann::json& j) {
       if (o.dropout != 0.05f) j["dropout"] = o.dropout;
@@ -333,7 +355,8 @@ int main(int argc, char** argv) {
     // The one-cycle schedule needs two steps at least (it rises, then falls).
     const int64_t steps = (data.train.N + o.batch_size - 1) / o.batch_size * o.epochs;
     NL_CHECK(steps >= 2, "--epochs ", o.epochs, " with --batch-size ", o.batch_size, " and ", data.train.N,
-             " training images makes ", steps, " step; the one-cycle schedule needs at least 2: "
+             " training images makes ", steps,
+             " step; the one-cycle schedule needs at least 2: "
              "more epochs, a smaller batch or more images");
 
     TrainConfig cfg;
@@ -350,32 +373,45 @@ int main(int argc, char** argv) {
 
     cfg.group = group.get();
     cfg.write_files = lead;
-    if (lead) std::printf("compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
-                "device %s, %d threads, seeds %llu..%llu\n",
-                data.name.c_str(), (long long)data.train.N, (long long)data.test.N,
-                (long long)o.epochs, (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda",
-                nl::get_num_threads(), (unsigned long long)o.first_seed,
-                (unsigned long long)(o.first_seed + o.seeds - 1));
+    if (lead)
+      std::printf(
+          "compare_norms: %s, %lld training / %lld test images, %lld epochs, batch %lld, "
+          "device %s, %d threads, seeds %llu..%llu\n",
+          data.name.c_str(), (long long)data.train.N, (long long)data.test.N, (long long)o.epochs,
+          (long long)o.batch_size, device.is_cpu() ? "cpu" : "cuda", nl::get_num_threads(),
+          (unsigned long long)o.first_seed, (unsigned long long)(o.first_seed + o.seeds - 1));
     for (NormRef k : norms) {
       nl::Generator g(o.first_seed);
       NetOptions no = cfg.net;
       no.in_channels = data.train.C;
       auto net = make_net(k, g, nullptr, no);
-      if (lead) std::printf("\n%s\n%s", norm_title(k).c_str(),
-                  nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
+      if (lead)
+        std::printf("\n%s\n%s", norm_title(k).c_str(),
+                    nl::nn::summary(*net, {1, data.train.C, data.train.H, data.train.W}).c_str());
     }
 
     ReportInput rep;
     rep.out_dir = o.out;
     rep.data = &data;
-    rep.config = {{"norms", o.norms},     {"epochs", o.epochs}, {"batch_size", o.batch_size},
-                  {"lr", o.lr},           {"seed", o.first_seed},     {"seeds", o.seeds},
-                  {"dataset", data.name}, {"device", device.is_cpu() ? "cpu" : "cuda"},
-                  {"threads", nl::get_num_threads()}, {"limit_train", o.limit_train},
-                  {"limit_test", o.limit_test}, {"groups", o.groups}, {"ghost_batch", o.ghost_batch},
-                  {"eps", o.eps}, {"dropout", o.dropout}, {"augment", !o.no_augment && data.augment},
+    rep.config = {{"norms", o.norms},
+                  {"epochs", o.epochs},
+                  {"batch_size", o.batch_size},
+                  {"lr", o.lr},
+                  {"seed", o.first_seed},
+                  {"seeds", o.seeds},
+                  {"dataset", data.name},
+                  {"device", device.is_cpu() ? "cpu" : "cuda"},
+                  {"threads", nl::get_num_threads()},
+                  {"limit_train", o.limit_train},
+                  {"limit_test", o.limit_test},
+                  {"groups", o.groups},
+                  {"ghost_batch", o.ghost_batch},
+                  {"eps", o.eps},
+                  {"dropout", o.dropout},
+                  {"augment", !o.no_augment && data.augment},
                   {"crop_pad", o.crop_pad},
-                  {"drop_last", o.drop_last}, {"processes", ranks}};
+                  {"drop_last", o.drop_last},
+                  {"processes", ranks}};
     const char* raise_env = std::getenv("NORMLAB_TEST_RAISE_AFTER_EPOCH");
     const std::string raise_at = raise_env ? raise_env : "";
     cfg.resume = o.resume;
@@ -430,12 +466,16 @@ int main(int argc, char** argv) {
       const bool spread = n["final_test_acc"].value("n", size_t(0)) > 1;
       auto acc = [&](const char* key) {
         char buf[48];
-        if (spread) std::snprintf(buf, sizeof buf, "%.2f%% ± %4.2f", n[key]["mean"].get<double>(), n[key]["std"].get<double>());
-        else std::snprintf(buf, sizeof buf, "%.2f%%", n[key]["mean"].get<double>());
+        if (spread)
+          std::snprintf(buf, sizeof buf, "%.2f%% ± %4.2f", n[key]["mean"].get<double>(),
+                        n[key]["std"].get<double>());
+        else
+          std::snprintf(buf, sizeof buf, "%.2f%%", n[key]["mean"].get<double>());
         return std::string(buf);
       };
-      std::printf("%-15s %8lld %18s %16.4f %18s\n", norm_title(k).c_str(), (long long)n["parameters"].get<int64_t>(),
-                  acc("final_test_acc").c_str(), n["final_test_loss"]["mean"].get<double>(), acc("best_test_acc").c_str());
+      std::printf("%-15s %8lld %18s %16.4f %18s\n", norm_title(k).c_str(),
+                  (long long)n["parameters"].get<int64_t>(), acc("final_test_acc").c_str(),
+                  n["final_test_loss"]["mean"].get<double>(), acc("best_test_acc").c_str());
     }
     std::printf("\nwrote %s/{metrics.csv, results.json, report.md%s}\n", o.out.c_str(),
                 pictures ? ", *.png, *.svg" : "");

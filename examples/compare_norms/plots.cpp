@@ -23,9 +23,12 @@ using namespace detail;
 std::string gp_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "''";
-    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) out += ' ';
-    else out += c;
+    if (c == '\'')
+      out += "''";
+    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+      out += ' ';
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -40,7 +43,8 @@ bool write_plots(const ReportInput& in) {
   for (NormRef k : norms) {
     auto runs = runs_of(in, k);
     std::ostringstream os;
-    os << "# epoch train_loss train_acc test_loss test_acc test_acc_std eff_lr bn_gap out_std loss_spikes (means over "
+    os << "# epoch train_loss train_acc test_loss test_acc test_acc_std eff_lr bn_gap out_std loss_spikes "
+          "(means over "
        << runs.size() << " seed(s); eff_lr and out_std also over the norm layers; NaN: no telemetry)\n";
     size_t epochs = 0;
     for (const RunResult* r : runs) epochs = std::max(epochs, r->epochs.size());
@@ -64,10 +68,12 @@ bool write_plots(const ReportInput& in) {
         if (t["bn_gap"].is_number()) gap.push_back(t["bn_gap"].get<double>());
         spikes.push_back(double(t.value("loss_spikes", int64_t(0))));
       }
-      auto m = [](const std::vector<double>& v) { return v.empty() ? std::string("NaN") : fmt(mean_std(v).first, 8); };
-      os << e + 1 << ' ' << mean_std(tl).first << ' ' << mean_std(ta).first << ' '
-         << mean_std(vl).first << ' ' << mean_std(va).first << ' ' << mean_std(va).second << ' ' << m(lr) << ' '
-         << m(gap) << ' ' << m(ostd) << ' ' << m(spikes) << '\n';
+      auto m = [](const std::vector<double>& v) {
+        return v.empty() ? std::string("NaN") : fmt(mean_std(v).first, 8);
+      };
+      os << e + 1 << ' ' << mean_std(tl).first << ' ' << mean_std(ta).first << ' ' << mean_std(vl).first
+         << ' ' << mean_std(va).first << ' ' << mean_std(va).second << ' ' << m(lr) << ' ' << m(gap) << ' '
+         << m(ostd) << ' ' << m(spikes) << '\n';
     }
     nl::nn::write_file_atomic(path_in(in, "curves_" + norm_key(k) + ".dat"), os.str());
 
@@ -131,17 +137,21 @@ bool write_plots(const ReportInput& in) {
     const char* ylabel;
     int column;
   };
-  const std::string ds = d.name + " (" + std::to_string(d.train.N) + " train / " +
-                         std::to_string(d.test.N) + " test images)";
+  const std::string ds =
+      d.name + " (" + std::to_string(d.train.N) + " train / " + std::to_string(d.test.N) + " test images)";
   // No curve at all when every run diverged in its first epoch: nothing to plot.
   std::vector<Chart> charts;
   if (!curved.empty()) {
-    charts = {Chart{"train_loss", "Training loss", "loss (NLL)", 2}, Chart{"test_loss", "Test loss", "loss (NLL)", 4},
+    charts = {Chart{"train_loss", "Training loss", "loss (NLL)", 2},
+              Chart{"test_loss", "Test loss", "loss (NLL)", 4},
               Chart{"test_accuracy", "Test accuracy", "accuracy (%)", 5}};
     if (any_telemetry(in))
-      charts.push_back({"effective_lr", "Effective learning rate lr/|w|^2 (mean over the convs before a norm)", "lr / |w|^2", 7});
+      charts.push_back({"effective_lr",
+                        "Effective learning rate lr/|w|^2 (mean over the convs before a norm)", "lr / |w|^2",
+                        7});
     if (any_bn_gap(in))
-      charts.push_back({"bn_gap", "BatchNorm train/eval gap (test acc, batch minus running statistics)", "pp", 8});
+      charts.push_back(
+          {"bn_gap", "BatchNorm train/eval gap (test acc, batch minus running statistics)", "pp", 8});
   }
   for (Chart c : charts) {
     for (const char* term : {"png", "svg"}) {
@@ -149,14 +159,15 @@ bool write_plots(const ReportInput& in) {
                                         : "set terminal svg size 960,600 font 'Sans,11'\n");
       gp << "set output " << gp_quote(output(std::string(c.name) + "." + term)) << "\n";
       // Two lines: the longest title on one line ran past the picture's left edge.
-      gp << "set title " << gp_quote(std::string(c.title) + " per epoch") << " . \"\\n\" . " << gp_quote(ds) << "\n";
+      gp << "set title " << gp_quote(std::string(c.title) + " per epoch") << " . \"\\n\" . " << gp_quote(ds)
+         << "\n";
       gp << (std::string(c.name) == "effective_lr" ? "set logscale y\nset format y '%.0e'\n"
                                                    : "unset logscale y\nset format y '%g'\n");
       gp << "set ylabel '" << c.ylabel << "'\nplot ";
       for (size_t i = 0; i < curved.size(); ++i) {
-        gp << (i ? ", \\\n     " : "") << "'curves_" << norm_key(curved[i]) << ".dat' using 1:"
-           << c.column << " with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << kColors[i % kNumColors]
-           << "' title '" << norm_title(curved[i]) << "'";
+        gp << (i ? ", \\\n     " : "") << "'curves_" << norm_key(curved[i]) << ".dat' using 1:" << c.column
+           << " with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << kColors[i % kNumColors] << "' title '"
+           << norm_title(curved[i]) << "'";
       }
       gp << "\nset output\n";
     }
@@ -168,7 +179,8 @@ bool write_plots(const ReportInput& in) {
     gp << "\n# misclassified test images, " << norm_title(k) << "\n"
        << "set terminal pngcairo size 1100,560 font 'Sans,10'\n"
        << "set output " << gp_quote(output("misclassified_" + key + ".png")) << "\n"
-       << "set multiplot layout 2,5 title " << gp_quote(norm_title(k) + ": misclassified test images (first seed)") << "\n"
+       << "set multiplot layout 2,5 title "
+       << gp_quote(norm_title(k) + ": misclassified test images (first seed)") << "\n"
        << "unset key\nunset tics\nunset border\nset size ratio -1\n"
        << "set xrange [-0.5:" << d.test.W - 0.5 << "]\nset yrange [" << d.test.H - 0.5 << ":-0.5]\n";
     for (size_t i = 0; i < lines.size(); ++i) {
@@ -176,21 +188,23 @@ bool write_plots(const ReportInput& in) {
       // double-quoted string, and it holds no input).
       gp << "set title " << gp_quote(lines[i].first) << " . \"\\n\" . " << gp_quote(lines[i].second)
          << " noenhanced\n"
-         << "plot 'misclassified_" << key << ".dat' index " << i
-         << " using 1:2:3:4:5 with rgbimage\n";
+         << "plot 'misclassified_" << key << ".dat' index " << i << " using 1:2:3:4:5 with rgbimage\n";
     }
     gp << "unset multiplot\nset output\nreset\n";
     // Confusion matrix with counts.
     gp << "set terminal pngcairo size 760,680 font 'Sans,10'\n"
        << "set output " << gp_quote(output("confusion_" + key + ".png")) << "\n"
        << "set title " << gp_quote(norm_title(k) + ": confusion matrix on the test set (first seed)") << "\n"
-       << "unset key\nset xlabel 'predicted'\nset ylabel 'true'\nset palette defined (0 'white', 1 '#f28e2b')\n"
-       << "set xrange [-0.5:" << d.classes.size() - 0.5 << "]\nset yrange [" << d.classes.size() - 0.5 << ":-0.5]\n"
+       << "unset key\nset xlabel 'predicted'\nset ylabel 'true'\nset palette defined (0 'white', 1 "
+          "'#f28e2b')\n"
+       << "set xrange [-0.5:" << d.classes.size() - 0.5 << "]\nset yrange [" << d.classes.size() - 0.5
+       << ":-0.5]\n"
        << "set xtics rotate by 45 right (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
     gp << ") noenhanced\nset ytics (";
     for (size_t c = 0; c < d.classes.size(); ++c) gp << (c ? ", " : "") << gp_quote(d.classes[c]) << " " << c;
-    gp << ") noenhanced\nplot 'confusion_" << key << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
+    gp << ") noenhanced\nplot 'confusion_" << key
+       << ".dat' matrix with image, '' matrix using 1:2:(sprintf('%d', $3)) "
        << "with labels tc rgb 'black'\nset output\nreset\n";
   }
   nl::nn::write_file_atomic(path_in(in, "plots.gp"), gp.str());
@@ -220,7 +234,8 @@ bool write_plots(const ReportInput& in) {
   }
   // gnuplot runs in out_dir with the script's file name as its one argument: no shell, so no
   // character of --out (quotes, semicolons) is ever interpreted.
-  const int status = run_program({"gnuplot", fs::path(run_script).filename().string()}, in.out_dir, "gnuplot.log");
+  const int status =
+      run_program({"gnuplot", fs::path(run_script).filename().string()}, in.out_dir, "gnuplot.log");
   if (status != 0) {
     remove_ours();
     std::fprintf(stderr, "compare_norms: gnuplot failed (exit %d) on %s/plots.gp; see %s/gnuplot.log\n",
@@ -233,8 +248,8 @@ bool write_plots(const ReportInput& in) {
     fs::rename(path_in(in, tmp), path_in(in, name), ec);
     if (ec) {
       remove_ours();
-      std::fprintf(stderr, "compare_norms: gnuplot did not write %s (%s); see %s/gnuplot.log\n",
-                   name.c_str(), ec.message().c_str(), in.out_dir.c_str());
+      std::fprintf(stderr, "compare_norms: gnuplot did not write %s (%s); see %s/gnuplot.log\n", name.c_str(),
+                   ec.message().c_str(), in.out_dir.c_str());
       return false;
     }
   }

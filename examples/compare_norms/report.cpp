@@ -81,18 +81,20 @@ void write_metrics_csv(const ReportInput& in) {
   os << "norm,seed,epoch,train_loss,train_acc,test_loss,test_acc,seconds,status\n";
   for (const RunResult& r : in.runs) {
     for (const EpochStats& e : r.epochs)
-      os << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << fmt(e.train_loss, 6)
-         << ',' << fmt(e.train_acc, 4) << ',' << fmt(e.test_loss, 6) << ',' << fmt(e.test_acc, 4)
-         << ',' << fmt(e.seconds, 3) << ",ok\n";
+      os << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << fmt(e.train_loss, 6) << ','
+         << fmt(e.train_acc, 4) << ',' << fmt(e.test_loss, 6) << ',' << fmt(e.test_acc, 4) << ','
+         << fmt(e.seconds, 3) << ",ok\n";
     // The epoch a run diverged in gets a row of its own with no numbers (its reason is in
     // results.json and report.md).
-    if (r.diverged()) os << norm_key(r.norm) << ',' << r.seed << ',' << r.diverged_epoch << ",,,,,,diverged\n";
+    if (r.diverged())
+      os << norm_key(r.norm) << ',' << r.seed << ',' << r.diverged_epoch << ",,,,,,diverged\n";
   }
   nl::nn::write_file_atomic(path_in(in, "metrics.csv"), os.str());
   // The stability telemetry, one row per norm layer and epoch; the epoch's loss spikes and
   // BatchNorm train/eval gap repeated on each of its rows.
   std::ostringstream ts;
-  ts << "norm,seed,epoch,layer,weight_norm,grad_norm,eff_lr,out_mean,out_std,loss_spikes,max_loss_ratio,bn_gap\n";
+  ts << "norm,seed,epoch,layer,weight_norm,grad_norm,eff_lr,out_mean,out_std,loss_spikes,max_loss_ratio,bn_"
+        "gap\n";
   auto num = [](const json& j, const char* k) {
     return j.contains(k) && j[k].is_number() ? fmt(j[k].get<double>(), 6) : std::string();
   };
@@ -102,10 +104,11 @@ void write_metrics_csv(const ReportInput& in) {
       if (e.telemetry.is_null()) continue;
       any = true;
       for (const json& l : e.telemetry["layers"])
-        ts << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << l["layer"].get<std::string>() << ','
-           << num(l, "weight_norm") << ',' << num(l, "grad_norm") << ',' << num(l, "eff_lr") << ',' << num(l, "out_mean")
-           << ',' << num(l, "out_std") << ',' << e.telemetry["loss_spikes"].get<int64_t>() << ','
-           << num(e.telemetry, "max_loss_ratio") << ',' << num(e.telemetry, "bn_gap") << '\n';
+        ts << norm_key(r.norm) << ',' << r.seed << ',' << e.epoch << ',' << l["layer"].get<std::string>()
+           << ',' << num(l, "weight_norm") << ',' << num(l, "grad_norm") << ',' << num(l, "eff_lr") << ','
+           << num(l, "out_mean") << ',' << num(l, "out_std") << ','
+           << e.telemetry["loss_spikes"].get<int64_t>() << ',' << num(e.telemetry, "max_loss_ratio") << ','
+           << num(e.telemetry, "bn_gap") << '\n';
     }
   if (any) nl::nn::write_file_atomic(path_in(in, "telemetry.csv"), ts.str());
 }
@@ -123,7 +126,9 @@ json write_results_json(const ReportInput& in) {
     n["runs"] = json::array();
     for (const RunResult* r : runs_of(in, k)) {
       n["parameters"] = r->parameters;
-      json run = {{"seed", r->seed}, {"status", r->status}, {"seconds", r->seconds},
+      json run = {{"seed", r->seed},
+                  {"status", r->status},
+                  {"seconds", r->seconds},
                   {"epochs_finished", r->epochs.size()}};
       if (r->diverged()) run["reason"] = r->reason, run["diverged_epoch"] = r->diverged_epoch;
       if (!r->epochs.empty()) {
@@ -131,9 +136,9 @@ json write_results_json(const ReportInput& in) {
         const EpochStats* best = &r->epochs.front();
         for (const EpochStats& e : r->epochs)
           if (e.test_acc > best->test_acc) best = &e;
-        run["final"] = {{"epoch", last.epoch},          {"train_loss", last.train_loss},
-                        {"train_acc", last.train_acc},  {"test_loss", last.test_loss},
-                        {"test_acc", last.test_acc},    {"test_correct", last.test_correct}};
+        run["final"] = {{"epoch", last.epoch},         {"train_loss", last.train_loss},
+                        {"train_acc", last.train_acc}, {"test_loss", last.test_loss},
+                        {"test_acc", last.test_acc},   {"test_correct", last.test_correct}};
         run["best"] = {{"epoch", best->epoch}, {"test_acc", best->test_acc}};
         json tel = json::array();
         for (const EpochStats& e : r->epochs)
@@ -183,21 +188,23 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
   std::string title;
   for (NormRef k : norms) title += (title.empty() ? "" : " vs ") + norm_title(k);
   md << "# compare_norms: " << title << "\n\n"
-     << "Dataset **" << d.name << "**: " << d.train.N << " training and " << d.test.N
-     << " test images. " << epochs << " epochs, batch " << in.config.value("batch_size", 0)
-     << ", SGD + OneCycle (max lr " << in.config.value("lr", 0.0) << "), seeds "
-     << in.config.value("seed", 0) << ".." << in.config.value("seed", 0) + in.config.value("seeds", 1) - 1
-     << ", device " << in.config.value("device", std::string("cpu"));
+     << "Dataset **" << d.name << "**: " << d.train.N << " training and " << d.test.N << " test images. "
+     << epochs << " epochs, batch " << in.config.value("batch_size", 0) << ", SGD + OneCycle (max lr "
+     << in.config.value("lr", 0.0) << "), seeds " << in.config.value("seed", 0) << ".."
+     << in.config.value("seed", 0) + in.config.value("seeds", 1) - 1 << ", device "
+     << in.config.value("device", std::string("cpu"));
   if (in.config.value("augment", false))
-    md << ", augmentation: random crop from the image padded by 4 (" << in.config.value("crop_pad", std::string("black"))
-       << " padding) and horizontal flip";
+    md << ", augmentation: random crop from the image padded by 4 ("
+       << in.config.value("crop_pad", std::string("black")) << " padding) and horizontal flip";
   else
     md << ", no augmentation";
   if (const int64_t k = in.config.value("processes", int64_t(1)); k > 1)
-    md << ", data parallel over " << k << " processes (each " << "a slice of every batch; BatchNorm's statistics "
+    md << ", data parallel over " << k << " processes (each "
+       << "a slice of every batch; BatchNorm's statistics "
        << "per process, SyncBatchNorm's over all)";
   md << ".\n\n";
-  md << "| norm | parameters | final train acc | final test loss | final test acc | best test acc | time per run |\n"
+  md << "| norm | parameters | final train acc | final test loss | final test acc | best test acc | time per "
+        "run |\n"
      << "|---|---|---|---|---|---|---|\n";
   for (NormRef k : norms) {
     const json& n = results["norms"][norm_key(k)];
@@ -220,7 +227,8 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
     md << "## Diverged runs\n\nThese runs stopped at the first non-finite value; their curves end "
           "at their last finished epoch and they are left out of the means above.\n\n";
     for (const RunResult& r : in.runs)
-      if (r.diverged()) md << "- **" << norm_title(r.norm) << ", seed " << r.seed << "**: " << r.reason << "\n";
+      if (r.diverged())
+        md << "- **" << norm_title(r.norm) << ", seed " << r.seed << "**: " << r.reason << "\n";
     md << "\n";
   }
   for (const RunResult& r : in.runs)
@@ -233,7 +241,8 @@ void write_report_md(const ReportInput& in, const json& results, bool pictures) 
       md << "## Curves\n\n![training loss](train_loss.png)\n\n![test loss](test_loss.png)\n\n"
          << "![test accuracy](test_accuracy.png)\n\n";
     if (any_curve && any_telemetry(in)) {
-      md << "## Stability telemetry\n\nPer epoch (telemetry.csv has every layer): the effective learning rate "
+      md << "## Stability telemetry\n\nPer epoch (telemetry.csv has every layer): the effective learning "
+            "rate "
             "lr/‖w‖² of the convs before a norm, and BatchNorm's train/eval gap (a norm without running "
             "statistics has none).\n\n![effective learning rate](effective_lr.png)\n\n";
       if (any_bn_gap(in)) md << "![train/eval gap](bn_gap.png)\n\n";

@@ -29,8 +29,9 @@ bool is_own_output(const std::string& name) {
 }
 
 void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const json& config) {
-  NL_CHECK(!(overwrite && resume), "--overwrite and --resume exclude each other: --resume continues the "
-                                   "run in --out, --overwrite replaces it");
+  NL_CHECK(!(overwrite && resume),
+           "--overwrite and --resume exclude each other: --resume continues the "
+           "run in --out, --overwrite replaces it");
   std::error_code ec;
   fs::create_directories(dir, ec);
   NL_CHECK(!ec, "--out ", dir, ": cannot create the folder: ", ec.message());
@@ -41,7 +42,8 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const js
   if (lock_fd < 0) {
     const std::string lock = (fs::path(dir) / ".compare_norms.lock").string();
     lock_fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    NL_CHECK(lock_fd >= 0, "--out ", dir, " is not writable: cannot create ", lock, ": ", std::strerror(errno));
+    NL_CHECK(lock_fd >= 0, "--out ", dir, " is not writable: cannot create ", lock, ": ",
+             std::strerror(errno));
     NL_CHECK(::flock(lock_fd, LOCK_EX | LOCK_NB) == 0, "--out ", dir,
              " is in use by another compare_norms run that is still going; choose another --out");
   }
@@ -75,7 +77,8 @@ void claim_out_dir(const std::string& dir, bool overwrite, bool resume, const js
   if (!results.empty()) {
     std::sort(results.begin(), results.end());
     std::string names;
-    for (size_t i = 0; i < results.size() && i < 4; ++i) names += (i ? ", " : "") + results[i].filename().string();
+    for (size_t i = 0; i < results.size() && i < 4; ++i)
+      names += (i ? ", " : "") + results[i].filename().string();
     if (results.size() > 4) names += ", ...";
     NL_CHECK(overwrite, "--out ", dir, " already holds the results of another run (", names,
              "): pass --overwrite to replace them (only compare_norms' own files are removed), or "

@@ -10,8 +10,9 @@ namespace compare {
 
 struct Summary {
   size_t n = 0;
-  double mean = 0, std = 0;       // sample std (n - 1); 0 for n < 2
-  double ci_low = 0, ci_high = 0;  // 95% CI of the mean: mean -+ t(0.975, n-1) std / sqrt(n); = mean for n < 2
+  double mean = 0, std = 0;  // sample std (n - 1); 0 for n < 2
+  double ci_low = 0,
+         ci_high = 0;  // 95% CI of the mean: mean -+ t(0.975, n-1) std / sqrt(n); = mean for n < 2
 };
 Summary summarize(const std::vector<double>& v);
 
@@ -19,7 +20,7 @@ struct Welch {
   bool defined = false;  // false when either side has fewer than 2 runs
   double diff = 0;       // mean(a) - mean(b)
   double t = 0, df = 0;
-  double p = 1;          // two-sided
+  double p = 1;  // two-sided
 };
 // Both sides constant: p is 1 when the means are equal and 0 when they differ.
 Welch welch_t_test(const std::vector<double>& a, const std::vector<double>& b);

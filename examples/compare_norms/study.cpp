@@ -44,24 +44,25 @@ bool uses_ghost_batch(const std::string& norm) { return !nl::nn::parse_norm(norm
 bool uses_groups(const std::string& norm) { return nl::nn::parse_norm(norm)->uses_groups; }
 
 std::vector<std::string> RunSpec::app_args() const {
-  std::vector<std::string> args = {"--norms",      app_norm,
-          "--dataset",    dataset,
-          "--epochs",     std::to_string(epochs),
-          "--batch-size", std::to_string(batch),
-          "--lr",         num(lr),
-          "--seed",       std::to_string(seed),
-          "--seeds",      "1",
-          "--groups",     std::to_string(groups > 0 ? groups : 4),
-          "--ghost-batch", std::to_string(ghost_batch > 0 && ghost_batch < batch ? ghost_batch : 32),
-          "--no-progress"};
+  std::vector<std::string> args = {
+      "--norms",       app_norm,
+      "--dataset",     dataset,
+      "--epochs",      std::to_string(epochs),
+      "--batch-size",  std::to_string(batch),
+      "--lr",          num(lr),
+      "--seed",        std::to_string(seed),
+      "--seeds",       "1",
+      "--groups",      std::to_string(groups > 0 ? groups : 4),
+      "--ghost-batch", std::to_string(ghost_batch > 0 && ghost_batch < batch ? ghost_batch : 32),
+      "--no-progress"};
   if (!crop_pad.empty()) args.insert(args.end(), {"--crop-pad", crop_pad});
   return args;
 }
 
 json RunSpec::to_json() const {
-  return {{"id", id},       {"norm", norm},     {"app_norm", app_norm}, {"dataset", dataset},
-          {"epochs", epochs}, {"batch", batch}, {"ghost_batch", ghost_batch}, {"groups", groups},
-          {"base_lr", base_lr}, {"lr", lr},     {"crop_pad", crop_pad}, {"seed", seed}};
+  return {{"id", id},           {"norm", norm},   {"app_norm", app_norm},       {"dataset", dataset},
+          {"epochs", epochs},   {"batch", batch}, {"ghost_batch", ghost_batch}, {"groups", groups},
+          {"base_lr", base_lr}, {"lr", lr},       {"crop_pad", crop_pad},       {"seed", seed}};
 }
 
 std::vector<RunSpec> expand_grid(const StudyAxes& a) {
@@ -74,14 +75,17 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
   for (const std::string& p : a.crop_pad) (void)nl::data::parse_crop_pad(p, "study: crop-pad");
   for (const std::string& n : a.norms) (void)parse_norm(n);  // throws naming the known keys
   for (int64_t b : a.batch) NL_CHECK(b >= 1, "study: batch must be at least 1, got ", b);
-  for (int64_t g : a.ghost_batch) NL_CHECK(g >= 0, "study: ghost-batch must be 0 (the whole batch) or more, got ", g);
-  for (double lr : a.lr) NL_CHECK(std::isfinite(lr) && lr > 0, "study: lr must be positive and finite, got ", lr);
+  for (int64_t g : a.ghost_batch)
+    NL_CHECK(g >= 0, "study: ghost-batch must be 0 (the whole batch) or more, got ", g);
+  for (double lr : a.lr)
+    NL_CHECK(std::isfinite(lr) && lr > 0, "study: lr must be positive and finite, got ", lr);
   for (int64_t g : a.groups)
     NL_CHECK(g == 1 || g == 2 || g == 4 || g == 8,
              "study: groups must divide the network's widths 16, 24 and 32: 1, 2, 4 or 8, got ", g);
   for (int64_t e : a.epochs) NL_CHECK(e >= 1, "study: epochs must be at least 1, got ", e);
   for (const std::string& d : a.datasets)
-    NL_CHECK(d == "cifar10" || d == "fashion-mnist", "study: dataset must be cifar10 or fashion-mnist, got '", d, "'");
+    NL_CHECK(d == "cifar10" || d == "fashion-mnist", "study: dataset must be cifar10 or fashion-mnist, got '",
+             d, "'");
 
   std::vector<RunSpec> out;
   std::set<std::string> seen;
@@ -109,8 +113,9 @@ std::vector<RunSpec> expand_grid(const StudyAxes& a) {
                       r.app_norm = r.ghost_batch < B ? ghost : whole;
                     }
                     r.id = norm + "_" + ds + "_e" + std::to_string(ep) + "_b" + std::to_string(B) + "_gb" +
-                           std::to_string(r.ghost_batch) + "_lr" + num(r.lr) + "_G" + std::to_string(r.groups) +
-                           (r.crop_pad.empty() ? "" : "_pad" + r.crop_pad) + "_s" + std::to_string(seed);
+                           std::to_string(r.ghost_batch) + "_lr" + num(r.lr) + "_G" +
+                           std::to_string(r.groups) + (r.crop_pad.empty() ? "" : "_pad" + r.crop_pad) + "_s" +
+                           std::to_string(seed);
                     if (seen.insert(r.id).second) out.push_back(r);
                   }
   return out;
@@ -125,14 +130,16 @@ void read_study_file(const std::string& path, StudyAxes& a) {
   } catch (const std::exception& e) {
     NL_FAIL("--study ", path, ": not valid JSON: ", e.what());
   }
-  NL_CHECK(j.is_object(), "--study ", path, ": must be a JSON object of axes, e.g. {\"norm\": [\"bn\", \"gn\"]}");
+  NL_CHECK(j.is_object(), "--study ", path,
+           ": must be a JSON object of axes, e.g. {\"norm\": [\"bn\", \"gn\"]}");
   static const std::set<std::string> known = {"norm", "batch",  "ghost_batch", "lr",       "groups",
                                               "seed", "epochs", "dataset",     "crop_pad", "scale_lr"};
   for (const auto& [k, v] : j.items()) {
     NL_CHECK(known.count(k), "--study ", path, ": unknown key '", k,
              "' (known: norm, batch, ghost_batch, lr, groups, seed, epochs, dataset, crop_pad, scale_lr)");
     try {
-      if (k == "scale_lr") a.scale_lr = v.get<bool>();
+      if (k == "scale_lr")
+        a.scale_lr = v.get<bool>();
       else {
         NL_CHECK(v.is_array(), "--study ", path, ": '", k, "' must be a list");
         if (k == "norm") a.norms = v.get<std::vector<std::string>>();
@@ -152,9 +159,16 @@ void read_study_file(const std::string& path, StudyAxes& a) {
 }
 
 json axes_to_json(const StudyAxes& a) {
-  return {{"norm", a.norms},   {"batch", a.batch}, {"ghost_batch", a.ghost_batch}, {"lr", a.lr},
-          {"groups", a.groups}, {"seed", a.seeds}, {"epochs", a.epochs},          {"dataset", a.datasets},
-          {"crop_pad", a.crop_pad}, {"scale_lr", a.scale_lr}};
+  return {{"norm", a.norms},
+          {"batch", a.batch},
+          {"ghost_batch", a.ghost_batch},
+          {"lr", a.lr},
+          {"groups", a.groups},
+          {"seed", a.seeds},
+          {"epochs", a.epochs},
+          {"dataset", a.datasets},
+          {"crop_pad", a.crop_pad},
+          {"scale_lr", a.scale_lr}};
 }
 
 RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
@@ -183,7 +197,8 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
       int64_t spikes = 0;
       for (const json& e : r["telemetry"]) spikes += e.value("loss_spikes", int64_t(0));
       o.loss_spikes = spikes;
-      if (o.telemetry.contains("bn_gap") && o.telemetry["bn_gap"].is_number()) o.bn_gap = o.telemetry["bn_gap"];
+      if (o.telemetry.contains("bn_gap") && o.telemetry["bn_gap"].is_number())
+        o.bn_gap = o.telemetry["bn_gap"];
     }
   } catch (const std::exception&) {
     o.status = "missing";  // half a study's results.json cannot exist (written atomically): a foreign file
@@ -191,19 +206,22 @@ RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec) {
   return o;
 }
 
-void write_study_csv(const std::string& path, const std::vector<RunSpec>& runs, const std::vector<RunOutcome>& outs) {
+void write_study_csv(const std::string& path, const std::vector<RunSpec>& runs,
+                     const std::vector<RunOutcome>& outs) {
   std::ostringstream os;
-  os << "id,norm,dataset,epochs,batch,ghost_batch,lr,groups,crop_pad,seed,status,final_test_acc,best_test_acc,"
+  os << "id,norm,dataset,epochs,batch,ghost_batch,lr,groups,crop_pad,seed,status,final_test_acc,best_test_"
+        "acc,"
         "final_test_loss,final_train_acc,final_train_loss,loss_spikes,bn_gap\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const RunSpec& r = runs[i];
     const RunOutcome& o = outs[i];
     if (!o.finished()) continue;
     os << r.id << ',' << r.norm << ',' << r.dataset << ',' << r.epochs << ',' << r.batch << ','
-       << r.ghost_batch << ',' << num(r.lr) << ',' << r.groups << ',' << r.crop_pad << ',' << r.seed << ',' << o.status << ','
-       << fixed(o.final_test_acc, 4) << ',' << fixed(o.best_test_acc, 4) << ',' << fixed(o.final_test_loss, 6)
-       << ',' << fixed(o.final_train_acc, 4) << ',' << fixed(o.final_train_loss, 6) << ','
-       << (o.loss_spikes >= 0 ? std::to_string(o.loss_spikes) : "") << ',' << fixed(o.bn_gap, 4) << '\n';
+       << r.ghost_batch << ',' << num(r.lr) << ',' << r.groups << ',' << r.crop_pad << ',' << r.seed << ','
+       << o.status << ',' << fixed(o.final_test_acc, 4) << ',' << fixed(o.best_test_acc, 4) << ','
+       << fixed(o.final_test_loss, 6) << ',' << fixed(o.final_train_acc, 4) << ','
+       << fixed(o.final_train_loss, 6) << ',' << (o.loss_spikes >= 0 ? std::to_string(o.loss_spikes) : "")
+       << ',' << fixed(o.bn_gap, 4) << '\n';
   }
   nl::nn::write_file_atomic(path, os.str());
 }
@@ -212,11 +230,11 @@ namespace {
 
 // A run's coordinates in the report: every axis but norm and seed, "*" where the axis does not
 // apply to the norm (GroupNorm's ghost batch), so that it belongs to every value of that axis.
-const std::vector<std::string> kCoords = {"dataset", "epochs", "batch", "lr", "groups", "ghost_batch", "crop_pad"};
-const std::map<std::string, std::string> kCoordTitle = {{"dataset", "dataset"},         {"epochs", "epochs"},
-                                                        {"batch", "batch"},             {"lr", "peak lr"},
-                                                        {"groups", "groups"},           {"ghost_batch", "ghost batch"},
-                                                        {"crop_pad", "crop padding"}};
+const std::vector<std::string> kCoords = {"dataset", "epochs",      "batch",   "lr",
+                                          "groups",  "ghost_batch", "crop_pad"};
+const std::map<std::string, std::string> kCoordTitle = {
+    {"dataset", "dataset"}, {"epochs", "epochs"},           {"batch", "batch"},          {"lr", "peak lr"},
+    {"groups", "groups"},   {"ghost_batch", "ghost batch"}, {"crop_pad", "crop padding"}};
 // Axes whose values are names, not numbers: plotted at evenly spaced positions.
 bool categorical(const std::string& axis) { return axis == "dataset" || axis == "crop_pad"; }
 
@@ -280,8 +298,8 @@ std::string picture_header(const std::string& stem, const std::string& term, con
                            std::vector<std::pair<std::string, std::string>>& pictures) {
   const std::string name = stem + "." + term, tmp = name + ".normlab-tmp";
   pictures.emplace_back(tmp, name);
-  return std::string(term == "png" ? "set terminal pngcairo size " : "set terminal svg size ") + size_font + "\n" +
-         "set output " + gp_quote(tmp) + "\nset encoding utf8\n";
+  return std::string(term == "png" ? "set terminal pngcairo size " : "set terminal svg size ") + size_font +
+         "\n" + "set output " + gp_quote(tmp) + "\nset encoding utf8\n";
 }
 }  // namespace
 
@@ -293,7 +311,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
   for (const RunSpec& r : runs) {
     if (std::find(norms.begin(), norms.end(), r.norm) == norms.end()) norms.push_back(r.norm);
     for (const auto& [k, v] : coords_of(r))
-      if (v != "*" && std::find(values[k].begin(), values[k].end(), v) == values[k].end()) values[k].push_back(v);
+      if (v != "*" && std::find(values[k].begin(), values[k].end(), v) == values[k].end())
+        values[k].push_back(v);
   }
   for (auto& [k, v] : values) std::sort(v.begin(), v.end(), numeric_less);
   std::vector<std::string> swept;
@@ -342,8 +361,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
   auto welch_cells = [](const PointStats& a, const PointStats& b) {
     const Welch w = welch_t_test(a.test_values, b.test_values);
     if (!w.defined) return std::string("— | — | — | fewer than 2 runs");
-    return (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) + " | " + fixed(w.df, 1) + " | " +
-           (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) + " | " +
+    return (std::isfinite(w.t) ? fixed(w.t, 2) : std::string(w.t > 0 ? "∞" : "−∞")) + " | " + fixed(w.df, 1) +
+           " | " + (w.p < 0.001 ? std::string("< 0.001") : fixed(w.p, 3)) + " | " +
            (w.p < 0.05 ? (w.diff > 0 ? "A higher" : "B higher") : "within the noise");
   };
   auto pm = [](const Summary& s, int d) {
@@ -355,10 +374,12 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
   int64_t finished = 0, diverged = 0;
   for (const RunOutcome& o : outs) finished += o.finished(), diverged += o.status == "diverged";
   md << "# normlab study\n\n"
-     << finished << " of " << runs.size() << " runs finished" << (diverged ? " (" + std::to_string(diverged) + " diverged)" : "")
-     << ". Axes: `" << config["axes"].dump() << "`. Per-run results: study.csv; everything: study.json; each run's "
+     << finished << " of " << runs.size() << " runs finished"
+     << (diverged ? " (" + std::to_string(diverged) + " diverged)" : "") << ". Axes: `"
+     << config["axes"].dump() << "`. Per-run results: study.csv; everything: study.json; each run's "
      << "own report: runs/<id>/report.md.\n\n"
-     << "Final test accuracy (%) over seeds: mean ± sample std, n runs, 95% confidence interval of the mean from "
+     << "Final test accuracy (%) over seeds: mean ± sample std, n runs, 95% confidence interval of the mean "
+        "from "
         "Student's t (n − 1 degrees of freedom). Norms whose statistics do not depend on an axis (GroupNorm, "
         "LayerNorm and GN+WS on the ghost batch; all but GroupNorm on the groups) were run once per seed and "
         "appear at every value of that axis.\n\n";
@@ -371,14 +392,17 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       const PointStats p = stats_of(c, n);
       if (p.test.n == 0 && p.diverged == 0) continue;
       md << "| " << cell_label(c) << " | " << title(n) << " | " << p.test.n << " | " << pm(p.test, 2) << " | "
-         << (p.test.n > 1 ? "[" + fixed(p.test.ci_low, 2) + ", " + fixed(p.test.ci_high, 2) + "]" : "—") << " | "
-         << pm(p.train, 2) << " | " << pm(p.best, 2) << " | " << p.diverged << " |\n";
+         << (p.test.n > 1 ? "[" + fixed(p.test.ci_low, 2) + ", " + fixed(p.test.ci_high, 2) + "]" : "—")
+         << " | " << pm(p.train, 2) << " | " << pm(p.best, 2) << " | " << p.diverged << " |\n";
     }
 
   // Welch's t-test between every pair of norms in every cell.
-  md << "\n## Significance\n\nWelch's unequal-variance t-test on the final test accuracy of each pair of norms at "
-        "each setting (two-sided; Welch–Satterthwaite degrees of freedom). With 2–3 seeds per side only large "
-        "gaps can be told from seed noise: \"within the noise\" means p ≥ 0.05, not that the norms are equal.\n\n"
+  md << "\n## Significance\n\nWelch's unequal-variance t-test on the final test accuracy of each pair of "
+        "norms at "
+        "each setting (two-sided; Welch–Satterthwaite degrees of freedom). With 2–3 seeds per side only "
+        "large "
+        "gaps can be told from seed noise: \"within the noise\" means p ≥ 0.05, not that the norms are "
+        "equal.\n\n"
      << "| setting | A | B | A − B (pp) | t | df | p | verdict |\n|---|---|---|---|---|---|---|---|\n";
   for (const Cell& c : cells)
     for (size_t i = 0; i < norms.size(); ++i)
@@ -413,16 +437,18 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
             const auto ma = members(c, n), mb = members(other, n);
             if (ma == mb || !compared.insert({ma, mb}).second) continue;
             if (!along_header)
-              md << "\n## Between settings\n\nThe same test between two values of a swept axis, per norm, the other "
-                    "axes held fixed.\n\n| norm | axis | A | B | other axes | A − B (pp) | t | df | p | verdict |\n"
+              md << "\n## Between settings\n\nThe same test between two values of a swept axis, per norm, "
+                    "the other "
+                    "axes held fixed.\n\n| norm | axis | A | B | other axes | A − B (pp) | t | df | p | "
+                    "verdict |\n"
                     "|---|---|---|---|---|---|---|---|---|---|\n";
             along_header = true;
             std::string rest;
             for (const std::string& k2 : swept)
               if (k2 != x) rest += (rest.empty() ? "" : ", ") + kCoordTitle.at(k2) + " " + c.at(k2);
-            md << "| " << title(n) << " | " << kCoordTitle.at(x) << " | " << values[x][i] << " | " << values[x][k]
-               << " | " << (rest.empty() ? "—" : rest) << " | " << fixed(a.test.mean - b.test.mean, 2) << " | "
-               << welch_cells(a, b) << " |\n";
+            md << "| " << title(n) << " | " << kCoordTitle.at(x) << " | " << values[x][i] << " | "
+               << values[x][k] << " | " << (rest.empty() ? "—" : rest) << " | "
+               << fixed(a.test.mean - b.test.mean, 2) << " | " << welch_cells(a, b) << " |\n";
           }
   }
 
@@ -464,23 +490,27 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
       }
       if (series.empty()) continue;
       for (const char* term : {"png", "svg"}) {
-        gp << picture_header(stem, term, "1100,600 font 'Sans,11'", pictures) << "set key outside right noenhanced\n"
+        gp << picture_header(stem, term, "1100,600 font 'Sans,11'", pictures)
+           << "set key outside right noenhanced\n"
            << "set grid\nset offsets graph 0.04, graph 0.04, 0, 0\nunset logscale x\n"
-           << (categorical(x) ? "set offsets 0.3, 0.3, 0, 0\n" : x != "epochs" ? "set logscale x 2\n" : "")
+           << (categorical(x)  ? "set offsets 0.3, 0.3, 0, 0\n"
+               : x != "epochs" ? "set logscale x 2\n"
+                               : "")
            << "set xlabel " << gp_quote(kCoordTitle.at(x)) << "\nset ylabel 'accuracy (%)'\n"
-           << "set title " << gp_quote("final accuracy vs " + kCoordTitle.at(x) + (key.empty() ? "" : " (" + key + ")") +
-                                       ": test (solid, mean ± std over seeds), training (dashed)")
+           << "set title "
+           << gp_quote("final accuracy vs " + kCoordTitle.at(x) + (key.empty() ? "" : " (" + key + ")") +
+                       ": test (solid, mean ± std over seeds), training (dashed)")
            << " noenhanced\nplot ";
         for (size_t s = 0; s < series.size(); ++s) {
           const std::string dat = gp_quote(stem + "_" + series[s] + ".dat");
           gp << (s ? ", \\\n     " : "") << dat << " using 1:2:3" << (categorical(x) ? ":xtic(7)" : "")
-             << " with yerrorlines lw 2 lc " << s + 1
-             << " title " << gp_quote(title(series[s])) << ", " << dat << " using 1:4 with lines dt 2 lc " << s + 1
-             << " notitle";
+             << " with yerrorlines lw 2 lc " << s + 1 << " title " << gp_quote(title(series[s])) << ", "
+             << dat << " using 1:4 with lines dt 2 lc " << s + 1 << " notitle";
         }
         gp << "\n";
       }
-      md << "\n![accuracy vs " << kCoordTitle.at(x) << "](" << stem << ".png)" << (key.empty() ? "" : " " + key) << "\n";
+      md << "\n![accuracy vs " << kCoordTitle.at(x) << "](" << stem << ".png)"
+         << (key.empty() ? "" : " " + key) << "\n";
     }
   }
   if (swept.empty() || (swept.size() == 1 && swept[0] == "dataset"))
@@ -496,7 +526,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
     std::vector<std::string> series;
     bool has_gap = false;  // gnuplot stops on a panel whose every point is undefined
     for (const std::string& n : norms) {
-      std::map<int64_t, std::vector<std::array<double, 3>>> per_epoch;  // epoch -> (log eff lr, grad^2, gap) per seed
+      std::map<int64_t, std::vector<std::array<double, 3>>>
+          per_epoch;  // epoch -> (log eff lr, grad^2, gap) per seed
       for (size_t i = 0; i < runs.size(); ++i) {
         if (runs[i].norm != n || !matches(c, coords_of(runs[i])) || !outs[i].finished() ||
             !outs[i].telemetry_epochs.is_array())
@@ -511,7 +542,8 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
             ++layers;
           }
           if (layers == 0) continue;
-          const double gap = e.contains("bn_gap") && e["bn_gap"].is_number() ? e["bn_gap"].get<double>() : NAN;
+          const double gap =
+              e.contains("bn_gap") && e["bn_gap"].is_number() ? e["bn_gap"].get<double>() : NAN;
           per_epoch[e.value("epoch", int64_t(0))].push_back({log_lr / layers, g2 / layers, gap});
         }
       }
@@ -526,35 +558,40 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
           if (std::isfinite(x[2])) g += x[2], ++ng;
         }
         has_gap = has_gap || ng > 0;
-        dat << epoch << ' ' << num(std::exp(a / double(v.size()))) << ' ' << num(std::sqrt(b / double(v.size()))) << ' '
-            << (ng ? num(g / ng) : std::string("NaN")) << ' ' << v.size() << '\n';
+        dat << epoch << ' ' << num(std::exp(a / double(v.size()))) << ' '
+            << num(std::sqrt(b / double(v.size()))) << ' ' << (ng ? num(g / ng) : std::string("NaN")) << ' '
+            << v.size() << '\n';
       }
-      nl::nn::write_file_atomic((fs::path(dir) / ("telemetry_" + std::to_string(ti + 1) + "_" + n + ".dat")).string(),
-                                dat.str());
+      nl::nn::write_file_atomic(
+          (fs::path(dir) / ("telemetry_" + std::to_string(ti + 1) + "_" + n + ".dat")).string(), dat.str());
       series.push_back(n);
     }
     if (series.empty()) continue;
-    if (!any_telemetry) md << "\n## Telemetry\n\nPer setting, each norm's mean over its seeds, per epoch: effective learning "
-                              "rate lr/‖w‖² (geometric mean over the convs before a norm), last-step gradient norm (root "
-                              "mean square over those convs) and BatchNorm's train/eval gap (test accuracy with batch "
-                              "statistics minus with running statistics). Data in telemetry_<k>_<norm>.dat; per-layer "
-                              "values in each run's telemetry.csv.\n";
+    if (!any_telemetry)
+      md << "\n## Telemetry\n\nPer setting, each norm's mean over its seeds, per epoch: effective learning "
+            "rate lr/‖w‖² (geometric mean over the convs before a norm), last-step gradient norm (root "
+            "mean square over those convs) and BatchNorm's train/eval gap (test accuracy with batch "
+            "statistics minus with running statistics). Data in telemetry_<k>_<norm>.dat; per-layer "
+            "values in each run's telemetry.csv.\n";
     any_telemetry = true;
     const std::string stem = "telemetry_" + std::to_string(++ti);
     for (const char* term : {"png", "svg"}) {
       gp << picture_header(stem, term, "1500,450 font 'Sans,10'", pictures)
          << "set grid\nunset logscale\nset offsets 0, 0, 0, 0\n"
          << "set key inside top right noenhanced\nset xlabel 'epoch'\nunset ylabel\n"
-         << "set multiplot layout 1," << (has_gap ? 3 : 2) << " title " << gp_quote("telemetry: " + cell_label(c) + " (means over seeds)") << " noenhanced\n";
-      const char* panels[3][3] = {{"2", "effective lr  lr/|w|^2", "set logscale y\nset format y '%.0e'\n"},
-                                  {"3", "gradient norm (rms over convs)", "unset logscale y\nset format y '%g'\n"},
-                                  {"4", "BatchNorm train/eval gap (pp)", "unset logscale y\nset format y '%g'\n"}};
+         << "set multiplot layout 1," << (has_gap ? 3 : 2) << " title "
+         << gp_quote("telemetry: " + cell_label(c) + " (means over seeds)") << " noenhanced\n";
+      const char* panels[3][3] = {
+          {"2", "effective lr  lr/|w|^2", "set logscale y\nset format y '%.0e'\n"},
+          {"3", "gradient norm (rms over convs)", "unset logscale y\nset format y '%g'\n"},
+          {"4", "BatchNorm train/eval gap (pp)", "unset logscale y\nset format y '%g'\n"}};
       for (const auto& panel : panels) {
         if (!has_gap && panel[0][0] == '4') continue;
         gp << panel[2] << "set title " << gp_quote(panel[1]) << "\nplot ";
         for (size_t s = 0; s < series.size(); ++s)
-          gp << (s ? ", \\\n     " : "") << gp_quote(stem + "_" + series[s] + ".dat") << " using 1:" << panel[0]
-             << " with linespoints lw 2 pt 7 ps 0.5 lc " << s + 1 << " title " << gp_quote(title(series[s]));
+          gp << (s ? ", \\\n     " : "") << gp_quote(stem + "_" + series[s] + ".dat")
+             << " using 1:" << panel[0] << " with linespoints lw 2 pt 7 ps 0.5 lc " << s + 1 << " title "
+             << gp_quote(title(series[s]));
         gp << "\n";
       }
       gp << "unset multiplot\n";
@@ -565,8 +602,10 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
   if (pictures.empty()) return false;
   nl::nn::write_file_atomic((fs::path(dir) / "study_plots.gp").string(), gp.str());
   if (run_program({"gnuplot", "--version"}, "", "/dev/null") != 0) {
-    std::fprintf(stderr, "normlab_study: gnuplot not found, so no pictures were drawn; run `gnuplot study_plots.gp` in %s\n",
-                 dir.c_str());
+    std::fprintf(
+        stderr,
+        "normlab_study: gnuplot not found, so no pictures were drawn; run `gnuplot study_plots.gp` in %s\n",
+        dir.c_str());
     return false;
   }
   const int status = run_program({"gnuplot", "study_plots.gp"}, dir, "study_gnuplot.log");
@@ -576,7 +615,9 @@ bool write_study_report(const std::string& dir, const json& config, const std::v
     if (ok) fs::rename(fs::path(dir) / tmp, fs::path(dir) / name, ec);
     if (!ok || ec) fs::remove(fs::path(dir) / tmp, ec), ok = false;
   }
-  if (!ok) std::fprintf(stderr, "normlab_study: gnuplot failed on %s/study_plots.gp; see study_gnuplot.log there\n", dir.c_str());
+  if (!ok)
+    std::fprintf(stderr, "normlab_study: gnuplot failed on %s/study_plots.gp; see study_gnuplot.log there\n",
+                 dir.c_str());
   return ok;
 }
 

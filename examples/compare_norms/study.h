@@ -34,7 +34,7 @@ struct RunSpec {
   std::string app_norm;  // what compare_norms runs: bn at a ghost batch below the batch is gbn
   std::string dataset;
   int64_t epochs = 0, batch = 0, ghost_batch = 0, groups = 0;
-  std::string crop_pad;  // "" where the dataset has no crop (Fashion-MNIST)
+  std::string crop_pad;        // "" where the dataset has no crop (Fashion-MNIST)
   double base_lr = 0, lr = 0;  // lr: after the scaling rule
   uint64_t seed = 0;
   // The compare_norms flags (without --out, --threads, --data-dir, --resume).
@@ -60,10 +60,10 @@ struct RunOutcome {
   double final_test_acc = NAN, best_test_acc = NAN, final_test_loss = NAN, final_train_acc = NAN,
          final_train_loss = NAN, seconds = NAN;
   int64_t epochs_finished = 0;
-  nlohmann::json telemetry;  // the last epoch's telemetry when the run wrote it
+  nlohmann::json telemetry;         // the last epoch's telemetry when the run wrote it
   nlohmann::json telemetry_epochs;  // every epoch's (an array), for the study's telemetry curves
-  int64_t loss_spikes = -1;  // over all epochs; -1 without telemetry
-  double bn_gap = NAN;       // the last epoch's BatchNorm train/eval gap (pp)
+  int64_t loss_spikes = -1;         // over all epochs; -1 without telemetry
+  double bn_gap = NAN;              // the last epoch's BatchNorm train/eval gap (pp)
   bool finished() const { return status == "ok" || status == "diverged"; }
 };
 RunOutcome read_outcome(const std::string& run_dir, const RunSpec& spec);
@@ -78,7 +78,7 @@ void write_study_json(const std::string& path, const nlohmann::json& config, con
 // study.md and its plots (accuracy against each swept axis per norm with error bars over seeds,
 // training against test accuracy, a table with mean +- std and 95% CI, Welch's t-test between the
 // norms at each point). Returns whether gnuplot drew the pictures.
-bool write_study_report(const std::string& dir, const nlohmann::json& config, const std::vector<RunSpec>& runs,
-                        const std::vector<RunOutcome>& outcomes);
+bool write_study_report(const std::string& dir, const nlohmann::json& config,
+                        const std::vector<RunSpec>& runs, const std::vector<RunOutcome>& outcomes);
 
 }  // namespace compare

@@ -45,11 +45,13 @@ std::vector<T> parse_list(const std::string& flag, const std::string& text) {
   for (std::string item; std::getline(ss, item, ',');) {
     std::istringstream is(item);
     T v{};
-    if constexpr (std::is_same_v<T, std::string>) v = item;
+    if constexpr (std::is_same_v<T, std::string>)
+      v = item;
     else {
       is >> v;
-      NL_CHECK(!is.fail() && is.eof() && !item.empty() && item[0] != '-' && item[0] != '+', flag,
-               ": '", item, "' is not a valid value (a comma-separated list, e.g. ", flag == "--lr" ? "0.05,0.1" : "1,2,4", ")");
+      NL_CHECK(!is.fail() && is.eof() && !item.empty() && item[0] != '-' && item[0] != '+', flag, ": '", item,
+               "' is not a valid value (a comma-separated list, e.g. ", flag == "--lr" ? "0.05,0.1" : "1,2,4",
+               ")");
     }
     out.push_back(v);
   }
@@ -62,7 +64,8 @@ std::string default_app() {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (const fs::path& p : {self.parent_path() / "compare_norms", self.parent_path() / "../compare_norms/compare_norms"})
+    for (const fs::path& p :
+         {self.parent_path() / "compare_norms", self.parent_path() / "../compare_norms/compare_norms"})
       if (fs::exists(p)) return fs::weakly_canonical(p).string();
   }
   return "compare_norms";  // on PATH
@@ -87,7 +90,8 @@ std::string tail_lines(const std::string& path, int n) {
   std::vector<std::string> lines;
   for (std::string l; std::getline(in, l);) lines.push_back(l);
   std::string out;
-  for (size_t i = lines.size() > size_t(n) ? lines.size() - n : 0; i < lines.size(); ++i) out += "    " + lines[i] + "\n";
+  for (size_t i = lines.size() > size_t(n) ? lines.size() - n : 0; i < lines.size(); ++i)
+    out += "    " + lines[i] + "\n";
   return out;
 }
 
@@ -99,9 +103,12 @@ struct Job {
 
 std::string hms(double s) {
   char b[32];
-  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
-  else if (s >= 60) std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(s) % 60);
-  else std::snprintf(b, sizeof b, "%ds", int(s));
+  if (s >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
+  else if (s >= 60)
+    std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(s) % 60);
+  else
+    std::snprintf(b, sizeof b, "%ds", int(s));
   return b;
 }
 
@@ -109,22 +116,28 @@ std::string hms(double s) {
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x crop padding x seed x "
+      "normlab_study: a grid of compare_norms runs (norm x batch x ghost batch x lr x groups x crop padding "
+      "x seed x "
       "epochs x dataset), run --jobs at a time, resumable, reported with error bars and significance tests.\n"
-      "Every list flag is comma-separated. Outputs in --out: study.csv, study.json, study.md, plots, runs/<id>/."};
-  std::string norms = "bn,gn,ln", batch = "128", ghost = "0", lr = "0.1", groups = "4", seeds = "0", epochs = "20",
-              datasets = "cifar10", crop_pad = nl::data::crop_pad_name(nl::data::kDefaultCropPad), study_file, data_dir, fashion_dir, out = "runs/study", device = "cpu", app_path;
+      "Every list flag is comma-separated. Outputs in --out: study.csv, study.json, study.md, plots, "
+      "runs/<id>/."};
+  std::string norms = "bn,gn,ln", batch = "128", ghost = "0", lr = "0.1", groups = "4", seeds = "0",
+              epochs = "20", datasets = "cifar10",
+              crop_pad = nl::data::crop_pad_name(nl::data::kDefaultCropPad), study_file, data_dir,
+              fashion_dir, out = "runs/study", device = "cpu", app_path;
   bool scale_lr = false, resume = false, no_progress = false;
   int jobs = 1, threads = 0, processes = 1;
   std::string launcher = "mpirun";
   int64_t limit_train = 0, limit_test = 0;
-  app.add_option("--study", study_file, "JSON study file: {\"norm\": [...], \"ghost_batch\": [...], ...}; flags given "
-                                        "on the command line override its axes");
+  app.add_option("--study", study_file,
+                 "JSON study file: {\"norm\": [...], \"ghost_batch\": [...], ...}; flags given "
+                 "on the command line override its axes");
   app.add_option("--norms", norms, "Norms (compare_norms' keys)")->capture_default_str();
   app.add_option("--batch", batch, "Batch sizes")->capture_default_str();
-  app.add_option("--ghost-batch", ghost,
-                 "BatchNorm/BatchRenorm statistics over this many samples while the step uses the whole batch "
-                 "(0: the whole batch); no effect on per-sample norms, which run once")
+  app.add_option(
+         "--ghost-batch", ghost,
+         "BatchNorm/BatchRenorm statistics over this many samples while the step uses the whole batch "
+         "(0: the whole batch); no effect on per-sample norms, which run once")
       ->capture_default_str();
   app.add_option("--lr", lr, "Peak learning rates of the one-cycle schedule")->capture_default_str();
   app.add_flag("--scale-lr", scale_lr, "Linear scaling rule: lr = value * batch / 128");
@@ -132,8 +145,9 @@ int main(int argc, char** argv) {
   app.add_option("--seeds", seeds, "Seeds")->capture_default_str();
   app.add_option("--epochs", epochs, "Epochs per run")->capture_default_str();
   app.add_option("--dataset", datasets, "cifar10, fashion-mnist")->capture_default_str();
-  app.add_option("--crop-pad", crop_pad,
-                 "What fills the border of the CIFAR-10 random crop: black, mean, reflect (compare_norms --crop-pad)")
+  app.add_option(
+         "--crop-pad", crop_pad,
+         "What fills the border of the CIFAR-10 random crop: black, mean, reflect (compare_norms --crop-pad)")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "CIFAR-10 folder (as compare_norms --data-dir)");
   app.add_option("--fashion-dir", fashion_dir, "Fashion-MNIST folder (default: compare_norms' default)");
@@ -141,18 +155,22 @@ int main(int argc, char** argv) {
   app.add_option("--threads-per-job", threads, "CPU threads per run (0: the cores divided by --jobs)")
       ->capture_default_str();
   app.add_option("--device", device, "cpu, cuda or auto, for every run")
-      ->capture_default_str()->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--out", out, "Study folder")->capture_default_str();
-  app.add_flag("--resume", resume, "Continue the study in --out: finished runs are kept, interrupted ones continue "
-                                   "from their last epoch; the result equals an uninterrupted study's");
+  app.add_flag("--resume", resume,
+               "Continue the study in --out: finished runs are kept, interrupted ones continue "
+               "from their last epoch; the result equals an uninterrupted study's");
   app.add_option("--limit-train", limit_train, "Only the first N training images (tests, quick looks)");
   app.add_option("--limit-test", limit_test, "Only the first N test images");
   app.add_option("--processes", processes,
-                 "Data-parallel processes per run (compare_norms under the --launcher; the batch is split among them)")
+                 "Data-parallel processes per run (compare_norms under the --launcher; the batch is split "
+                 "among them)")
       ->capture_default_str();
-  app.add_option("--launcher", launcher,
-                 "MPI launcher for --processes above 1, as words (no shell), e.g. \"mpirun --oversubscribe\"; "
-                 "\"-np K\" is appended")
+  app.add_option(
+         "--launcher", launcher,
+         "MPI launcher for --processes above 1, as words (no shell), e.g. \"mpirun --oversubscribe\"; "
+         "\"-np K\" is appended")
       ->capture_default_str();
   app.add_option("--app", app_path, "The compare_norms program (default: the one beside this program)");
   app.add_flag("--no-progress", no_progress, "No live progress lines, even on a terminal");
@@ -177,7 +195,8 @@ int main(int argc, char** argv) {
     runs = expand_grid(axes);
     const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
     NL_CHECK(jobs >= 1 && jobs <= 64, "--jobs must be from 1 to 64 (got ", jobs, ")");
-    NL_CHECK(threads >= 0 && threads <= cores, "--threads-per-job must be from 0 to ", cores, " (got ", threads, ")");
+    NL_CHECK(threads >= 0 && threads <= cores, "--threads-per-job must be from 0 to ", cores, " (got ",
+             threads, ")");
     NL_CHECK(processes >= 1 && processes <= 1024, "--processes must be from 1 to 1024 (got ", processes, ")");
     if (threads == 0) threads = std::max(1, cores / jobs);
     // --threads-per-job is the run's: shared among its processes.
@@ -188,8 +207,8 @@ int main(int argc, char** argv) {
     if (app_path.empty()) app_path = default_app();
     // What --resume must match: the grid and what changes results (threads do not: compare_norms'
     // results are bitwise equal for any thread count).
-    config = {{"axes", axes_to_json(axes)}, {"data_dir", data_dir},     {"fashion_dir", fashion_dir},
-              {"device", device},          {"limit_train", limit_train}, {"limit_test", limit_test}};
+    config = {{"axes", axes_to_json(axes)}, {"data_dir", data_dir},       {"fashion_dir", fashion_dir},
+              {"device", device},           {"limit_train", limit_train}, {"limit_test", limit_test}};
     // Only when used, so study folders of earlier versions still resume.
     if (processes > 1) config["processes"] = processes;
   } catch (const std::exception& e) {
@@ -209,7 +228,8 @@ int main(int argc, char** argv) {
     NL_CHECK(::flock(lock_fd, LOCK_EX | LOCK_NB) == 0, "--out ", out, " is in use by another normlab_study");
     const fs::path plan = fs::path(out) / "study-plan.json";
     if (fs::exists(plan)) {
-      NL_CHECK(resume, "--out ", out, " already holds a study: continue it with --resume, or choose another --out");
+      NL_CHECK(resume, "--out ", out,
+               " already holds a study: continue it with --resume, or choose another --out");
       std::ifstream in(plan);
       json saved;
       try {
@@ -221,7 +241,8 @@ int main(int argc, char** argv) {
       NL_CHECK(diff.empty(), "--resume: the study in ", out, " had another configuration (", diff,
                "); use the same flags, or another --out");
     } else {
-      NL_CHECK(!resume, "--resume: ", out, " holds no study to continue (no study-plan.json); start without --resume");
+      NL_CHECK(!resume, "--resume: ", out,
+               " holds no study to continue (no study-plan.json); start without --resume");
       nl::nn::write_file_atomic(plan.string(), config.dump(1) + "\n");
     }
   } catch (const std::exception& e) {
@@ -242,15 +263,18 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < runs.size(); ++i) {
     outcomes[i] = read_outcome((fs::path(out) / "runs" / runs[i].id).string(), runs[i]);
     total_epochs += runs[i].epochs;
-    if (outcomes[i].finished()) done_epochs += runs[i].epochs;
-    else pending.push_back(i);
+    if (outcomes[i].finished())
+      done_epochs += runs[i].epochs;
+    else
+      pending.push_back(i);
   }
-  std::printf("normlab_study: %zu runs (%zu already finished), %d at a time with %d thread%s each, %s -> %s\n",
-              runs.size(), runs.size() - pending.size(), jobs, threads, threads == 1 ? "" : "s", app_path.c_str(),
-              out.c_str());
+  std::printf(
+      "normlab_study: %zu runs (%zu already finished), %d at a time with %d thread%s each, %s -> %s\n",
+      runs.size(), runs.size() - pending.size(), jobs, threads, threads == 1 ? "" : "s", app_path.c_str(),
+      out.c_str());
   if (processes > 1)
-    std::printf("normlab_study: each run data parallel over %d processes (%s -np %d)\n", processes, launcher.c_str(),
-                processes);
+    std::printf("normlab_study: each run data parallel over %d processes (%s -np %d)\n", processes,
+                launcher.c_str(), processes);
   std::fflush(stdout);
   auto save = [&] {
     write_study_csv((fs::path(out) / "study.csv").string(), runs, outcomes);
@@ -282,15 +306,18 @@ int main(int argc, char** argv) {
 
   while (!queue.empty() || !running.empty()) {
     // Start runs while slots are free (never after a stop request).
-    for (size_t tries = queue.size(); g_stop.load() == 0 && running.size() < size_t(jobs) && tries > 0; --tries) {
+    for (size_t tries = queue.size(); g_stop.load() == 0 && running.size() < size_t(jobs) && tries > 0;
+         --tries) {
       const size_t i = queue.front();
       queue.pop_front();
       const RunSpec& r = runs[i];
       if (busy(r)) {
         queue.push_back(i);
         if (Clock::now() - last_wait_note > std::chrono::seconds(30)) {
-          std::printf("%snormlab_study: %s is still held by an earlier compare_norms (of a study that was killed) "
-                      "finishing its step; its run waits for it\n", tty ? "\r\033[K" : "", r.id.c_str());
+          std::printf(
+              "%snormlab_study: %s is still held by an earlier compare_norms (of a study that was killed) "
+              "finishing its step; its run waits for it\n",
+              tty ? "\r\033[K" : "", r.id.c_str());
           last_wait_note = Clock::now();
           drawn = 0;
         }
@@ -305,9 +332,11 @@ int main(int argc, char** argv) {
       }
       args.push_back(app_path);
       for (const std::string& a : r.app_args()) args.push_back(a);
-      args.insert(args.end(), {"--out", dir.string(), "--threads", std::to_string(threads), "--device", device});
+      args.insert(args.end(),
+                  {"--out", dir.string(), "--threads", std::to_string(threads), "--device", device});
       if (r.dataset == "cifar10" && !data_dir.empty()) args.insert(args.end(), {"--data-dir", data_dir});
-      if (r.dataset == "fashion-mnist" && !fashion_dir.empty()) args.insert(args.end(), {"--data-dir", fashion_dir});
+      if (r.dataset == "fashion-mnist" && !fashion_dir.empty())
+        args.insert(args.end(), {"--data-dir", fashion_dir});
       if (limit_train) args.insert(args.end(), {"--limit-train", std::to_string(limit_train)});
       if (limit_test) args.insert(args.end(), {"--limit-test", std::to_string(limit_test)});
       if (fs::exists(dir / "run.json")) args.push_back("--resume");
@@ -364,8 +393,8 @@ int main(int argc, char** argv) {
       } else {
         ++failed;
         o.status = "failed";
-        std::fprintf(stderr, "%snormlab_study: run %s failed (exit %d); the end of %s:\n%s", tty ? "\r\033[K" : "",
-                     r.id.c_str(), code, log.c_str(), tail_lines(log, 5).c_str());
+        std::fprintf(stderr, "%snormlab_study: run %s failed (exit %d); the end of %s:\n%s",
+                     tty ? "\r\033[K" : "", r.id.c_str(), code, log.c_str(), tail_lines(log, 5).c_str());
       }
       outcomes[job.index] = o;
       save();
@@ -388,19 +417,21 @@ int main(int argc, char** argv) {
       const double el = std::chrono::duration<double>(Clock::now() - job.start).count();
       if (e > job.start_epoch) running_rate_sum += el / double(e - job.start_epoch), ++rate_n;
       char b[256];
-      std::snprintf(b, sizeof b, "  %-48s epoch %3lld/%lld  %s", r.id.c_str(), (long long)e, (long long)r.epochs,
-                    hms(el).c_str());
+      std::snprintf(b, sizeof b, "  %-48s epoch %3lld/%lld  %s", r.id.c_str(), (long long)e,
+                    (long long)r.epochs, hms(el).c_str());
       lines.push_back(b);
     }
     const double per_epoch = epoch_count ? epoch_seconds_sum / double(epoch_count)
-                                         : rate_n ? running_rate_sum / rate_n : 0.0;
+                             : rate_n    ? running_rate_sum / rate_n
+                                         : 0.0;
     const int64_t left = total_epochs - done_epochs - running_epochs;
     size_t finished_n = 0;
     for (const RunOutcome& o : outcomes) finished_n += o.finished();
     char head[256];
     std::snprintf(head, sizeof head, "normlab_study: %zu/%zu runs finished, %zu running, ETA %s", finished_n,
                   runs.size(), running.size(),
-                  per_epoch > 0 ? hms(per_epoch * double(left) / double(std::max(1, jobs))).c_str() : "after the first epoch");
+                  per_epoch > 0 ? hms(per_epoch * double(left) / double(std::max(1, jobs))).c_str()
+                                : "after the first epoch");
     if (tty) {
       std::string block;
       if (drawn) block += "\033[" + std::to_string(drawn) + "A";
@@ -423,20 +454,23 @@ int main(int argc, char** argv) {
   save();
   try {
     const bool pictures = write_study_report(out, config, runs, outcomes);
-    std::printf("normlab_study: wrote %s/{study.csv, study.json, study.md%s}\n", out.c_str(), pictures ? ", plots" : "");
+    std::printf("normlab_study: wrote %s/{study.csv, study.json, study.md%s}\n", out.c_str(),
+                pictures ? ", plots" : "");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "normlab_study: the report failed: %s\n", e.what());
     return 1;
   }
   if (g_stop.load() != 0) {
-    std::fprintf(stderr, "normlab_study: stopped by %s; finished runs and epochs are saved in %s. Continue with "
-                         "the same flags and --resume.\n",
+    std::fprintf(stderr,
+                 "normlab_study: stopped by %s; finished runs and epochs are saved in %s. Continue with "
+                 "the same flags and --resume.\n",
                  g_stop.load() == SIGTERM ? "SIGTERM" : "SIGINT", out.c_str());
     return 128 + g_stop.load();
   }
   if (failed) {
-    std::fprintf(stderr, "normlab_study: %d run%s failed (logs in %s/logs); rerun with --resume to retry them\n", failed,
-                 failed == 1 ? "" : "s", out.c_str());
+    std::fprintf(stderr,
+                 "normlab_study: %d run%s failed (logs in %s/logs); rerun with --resume to retry them\n",
+                 failed, failed == 1 ? "" : "s", out.c_str());
     return 1;
   }
   return 0;

@@ -93,19 +93,20 @@ std::string first_bad_tensor(const nn::NamedTensors& params, bool grads) {
   for (const auto& [name, t] : params) ts.push_back(grads ? t.grad() : t);
   const std::vector<int64_t> bad = nonfinite_counts(ts);
   for (size_t i = 0; i < bad.size(); ++i)
-    if (bad[i]) return std::string(grads ? "gradient of " : "parameter ") + params[i].first + " has " +
-                       nonfinite_text(bad[i], ts[i].numel());
+    if (bad[i])
+      return std::string(grads ? "gradient of " : "parameter ") + params[i].first + " has " +
+             nonfinite_text(bad[i], ts[i].numel());
   return "";
 }
 
-void draw_progress(const std::string& tag, int64_t epoch, int64_t epochs, int64_t b, int64_t nb,
-                   double loss, double acc, double ips, double eta) {
+void draw_progress(const std::string& tag, int64_t epoch, int64_t epochs, int64_t b, int64_t nb, double loss,
+                   double acc, double ips, double eta) {
   const int width = 24;
   int filled = static_cast<int>(width * b / std::max<int64_t>(nb, 1));
-  std::fprintf(stderr, "\r%s epoch %lld/%lld [%.*s%*s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %.0f s  ",
-               tag.c_str(), (long long)epoch, (long long)epochs, filled,
-               "########################", width - filled, "", (long long)b, (long long)nb, loss,
-               acc, ips, eta);
+  std::fprintf(stderr,
+               "\r%s epoch %lld/%lld [%.*s%*s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %.0f s  ",
+               tag.c_str(), (long long)epoch, (long long)epochs, filled, "########################",
+               width - filled, "", (long long)b, (long long)nb, loss, acc, ips, eta);
   std::fflush(stderr);
 }
 
@@ -123,11 +124,13 @@ nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device d
   std::map<std::string, size_t> row;  // "C4.body" -> index in layers
   for (const auto& [name, w] : net.named_parameters()) {
     const std::string suffix = ".conv.weight";
-    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
     const std::string layer = name.substr(0, name.size() - suffix.size());
     const double wn = l2(w);
     row[layer] = layers.size();
-    layers.push_back({{"layer", layer}, {"weight_norm", wn},
+    layers.push_back({{"layer", layer},
+                      {"weight_norm", wn},
                       {"grad_norm", w.grad().defined() ? l2(w.grad()) : 0.0},
                       {"eff_lr", double(lr) / (wn * wn)}});
   }
@@ -159,7 +162,8 @@ nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device d
     nn::set_output_check(nullptr);
   }
   nn::set_fusion_enabled(fused);
-  nlohmann::json t = {{"loss_spikes", spikes}, {"max_loss_ratio", max_ratio}, {"bn_gap", nullptr}, {"layers", layers}};
+  nlohmann::json t = {
+      {"loss_spikes", spikes}, {"max_loss_ratio", max_ratio}, {"bn_gap", nullptr}, {"layers", layers}};
   if (batch_stats) {
     // BatchNorm's train/eval gap: the test set normalised with its own batch statistics (chunks of
     // 500, as evaluate() runs) against the running statistics. Only the norms switch to training
@@ -169,8 +173,10 @@ nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device d
     for (const auto& [name, b] : net.named_buffers()) saved.emplace_back(b, b.clone());
     std::function<void(nn::Module&)> norms_train = [&](nn::Module& m) {
       for (const auto& [name, child] : m.children()) {
-        if (name == "norm") child->train(true);
-        else norms_train(*child);
+        if (name == "norm")
+          child->train(true);
+        else
+          norms_train(*child);
       }
     };
     norms_train(net);
@@ -180,8 +186,8 @@ nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device d
       for (int64_t b = 0; b < d.test.N; b += 500) {
         const int64_t e = std::min(d.test.N, b + 500);
         Tensor x = data::to_tensor(d.test, d.mean, d.std, b, e).to(device);
-        Tensor y = Tensor::from_ints(std::vector<int32_t>(d.test.labels.begin() + b, d.test.labels.begin() + e),
-                                     {e - b}, device);
+        Tensor y = Tensor::from_ints(
+            std::vector<int32_t>(d.test.labels.begin() + b, d.test.labels.begin() + e), {e - b}, device);
         correct += count_correct(net.forward(x), y, nullptr);
       }
     }
@@ -197,7 +203,8 @@ nlohmann::json epoch_telemetry(nn::Module& net, const data::Dataset& d, Device d
 // Runs x through net once more with every module's output checked, and names the first module
 // whose output is not finite ("" when every output is finite).
 std::string first_nonfinite_output(nn::Module& net, const Tensor& x) {
-  if (const int64_t bad = nonfinite_counts({x})[0]) return "the input batch has " + nonfinite_text(bad, x.numel());
+  if (const int64_t bad = nonfinite_counts({x})[0])
+    return "the input batch has " + nonfinite_text(bad, x.numel());
   std::map<const nn::Module*, std::string> names;
   name_modules(net, "", names);
   std::string found;
@@ -248,8 +255,8 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
   data::DataLoader loader(d.train, d.mean, d.std, lo);
   const int64_t steps = loader.batches_per_epoch();
 
-  nn::SGD opt(net->parameters(), {.lr = cfg.max_lr / 25.0f, .momentum = 0.95f,
-                                  .weight_decay = cfg.weight_decay});
+  nn::SGD opt(net->parameters(),
+              {.lr = cfg.max_lr / 25.0f, .momentum = 0.95f, .weight_decay = cfg.weight_decay});
   nn::OneCycleLR sched(opt, cfg.max_lr, cfg.epochs * steps);
   const std::string tag = "[" + norm_key(norm) + " seed " + std::to_string(seed) + "]";
   auto run_start = Clock::now();
@@ -280,11 +287,14 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
   };
 
   bool running_stats = false;  // a norm with running statistics (BatchNorm's family): the train/eval gap
-  for (const auto& [name, b] : net->named_buffers()) running_stats |= name.find("running_mean") != std::string::npos;
+  for (const auto& [name, b] : net->named_buffers())
+    running_stats |= name.find("running_mean") != std::string::npos;
   for (int64_t epoch = first_epoch; epoch <= cfg.epochs; ++epoch) {
     const auto t0 = Clock::now();
     loader.start_epoch(epoch);
-    if (group) drop.set_state(seed ^ kDropoutStream ^ (kRankStream * uint64_t(rank + 1)), uint64_t(epoch) * kEpochStride);
+    if (group)
+      drop.set_state(seed ^ kDropoutStream ^ (kRankStream * uint64_t(rank + 1)),
+                     uint64_t(epoch) * kEpochStride);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, b = 0;
     int64_t spikes = 0;
@@ -328,8 +338,9 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
       }
       if (!std::isfinite(l)) {
         const std::string culprit = first_nonfinite_output(*net, x);
-        diverge(culprit.empty() ? "the training loss is " + std::to_string(l) + " (every module's output was finite)"
-                                : culprit + "; training loss " + std::to_string(l));
+        diverge(culprit.empty()
+                    ? "the training loss is " + std::to_string(l) + " (every module's output was finite)"
+                    : culprit + "; training loss " + std::to_string(l));
         break;
       }
       if (cfg.telemetry) {
@@ -348,7 +359,8 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
         // one-process gradient, and the reducer's mean over ranks is that gradient (exact for
         // unequal slices, and for SyncBatchNorm, whose backward mixes every process's dy).
         const double seed_grad = share * double(ranks);
-        reducer->backward(loss, seed_grad == 1.0 ? Tensor() : Tensor::full({}, float(seed_grad), loss.device()));
+        reducer->backward(loss,
+                          seed_grad == 1.0 ? Tensor() : Tensor::full({}, float(seed_grad), loss.device()));
       } else {
         loss.backward();
       }
@@ -405,10 +417,12 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
       // Eval mode (running statistics) can break where training mode did not: name the module.
       net->eval();
       const int64_t n = std::min<int64_t>(d.test.N, 500);
-      const std::string culprit = first_nonfinite_output(*net, data::to_tensor(d.test, d.mean, d.std, 0, n).to(cfg.device));
+      const std::string culprit =
+          first_nonfinite_output(*net, data::to_tensor(d.test, d.mean, d.std, 0, n).to(cfg.device));
       net->train();
       res.test_predictions.clear();
-      diverge((culprit.empty() ? std::string("the test loss is not finite") : culprit + " (eval mode, test images)") +
+      diverge((culprit.empty() ? std::string("the test loss is not finite")
+                               : culprit + " (eval mode, test images)") +
               ", after the epoch");
       checkpoint(true);
       break;
@@ -445,7 +459,9 @@ RunResult train_one(NormRef norm, uint64_t seed, const data::Dataset& d, const T
   if (checkpoints && cfg.write_files && res.status == "ok") {
     // The final weights alone, named as in the network: model_<norm>_s<seed>.safetensors.
     const fs::path stem(cfg.checkpoint_stem);
-    save_model((stem.parent_path() / ("model_" + stem.filename().string().substr(5) + ".safetensors")).string(), *net);
+    save_model(
+        (stem.parent_path() / ("model_" + stem.filename().string().substr(5) + ".safetensors")).string(),
+        *net);
   }
   return res;
 }

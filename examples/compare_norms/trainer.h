@@ -108,8 +108,7 @@ std::string first_nonfinite_output(nl::nn::Module& net, const nl::Tensor& x);
 // on_epoch (may be empty) sees the run after each finished epoch, so the caller can write its
 // metrics to disk as they come. A run that diverges returns with status "diverged" instead of
 // throwing, so the other runs of a comparison go on.
-RunResult train_one(NormRef norm, uint64_t seed, const nl::data::Dataset& data,
-                    const TrainConfig& cfg, std::ostream& log,
-                    const std::function<void(const RunResult&)>& on_epoch = {});
+RunResult train_one(NormRef norm, uint64_t seed, const nl::data::Dataset& data, const TrainConfig& cfg,
+                    std::ostream& log, const std::function<void(const RunResult&)>& on_epoch = {});
 
 }  // namespace compare

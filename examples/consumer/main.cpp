@@ -9,10 +9,8 @@ int main() {
   try {
     nl::Generator gen(0);
     nl::nn::Sequential net{std::make_shared<nl::nn::Conv2d>(1, 4, 3, 1, 1, false, gen),
-                           std::make_shared<nl::nn::GroupNorm>(2, 4),
-                           std::make_shared<nl::nn::ReLU>(),
-                           std::make_shared<nl::nn::GlobalAvgPool>(),
-                           std::make_shared<nl::nn::Flatten>()};
+                           std::make_shared<nl::nn::GroupNorm>(2, 4), std::make_shared<nl::nn::ReLU>(),
+                           std::make_shared<nl::nn::GlobalAvgPool>(), std::make_shared<nl::nn::Flatten>()};
     nl::nn::SGD opt(net.parameters(), {.lr = 0.1f});
     nl::Tensor x = nl::Tensor::randn({2, 1, 6, 6}, gen);
     nl::Tensor y = nl::Tensor::from_ints({1, 3}, {2});

@@ -41,10 +41,12 @@ int main() {
   try {
     Generator gen(0);
     nn::Sequential net{std::make_shared<nn::Conv2d>(3, 16, 3, 1, 1, false, gen),
-                       std::make_shared<nn::BatchNorm2d>(16), std::make_shared<nn::ReLU>(),
+                       std::make_shared<nn::BatchNorm2d>(16),
+                       std::make_shared<nn::ReLU>(),
                        std::make_shared<nn::MaxPool2d>(),
                        std::make_shared<nn::Conv2d>(16, 4, 1, 1, 0, true, gen),
-                       std::make_shared<nn::GlobalAvgPool>(), std::make_shared<nn::Flatten>()};
+                       std::make_shared<nn::GlobalAvgPool>(),
+                       std::make_shared<nn::Flatten>()};
     auto [train_x, train_y] = quadrant_images(512, gen);
     auto [test_x, test_y] = quadrant_images(256, gen);
     nn::SGD opt(net.parameters(), {.lr = 0.05f, .momentum = 0.9f, .weight_decay = 5e-4f});
@@ -69,8 +71,8 @@ int main() {
       net.eval();
       NoGradGuard no_grad;
       Tensor logits = net(test_x);
-      std::printf("epoch %2d | train loss %.4f | test loss %.4f acc %.2f%%\n", epoch,
-                  loss_sum / 8.0f, cross_entropy(logits, test_y).item(), accuracy(logits, test_y));
+      std::printf("epoch %2d | train loss %.4f | test loss %.4f acc %.2f%%\n", epoch, loss_sum / 8.0f,
+                  cross_entropy(logits, test_y).item(), accuracy(logits, test_y));
     }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("train_demo: done in %.2f s\n", s);

@@ -28,8 +28,7 @@ int64_t group_size(const Conv2dParams& p) {
 }
 
 // Output columns [lo, hi) whose input column ow * stride - pad + s lies inside [0, W).
-void valid_range(int64_t s, int64_t stride, int64_t pad, int64_t W, int64_t Q, int64_t& lo,
-                 int64_t& hi) {
+void valid_range(int64_t s, int64_t stride, int64_t pad, int64_t W, int64_t Q, int64_t& lo, int64_t& hi) {
   // ow * stride >= pad - s  and  ow * stride <= W - 1 + pad - s
   const int64_t a = pad - s, b = W - 1 + pad - s;
   lo = a <= 0 ? 0 : (a + stride - 1) / stride;
@@ -201,7 +200,8 @@ const float* group_columns(const Conv2dParams& p, const float* x, int64_t n0, in
   const bool pointwise = is_pointwise(p);
   if (pointwise && n1 - n0 == 1) return x + n0 * CHW;
   float* col = thread_scratch(slot, static_cast<size_t>(CRS * cols));
-  if (pointwise) gather_rows(x + n0 * CHW, col, n1 - n0, CRS, PQ);
+  if (pointwise)
+    gather_rows(x + n0 * CHW, col, n1 - n0, CRS, PQ);
   else
     for (int64_t n = n0; n < n1; ++n) im2col(p, x + n * CHW, col + (n - n0) * PQ, cols);
   return col;
@@ -229,8 +229,8 @@ void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const flo
   });
 }
 
-void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
-                float* dw, float* dbias) {
+void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                float* dbias) {
   if (dx && conv3x3_direct_bwd_data_ok(p)) {
     conv3x3_direct_bwd_data(p, w, dy, dx);
     if (dw || dbias) conv2d_bwd(p, x, w, dy, nullptr, dw, dbias);
@@ -248,31 +248,34 @@ void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const flo
   float* part_w = dw ? thread_scratch(2, static_cast<size_t>(groups * KCRS)) : nullptr;
   CMapR W(w, p.K, CRS);
   // Only dbias left (the direct kernels did dx and dW): no group matrices to build.
-  if (dw || dx) parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
-    const int64_t ns = n1 - n0, cols = ns * PQ, grp = n0 / g;
-    // dY of the group as [K, cols].
-    const float* dY = dy + n0 * p.K * PQ;
-    if (ns > 1) {
-      float* buf = thread_scratch(0, static_cast<size_t>(p.K * cols));
-      gather_rows(dy + n0 * p.K * PQ, buf, ns, p.K, PQ);
-      dY = buf;
-    }
-    if (dw) {
-      const float* X = group_columns(p, x, n0, n1, 1);
-      MapR(part_w + grp * KCRS, p.K, CRS).noalias() = CMapR(dY, p.K, cols) * CMapR(X, CRS, cols).transpose();
-    }
-    if (dx) {
-      if (pointwise && ns == 1) {
-        MapR(dx + n0 * CHW, CRS, PQ).noalias() = W.transpose() * CMapR(dY, p.K, PQ);
-      } else {
-        float* dcol = thread_scratch(3, static_cast<size_t>(CRS * cols));
-        MapR(dcol, CRS, cols).noalias() = W.transpose() * CMapR(dY, p.K, cols);
-        if (pointwise) scatter_rows(dcol, dx + n0 * CHW, ns, CRS, PQ);
-        else
-          for (int64_t n = n0; n < n1; ++n) col2im(p, dcol + (n - n0) * PQ, cols, dx + n * CHW);
+  if (dw || dx)
+    parallel_for(p.N, g, [&](int64_t n0, int64_t n1) {
+      const int64_t ns = n1 - n0, cols = ns * PQ, grp = n0 / g;
+      // dY of the group as [K, cols].
+      const float* dY = dy + n0 * p.K * PQ;
+      if (ns > 1) {
+        float* buf = thread_scratch(0, static_cast<size_t>(p.K * cols));
+        gather_rows(dy + n0 * p.K * PQ, buf, ns, p.K, PQ);
+        dY = buf;
       }
-    }
-  });
+      if (dw) {
+        const float* X = group_columns(p, x, n0, n1, 1);
+        MapR(part_w + grp * KCRS, p.K, CRS).noalias() =
+            CMapR(dY, p.K, cols) * CMapR(X, CRS, cols).transpose();
+      }
+      if (dx) {
+        if (pointwise && ns == 1) {
+          MapR(dx + n0 * CHW, CRS, PQ).noalias() = W.transpose() * CMapR(dY, p.K, PQ);
+        } else {
+          float* dcol = thread_scratch(3, static_cast<size_t>(CRS * cols));
+          MapR(dcol, CRS, cols).noalias() = W.transpose() * CMapR(dY, p.K, cols);
+          if (pointwise)
+            scatter_rows(dcol, dx + n0 * CHW, ns, CRS, PQ);
+          else
+            for (int64_t n = n0; n < n1; ++n) col2im(p, dcol + (n - n0) * PQ, cols, dx + n * CHW);
+        }
+      }
+    });
   if (dw) {
     VecMap out(dw, KCRS);
     out = CVecMap(part_w, KCRS);
@@ -288,15 +291,14 @@ void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const flo
   }
 }
 
-void linear_fwd(const LinearParams& p, const float* x, const float* w, const float* bias,
-                float* y) {
+void linear_fwd(const LinearParams& p, const float* x, const float* w, const float* bias, float* y) {
   MapR Y(y, p.M, p.N);
   Y.noalias() = CMapR(x, p.M, p.K) * CMapR(w, p.N, p.K).transpose();
   if (bias) Y.rowwise() += CVecMap(bias, p.N).transpose();
 }
 
-void linear_bwd(const LinearParams& p, const float* x, const float* w, const float* dy, float* dx,
-                float* dw, float* dbias) {
+void linear_bwd(const LinearParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                float* dbias) {
   CMapR dY(dy, p.M, p.N);
   if (dx) MapR(dx, p.M, p.K).noalias() = dY * CMapR(w, p.N, p.K);
   if (dw) MapR(dw, p.N, p.K).noalias() = dY.transpose() * CMapR(x, p.M, p.K);

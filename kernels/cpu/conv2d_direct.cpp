@@ -12,8 +12,8 @@
 namespace nl::cpu {
 
 namespace {
-constexpr int64_t kVec = 16;    // floats per AVX-512 vector
-constexpr int64_t kBlock = 8;   // output channels per register block
+constexpr int64_t kVec = 16;   // floats per AVX-512 vector
+constexpr int64_t kBlock = 8;  // output channels per register block
 constexpr int64_t kTaps = 9;
 
 // The shape the kernel handles: 3x3, stride 1, padding 1, output as large as the input, rows of
@@ -33,8 +33,8 @@ void pad_sample(const float* x, int64_t n, int64_t cin, int64_t H, int64_t W, fl
   const int64_t Wp = W + 2, plane = (H + 2) * Wp;
   for (int64_t c = 0; c < cin; ++c) {
     float* xc = xp + c * plane;
-    std::fill(xc, xc + Wp, 0.0f);                               // top row
-    std::fill(xc + (H + 1) * Wp, xc + plane, 0.0f);             // bottom row
+    std::fill(xc, xc + Wp, 0.0f);                    // top row
+    std::fill(xc + (H + 1) * Wp, xc + plane, 0.0f);  // bottom row
     for (int64_t h = 0; h < H; ++h) {
       float* row = xc + (h + 1) * Wp;
       const float* src = x + ((n * cin + c) * H + h) * W;
@@ -48,8 +48,8 @@ void pad_sample(const float* x, int64_t n, int64_t cin, int64_t H, int64_t W, fl
 
 // y[n] = conv(x[n]) for samples of `cin` channels; wpk is the packed filter
 // [cout / 8][cin][9][8] (8 consecutive floats = the 8 output channels of a block).
-void direct_conv(int64_t N, int64_t cin, int64_t cout, int64_t H, int64_t W, const float* x,
-                 const float* wpk, const float* bias, float* y) {
+void direct_conv(int64_t N, int64_t cin, int64_t cout, int64_t H, int64_t W, const float* x, const float* wpk,
+                 const float* bias, float* y) {
   const int64_t Wp = W + 2, plane = (H + 2) * Wp, nv = W / kVec, vectors = H * nv;
   parallel_for(N, 1, [&](int64_t n0, int64_t n1) {
     // The zero-bordered copy of one sample (+ slack: a tile's loads end at column W + 1).
@@ -102,8 +102,8 @@ void direct_conv(int64_t N, int64_t cin, int64_t cout, int64_t H, int64_t W, con
 
 namespace {
 bool same3x3(const Conv2dParams& p) {
-  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 1 &&
-         p.pad_w == 1 && p.P == p.H && p.Q == p.W;
+  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 1 && p.pad_w == 1 &&
+         p.P == p.H && p.Q == p.W;
 }
 constexpr int64_t kWeightChunk = 8;  // samples per partial dW
 
@@ -193,7 +193,8 @@ void conv3x3_direct_bwd_data(const Conv2dParams& p, const float* w, const float*
   for (int64_t c = 0; c < p.C; ++c)
     for (int64_t k = 0; k < p.K; ++k)
       for (int64_t t = 0; t < kTaps; ++t)
-        wpk[((c / kBlock * p.K + k) * kTaps + t) * kBlock + c % kBlock] = w[(k * p.C + c) * kTaps + (kTaps - 1 - t)];
+        wpk[((c / kBlock * p.K + k) * kTaps + t) * kBlock + c % kBlock] =
+            w[(k * p.C + c) * kTaps + (kTaps - 1 - t)];
   direct_conv(p.N, p.K, p.C, p.H, p.W, dy, wpk, nullptr, dx);
 }
 

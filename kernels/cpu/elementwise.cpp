@@ -34,7 +34,8 @@ void sum_bwd(int64_t n, const float* dy, float* dx) { VecMap(dx, n).setConstant(
 void nonfinite_count(const NonfiniteParams& p, int32_t* counts) {
   for (int t = 0; t < p.count; ++t) {
     // x - x is 0 for finite x and NaN for NaN and +-Inf: one compare per element, vectorised.
-    counts[t] = static_cast<int32_t>((CVecMap(p.x[t], p.n[t]) - CVecMap(p.x[t], p.n[t])).array().isNaN().count());
+    counts[t] =
+        static_cast<int32_t>((CVecMap(p.x[t], p.n[t]) - CVecMap(p.x[t], p.n[t])).array().isNaN().count());
   }
 }
 

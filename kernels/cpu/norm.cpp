@@ -58,9 +58,12 @@ struct Epilogue {
   bool plain;  // no mask: no activation, no dropout
 
   Epilogue(const NormParams& p, const float* residual, uint8_t* mask)
-      : p(p), residual(residual), mask(mask),
+      : p(p),
+        residual(residual),
+        mask(mask),
         threshold(p.dropout > 0.0f ? philox_keep_threshold(p.dropout) : 0u),
-        keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f), plain(!p.has_mask()) {}
+        keep_scale(p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f),
+        plain(!p.has_mask()) {}
 
   // TLU: max(pre, tau); a clamped element's gradient goes to tau (mask 2), not the norm. Out of
   // line: inlined into row() it kept row() from being inlined into the norm loops, a call per row
@@ -81,7 +84,8 @@ struct Epilogue {
   }
 
   // tau: the row's channel's TLU threshold (read only when p.tlu).
-  void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift, float tau = 0.0f) const {
+  void row(const float* x, float* y, int64_t off, int64_t len, float scale, float shift,
+           float tau = 0.0f) const {
     // Local restrict pointers and constants: the byte mask could otherwise alias everything, and
     // the compiler would reload the constants and refuse to vectorise.
     const float* __restrict xr = x + off;
@@ -122,8 +126,8 @@ struct Epilogue {
 
 // The gradient reaching the norm on one row: g = (mask == 1) * dy / (1 - dropout), written to g
 // (which may alias nothing else); returns g, or dy itself when there is no mask.
-const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64_t off,
-                         int64_t len, float* g) {
+const float* masked_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64_t off, int64_t len,
+                         float* g) {
   if (!mask) return dy + off;
   const float s = p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f;
   const float* __restrict d = dy + off;
@@ -146,7 +150,8 @@ double tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64
 // function of its own: inside GroupNorm's backward loop, or inlined after it, the code for it
 // measured 5-9% slower GroupNorm/LayerNorm backward on the 8x8 layers (bench_norm, paired runs),
 // where it is never taken.
-[[gnu::noinline]] void group_norm_tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, float* dtau) {
+[[gnu::noinline]] void group_norm_tau_grad(const NormParams& p, const float* dy, const uint8_t* mask,
+                                           float* dtau) {
   parallel_for(p.C, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       double t = 0.0;
@@ -161,8 +166,8 @@ double tau_grad(const NormParams& p, const float* dy, const uint8_t* mask, int64
 // --- BatchNorm: sets are (N, HxW) per channel -------------------------------------------------
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
+                    const float* residual, float* running_mean, float* running_var, float* y, float* mean,
+                    float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   const int64_t M = p.N * p.HxW, plane = p.C * p.HxW;
   const Epilogue epi(p, residual, mask);
   const double warm = renorm_warmup_fraction(p, renorm_step);
@@ -201,7 +206,8 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
       rstd[c] = static_cast<float>(r);
       // gamma * (r * xhat + d) + beta, as one scale and shift.
       const float scale = static_cast<float>(gamma_at(gamma, c) * rr * r);
-      const float shift = static_cast<float>(beta_at(beta, c) + gamma_at(gamma, c) * dd - m * gamma_at(gamma, c) * rr * r);
+      const float shift =
+          static_cast<float>(beta_at(beta, c) + gamma_at(gamma, c) * dd - m * gamma_at(gamma, c) * rr * r);
       if (!y) continue;  // statistics only (SyncBatchNorm's first phase)
       for (int64_t n = 0; n < p.N; ++n) epi.row(x, y, n * plane + c * p.HxW, p.HxW, scale, shift);
     }
@@ -244,7 +250,9 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
       for (int64_t n = 0; n < p.N; ++n) {
         const int64_t off = n * plane + c * p.HxW;
         // g: left in dx by pass 1 (mask), dy itself (no mask), or computed here (no pass 1).
-        const float* g = dx_terms ? masked_grad(p, dy, mask, off, p.HxW, dx + off) : mask ? dx + off : dy + off;
+        const float* g = dx_terms ? masked_grad(p, dy, mask, off, p.HxW, dx + off)
+                         : mask   ? dx + off
+                                  : dy + off;
         const float* xr = x + off;
         float* d = dx + off;
         for (int64_t i = 0; i < p.HxW; ++i) d[i] = gr * (g[i] - k1 - (xr[i] - m) * r * k2);
@@ -285,8 +293,8 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
 // (bench_norm GN4/LN bwd at 24x8x8, paired runs against the code before it).
 template <bool kCenter>
 void group_norm_bwd_impl(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                         const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                         float* dgamma, float* dbeta) {
+                         const float* mean, const float* rstd, const uint8_t* mask, float* dx, float* dgamma,
+                         float* dbeta) {
   const int64_t Cg = p.C / p.G, D = Cg * p.HxW;
   // Per-(n, c) sums of g and g * xhat; dgamma/dbeta sum them over n in order below.
   thread_local std::vector<double> part;
@@ -312,7 +320,8 @@ void group_norm_bwd_impl(const NormParams& p, const float* x, const float* dy, c
         sum_gg_xhat += gamma_at(gamma, c) * b;
       }
       if (!dx) continue;
-      const float k1 = kCenter ? static_cast<float>(sum_gg / D) : 0.0f, k2 = static_cast<float>(sum_gg_xhat / D);
+      const float k1 = kCenter ? static_cast<float>(sum_gg / D) : 0.0f,
+                  k2 = static_cast<float>(sum_gg_xhat / D);
       for (int64_t ci = 0; ci < Cg; ++ci) {
         const float gc = gamma_at(gamma, g * Cg + ci);
         const int64_t off = base + ci * p.HxW;
@@ -332,17 +341,19 @@ void group_norm_bwd_impl(const NormParams& p, const float* x, const float* dy, c
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta, float* dtau) {
-  if (p.center) group_norm_bwd_impl<true>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
-  else group_norm_bwd_impl<false>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx, float* dgamma,
+                    float* dbeta, float* dtau) {
+  if (p.center)
+    group_norm_bwd_impl<true>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
+  else
+    group_norm_bwd_impl<false>(p, x, dy, gamma, mean, rstd, mask, dx, dgamma, dbeta);
   if (p.tlu && dtau) group_norm_tau_grad(p, dy, mask, dtau);
 }
 
 // --- LayerNorm over the last dimension: N rows of C elements, per-element affine -------------
 
-void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* y, float* mean, float* rstd) {
+void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta, float* y,
+                    float* mean, float* rstd) {
   for (int64_t row = 0; row < p.N; ++row) {
     const float* xr = x + row * p.C;
     const double m = row_sum(xr, p.C) / static_cast<double>(p.C);
@@ -351,8 +362,7 @@ void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
     mean[row] = static_cast<float>(m);
     rstd[row] = static_cast<float>(r);
     for (int64_t c = 0; c < p.C; ++c) {
-      y[row * p.C + c] =
-          static_cast<float>((xr[c] - m) * r * gamma_at(gamma, c) + beta_at(beta, c));
+      y[row * p.C + c] = static_cast<float>((xr[c] - m) * r * gamma_at(gamma, c) + beta_at(beta, c));
     }
   }
 }

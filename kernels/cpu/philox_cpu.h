@@ -76,11 +76,10 @@ inline uint64_t philox_keep_bits64(uint64_t seed, uint64_t first_block, uint32_t
   uint64_t bits = 0;
   for (int b = 0; b < kPhiloxBlocks; ++b) {
     const uint64_t blk = first_block + static_cast<uint64_t>(b);
-    const Philox4x32 r = philox4x32_10(
-        {{static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32), 0u, 0u}},
-        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-    for (int l = 0; l < 4; ++l)
-      bits |= static_cast<uint64_t>((r.v[l] >> 8) >= threshold) << (4 * b + l);
+    const Philox4x32 r =
+        philox4x32_10({{static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32), 0u, 0u}},
+                      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    for (int l = 0; l < 4; ++l) bits |= static_cast<uint64_t>((r.v[l] >> 8) >= threshold) << (4 * b + l);
   }
   return bits;
 }

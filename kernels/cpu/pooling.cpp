@@ -7,25 +7,25 @@ namespace nl::cpu {
 
 void max_pool2d_fwd(const Pool2dParams& p, const float* x, float* y, int32_t* argmax) {
   parallel_for(p.N * p.C, 64, [&](int64_t b, int64_t e) {
-  for (int64_t plane = b; plane < e; ++plane) {
-    const float* xp = x + plane * p.H * p.W;
-    for (int64_t oh = 0; oh < p.P; ++oh) {
-      for (int64_t ow = 0; ow < p.Q; ++ow) {
-        int64_t h0 = oh * p.stride, w0 = ow * p.stride;
-        int64_t best_i = h0 * p.W + w0;
-        float best = xp[best_i];
-        // Strict '>' keeps the first maximum in row-major window order, as PyTorch does.
-        for (int64_t kh = 0; kh < p.kernel; ++kh)
-          for (int64_t kw = 0; kw < p.kernel; ++kw) {
-            int64_t i = (h0 + kh) * p.W + (w0 + kw);
-            if (xp[i] > best) best = xp[i], best_i = i;
-          }
-        int64_t o = plane * p.P * p.Q + oh * p.Q + ow;
-        y[o] = best;
-        argmax[o] = static_cast<int32_t>(best_i);
+    for (int64_t plane = b; plane < e; ++plane) {
+      const float* xp = x + plane * p.H * p.W;
+      for (int64_t oh = 0; oh < p.P; ++oh) {
+        for (int64_t ow = 0; ow < p.Q; ++ow) {
+          int64_t h0 = oh * p.stride, w0 = ow * p.stride;
+          int64_t best_i = h0 * p.W + w0;
+          float best = xp[best_i];
+          // Strict '>' keeps the first maximum in row-major window order, as PyTorch does.
+          for (int64_t kh = 0; kh < p.kernel; ++kh)
+            for (int64_t kw = 0; kw < p.kernel; ++kw) {
+              int64_t i = (h0 + kh) * p.W + (w0 + kw);
+              if (xp[i] > best) best = xp[i], best_i = i;
+            }
+          int64_t o = plane * p.P * p.Q + oh * p.Q + ow;
+          y[o] = best;
+          argmax[o] = static_cast<int32_t>(best_i);
+        }
       }
     }
-  }
   });
 }
 

@@ -43,7 +43,7 @@ constexpr size_t kSmem = 2 * sizeof(float) * kBK * (kLdA + kLdB);  // two stages
 // fragment load on 32 different banks (a stride of 4 would pair them: 2-way conflicts). The
 // 64 x 64 result is staged in the same buffer after the last tile.
 constexpr int kLdTc = kBM + 8;
-constexpr size_t kSmemTc = sizeof(float) * std::max(2 * kBK * 2 * kLdTc, kBM * kLdTc);
+constexpr size_t kSmemTc = sizeof(float) * std::max(2 * kBK * 2 * kLdTc, kBM* kLdTc);
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GEMM views
@@ -57,7 +57,7 @@ struct FastDiv {
   uint32_t d = 1, m = 0, s = 0;
   FastDiv() = default;
   explicit FastDiv(int64_t divisor) : d(uint32_t(std::max<int64_t>(divisor, 1))) {  // 0: an empty GEMM
-    while (s < 31 && (uint32_t(1) << s) < d) ++s;  // s = ceil(log2 d)
+    while (s < 31 && (uint32_t(1) << s) < d) ++s;                                   // s = ceil(log2 d)
     m = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << s) - d)) / d + 1);
   }
   __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
@@ -71,18 +71,25 @@ struct FastDiv {
 struct ConvDivs {
   FastDiv RS, S, PQ, Q, HW, W, stride_h, stride_w;
   explicit ConvDivs(const Conv2dParams& p)
-      : RS(p.R * p.S), S(p.S), PQ(p.P * p.Q), Q(p.Q), HW(p.H * p.W), W(p.W), stride_h(p.stride_h),
+      : RS(p.R * p.S),
+        S(p.S),
+        PQ(p.P * p.Q),
+        Q(p.Q),
+        HW(p.H * p.W),
+        W(p.W),
+        stride_h(p.stride_h),
         stride_w(p.stride_w) {}
 };
 
 // The implicit im2col matrix X̃[(c,r,s), (n,p,q)]: the input pixel that output (n, p, q) sees
 // through filter tap (r, s) of channel c, zero in the padding. Forward and backward-weight share it.
-__device__ __forceinline__ float im2col_at(const Conv2dParams& p, const ConvDivs& d, const float* x, uint32_t crs,
-                                           uint32_t npq) {
+__device__ __forceinline__ float im2col_at(const Conv2dParams& p, const ConvDivs& d, const float* x,
+                                           uint32_t crs, uint32_t npq) {
   uint32_t c, rs, r, s, ni, pq, oh, ow;
   d.RS.divmod(crs, c, rs), d.S.divmod(rs, r, s);
   d.PQ.divmod(npq, ni, pq), d.Q.divmod(pq, oh, ow);
-  const int ih = int(oh) * int(p.stride_h) - int(p.pad_h) + int(r), iw = int(ow) * int(p.stride_w) - int(p.pad_w) + int(s);
+  const int ih = int(oh) * int(p.stride_h) - int(p.pad_h) + int(r),
+            iw = int(ow) * int(p.stride_w) - int(p.pad_w) + int(s);
   return (ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)
              ? x[(int64_t(ni) * p.C + c) * (p.H * p.W) + ih * int(p.W) + iw]
              : 0.0f;
@@ -313,8 +320,10 @@ __device__ __forceinline__ void implicit_gemm(Op op, int64_t k_per, float* parti
     }
     for (int j = 0; j < kTN; ++j) {
       if (n + j >= N) break;
-      if (partial) partial[(int64_t(blockIdx.z) * M + m) * N + n + j] = acc[i][j];
-      else op.store(m, n + j, acc[i][j]);
+      if (partial)
+        partial[(int64_t(blockIdx.z) * M + m) * N + n + j] = acc[i][j];
+      else
+        op.store(m, n + j, acc[i][j]);
     }
   }
 }
@@ -370,8 +379,10 @@ int64_t split_plan(int64_t tiles, int64_t K, int64_t& k_per) {
 
 template <typename Op, bool kTensorCores>
 void launch_gemm(dim3 grid, const Op& op, int64_t k_per, float* partial) {
-  if constexpr (kTensorCores) NL_LAUNCH(implicit_gemm_tf32_kernel<Op>, grid, kThreads, kSmemTc, op, k_per, partial);
-  else NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, partial);
+  if constexpr (kTensorCores)
+    NL_LAUNCH(implicit_gemm_tf32_kernel<Op>, grid, kThreads, kSmemTc, op, k_per, partial);
+  else
+    NL_LAUNCH(implicit_gemm_kernel<Op>, grid, kThreads, kSmem, op, k_per, partial);
 }
 
 template <typename Op, bool kTensorCores>
@@ -395,17 +406,24 @@ void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
   if (M == 0 || N == 0) return;
   // The kernels index the GEMM in 32 bits (FastDiv); a bigger problem is split by the caller.
   constexpr int64_t kMax = int64_t(1) << 31;
-  NL_CHECK(M < kMax && N < kMax && K < kMax && M * N < (int64_t(1) << 32), "conv2d on CUDA: the implicit GEMM is ", M,
-           " x ", N, " x ", K, "; each dimension must stay below 2^31 (split the batch)");
-  if (op.p.tf32) run_gemm_as<Op, true>(op, M, N, K);
-  else run_gemm_as<Op, false>(op, M, N, K);
+  NL_CHECK(M < kMax && N < kMax && K < kMax && M * N < (int64_t(1) << 32),
+           "conv2d on CUDA: the implicit GEMM is ", M, " x ", N, " x ", K,
+           "; each dimension must stay below 2^31 (split the batch)");
+  if (op.p.tf32)
+    run_gemm_as<Op, true>(op, M, N, K);
+  else
+    run_gemm_as<Op, false>(op, M, N, K);
 }
 }  // namespace
 
 namespace {
 // A convolution's multiply-adds (2 FLOPs each) and the bytes of x, w and y, each moved once.
-[[maybe_unused]] double conv_flops(const Conv2dParams& p) { return 2.0 * p.N * p.K * p.P * p.Q * p.C * p.R * p.S; }
-[[maybe_unused]] double conv_bytes(const Conv2dParams& p) { return 4.0 * (p.N * p.C * p.H * p.W + p.K * p.C * p.R * p.S + p.N * p.K * p.P * p.Q); }
+[[maybe_unused]] double conv_flops(const Conv2dParams& p) {
+  return 2.0 * p.N * p.K * p.P * p.Q * p.C * p.R * p.S;
+}
+[[maybe_unused]] double conv_bytes(const Conv2dParams& p) {
+  return 4.0 * (p.N * p.C * p.H * p.W + p.K * p.C * p.R * p.S + p.N * p.K * p.P * p.Q);
+}
 }  // namespace
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
@@ -413,8 +431,8 @@ void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const flo
   run_gemm(ConvFwdOp{p, ConvDivs(p), x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
 }
 
-void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx,
-                float* dw, float* dbias) {
+void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                float* dbias) {
   if (dx) {
     NL_MODEL_OP("conv2d_bwd_data", conv_flops(p), conv_bytes(p));
     run_gemm(ConvBwdDataOp{p, ConvDivs(p), w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
@@ -441,8 +459,8 @@ void linear_fwd(const LinearParams& l, const float* x, const float* w, const flo
   NL_MODEL_OP("linear", conv_flops(as_conv(l)), conv_bytes(as_conv(l)));
   conv2d_fwd(as_conv(l), x, w, bias, y);
 }
-void linear_bwd(const LinearParams& l, const float* x, const float* w, const float* dy, float* dx,
-                float* dw, float* dbias) {
+void linear_bwd(const LinearParams& l, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                float* dbias) {
   NL_MODEL_OP("linear_bwd", 2 * conv_flops(as_conv(l)), 4.0 * (2 * l.M * l.K + 2 * l.N * l.K + l.M * l.N));
   conv2d_bwd(as_conv(l), x, w, dy, dx, dw, dbias);
 }

@@ -21,8 +21,7 @@ namespace nl::cuda {
 // Temporary device memory from the caching allocator (never cudaMalloc on the hot path).
 class Scratch {
  public:
-  explicit Scratch(size_t bytes)
-      : bytes_(bytes), ptr_(get_allocator(Device::cuda()).allocate(bytes)) {}
+  explicit Scratch(size_t bytes) : bytes_(bytes), ptr_(get_allocator(Device::cuda()).allocate(bytes)) {}
   ~Scratch() { get_allocator(Device::cuda()).deallocate(ptr_, bytes_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
@@ -135,13 +134,16 @@ __device__ __forceinline__ void wait_acquire(int* p, int v) {
   while (f.load(::cuda::memory_order_acquire) != v) __nanosleep(64);
 }
 #else
-inline int fetch_add_acq_rel(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_acq_rel); }
+inline int fetch_add_acq_rel(int* p, int v) {
+  return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_acq_rel);
+}
 inline void store_release(int* p, int v) { std::atomic_ref<int>(*p).store(v, std::memory_order_release); }
 // cuemu runs one block at a time, each to its end: what a block waits for was published by a block
 // that ran before it, or never will be. The latter would hang a GPU: fail the launch instead.
 inline void wait_acquire(int* p, int v, std::source_location loc = std::source_location::current()) {
   if (std::atomic_ref<int>(*p).load(std::memory_order_acquire) != v)
-    cuemu::device_error("waits for a flag no earlier block has set: on a GPU this block would spin forever", loc);
+    cuemu::device_error("waits for a flag no earlier block has set: on a GPU this block would spin forever",
+                        loc);
 }
 #endif
 
@@ -159,28 +161,28 @@ inline void wait_acquire(int* p, int v, std::source_location loc = std::source_l
 
 // After every runtime call: throws nl::Error naming the call, the CUDA error and, under cuemu,
 // the failing kernel, block, thread and source line.
-#define NL_CUDA_CHECK(expr)                                                          \
-  do {                                                                               \
-    cudaError_t nl_err_ = (expr);                                                    \
+#define NL_CUDA_CHECK(expr)                                                                       \
+  do {                                                                                            \
+    cudaError_t nl_err_ = (expr);                                                                 \
     if (nl_err_ != cudaSuccess) ::nl::cuda::throw_cuda_error(nl_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // Launch + launch check. Host code never spells <<< >>>, so the same launcher compiles under
 // nvcc and g++.
 #if defined(__CUDACC__)
-#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                 \
-  do {                                                                             \
-    kernel<<<(grid), (block), (shmem), ::nl::cuda::stream()>>>(__VA_ARGS__);       \
-    NL_CUDA_CHECK(cudaGetLastError());                                             \
+#define NL_LAUNCH(kernel, grid, block, shmem, ...)                           \
+  do {                                                                       \
+    kernel<<<(grid), (block), (shmem), ::nl::cuda::stream()>>>(__VA_ARGS__); \
+    NL_CUDA_CHECK(cudaGetLastError());                                       \
   } while (0)
-#define NL_DYN_SHARED(T, name)                                 \
-  extern __shared__ __align__(128) unsigned char nl_dyn_smem_[];\
+#define NL_DYN_SHARED(T, name)                                   \
+  extern __shared__ __align__(128) unsigned char nl_dyn_smem_[]; \
   T* name = reinterpret_cast<T*>(nl_dyn_smem_)
 #else
-#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                            \
-  do {                                                                                        \
+#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                                 \
+  do {                                                                                             \
     ::cuemu::launch(#kernel, kernel, (grid), (block), (shmem), ::nl::cuda::stream(), __VA_ARGS__); \
-    NL_CUDA_CHECK(cudaGetLastError());                                                        \
+    NL_CUDA_CHECK(cudaGetLastError());                                                             \
   } while (0)
 #define NL_DYN_SHARED(T, name) T* name = reinterpret_cast<T*>(::cuemu::dynamic_shared())
 #endif

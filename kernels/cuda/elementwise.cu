@@ -8,8 +8,9 @@ namespace nl::cuda {
 
 // ---------------------------------------------------------------------------------- kernels
 
-#define NL_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+#define NL_GRID_STRIDE(i, n)                                                \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += int64_t(gridDim.x) * blockDim.x)
 
 __global__ void add_kernel(int64_t n, const float* a, const float* b, float* y) {
   NL_GRID_STRIDE(i, n) y[i] = a[i] + b[i];

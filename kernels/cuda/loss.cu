@@ -35,8 +35,8 @@ __global__ void log_softmax_bwd_kernel(int64_t M, int64_t C, const float* y, con
 
 // A bad target makes the loss NaN and is recorded in *bad as (index << 32 | value): atomicMin
 // keeps the first bad index whichever thread finds it, so the report is deterministic.
-__global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss,
-                                    unsigned long long* bad) {
+__global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, const int32_t* target,
+                                    float* loss, unsigned long long* bad) {
   NL_DYN_SHARED(float, scratch);
   float s = 0.0f;
   for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
@@ -52,8 +52,10 @@ __global__ void nll_loss_fwd_kernel(int64_t M, int64_t C, const float* logp, con
   if (threadIdx.x == 0) loss[0] = -s / float(M);
 }
 
-__global__ void nll_loss_bwd_kernel(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * C; i += int64_t(gridDim.x) * blockDim.x)
+__global__ void nll_loss_bwd_kernel(int64_t M, int64_t C, const int32_t* target, const float* dloss,
+                                    float* dlogp) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * C;
+       i += int64_t(gridDim.x) * blockDim.x)
     dlogp[i] = (i % C == target[i / C]) ? -dloss[0] / float(M) : 0.0f;  // a bad target matches no column
 }
 
@@ -65,11 +67,15 @@ constexpr int kRowsPerBlock = 8;  // warps per block
 
 void log_softmax_fwd(int64_t M, int64_t C, const float* x, float* y) {
   NL_MODEL_OP("log_softmax", 4 * M * C, 8 * M * C);
-  if (M > 0) NL_LAUNCH(log_softmax_fwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, x, y);
+  if (M > 0)
+    NL_LAUNCH(log_softmax_fwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, x,
+              y);
 }
 void log_softmax_bwd(int64_t M, int64_t C, const float* y, const float* dy, float* dx) {
   NL_MODEL_OP("log_softmax_bwd", 4 * M * C, 12 * M * C);
-  if (M > 0) NL_LAUNCH(log_softmax_bwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, y, dy, dx);
+  if (M > 0)
+    NL_LAUNCH(log_softmax_bwd_kernel, unsigned(ceil_div(M, kRowsPerBlock)), 32 * kRowsPerBlock, 0, M, C, y,
+              dy, dx);
 }
 void nll_loss_fwd(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss) {
   NL_MODEL_OP("nll_loss", M, 8 * M + 4);

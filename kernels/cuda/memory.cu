@@ -58,14 +58,15 @@ void on_release(void* p, size_t rounded) {
 #if !defined(__CUDACC__)
   detail = ::cuemu::last_failure();
 #endif
-  ::nl::detail::throw_error(file, line, expr, "CUDA error '", cudaGetErrorString(e), "' from ",
-                            expr, detail.empty() ? "" : " — ", detail);
+  ::nl::detail::throw_error(file, line, expr, "CUDA error '", cudaGetErrorString(e), "' from ", expr,
+                            detail.empty() ? "" : " — ", detail);
 }
 
 // ---------------------------------------------------------------------------------- kernels
 
 __global__ void fill_kernel(int64_t n, float value, float* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     y[i] = value;
 }
 
@@ -206,7 +207,8 @@ class CudaAllocator final : public Allocator {
         Pending pend{ptr, b, {}};
         for (cudaStream_t other : b.used_on) {
           cudaEvent_t ev = nullptr;
-          if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess || cudaEventRecord(ev, other) != cudaSuccess) {
+          if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess ||
+              cudaEventRecord(ev, other) != cudaSuccess) {
             // No event: wait for that stream here instead (correct, only slower).
             if (ev) cudaEventDestroy(ev);
             (void)cudaGetLastError();
@@ -267,8 +269,10 @@ class CudaAllocator final : public Allocator {
       bool done = true;
       for (cudaEvent_t ev : pend.events) {
         const cudaError_t q = cudaEventQuery(ev);
-        if (q == cudaErrorNotReady) done = false;
-        else if (q != cudaSuccess) (void)cudaGetLastError();  // a failed event: treat as done
+        if (q == cudaErrorNotReady)
+          done = false;
+        else if (q != cudaSuccess)
+          (void)cudaGetLastError();  // a failed event: treat as done
       }
       if (!done) {
         ++i;
@@ -317,9 +321,9 @@ void register_memory_kernels() {
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
     (void)cudaGetLastError();  // a failed query must not surface as a later launch's error
-    set_device_description(DeviceType::CUDA,
-                           std::string("built with CUDA, but no usable GPU: ") +
-                               (e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices"));
+    set_device_description(DeviceType::CUDA, std::string("built with CUDA, but no usable GPU: ") +
+                                                 (e != cudaSuccess ? cudaGetErrorString(e)
+                                                                   : "cudaGetDeviceCount found 0 devices"));
   } else {
     cudaDeviceProp prop{};
     NL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -331,8 +335,8 @@ void register_memory_kernels() {
     if (prop.totalGlobalMem == 0) {  // cuemu: host memory, no SM count worth printing
       std::snprintf(text, sizeof text, "%s", prop.name);
     } else {
-      std::snprintf(text, sizeof text, "%s (sm_%d%d, %d SMs, %.1f GiB)%s", prop.name, prop.major,
-                    prop.minor, prop.multiProcessorCount, double(prop.totalGlobalMem) / (1 << 30),
+      std::snprintf(text, sizeof text, "%s (sm_%d%d, %d SMs, %.1f GiB)%s", prop.name, prop.major, prop.minor,
+                    prop.multiProcessorCount, double(prop.totalGlobalMem) / (1 << 30),
                     count > 1 ? ", device 0 of several" : "");
     }
     set_device_description(DeviceType::CUDA, text);

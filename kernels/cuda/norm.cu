@@ -29,58 +29,58 @@ constexpr size_t kScratch = 64 * sizeof(float);  // block_sum2 needs 2 x 32 floa
 // One block per (n, g): the group's Cg * HxW elements are contiguous. kVec (HxW % 4 == 0,
 // aligned pointers): each thread moves 4 elements per access, all in one channel.
 template <bool kVec>
-__global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma,
-                                      const float* beta, const float* tau, Epilogue e, float* y,
-                                      float* mean, float* rstd) {
+__global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
+                                      const float* tau, Epilogue e, float* y, float* mean, float* rstd) {
   NL_DYN_SHARED(float, scratch);
   // Groups in turn (gn_grid caps the grid so the groups in flight stay in L2 for the 2nd and 3rd
   // pass); block_sum's trailing barrier makes scratch safe to reuse for the next group.
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
-  const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
-  const float* xg = x + ng * D;
-  float m = 0.0f;  // RMSNorm (!p.center): no mean, one pass fewer; p is uniform, so is the branch
-  if (p.center) {
-    float s = 0.0f;
+    const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+    const float* xg = x + ng * D;
+    float m = 0.0f;  // RMSNorm (!p.center): no mean, one pass fewer; p is uniform, so is the branch
+    if (p.center) {
+      float s = 0.0f;
+      if (kVec) {
+        for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+          float v[4];
+          load4(xg, i, v);
+          s += (v[0] + v[1]) + (v[2] + v[3]);
+        }
+      } else {
+        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+      }
+      m = block_sum(s, scratch) / float(D);
+    }
+    float q = 0.0f;
     if (kVec) {
       for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
         float v[4];
         load4(xg, i, v);
-        s += (v[0] + v[1]) + (v[2] + v[3]);
+        for (int l = 0; l < 4; ++l) q += (v[l] - m) * (v[l] - m);
       }
     } else {
-      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) q += (xg[i] - m) * (xg[i] - m);
     }
-    m = block_sum(s, scratch) / float(D);
-  }
-  float q = 0.0f;
-  if (kVec) {
-    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-      float v[4];
-      load4(xg, i, v);
-      for (int l = 0; l < 4; ++l) q += (v[l] - m) * (v[l] - m);
+    const float r = rsqrtf(block_sum(q, scratch) / float(D) + p.eps);
+    if (threadIdx.x == 0) mean[ng] = m, rstd[ng] = r;
+    if (kVec) {
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        const int64_t c = g * Cg + i / p.HxW;
+        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+        float v[4];
+        load4(xg, i, v);
+        for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
+        epilogue4(p, e, ng * D + i, v, p.tlu ? tau[c] : 0.0f);
+        store4(y, ng * D + i, v);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        const int64_t c = g * Cg + i / p.HxW;
+        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+        store_stream(y + ng * D + i,
+                     epilogue1(p, e, ng * D + i, xg[i] * scale + shift, p.tlu ? tau[c] : 0.0f));
+      }
     }
-  } else {
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) q += (xg[i] - m) * (xg[i] - m);
-  }
-  const float r = rsqrtf(block_sum(q, scratch) / float(D) + p.eps);
-  if (threadIdx.x == 0) mean[ng] = m, rstd[ng] = r;
-  if (kVec) {
-    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-      const int64_t c = g * Cg + i / p.HxW;
-      const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-      float v[4];
-      load4(xg, i, v);
-      for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
-      epilogue4(p, e, ng * D + i, v, p.tlu ? tau[c] : 0.0f);
-      store4(y, ng * D + i, v);
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-      const int64_t c = g * Cg + i / p.HxW;
-      const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-      store_stream(y + ng * D + i, epilogue1(p, e, ng * D + i, xg[i] * scale + shift, p.tlu ? tau[c] : 0.0f));
-    }
-  }
   }
 }
 
@@ -92,75 +92,77 @@ __global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float*
 template <bool kVec, bool kTlu>
 __device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const float* x, const float* dy,
                                                     const float* gamma, const float* mean, const float* rstd,
-                                                    const uint8_t* mask, float keep_scale, float* dx, float* db_nc,
-                                                    float* ds_nc, float* dt_nc) {
+                                                    const uint8_t* mask, float keep_scale, float* dx,
+                                                    float* db_nc, float* ds_nc, float* dt_nc) {
   NL_DYN_SHARED(float, scratch);
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
-  const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
-  const float m = mean[ng], r = rstd[ng];
-  const int64_t base = ng * D;
-  float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
-  for (int64_t ci = 0; ci < Cg; ++ci) {
-    const int64_t c = g * Cg + ci, row = base + ci * p.HxW;
-    float a = 0.0f, b = 0.0f;
+    const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+    const float m = mean[ng], r = rstd[ng];
+    const int64_t base = ng * D;
+    float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
+    for (int64_t ci = 0; ci < Cg; ++ci) {
+      const int64_t c = g * Cg + ci, row = base + ci * p.HxW;
+      float a = 0.0f, b = 0.0f;
+      if (kVec) {
+        for (int64_t i = 4 * threadIdx.x; i < p.HxW; i += 4 * blockDim.x) {
+          float gv[4], xv[4];
+          masked_dy4(dy, mask, keep_scale, row + i, gv);
+          load4(x, row + i, xv);
+          for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+        }
+      } else {
+        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
+          const float d = masked_dy(dy, mask, keep_scale, row + i);
+          a += d;
+          b += d * (x[row + i] - m) * r;
+        }
+      }
+      block_sum2(a, b, scratch);
+      if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
+      if (kTlu) {
+        float t = 0.0f;
+        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x)
+          t += clamped_dy(dy, mask, keep_scale, row + i);
+        t = block_sum(t, scratch);
+        if (threadIdx.x == 0) dt_nc[n * p.C + c] = t;
+      }
+      sum_gg += gamma_at(gamma, c) * a;
+      sum_gg_xhat += gamma_at(gamma, c) * b;
+    }
+    if (!dx) continue;
+    // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
+    const float k1 = p.center ? sum_gg / float(D) : 0.0f, k2 = sum_gg_xhat / float(D);
     if (kVec) {
-      for (int64_t i = 4 * threadIdx.x; i < p.HxW; i += 4 * blockDim.x) {
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
         float gv[4], xv[4];
-        masked_dy4(dy, mask, keep_scale, row + i, gv);
-        load4(x, row + i, xv);
-        for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+        masked_dy4(dy, mask, keep_scale, base + i, gv);
+        load4(x, base + i, xv);
+        for (int l = 0; l < 4; ++l) gv[l] = r * (gc * gv[l] - k1 - (xv[l] - m) * r * k2);
+        store4(dx, base + i, gv);
       }
     } else {
-      for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
-        const float d = masked_dy(dy, mask, keep_scale, row + i);
-        a += d;
-        b += d * (x[row + i] - m) * r;
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
+        const float xhat = (x[base + i] - m) * r;
+        store_stream(dx + base + i, r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2));
       }
     }
-    block_sum2(a, b, scratch);
-    if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
-    if (kTlu) {
-      float t = 0.0f;
-      for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) t += clamped_dy(dy, mask, keep_scale, row + i);
-      t = block_sum(t, scratch);
-      if (threadIdx.x == 0) dt_nc[n * p.C + c] = t;
-    }
-    sum_gg += gamma_at(gamma, c) * a;
-    sum_gg_xhat += gamma_at(gamma, c) * b;
-  }
-  if (!dx) continue;
-  // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
-  const float k1 = p.center ? sum_gg / float(D) : 0.0f, k2 = sum_gg_xhat / float(D);
-  if (kVec) {
-    for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-      const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
-      float gv[4], xv[4];
-      masked_dy4(dy, mask, keep_scale, base + i, gv);
-      load4(x, base + i, xv);
-      for (int l = 0; l < 4; ++l) gv[l] = r * (gc * gv[l] - k1 - (xv[l] - m) * r * k2);
-      store4(dx, base + i, gv);
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-      const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
-      const float xhat = (x[base + i] - m) * r;
-      store_stream(dx + base + i, r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2));
-    }
-  }
   }
 }
 
 // The two entry points: GroupNorm and its relatives, and FRN (TLU: dt_nc too).
 template <bool kVec>
 __global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
-                                      const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
-                                      float* dx, float* db_nc, float* ds_nc) {
+                                      const float* mean, const float* rstd, const uint8_t* mask,
+                                      float keep_scale, float* dx, float* db_nc, float* ds_nc) {
   group_norm_bwd_body<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
 }
 template <bool kVec>
 __global__ void group_norm_tlu_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
-                                          const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
-                                          float* dx, float* db_nc, float* ds_nc, float* dt_nc) {
+                                          const float* mean, const float* rstd, const uint8_t* mask,
+                                          float keep_scale, float* dx, float* db_nc, float* ds_nc,
+                                          float* dt_nc) {
   group_norm_bwd_body<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
 }
 
@@ -250,9 +252,9 @@ __global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* par
 }
 
 // One thread per channel: mean, rstd and the running statistics from the kSplit partials.
-__global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part,
-                                         float* running_mean, float* running_var, float* mean,
-                                         float* rstd, float* renorm, const float* renorm_step) {
+__global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part, float* running_mean,
+                                         float* running_var, float* mean, float* rstd, float* renorm,
+                                         const float* renorm_step) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= p.C) return;
   if (!p.training) {
@@ -283,9 +285,9 @@ __global__ void batch_norm_finish_kernel(NormParams p, const float* x, const flo
 }
 
 template <bool kVec>
-__global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma,
-                                        const float* beta, const float* mean, const float* rstd,
-                                        const float* renorm, Epilogue e, float* y) {
+__global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
+                                        const float* mean, const float* rstd, const float* renorm, Epilogue e,
+                                        float* y) {
   const int64_t c = blockIdx.x, M = p.N * p.HxW;
   int64_t begin, end;
   bn_split(M, begin, end);
@@ -369,8 +371,8 @@ __device__ __forceinline__ void bn_bwd_item(const BnBwdPlan& pl, int64_t t, bool
 // lanes on consecutive quads) or n = 1 (scalar: a warp's lanes on consecutive elements).
 template <bool kVec, typename F>
 __device__ __forceinline__ void bn_item_visit(const NormParams& p, int64_t c, int64_t begin, int64_t end,
-                                              const float* x, const float* dy, const uint8_t* mask, float keep_scale,
-                                              F&& f) {
+                                              const float* x, const float* dy, const uint8_t* mask,
+                                              float keep_scale, F&& f) {
   if (kVec) {
     for (int i = 0; i < kBnQuadsPerThread; ++i) {
       const int64_t j = begin + 4 * (threadIdx.x + i * int64_t(blockDim.x));
@@ -394,10 +396,11 @@ __device__ __forceinline__ void bn_item_visit(const NormParams& p, int64_t c, in
 // sync: [0] the ticket counter, [1, 1 + C) sums items done per channel, [1 + C, 1 + 2C) ready
 // flags; zeroed before the launch. part: [2][Q] per-item sums; totals: [2][C].
 template <bool kVec>
-__global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
-    NormParams p, BnBwdPlan pl, const float* x, const float* dy, const float* gamma, const float* mean,
-    const float* rstd, const float* renorm, const uint8_t* mask, float keep_scale, int* sync, float* part,
-    float* totals, float* dx, float* dgamma, float* dbeta) {
+__global__ void __launch_bounds__(kBnBwdThreads, 2)
+    batch_norm_bwd_kernel(NormParams p, BnBwdPlan pl, const float* x, const float* dy, const float* gamma,
+                          const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
+                          float keep_scale, int* sync, float* part, float* totals, float* dx, float* dgamma,
+                          float* dbeta) {
   NL_DYN_SHARED(float, scratch);  // block_sum2's 64 floats, then the ticket and the last-item flag
   int* shared_int = reinterpret_cast<int*>(scratch + 64);
   if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
@@ -411,9 +414,10 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
   const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
   if (!is_dx) {
     float a = 0.0f, b = 0.0f;
-    bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale, [&](int64_t, float* gv, const float* xv, int n) {
-      for (int l = 0; l < n; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
-    });
+    bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale,
+                        [&](int64_t, float* gv, const float* xv, int n) {
+                          for (int l = 0; l < n; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+                        });
     block_sum2(a, b, scratch);
     if (threadIdx.x == 0) {
       part[u] = a, part[pl.Q + u] = b;
@@ -424,7 +428,8 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
     if (!shared_int[1]) return;
     // The channel's last sums item: its totals, in item order (the same whoever is last).
     float sg = 0.0f, sgxhat = 0.0f;
-    for (int64_t k = threadIdx.x; k < pl.S; k += blockDim.x) sg += part[c * pl.S + k], sgxhat += part[pl.Q + c * pl.S + k];
+    for (int64_t k = threadIdx.x; k < pl.S; k += blockDim.x)
+      sg += part[c * pl.S + k], sgxhat += part[pl.Q + c * pl.S + k];
     block_sum2(sg, sgxhat, scratch);
     if (threadIdx.x == 0) {
       // Batch Renorm: r and d are constants, so dx is BatchNorm's with gamma * r, and
@@ -445,18 +450,21 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2) batch_norm_bwd_kernel(
     if (p.training) k1 = totals[c] / float(M), k2 = totals[p.C + c] / float(M);
   }
   const float gr = gamma_at(gamma, c) * rr * r;
-  bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale, [&](int64_t off, float* gv, const float* xv, int n) {
-    for (int l = 0; l < n; ++l) gv[l] = gr * (gv[l] - k1 - (xv[l] - m) * r * k2);
-    if (n == 4) store4(dx, off, gv);
-    else store_stream(dx + off, gv[0]);
-  });
+  bn_item_visit<kVec>(p, c, begin, end, x, dy, mask, keep_scale,
+                      [&](int64_t off, float* gv, const float* xv, int n) {
+                        for (int l = 0; l < n; ++l) gv[l] = gr * (gv[l] - k1 - (xv[l] - m) * r * k2);
+                        if (n == 4)
+                          store4(dx, off, gv);
+                        else
+                          store_stream(dx + off, gv[0]);
+                      });
 }
 
 // ---------------------------------------------------------------------------------- LayerNorm (rows)
 
 // One block per row of C elements, per-element affine.
-__global__ void layer_norm_fwd_kernel(NormParams p, const float* x, const float* gamma,
-                                      const float* beta, float* y, float* mean, float* rstd) {
+__global__ void layer_norm_fwd_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
+                                      float* y, float* mean, float* rstd) {
   NL_DYN_SHARED(float, scratch);
   const int64_t row = blockIdx.x;
   const float* xr = x + row * p.C;
@@ -471,9 +479,8 @@ __global__ void layer_norm_fwd_kernel(NormParams p, const float* x, const float*
     y[row * p.C + i] = (xr[i] - m) * r * gamma_at(gamma, i) + beta_at(beta, i);
 }
 
-__global__ void layer_norm_bwd_dx_kernel(NormParams p, const float* x, const float* dy,
-                                         const float* gamma, const float* mean, const float* rstd,
-                                         float* dx) {
+__global__ void layer_norm_bwd_dx_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
+                                         const float* mean, const float* rstd, float* dx) {
   NL_DYN_SHARED(float, scratch);
   const int64_t row = blockIdx.x;
   const float m = mean[row], r = rstd[row];
@@ -504,7 +511,8 @@ __global__ void layer_norm_bwd_affine_partial_kernel(NormParams p, int64_t rows_
   NL_DYN_SHARED(float, tile);  // [2][kLnRowThreads][kLnCols + 1], padded: no bank conflicts
   const int tx = threadIdx.x % kLnCols, ty = threadIdx.x / kLnCols;
   const int64_t c = int64_t(blockIdx.x) * kLnCols + tx, chunk = blockIdx.y;
-  const int64_t begin = chunk * rows_per_chunk, end = begin + rows_per_chunk < p.N ? begin + rows_per_chunk : p.N;
+  const int64_t begin = chunk * rows_per_chunk,
+                end = begin + rows_per_chunk < p.N ? begin + rows_per_chunk : p.N;
   float a = 0.0f, b = 0.0f;
   if (c < p.C) {
     for (int64_t row = begin + ty; row < end; row += kLnRowThreads) {
@@ -520,7 +528,8 @@ __global__ void layer_norm_bwd_affine_partial_kernel(NormParams p, int64_t rows_
   __syncthreads();
   if (ty == 0 && c < p.C) {
     float sa = 0.0f, sb = 0.0f;
-    for (int k = 0; k < kLnRowThreads; ++k) sa += ta[k * (kLnCols + 1) + tx], sb += tb[k * (kLnCols + 1) + tx];
+    for (int k = 0; k < kLnRowThreads; ++k)
+      sa += ta[k * (kLnCols + 1) + tx], sb += tb[k * (kLnCols + 1) + tx];
     part_a[chunk * p.C + c] = sa;
     part_b[chunk * p.C + c] = sb;
   }
@@ -582,7 +591,8 @@ double l2_budget() {
 }
 unsigned gn_grid(const NormParams& p, double bytes_per_group) {
   const int64_t groups = p.N * p.G;
-  const int64_t fit = std::max<int64_t>(min_group_blocks(), int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
+  const int64_t fit =
+      std::max<int64_t>(min_group_blocks(), int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
   return unsigned(std::min(groups, fit));
 }
 }  // namespace
@@ -596,14 +606,16 @@ void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
   // Re-read: x (the output, mask and residual stream through evict-first).
   const unsigned grid = gn_grid(p, 4.0 * (p.C / p.G) * p.HxW);
   if (vec_ok(p, {x, residual, y, mask}))
-    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
+              rstd);
   else
-    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
+              rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
-                    const float* mean, const float* rstd, const uint8_t* mask, float* dx,
-                    float* dgamma, float* dbeta, float* dtau) {
+                    const float* mean, const float* rstd, const uint8_t* mask, float* dx, float* dgamma,
+                    float* dbeta, float* dtau) {
   if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
   // db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
@@ -617,44 +629,49 @@ void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   float* db_nc = partial;
   float* ds_nc = partial + p.N * p.C;
   if (p.tlu && vec)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx,
-              db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
+              ks, dx, db_nc, ds_nc, dt_nc);
   else if (p.tlu)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx,
-              db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
+              ks, dx, db_nc, ds_nc, dt_nc);
   else if (vec)
-    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx, db_nc,
-              ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
+              dx, db_nc, ds_nc);
   else
-    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks, dx, db_nc,
-              ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
+              dx, db_nc, ds_nc);
   const dim3 reduce_grid(unsigned(ceil_div(p.C, kReduceCols))), reduce_block(kReduceCols, kReduceRows);
   const size_t reduce_smem = 2 * kReduceRows * kReduceCols * sizeof(float);
   if (dgamma || dbeta)
-    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, partial, partial + p.N * p.C,
-              dgamma, dbeta);
+    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, partial,
+              partial + p.N * p.C, dgamma, dbeta);
   if (p.tlu && dtau)  // dtau[c] = sum_n dt_nc[n, c], in the dbeta slot
-    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, dt_nc, dt_nc, nullptr, dtau);
+    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, dt_nc, dt_nc, nullptr,
+              dtau);
 }
 
 void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    const float* residual, float* running_mean, float* running_var, float* y,
-                    float* mean, float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
+                    const float* residual, float* running_mean, float* running_var, float* y, float* mean,
+                    float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const dim3 grid(unsigned(p.C), kSplit);
   const bool vec = vec_ok(p, {x, residual, y, mask});
   Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
   if (p.training) {
-    if (vec) NL_LAUNCH(batch_norm_stats_kernel<true>, grid, kThreads, kScratch, p, x, scratch.f32());
-    else NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
+    if (vec)
+      NL_LAUNCH(batch_norm_stats_kernel<true>, grid, kThreads, kScratch, p, x, scratch.f32());
+    else
+      NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
   }
-  NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(),
-            running_mean, running_var, mean, rstd, renorm, renorm_step);
+  NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(), running_mean,
+            running_var, mean, rstd, renorm, renorm_step);
   if (!y) return;  // statistics only (SyncBatchNorm's first phase)
   const Epilogue e = make_epilogue(p, residual, mask);
-  if (vec) NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
-  else NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
+  if (vec)
+    NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
+  else
+    NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
@@ -674,7 +691,8 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   pl.dx_terms = dx ? dx_terms : nullptr;
   if (!dx && dx_terms) return;  // nothing to do: the sums are given and no dx is wanted
   const int64_t blocks = dx && !dx_terms ? 2 * pl.Q : pl.Q;
-  if (blocks > INT32_MAX) throw Error("batch_norm backward: " + std::to_string(blocks) + " work items exceed a grid");
+  if (blocks > INT32_MAX)
+    throw Error("batch_norm backward: " + std::to_string(blocks) + " work items exceed a grid");
   const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * p.C);
   Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.Q + 2 * p.C));
   int* sync = reinterpret_cast<int*>(scratch.f32());
@@ -683,15 +701,15 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
   const float ks = keep_scale(p);
   if (vec_ok(p, {x, dy, mask, dx}))
-    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean, rstd,
-              renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
+    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
+              rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
   else
-    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean, rstd,
-              renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
+    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
+              rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
 }
 
-void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
-                    float* y, float* mean, float* rstd) {
+void layer_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta, float* y,
+                    float* mean, float* rstd) {
   if (p.N == 0) return;
   NL_MODEL_OP("layer_norm_fwd", norm_flops(p), norm_fwd_bytes(p, false));
   NL_LAUNCH(layer_norm_fwd_kernel, unsigned(p.N), kThreads, kScratch, p, x, gamma, beta, y, mean, rstd);
@@ -701,16 +719,18 @@ void layer_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
                     const float* mean, const float* rstd, float* dx, float* dgamma, float* dbeta) {
   if (p.N == 0) return;
   NL_MODEL_OP("layer_norm_bwd", norm_flops(p), norm_bwd_bytes(p, false));
-  if (dx) NL_LAUNCH(layer_norm_bwd_dx_kernel, unsigned(p.N), kThreads, kScratch, p, x, dy, gamma, mean, rstd, dx);
+  if (dx)
+    NL_LAUNCH(layer_norm_bwd_dx_kernel, unsigned(p.N), kThreads, kScratch, p, x, dy, gamma, mean, rstd, dx);
   if (dgamma || dbeta) {
     // 64 rows per chunk (8 trips of 8 thread rows), more when N would need over 65,535 chunks.
-    const int64_t rows_per_chunk = std::max<int64_t>(64, ceil_div(p.N, 65535)), chunks = ceil_div(p.N, rows_per_chunk);
+    const int64_t rows_per_chunk = std::max<int64_t>(64, ceil_div(p.N, 65535)),
+                  chunks = ceil_div(p.N, rows_per_chunk);
     Scratch part(sizeof(float) * 2 * size_t(chunks * p.C));
     NL_LAUNCH(layer_norm_bwd_affine_partial_kernel, dim3(unsigned(ceil_div(p.C, kLnCols)), unsigned(chunks)),
-              kLnCols * kLnRowThreads, 2 * kLnRowThreads * (kLnCols + 1) * sizeof(float), p, rows_per_chunk, x, dy,
-              mean, rstd, part.f32(), part.f32() + chunks * p.C);
-    NL_LAUNCH(layer_norm_bwd_affine_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.C, chunks, part.f32(),
-              part.f32() + chunks * p.C, dgamma, dbeta);
+              kLnCols * kLnRowThreads, 2 * kLnRowThreads * (kLnCols + 1) * sizeof(float), p, rows_per_chunk,
+              x, dy, mean, rstd, part.f32(), part.f32() + chunks * p.C);
+    NL_LAUNCH(layer_norm_bwd_affine_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p.C, chunks,
+              part.f32(), part.f32() + chunks * p.C, dgamma, dbeta);
   }
 }
 

@@ -85,15 +85,17 @@ __device__ __forceinline__ float epilogue1(const NormParams& p, const Epilogue& 
 }
 
 // The gradient that reaches the norm: (mask == 1) * dy / (1 - dropout), or dy without a mask.
-__device__ __forceinline__ float masked_dy(const float* dy, const uint8_t* mask, float keep_scale, int64_t i) {
+__device__ __forceinline__ float masked_dy(const float* dy, const uint8_t* mask, float keep_scale,
+                                           int64_t i) {
   return mask ? (mask[i] == 1 ? dy[i] * keep_scale : 0.0f) : dy[i];
 }
 // TLU's share: (mask == 2) * dy / (1 - dropout).
-__device__ __forceinline__ float clamped_dy(const float* dy, const uint8_t* mask, float keep_scale, int64_t i) {
+__device__ __forceinline__ float clamped_dy(const float* dy, const uint8_t* mask, float keep_scale,
+                                            int64_t i) {
   return mask[i] == 2 ? dy[i] * keep_scale : 0.0f;
 }
-__device__ __forceinline__ void masked_dy4(const float* dy, const uint8_t* mask, float keep_scale,
-                                           int64_t i, float g[4]) {
+__device__ __forceinline__ void masked_dy4(const float* dy, const uint8_t* mask, float keep_scale, int64_t i,
+                                           float g[4]) {
   const float4 d = load_vec(reinterpret_cast<const float4*>(dy + i));
   g[0] = d.x, g[1] = d.y, g[2] = d.z, g[3] = d.w;
   if (!mask) return;

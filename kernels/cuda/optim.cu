@@ -5,7 +5,8 @@
 namespace nl::cuda {
 
 __global__ void sgd_step_kernel(SgdParams p, float* param, const float* grad, float* buf) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     float d = grad[i] + p.weight_decay * param[i];
     if (p.momentum != 0.0f) {
       buf[i] = p.first_step ? d : p.momentum * buf[i] + (1.0f - p.dampening) * d;
@@ -17,10 +18,13 @@ __global__ void sgd_step_kernel(SgdParams p, float* param, const float* grad, fl
 
 __global__ void adam_step_kernel(AdamParams p, float* param, const float* grad, float* m, float* v) {
   const float step = p.lr / p.bias_correction1, sqrt_bc2 = sqrtf(p.bias_correction2);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     float g = grad[i];
-    if (p.decoupled) param[i] *= 1.0f - p.lr * p.weight_decay;
-    else g += p.weight_decay * param[i];
+    if (p.decoupled)
+      param[i] *= 1.0f - p.lr * p.weight_decay;
+    else
+      g += p.weight_decay * param[i];
     m[i] = p.beta1 * m[i] + (1.0f - p.beta1) * g;
     v[i] = p.beta2 * v[i] + (1.0f - p.beta2) * g * g;
     param[i] -= step * m[i] / (sqrtf(v[i]) / sqrt_bc2 + p.eps);

@@ -10,7 +10,8 @@ namespace nl::cuda {
 // One thread per output; the first maximum in row-major window order wins, as on the CPU.
 __global__ void max_pool2d_fwd_kernel(Pool2dParams p, const float* x, float* y, int32_t* argmax) {
   const int64_t total = p.N * p.C * p.P * p.Q;
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < total; o += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < total;
+       o += int64_t(gridDim.x) * blockDim.x) {
     const int64_t plane = o / (p.P * p.Q), oh = o / p.Q % p.P, ow = o % p.Q;
     const float* xp = x + plane * p.H * p.W;
     int64_t best_i = oh * p.stride * p.W + ow * p.stride;
@@ -29,7 +30,8 @@ __global__ void max_pool2d_fwd_kernel(Pool2dParams p, const float* x, float* y, 
 // result does not depend on thread order even when windows overlap.
 __global__ void max_pool2d_bwd_kernel(Pool2dParams p, const float* dy, const int32_t* argmax, float* dx) {
   const int64_t total = p.N * p.C * p.H * p.W;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t plane = i / (p.H * p.W), h = i / p.W % p.H, w = i % p.W, local = h * p.W + w;
     // Output rows whose window [oh * stride, oh * stride + kernel) contains h.
     // (std::min is host-only under nvcc, hence the conditionals.)
@@ -58,7 +60,8 @@ __global__ void global_avg_pool_fwd_kernel(int64_t HxW, const float* x, float* y
 }
 
 __global__ void global_avg_pool_bwd_kernel(int64_t NC, int64_t HxW, const float* dy, float* dx) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < NC * HxW; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < NC * HxW;
+       i += int64_t(gridDim.x) * blockDim.x)
     dx[i] = dy[i / HxW] / float(HxW);
 }
 

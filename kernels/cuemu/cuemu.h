@@ -108,22 +108,26 @@ inline void __syncwarp(unsigned mask = 0xffffffffu,
 template <typename T>
 T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32,
               std::source_location loc = std::source_location::current()) {
-  return cuemu::from_bits<T>(cuemu::warp_op(cuemu::WarpOpKind::Shfl, mask, cuemu::to_bits(var), src_lane, width, loc));
+  return cuemu::from_bits<T>(
+      cuemu::warp_op(cuemu::WarpOpKind::Shfl, mask, cuemu::to_bits(var), src_lane, width, loc));
 }
 template <typename T>
 T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
                  std::source_location loc = std::source_location::current()) {
-  return cuemu::from_bits<T>(cuemu::warp_op(cuemu::WarpOpKind::ShflUp, mask, cuemu::to_bits(var), int(delta), width, loc));
+  return cuemu::from_bits<T>(
+      cuemu::warp_op(cuemu::WarpOpKind::ShflUp, mask, cuemu::to_bits(var), int(delta), width, loc));
 }
 template <typename T>
 T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
                    std::source_location loc = std::source_location::current()) {
-  return cuemu::from_bits<T>(cuemu::warp_op(cuemu::WarpOpKind::ShflDown, mask, cuemu::to_bits(var), int(delta), width, loc));
+  return cuemu::from_bits<T>(
+      cuemu::warp_op(cuemu::WarpOpKind::ShflDown, mask, cuemu::to_bits(var), int(delta), width, loc));
 }
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
                   std::source_location loc = std::source_location::current()) {
-  return cuemu::from_bits<T>(cuemu::warp_op(cuemu::WarpOpKind::ShflXor, mask, cuemu::to_bits(var), lane_mask, width, loc));
+  return cuemu::from_bits<T>(
+      cuemu::warp_op(cuemu::WarpOpKind::ShflXor, mask, cuemu::to_bits(var), lane_mask, width, loc));
 }
 inline unsigned __ballot_sync(unsigned mask, int pred,
                               std::source_location loc = std::source_location::current()) {
@@ -158,13 +162,14 @@ struct row_major {};
 struct col_major {};
 namespace precision {
 struct tf32 {};
-}
+}  // namespace precision
 enum layout_t { mem_row_major, mem_col_major };
 
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 struct fragment {
   static_assert(M == 16 && N == 16 && K == 8, "cuemu emulates the TF32 shape m16n16k8 only");
-  static_assert(std::is_same_v<Use, accumulator> ? std::is_same_v<T, float> : std::is_same_v<T, precision::tf32>,
+  static_assert(std::is_same_v<Use, accumulator> ? std::is_same_v<T, float>
+                                                 : std::is_same_v<T, precision::tf32>,
                 "cuemu emulates TF32 inputs with FP32 accumulators");
   static constexpr int kRows = std::is_same_v<Use, matrix_b> ? K : M;
   static constexpr int kCols = std::is_same_v<Use, matrix_a> ? K : N;
@@ -189,7 +194,8 @@ constexpr void coord(int lane, int j, int& r, int& c) {
 inline void check_ptr(const void* p, unsigned ldm, const std::source_location& loc) {
   if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
     cuemu::device_error("wmma: matrix pointer is not 256-bit aligned", loc);
-  if (ldm % 4 != 0) cuemu::device_error("wmma: ldm " + std::to_string(ldm) + " is not a multiple of 16 bytes", loc);
+  if (ldm % 4 != 0)
+    cuemu::device_error("wmma: ldm " + std::to_string(ldm) + " is not a multiple of 16 bytes", loc);
 }
 inline int lane() { return int(::cuemu::current().linear_tid % 32); }
 }  // namespace detail
@@ -197,7 +203,8 @@ inline int lane() { return int(::cuemu::current().linear_tid % 32); }
 template <typename Use, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, const float* p, unsigned ldm,
                       std::source_location loc = std::source_location::current()) {
-  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>, "A and B fragments need a layout");
+  static_assert(std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>,
+                "A and B fragments need a layout");
   detail::check_ptr(p, ldm, loc);
   for (int j = 0; j < f.num_elements; ++j) {
     int r = 0, c = 0;
@@ -205,8 +212,8 @@ void load_matrix_sync(fragment<Use, 16, 16, 8, precision::tf32, Layout>& f, cons
     f.x[j] = std::is_same_v<Layout, row_major> ? p[r * ldm + c] : p[c * ldm + r];
   }
 }
-inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const float* p, unsigned ldm, layout_t layout,
-                             std::source_location loc = std::source_location::current()) {
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const float* p, unsigned ldm,
+                             layout_t layout, std::source_location loc = std::source_location::current()) {
   detail::check_ptr(p, ldm, loc);
   for (int j = 0; j < f.num_elements; ++j) {
     int r = 0, c = 0;
@@ -214,8 +221,8 @@ inline void load_matrix_sync(fragment<accumulator, 16, 16, 8, float>& f, const f
     f.x[j] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
   }
 }
-inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f, unsigned ldm, layout_t layout,
-                              std::source_location loc = std::source_location::current()) {
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 8, float>& f, unsigned ldm,
+                              layout_t layout, std::source_location loc = std::source_location::current()) {
   detail::check_ptr(p, ldm, loc);
   for (int j = 0; j < f.num_elements; ++j) {
     int r = 0, c = 0;
@@ -228,7 +235,8 @@ void fill_fragment(fragment<Use, 16, 16, 8, T, Layout>& f, float v) {
   for (float& e : f.x) e = v;
 }
 template <typename LayoutA, typename LayoutB>
-void mma_sync(fragment<accumulator, 16, 16, 8, float>& d, const fragment<matrix_a, 16, 16, 8, precision::tf32, LayoutA>& a,
+void mma_sync(fragment<accumulator, 16, 16, 8, float>& d,
+              const fragment<matrix_a, 16, 16, 8, precision::tf32, LayoutA>& a,
               const fragment<matrix_b, 16, 16, 8, precision::tf32, LayoutB>& b,
               const fragment<accumulator, 16, 16, 8, float>& c, bool satf = false,
               std::source_location loc = std::source_location::current()) {
@@ -244,7 +252,6 @@ inline float __float_to_tf32(float v) {
   return v;
 }
 }  // namespace nvcuda::wmma
-
 
 // Atomics: relaxed, as CUDA's atomicAdd & co. are: a read-modify-write is indivisible but orders
 // no other memory access, so the race-check build does not see a happens-before edge that CUDA
@@ -334,7 +341,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
-cudaError_t cudaGetLastError();   // returns and clears the last error (sticky launch errors stay)
+cudaError_t cudaGetLastError();  // returns and clears the last error (sticky launch errors stay)
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int* count);
@@ -355,7 +362,7 @@ namespace cuemu {
 // The properties of the profile `key` ("h100"); throws std::invalid_argument naming the known
 // profiles for any other key. cudaGetDeviceProperties presents NORMLAB_CUEMU_DEVICE's, read once.
 cudaDeviceProp device_profile(const char* key);
-}
+}  // namespace cuemu
 
 // Kernel attributes: only the opt-in for more than 48 KiB of dynamic shared memory (sm_90 allows
 // up to 227 KiB per block, sm_80 163 KiB: the device profile's limit), as a kernel must ask for it on a GPU.
@@ -363,10 +370,11 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 namespace cuemu {
 void set_max_dynamic_shared(const void* fn, int bytes);
 size_t shared_optin_limit();  // the device profile's sharedMemPerBlockOptin
-}
+}  // namespace cuemu
 template <typename... Params>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
-  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || size_t(value) > cuemu::shared_optin_limit())
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      size_t(value) > cuemu::shared_optin_limit())
     return cudaErrorInvalidValue;
   cuemu::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), value);
   return cudaSuccess;
@@ -410,8 +418,8 @@ using LaunchObserver = std::function<void(const char* kernel, dim3 grid, dim3 bl
 void set_launch_observer(LaunchObserver observer);
 
 template <typename... Params, typename... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shmem,
-            cudaStream_t, Args&&... args) {
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shmem, cudaStream_t,
+            Args&&... args) {
   // Convert once so every thread sees the same parameter values, as a real launch copies them.
   auto params = std::make_tuple(static_cast<Params>(args)...);
   run_launch(name, reinterpret_cast<const void*>(kernel), grid, block, shmem,

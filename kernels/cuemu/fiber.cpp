@@ -167,13 +167,13 @@ void Fiber::start(Entry entry, void* arg) {
   // jumps to, then rbp rbx r12 r13 r14 r15 as cuemu_switch pops them.
   auto top = (reinterpret_cast<uintptr_t>(impl_->stack.data() + impl_->stack.size())) & ~uintptr_t(15);
   auto* slot = reinterpret_cast<void**>(top - 16);
-  slot[-1] = reinterpret_cast<void*>(&cuemu_fiber_start);           // return address
-  slot[-2] = nullptr;                                                // rbp
-  slot[-3] = nullptr;                                                // rbx
-  slot[-4] = impl_.get();                                            // r12: the fiber
-  slot[-5] = reinterpret_cast<void*>(&cuemu_fiber_entry);           // r13: the entry
-  slot[-6] = nullptr;                                                // r14
-  slot[-7] = nullptr;                                                // r15
+  slot[-1] = reinterpret_cast<void*>(&cuemu_fiber_start);  // return address
+  slot[-2] = nullptr;                                      // rbp
+  slot[-3] = nullptr;                                      // rbx
+  slot[-4] = impl_.get();                                  // r12: the fiber
+  slot[-5] = reinterpret_cast<void*>(&cuemu_fiber_entry);  // r13: the entry
+  slot[-6] = nullptr;                                      // r14
+  slot[-7] = nullptr;                                      // r15
   impl_->sp = &slot[-7];
 #else
   if (getcontext(&impl_->ctx) != 0) throw std::runtime_error("cuemu: getcontext failed");

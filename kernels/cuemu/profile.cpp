@@ -178,7 +178,8 @@ uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, s
     l.op_launch = s.op_launches++;
   }
   uint64_t run = blocks;
-  if (s.options.blocks_to_run) run = std::clamp<uint64_t>(s.options.blocks_to_run(l.kernel, blocks), 1, blocks);
+  if (s.options.blocks_to_run)
+    run = std::clamp<uint64_t>(s.options.blocks_to_run(l.kernel, blocks), 1, blocks);
   s.ranges = device_ranges();
   s.last_range = 0;
   s.read_sectors.clear();
@@ -217,8 +218,10 @@ void block_end() {
     }
     auto& requests = warp_requests.emplace_back();
     auto count = [&](const Group& g) {
-      if (g.shared) count_shared(g, g.store ? l.shared_store : l.shared_load);
-      else count_global(s, g, requests.emplace_back());
+      if (g.shared)
+        count_shared(g, g.store ? l.shared_store : l.shared_load);
+      else
+        count_global(s, g, requests.emplace_back());
     };
     if (converged) {
       static Group g;  // reused: one request at a time
@@ -226,7 +229,8 @@ void block_end() {
         g.site = first[i].site, g.store = first[i].store, g.shared = first[i].shared;
         g.evict_first = first[i].evict_first;
         g.lanes.clear();
-        for (unsigned lane = 0; lane < lanes; ++lane) g.lanes.emplace_back(lane, s.per_thread[base + lane][i]);
+        for (unsigned lane = 0; lane < lanes; ++lane)
+          g.lanes.emplace_back(lane, s.per_thread[base + lane][i]);
         count(g);
       }
       continue;
@@ -370,11 +374,11 @@ Dram simulate_l2(const Launch& launch, uint64_t l2_bytes, uint64_t concurrent_bl
 // GCC's -fsanitize=kernel-address with --param asan-instrumentation-with-call-threshold=0 calls
 // these before every load and store of the instrumented files (no shadow memory is involved:
 // checking is not their job here). The caller's address identifies the access site.
-#define CUEMU_CALLBACKS(n)                                                                        \
-  extern "C" void __asan_load##n##_noabort(uintptr_t a) {                                       \
+#define CUEMU_CALLBACKS(n)                                                                         \
+  extern "C" void __asan_load##n##_noabort(uintptr_t a) {                                          \
     cuemu::profile::record(a, n, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
-  }                                                                                               \
-  extern "C" void __asan_store##n##_noabort(uintptr_t a) {                                      \
+  }                                                                                                \
+  extern "C" void __asan_store##n##_noabort(uintptr_t a) {                                         \
     cuemu::profile::record(a, n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));  \
   }
 CUEMU_CALLBACKS(1)

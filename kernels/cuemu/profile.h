@@ -36,7 +36,7 @@ struct Launch {
   // The op (NL_MODEL_OP in the launcher); empty when the launcher names none.
   std::string op;
   double op_flops = 0, op_min_bytes = 0;
-  int op_launch = 0;  // 0 for the op's first launch, 1 for its second, ...
+  int op_launch = 0;                    // 0 for the op's first launch, 1 for its second, ...
   uint64_t blocks = 0, blocks_run = 0;  // blocks_run < blocks: a sample (Options::blocks_to_run)
   GlobalStats load, store;
   SharedStats shared_load, shared_store;

@@ -275,7 +275,8 @@ bool resolve_warp(Block& b, size_t base) {
       if (o.state == State::Runnable) {
         ready = false;
       } else if (o.state == State::Done) {
-        fail(b, thread_name(t) + " waits at " + where(t.site) + " for lane " + std::to_string(m) + ", which exited");
+        fail(b, thread_name(t) + " waits at " + where(t.site) + " for lane " + std::to_string(m) +
+                    ", which exited");
         return false;
       } else if (o.state == State::AtBarrier) {
         fail(b, thread_name(t) + " waits at the warp operation at " + where(t.site) + " but lane " +
@@ -309,9 +310,18 @@ bool resolve_warp(Block& b, size_t base) {
       int src = lane;
       switch (me.kind) {
         case WarpOpKind::Shfl: src = (lane / w) * w + (((me.param % w) + w) % w); break;
-        case WarpOpKind::ShflUp: src = lane - me.param; if (src < (lane / w) * w) src = lane; break;
-        case WarpOpKind::ShflDown: src = lane + me.param; if (src >= (lane / w + 1) * w) src = lane; break;
-        case WarpOpKind::ShflXor: src = lane ^ me.param; if (src > lane && !in_segment(lane, src, w)) src = lane; break;
+        case WarpOpKind::ShflUp:
+          src = lane - me.param;
+          if (src < (lane / w) * w) src = lane;
+          break;
+        case WarpOpKind::ShflDown:
+          src = lane + me.param;
+          if (src >= (lane / w + 1) * w) src = lane;
+          break;
+        case WarpOpKind::ShflXor:
+          src = lane ^ me.param;
+          if (src > lane && !in_segment(lane, src, w)) src = lane;
+          break;
         default: break;
       }
       switch (me.kind) {
@@ -432,13 +442,16 @@ uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int 
   if (!g_block) return value;
   Thread* t = g_block->running;
   const unsigned lane = t->ctx.linear_tid % 32;
-  if (!(mask >> lane & 1u)) fail_here("lane " + std::to_string(lane) + " is not in its own mask at " + where(loc));
+  if (!(mask >> lane & 1u))
+    fail_here("lane " + std::to_string(lane) + " is not in its own mask at " + where(loc));
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
-    fail_here("shuffle width " + std::to_string(width) + " is not a power of two in [1, 32] at " + where(loc));
+    fail_here("shuffle width " + std::to_string(width) + " is not a power of two in [1, 32] at " +
+              where(loc));
   t->kind = kind, t->mask = mask, t->value = value, t->param = param, t->width = width;
 #if CUEMU_TSAN
   const void* warp_sync =
-      &g_sync.warp[g_block->set][t->ctx.linear_tid / 32][kind == WarpOpKind::SyncWarp ? t->syncwarps++ % 2 : 0];
+      &g_sync
+           .warp[g_block->set][t->ctx.linear_tid / 32][kind == WarpOpKind::SyncWarp ? t->syncwarps++ % 2 : 0];
   if (kind == WarpOpKind::SyncWarp) hb_release(warp_sync);
 #endif
   park(State::AtWarpOp, loc);
@@ -489,7 +502,8 @@ std::string launch_config_error(const void* fn, dim3 grid, dim3 block, size_t sh
   if (block.x == 0 || block.y == 0 || block.z == 0 || grid.x == 0 || grid.y == 0 || grid.z == 0)
     os << "a grid or block dimension is 0";
   else if (block.x > 1024 || block.y > 1024 || block.z > 64 || nthreads > 1024)
-    os << "block (" << block.x << "," << block.y << "," << block.z << ") exceeds 1024 threads or 1024 x 1024 x 64";
+    os << "block (" << block.x << "," << block.y << "," << block.z
+       << ") exceeds 1024 threads or 1024 x 1024 x 64";
   else if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535)
     os << "grid (" << grid.x << "," << grid.y << "," << grid.z << ") exceeds 2^31-1 x 65535 x 65535";
   if (!os.str().empty()) return os.str();
@@ -502,9 +516,10 @@ std::string launch_config_error(const void* fn, dim3 grid, dim3 block, size_t sh
   const size_t limit = std::max<size_t>(48 * 1024, size_t(opt_in));
   if (shmem > limit)
     os << shmem << " bytes of dynamic shared memory exceed "
-       << (opt_in > 48 * 1024 ? "the kernel's opt-in of " + std::to_string(opt_in) + " bytes"
-                              : std::string("48 KiB (more needs cudaFuncSetAttribute("
-                                            "cudaFuncAttributeMaxDynamicSharedMemorySize), at most 227 KiB)"));
+       << (opt_in > 48 * 1024
+               ? "the kernel's opt-in of " + std::to_string(opt_in) + " bytes"
+               : std::string("48 KiB (more needs cudaFuncSetAttribute("
+                             "cudaFuncAttributeMaxDynamicSharedMemorySize), at most 227 KiB)"));
   return os.str();
 }
 }  // namespace
@@ -517,7 +532,8 @@ LaunchObserver& launch_observer() {
 }  // namespace
 void set_launch_observer(LaunchObserver observer) { launch_observer() = std::move(observer); }
 
-void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t shmem, const ThreadBody& body) {
+void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t shmem,
+                const ThreadBody& body) {
   if (launch_observer()) launch_observer()(kernel, grid, block);
   const size_t nthreads = size_t(block.x) * block.y * block.z;
   const size_t nblocks = size_t(grid.x) * grid.y * grid.z;
@@ -549,7 +565,8 @@ void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_
 #if CUEMU_PROFILE
     if (!sampled(bi)) continue;
 #endif
-    dim3 bidx(unsigned(bi % grid.x), unsigned(bi / grid.x % grid.y), unsigned(bi / (size_t(grid.x) * grid.y)));
+    dim3 bidx(unsigned(bi % grid.x), unsigned(bi / grid.x % grid.y),
+              unsigned(bi / (size_t(grid.x) * grid.y)));
     b.set = int(position % kSets);
     b.gen = unsigned(position++ / kSets);
 #if CUEMU_TSAN
@@ -575,8 +592,8 @@ void run_launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_
 #if CUEMU_TSAN
       // Race reports name the CUDA thread: "Thread T7 'kernel_name block (1,0,0) thread (33,0,0)'".
       char name[256];
-      std::snprintf(name, sizeof name, "%s block (%u,%u,%u) thread (%u,%u,%u)", kernel, bidx.x, bidx.y, bidx.z,
-                    th.ctx.thread_idx.x, th.ctx.thread_idx.y, th.ctx.thread_idx.z);
+      std::snprintf(name, sizeof name, "%s block (%u,%u,%u) thread (%u,%u,%u)", kernel, bidx.x, bidx.y,
+                    bidx.z, th.ctx.thread_idx.x, th.ctx.thread_idx.y, th.ctx.thread_idx.z);
       __tsan_set_fiber_name(f.tsan_fiber(), name);
 #endif
     }
@@ -756,9 +773,11 @@ cudaDeviceProp device_profile(const char* key) {
     known += std::string(known.empty() ? "" : ", ") + p.key;
   }
   if (!d)
-    throw std::invalid_argument(std::string("NORMLAB_CUEMU_DEVICE='") + key + "' is not a device profile: use one of " + known);
+    throw std::invalid_argument(std::string("NORMLAB_CUEMU_DEVICE='") + key +
+                                "' is not a device profile: use one of " + known);
   cudaDeviceProp prop{};
-  std::snprintf(prop.name, sizeof prop.name, "cuemu (CUDA emulated on the CPU, %s profile: %d SMs)", d->name, d->sms);
+  std::snprintf(prop.name, sizeof prop.name, "cuemu (CUDA emulated on the CPU, %s profile: %d SMs)", d->name,
+                d->sms);
   prop.major = d->major;
   prop.minor = d->minor;
   prop.multiProcessorCount = d->sms;

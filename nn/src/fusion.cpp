@@ -19,7 +19,8 @@ FusedRun plan_fused_run(const std::vector<std::pair<std::string, std::shared_ptr
   run.norm = norm;
   const size_t n = layers.size();
   size_t j = i + 1;
-  if (j < n && norm->fuses_relu() && dynamic_cast<ReLU*>(layers[j].second.get())) run.epilogue.relu = true, ++j;
+  if (j < n && norm->fuses_relu() && dynamic_cast<ReLU*>(layers[j].second.get()))
+    run.epilogue.relu = true, ++j;
   if (j < n) {
     if (auto* d = dynamic_cast<Dropout*>(layers[j].second.get())) {
       // Dropout in eval mode is the identity: it joins the run with p = 0.

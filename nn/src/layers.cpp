@@ -18,8 +18,7 @@ Tensor default_uniform(const Shape& shape, int64_t fan_in, Generator& gen) {
 }
 }  // namespace
 
-Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool has_bias,
-               Generator& gen)
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool has_bias, Generator& gen)
     : in_channels(in), out_channels(out), kernel(k), stride(s), padding(p) {
   NL_CHECK(in > 0 && out > 0 && k > 0 && s > 0 && p >= 0, "Conv2d: invalid configuration in=", in,
            " out=", out, " kernel=", k, " stride=", s, " padding=", p);
@@ -33,7 +32,8 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool ha
 
 Tensor Conv2d::forward(const Tensor& x) {
   if (!weight_standardization) return conv2d(x, weight, bias, stride, padding);
-  const Tensor w = layer_norm(weight.reshape({out_channels, in_channels * kernel * kernel}), Tensor(), Tensor(), ws_eps);
+  const Tensor w =
+      layer_norm(weight.reshape({out_channels, in_channels * kernel * kernel}), Tensor(), Tensor(), ws_eps);
   return conv2d(x, w.view(weight.shape()), bias, stride, padding);
 }
 
@@ -52,8 +52,7 @@ void Conv2d::receptive_field(ReceptiveField& rf) const {
   rf.jump *= stride;
 }
 
-Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen)
-    : in_features(in), out_features(out) {
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen) : in_features(in), out_features(out) {
   NL_CHECK(in > 0 && out > 0, "Linear: invalid configuration in=", in, " out=", out);
   weight = default_uniform({out, in}, in, gen);
   register_parameter("weight", weight);
@@ -86,7 +85,8 @@ std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_stri
 
 namespace {
 NormSpec group_spec(int64_t g, int64_t c, float eps) {
-  NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g, ") must be positive and divide channels (", c, ")");
+  NL_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: groups (", g, ") must be positive and divide channels (",
+           c, ")");
   return NormSpec::group(g, eps);
 }
 }  // namespace
@@ -98,13 +98,15 @@ std::string GroupNorm::describe() const {
 }
 
 Norm::Norm(const NormSpec& spec_in, int64_t c, bool affine) : spec(spec_in), channels(c) {
-  NL_CHECK(spec.stats != NormSpec::Stats::PerRow,
-           "nn::Norm: normalises [N, C, H, W] per channel or per group; use LayerNorm for last-dimension rows");
+  NL_CHECK(
+      spec.stats != NormSpec::Stats::PerRow,
+      "nn::Norm: normalises [N, C, H, W] per channel or per group; use LayerNorm for last-dimension rows");
   NL_CHECK(c > 0, "nn::Norm: channels must be positive, got ", c);
   if (spec.stats == NormSpec::Stats::PerGroup)
-    NL_CHECK(spec.groups >= 0 && (spec.groups == 0 || c % spec.groups == 0), "nn::Norm: groups (", spec.groups,
-             ") must divide channels (", c, "), or be 0 for one group per channel");
-  NL_CHECK(spec.ghost_batch >= 0, "nn::Norm: ghost batch must be >= 0 (0: the whole batch), got ", spec.ghost_batch);
+    NL_CHECK(spec.groups >= 0 && (spec.groups == 0 || c % spec.groups == 0), "nn::Norm: groups (",
+             spec.groups, ") must divide channels (", c, "), or be 0 for one group per channel");
+  NL_CHECK(spec.ghost_batch >= 0, "nn::Norm: ghost batch must be >= 0 (0: the whole batch), got ",
+           spec.ghost_batch);
   if (affine) {
     weight = Tensor::ones({c});
     bias = Tensor::zeros({c});
@@ -132,7 +134,8 @@ Tensor Norm::forward(const Tensor& x) { return forward_fused(x, {}); }
 
 Tensor Norm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
   if (!spec.tlu)
-    return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), epilogue, num_batches_tracked);
+    return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), epilogue,
+                     num_batches_tracked);
   NormEpilogue e = epilogue;
   e.tau = tau;
   return normalize(x, spec, weight, bias, running_mean, running_var, is_training(), e);
@@ -142,7 +145,8 @@ std::string Norm::describe() const {
   const std::string c = std::to_string(channels);
   if (spec.stats == NormSpec::Stats::PerChannel) {
     if (spec.renorm) return "BatchRenorm(" + c + ")";
-    if (spec.ghost_batch > 0) return "GhostBatchNorm(" + c + ", ghost " + std::to_string(spec.ghost_batch) + ")";
+    if (spec.ghost_batch > 0)
+      return "GhostBatchNorm(" + c + ", ghost " + std::to_string(spec.ghost_batch) + ")";
     return "BatchNorm(" + c + ")";
   }
   if (spec.tlu) return "FRN+TLU(" + c + ")";
@@ -158,7 +162,10 @@ NormSpec layer_spec(int64_t c, float eps) {
 }  // namespace
 
 LayerNorm::LayerNorm(int64_t c, float eps, LayerNormAffine affine, int64_t h, int64_t w)
-    : Norm(layer_spec(c, eps), c, affine == LayerNormAffine::PerChannel), height(h), width(w), affine(affine) {
+    : Norm(layer_spec(c, eps), c, affine == LayerNormAffine::PerChannel),
+      height(h),
+      width(w),
+      affine(affine) {
   if (affine != LayerNormAffine::PerElement) return;
   NL_CHECK(h > 0 && w > 0, "LayerNorm: a per-element affine needs the height and width, got ", h, "x", w);
   weight = Tensor::ones({c, h, w});
@@ -175,8 +182,7 @@ Tensor LayerNorm::forward_fused(const Tensor& x, const NormEpilogue& epilogue) {
 Tensor LayerNorm::forward(const Tensor& x) {
   if (affine != LayerNormAffine::PerElement) return Norm::forward_fused(x, {});
   NL_CHECK(x.dim() == 4 && x.size(1) == channels && x.size(2) == height && x.size(3) == width,
-           "LayerNorm: built for [N, ", channels, ", ", height, ", ", width, "] inputs, got ",
-           x.shape());
+           "LayerNorm: built for [N, ", channels, ", ", height, ", ", width, "] inputs, got ", x.shape());
   const int64_t D = channels * height * width;
   return layer_norm(x.reshape({x.size(0), D}), weight.view({D}), bias.view({D}), spec.eps).view(x.shape());
 }
@@ -237,9 +243,7 @@ void set_output_check(OutputCheck check) { g_output_check = std::move(check); }
 
 Tensor Sequential::forward(const Tensor& x) { return run(x, nullptr); }
 
-Tensor Sequential::forward_residual(const Tensor& x, const Tensor& residual) {
-  return run(x, &residual);
-}
+Tensor Sequential::forward_residual(const Tensor& x, const Tensor& residual) { return run(x, &residual); }
 
 Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
   const auto& layers = children();
@@ -261,8 +265,8 @@ Tensor Sequential::run(const Tensor& x, const Tensor* residual) {
     i = run.end;
   }
   if (!residual_done) {
-    NL_CHECK(h.shape() == residual->shape(), "Residual: body maps ", residual->shape(), " to ",
-             h.shape(), "; a residual add needs equal shapes");
+    NL_CHECK(h.shape() == residual->shape(), "Residual: body maps ", residual->shape(), " to ", h.shape(),
+             "; a residual add needs equal shapes");
     h = nl::add(*residual, h);
   }
   return h;

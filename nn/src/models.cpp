@@ -14,8 +14,7 @@ class LogSoftmax : public Module {
 
 }  // namespace
 
-std::shared_ptr<Sequential> make_net(NormRef norm, Generator& init, Generator* dropout_gen,
-                                         NetOptions o) {
+std::shared_ptr<Sequential> make_net(NormRef norm, Generator& init, Generator* dropout_gen, NetOptions o) {
   auto block = [&](int64_t cin, int64_t cout) -> std::shared_ptr<Module> {
     auto b = std::make_shared<Sequential>();
     auto conv = std::make_shared<Conv2d>(cin, cout, 3, 1, 1, false, init);

@@ -34,11 +34,11 @@ const std::vector<NormVariant>& norm_variants() {
       return std::make_shared<GroupNorm>(o.groups, c, eps_or(o, 1e-5f));
     });
     r->uses_groups = true;
-    row("ln", "LayerNorm", [](int64_t c, const NormOptions& o) { return std::make_shared<LayerNorm>(c, eps_or(o, 1e-5f)); });
+    row("ln", "LayerNorm",
+        [](int64_t c, const NormOptions& o) { return std::make_shared<LayerNorm>(c, eps_or(o, 1e-5f)); });
     // GroupNorm with a group per channel: InstanceNorm2d(affine=True) in PyTorch's terms.
-    row("in", "InstanceNorm", [](int64_t c, const NormOptions& o) {
-      return std::make_shared<GroupNorm>(c, c, eps_or(o, 1e-5f));
-    });
+    row("in", "InstanceNorm",
+        [](int64_t c, const NormOptions& o) { return std::make_shared<GroupNorm>(c, c, eps_or(o, 1e-5f)); });
     // RMSNorm over (C, H, W) per sample, per-channel affine (nl::NormSpec::rms).
     row("rms", "RMSNorm", [](int64_t c, const NormOptions& o) {
       return std::make_shared<Norm>(NormSpec::rms(eps_or(o, 1e-5f)), c);
@@ -83,7 +83,8 @@ const std::vector<NormVariant>& norm_variants() {
 
 std::string norm_keys() {
   std::string known;
-  for (const NormVariant& v : norm_variants()) known += (known.empty() ? "" : ", ") + v.key + " (" + v.title + ")";
+  for (const NormVariant& v : norm_variants())
+    known += (known.empty() ? "" : ", ") + v.key + " (" + v.title + ")";
   return known;
 }
 

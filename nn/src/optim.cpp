@@ -1,6 +1,5 @@
 #include "normlab/nn/optim.h"
 
-
 #include "normlab/core/error.h"
 #include "normlab/core/ops.h"
 
@@ -21,8 +20,7 @@ SGD::SGD(std::vector<Tensor> params, SgdOptions options)
     : Optimizer(std::move(params)), momentum_(params_.size()), options_(options) {
   NL_CHECK(options.lr >= 0.0f, "SGD: learning rate must be >= 0, got ", options.lr);
   NL_CHECK(options.momentum >= 0.0f, "SGD: momentum must be >= 0, got ", options.momentum);
-  NL_CHECK(options.weight_decay >= 0.0f, "SGD: weight_decay must be >= 0, got ",
-           options.weight_decay);
+  NL_CHECK(options.weight_decay >= 0.0f, "SGD: weight_decay must be >= 0, got ", options.weight_decay);
   NL_CHECK(!options.nesterov || (options.momentum > 0.0f && options.dampening == 0.0f),
            "SGD: Nesterov momentum needs momentum > 0 and dampening = 0");
 }
@@ -47,12 +45,10 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options)
       t_(params_.size(), 0),
       options_(options) {
   NL_CHECK(options.lr >= 0.0f, "Adam: learning rate must be >= 0, got ", options.lr);
-  NL_CHECK(options.beta1 >= 0.0f && options.beta1 < 1.0f && options.beta2 >= 0.0f &&
-               options.beta2 < 1.0f,
+  NL_CHECK(options.beta1 >= 0.0f && options.beta1 < 1.0f && options.beta2 >= 0.0f && options.beta2 < 1.0f,
            "Adam: betas must be in [0, 1), got ", options.beta1, " and ", options.beta2);
   NL_CHECK(options.eps > 0.0f, "Adam: eps must be positive, got ", options.eps);
-  NL_CHECK(options.weight_decay >= 0.0f, "Adam: weight_decay must be >= 0, got ",
-           options.weight_decay);
+  NL_CHECK(options.weight_decay >= 0.0f, "Adam: weight_decay must be >= 0, got ", options.weight_decay);
 }
 
 void Adam::step() {
@@ -73,8 +69,9 @@ namespace {
 size_t state_index(const std::string& name, const std::string& prefix, size_t params) {
   NL_CHECK(name.rfind(prefix + ".", 0) == 0, "optimizer state: unexpected entry '", name, "'");
   const std::string digits = name.substr(prefix.size() + 1);
-  NL_CHECK(!digits.empty() && digits.size() < 10 && digits.find_first_not_of("0123456789") == std::string::npos,
-           "optimizer state: bad index in '", name, "'");
+  NL_CHECK(
+      !digits.empty() && digits.size() < 10 && digits.find_first_not_of("0123456789") == std::string::npos,
+      "optimizer state: bad index in '", name, "'");
   const size_t i = std::stoul(digits);
   NL_CHECK(i < params, "optimizer state: '", name, "' names parameter ", i, " of ", params);
   return i;
@@ -117,10 +114,12 @@ void Adam::load_state(const State& state) {
   for (size_t i = 0; i < m_.size(); ++i) m_[i] = v_[i] = Tensor(), t_[i] = 0;
   for (const auto& [name, t] : state) {
     const std::string prefix = name.substr(0, name.find('.'));
-    NL_CHECK(prefix == "m" || prefix == "v" || prefix == "step", "optimizer state: unexpected entry '", name, "'");
+    NL_CHECK(prefix == "m" || prefix == "v" || prefix == "step", "optimizer state: unexpected entry '", name,
+             "'");
     const size_t i = state_index(name, prefix, params_.size());
     if (prefix == "step") {
-      NL_CHECK(t.defined() && t.dtype() == DType::I32 && t.numel() == 1, "optimizer state: '", name, "' is not one int32");
+      NL_CHECK(t.defined() && t.dtype() == DType::I32 && t.numel() == 1, "optimizer state: '", name,
+               "' is not one int32");
       t_[i] = t.to_int_vector()[0];
     } else {
       check_like(t, params_[i], name);
@@ -128,7 +127,8 @@ void Adam::load_state(const State& state) {
     }
   }
   for (size_t i = 0; i < m_.size(); ++i)
-    NL_CHECK(m_[i].defined() == v_[i].defined(), "optimizer state: parameter ", i, " has only one of m and v");
+    NL_CHECK(m_[i].defined() == v_[i].defined(), "optimizer state: parameter ", i,
+             " has only one of m and v");
 }
 
 }  // namespace nl::nn

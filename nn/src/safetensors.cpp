@@ -40,7 +40,8 @@ void save_safetensors(const std::string& path, const NamedTensorList& tensors,
                       const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<Tensor> host;  // contiguous CPU copies, alive until written: their bytes are written as they are
+  std::vector<Tensor>
+      host;  // contiguous CPU copies, alive until written: their bytes are written as they are
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     NL_CHECK(t.defined(), "save_safetensors: tensor '", name, "' is undefined");
@@ -50,7 +51,9 @@ void save_safetensors(const std::string& path, const NamedTensorList& tensors,
     const uint64_t bytes = static_cast<uint64_t>(host.back().numel()) * 4;
     json shape = json::array();
     for (int64_t d : host.back().shape()) shape.push_back(d);
-    header[name] = {{"dtype", dtype_name(host.back().dtype())}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {{"dtype", dtype_name(host.back().dtype())},
+                    {"shape", shape},
+                    {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string h = header.dump();
@@ -65,7 +68,8 @@ void save_safetensors(const std::string& path, const NamedTensorList& tensors,
 }
 
 TensorFile parse_safetensors(const std::string& bytes, const std::string& what) {
-  NL_CHECK(bytes.size() >= 8, what, " is not a safetensors file: ", bytes.size(), " bytes, less than the 8-byte header length");
+  NL_CHECK(bytes.size() >= 8, what, " is not a safetensors file: ", bytes.size(),
+           " bytes, less than the 8-byte header length");
   uint64_t hlen = 0;
   std::memcpy(&hlen, bytes.data(), 8);
   NL_CHECK(hlen <= kMaxHeader && hlen <= bytes.size() - 8, what, ": header length ", hlen,
@@ -101,21 +105,22 @@ TensorFile parse_safetensors(const std::string& bytes, const std::string& what) 
     NL_CHECK(dt.is_string() && (dt == "F32" || dt == "I32"), what, ": tensor '", name, "' has dtype ",
              dt.dump(), "; only F32 and I32 are supported");
     const json& shape = v["shape"];
-    NL_CHECK(shape.is_array() && shape.size() <= 8, what, ": tensor '", name, "' has a bad shape ", shape.dump());
+    NL_CHECK(shape.is_array() && shape.size() <= 8, what, ": tensor '", name, "' has a bad shape ",
+             shape.dump());
     std::vector<int64_t> dims;
     uint64_t numel = 1;
     for (const json& d : shape) {
       NL_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), what, ": tensor '",
                name, "' has a bad extent ", d.dump());
       const uint64_t e = d.get<uint64_t>();
-      NL_CHECK(e == 0 || numel <= (data_size / 4) / e, what, ": tensor '", name, "' with shape ", shape.dump(),
-               " is larger than the file's data");
+      NL_CHECK(e == 0 || numel <= (data_size / 4) / e, what, ": tensor '", name, "' with shape ",
+               shape.dump(), " is larger than the file's data");
       numel *= e;
       dims.push_back(static_cast<int64_t>(e));
     }
     const json& off = v["data_offsets"];
-    NL_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), what,
-             ": tensor '", name, "' has bad data_offsets ", off.dump());
+    NL_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+             what, ": tensor '", name, "' has bad data_offsets ", off.dump());
     const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
     NL_CHECK(b <= e && e <= data_size, what, ": tensor '", name, "' has data_offsets [", b, ", ", e,
              "] outside the ", data_size, " data bytes");
@@ -128,7 +133,9 @@ TensorFile parse_safetensors(const std::string& bytes, const std::string& what) 
     out.tensors.emplace_back(name, t);
   }
   // The byte ranges must tile the data exactly: no overlap (two names, one buffer) and no gap.
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
   uint64_t at = 0;
   for (const Range& r : ranges) {
     NL_CHECK(r.begin == at, what, ": tensor '", r.name, "' starts at byte ", r.begin, " where ", at,

@@ -49,8 +49,6 @@ StepLR::StepLR(Optimizer& opt, int64_t step_size, float gamma)
   NL_CHECK(step_size > 0, "StepLR: step_size must be positive, got ", step_size);
 }
 
-void StepLR::apply(int64_t step) {
-  opt_.set_lr(base_lr_ * std::pow(gamma_, float(step / step_size_)));
-}
+void StepLR::apply(int64_t step) { opt_.set_lr(base_lr_ * std::pow(gamma_, float(step / step_size_))); }
 
 }  // namespace nl::nn

@@ -45,7 +45,8 @@ __global__ void two_pass_kernel(int per_block, const float* x, float* y) {
   const float* xb = x + int64_t(blockIdx.x) * per_block;
   float s = 0.0f;
   for (int i = threadIdx.x; i < per_block; i += blockDim.x) s += xb[i];
-  for (int i = threadIdx.x; i < per_block; i += blockDim.x) y[int64_t(blockIdx.x) * per_block + i] = xb[i] - s;
+  for (int i = threadIdx.x; i < per_block; i += blockDim.x)
+    y[int64_t(blockIdx.x) * per_block + i] = xb[i] - s;
 }
 
 template <typename T>
@@ -295,7 +296,8 @@ TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than th
   const prof::Launch& l = launches[0];
   const double T = 4.0 * x.numel();
   const prof::Dram d = prof::simulate_l2(l, 512 * 1024, 2);
-  INFO("DRAM read " << d.read_bytes << " written " << d.write_bytes << ", minimum " << l.op_min_bytes << ", T " << T);
+  INFO("DRAM read " << d.read_bytes << " written " << d.write_bytes << ", minimum " << l.op_min_bytes
+                    << ", T " << T);
   CHECK(d.read_bytes + d.write_bytes >= 0.98 * l.op_min_bytes);
   CHECK(d.read_bytes + d.write_bytes <= l.op_min_bytes + 0.1 * T);
 }

@@ -22,8 +22,10 @@ __global__ void block_sum_kernel(bool atomic, float* out) {
   float v = 1.0f;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   if (threadIdx.x % 32 == 0) {
-    if (atomic) atomicAdd(&scratch[0], v);
-    else scratch[0] += v;
+    if (atomic)
+      atomicAdd(&scratch[0], v);
+    else
+      scratch[0] += v;
   }
   __syncthreads();
   if (threadIdx.x == 0) out[blockIdx.x] = scratch[0];

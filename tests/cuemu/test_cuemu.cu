@@ -15,8 +15,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// Each thread publishes its id, then reads its left neighbour's (thread 0 its own). `with_barrier` decides whether
-// the publication is fenced by __syncthreads.
+// Each thread publishes its id, then reads its left neighbour's (thread 0 its own). `with_barrier` decides
+// whether the publication is fenced by __syncthreads.
 __global__ void neighbour_kernel(bool with_barrier, float* out) {
   NL_DYN_SHARED(float, s);
   const int t = threadIdx.x;
@@ -124,9 +124,8 @@ TEST_CASE("a thread that returns before a barrier is reported as divergence", "[
   cuemu::launch("early_return_kernel", early_return_kernel, dim3(2), dim3(64), 0, nullptr, d);
   CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
   const std::string what = cuemu::last_failure();
-  CHECK_THAT(what, Contains("early_return_kernel") && Contains("block (") &&
-                       Contains("barrier divergence") && Contains("thread (5,0,0) has exited") &&
-                       Contains("test_cuemu.cu:"));
+  CHECK_THAT(what, Contains("early_return_kernel") && Contains("block (") && Contains("barrier divergence") &&
+                       Contains("thread (5,0,0) has exited") && Contains("test_cuemu.cu:"));
   // The error is sticky: later launches do nothing and report it, as a GPU context would.
   CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure);
   cuemu::reset_error();
@@ -210,8 +209,10 @@ __global__ void split_syncwarp_kernel(float* d) {
   NL_DYN_SHARED(float, s);
   const int lane = threadIdx.x;
   s[lane] = float(lane);
-  if (lane < 16) __syncwarp();
-  else __syncwarp();
+  if (lane < 16)
+    __syncwarp();
+  else
+    __syncwarp();
   d[lane] = s[31 - lane];
 }
 
@@ -289,7 +290,8 @@ TEST_CASE("__syncwarp may be reached from different call sites", "[cuemu][quick]
   cudaFree(d);
 }
 
-TEST_CASE("device allocations are exact: a read one past the end is caught by the ASan build", "[cuemu][asan][quick]") {
+TEST_CASE("device allocations are exact: a read one past the end is caught by the ASan build",
+          "[cuemu][asan][quick]") {
 #if defined(__SANITIZE_ADDRESS__)
   auto [report, ok] = in_child([] {
     float *x = nullptr, *y = nullptr;
@@ -375,14 +377,22 @@ __global__ void mma_kernel(const float* a, bool a_col, const float* b, bool b_co
   wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> ac;
   wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> br;
   wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> bc;
-  if (a_col) wmma::load_matrix_sync(ac, a, 16);
-  else wmma::load_matrix_sync(ar, a, 8);
-  if (b_col) wmma::load_matrix_sync(bc, b, 8);
-  else wmma::load_matrix_sync(br, b, 16);
-  if (a_col && b_col) finish(ac, bc);
-  else if (a_col) finish(ac, br);
-  else if (b_col) finish(ar, bc);
-  else finish(ar, br);
+  if (a_col)
+    wmma::load_matrix_sync(ac, a, 16);
+  else
+    wmma::load_matrix_sync(ar, a, 8);
+  if (b_col)
+    wmma::load_matrix_sync(bc, b, 8);
+  else
+    wmma::load_matrix_sync(br, b, 16);
+  if (a_col && b_col)
+    finish(ac, bc);
+  else if (a_col)
+    finish(ac, br);
+  else if (b_col)
+    finish(ar, bc);
+  else
+    finish(ar, br);
 }
 
 struct MmaRun {
@@ -465,7 +475,8 @@ TEST_CASE("wmma misuse fails the launch: a misaligned matrix, a lane that skips 
 // GroupNorm blocks than SMs), and cuemu presents a device profile: the H100's 132 SMs by default,
 // the A100's 108 in the "[cuda forward, A100 profile]" registration. 136 groups of 2 KiB under a
 // 64 KiB L2 budget put the grid on that floor, whatever the profile.
-TEST_CASE("the GroupNorm grid's floor is the device's SM count, from the device profile", "[cuemu][norm][quick]") {
+TEST_CASE("the GroupNorm grid's floor is the device's SM count, from the device profile",
+          "[cuemu][norm][quick]") {
   cudaDeviceProp prop{};
   REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
   INFO(prop.name);

@@ -44,8 +44,8 @@ void collectives(dist::ProcessGroup& pg) {
     for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float((r + 1) * (i % 7 + 1));
     pg.all_reduce_sum(v.data(), n);
     for (int64_t i = 0; i < n; ++i)
-      EXPECT(v[size_t(i)] == float(K * (K + 1) / 2 * (i % 7 + 1)), "all_reduce_sum of ", n, " floats: element ", i,
-             " is ", v[size_t(i)]);
+      EXPECT(v[size_t(i)] == float(K * (K + 1) / 2 * (i % 7 + 1)), "all_reduce_sum of ", n,
+             " floats: element ", i, " is ", v[size_t(i)]);
   }
   const int root = K - 1;
   std::vector<float> b(12345, r == root ? 0.0f : -1.0f);
@@ -53,17 +53,20 @@ void collectives(dist::ProcessGroup& pg) {
     for (size_t i = 0; i < b.size(); ++i) b[i] = 0.5f * float(i) + float(root);
   pg.broadcast(b.data(), int64_t(b.size()), root);
   for (size_t i = 0; i < b.size(); ++i)
-    EXPECT(b[i] == 0.5f * float(i) + float(root), "broadcast from rank ", root, ": element ", i, " is ", b[i]);
+    EXPECT(b[i] == 0.5f * float(i) + float(root), "broadcast from rank ", root, ": element ", i, " is ",
+           b[i]);
   pg.barrier();
   // Tensors: on the test device (emulated CUDA travels through the host), and a transposed view.
   Tensor t = Tensor::full({5, 7}, float(r + 1), test_device());
   pg.all_reduce_sum(t);
-  for (float x : t.to_vector()) EXPECT(x == float(K * (K + 1) / 2), "tensor all_reduce_sum on ", t.device(), ": ", x);
+  for (float x : t.to_vector())
+    EXPECT(x == float(K * (K + 1) / 2), "tensor all_reduce_sum on ", t.device(), ": ", x);
   Tensor base = Tensor::zeros({3, 4}, DType::F32, test_device());
   if (r == 0) base.copy_(Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 4}));
   pg.broadcast(base, 0);
   const std::vector<float> got = base.to_vector();
-  for (int i = 0; i < 12; ++i) EXPECT(got[size_t(i)] == float(i), "tensor broadcast on ", base.device(), ": element ", i);
+  for (int i = 0; i < 12; ++i)
+    EXPECT(got[size_t(i)] == float(i), "tensor broadcast on ", base.device(), ": element ", i);
   // A view that is not contiguous cannot be written in place: refused by name, on every rank
   // alike, before any collective.
   Tensor view = base.transpose(0, 1);
@@ -79,7 +82,8 @@ void collectives(dist::ProcessGroup& pg) {
 
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
+  for (size_t i = 0; i < a.size(); ++i)
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]), n += double(b[i]) * b[i];
   return std::sqrt(d / std::max(n, 1e-30));
 }
 
@@ -93,13 +97,15 @@ void step(dist::ProcessGroup& pg) {
   std::vector<int32_t> labels(static_cast<size_t>(B));
   for (int64_t i = 0; i < B; ++i) labels[size_t(i)] = int32_t((i * 7 + 3) % 10);
   const std::vector<float> xs = x_all.to_vector();
-  const Tensor x_mine = Tensor::from_vector(std::vector<float>(xs.begin() + r * per * 3072, xs.begin() + (r + 1) * per * 3072),
-                                            {per, 3, 32, 32});
-  const Tensor y_mine = Tensor::from_ints(std::vector<int32_t>(labels.begin() + r * per, labels.begin() + (r + 1) * per), {per});
+  const Tensor x_mine = Tensor::from_vector(
+      std::vector<float>(xs.begin() + r * per * 3072, xs.begin() + (r + 1) * per * 3072), {per, 3, 32, 32});
+  const Tensor y_mine = Tensor::from_ints(
+      std::vector<int32_t>(labels.begin() + r * per, labels.begin() + (r + 1) * per), {per});
   const Tensor y_all = Tensor::from_ints(labels, {B});
   // "sbn": the net's BatchNorms turned into SyncBatchNorm, against BatchNorm over the whole batch
   // (running statistics included).
-  std::vector<std::pair<std::string, std::string>> pairs{{"gn", "gn"}, {"ln", "ln"}, {"bn", "gbn"}, {"sbn", "bn"}};
+  std::vector<std::pair<std::string, std::string>> pairs{
+      {"gn", "gn"}, {"ln", "ln"}, {"bn", "gbn"}, {"sbn", "bn"}};
   if (light()) pairs.erase(pairs.begin(), pairs.begin() + 2);
   for (const auto& [dist_key, ref_key] : pairs) {
     nl::nn::NetOptions o;
@@ -128,8 +134,8 @@ void step(dist::ProcessGroup& pg) {
       float mean_loss = l_mine.item() / float(K);
       pg.all_reduce_sum(&mean_loss, 1);
       const double dl = std::fabs(double(mean_loss) - l_ref.item()) / l_ref.item();
-      EXPECT(dl <= 2e-5, dist_key, " on ", K, " ranks: step ", s, "'s loss ", mean_loss, " vs ", l_ref.item(), " on one (",
-             dl, " relative)");
+      EXPECT(dl <= 2e-5, dist_key, " on ", K, " ranks: step ", s, "'s loss ", mean_loss, " vs ", l_ref.item(),
+             " on one (", dl, " relative)");
     }
     auto a = net->named_parameters(), b = ref->named_parameters();
     for (size_t i = 0; i < a.size(); ++i) {
@@ -142,7 +148,10 @@ void step(dist::ProcessGroup& pg) {
       // agreed to 1e-6). Its weights are held to 5e-2 and its losses to 2e-5; a missing statistics
       // term in backward moves the second step's loss by 1e-2 (planted).
       const bool bias = a[i].first.ends_with("norm.bias");
-      EXPECT(d <= (dist_key == "sbn" ? 5e-2 : bias ? 5e-5 : 1e-5), dist_key, " on ", K, " ranks vs ", ref_key, " on one: ", a[i].first, " differs by ", d,
+      EXPECT(d <= (dist_key == "sbn" ? 5e-2
+                   : bias            ? 5e-5
+                                     : 1e-5),
+             dist_key, " on ", K, " ranks vs ", ref_key, " on one: ", a[i].first, " differs by ", d,
              " (relative L2) after 2 steps");
     }
     if (dist_key == "sbn") {
@@ -151,11 +160,12 @@ void step(dist::ProcessGroup& pg) {
       auto ba = net->named_buffers(), bb = ref->named_buffers();
       for (size_t i = 0; i < ba.size(); ++i) {
         const double d = rel_l2(ba[i].second.to_vector(), bb[i].second.to_vector());
-        EXPECT(d <= 1e-3, "SyncBatchNorm's ", ba[i].first, " differs from BatchNorm's over the whole batch by ", d);
+        EXPECT(d <= 1e-3, "SyncBatchNorm's ", ba[i].first,
+               " differs from BatchNorm's over the whole batch by ", d);
       }
     }
-    std::printf("rank %d: 2 steps of %s on %d ranks x %lld = %s on 1 x %lld\n", r, dist_key.c_str(), K, (long long)per,
-                ref_key.c_str(), (long long)B);
+    std::printf("rank %d: 2 steps of %s on %d ranks x %lld = %s on 1 x %lld\n", r, dist_key.c_str(), K,
+                (long long)per, ref_key.c_str(), (long long)B);
   }
 }
 
@@ -165,45 +175,55 @@ void step(dist::ProcessGroup& pg) {
 void sbn_op(dist::ProcessGroup& pg) {
   const int K = pg.size(), r = pg.rank();
   for (const auto& [per, C, H, W, with_residual] :
-       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>>{{3, 6, 9, 7, true}, {3, 6, 9, 7, false}, {64, 24, 8, 8, true}}) {
-  const int64_t N = per * K, plane = C * H * W;
-  const Device dev = test_device();
-  Generator g(11);
-  const std::vector<float> xs = Tensor::randn({N, C, H, W}, g).to_vector(), ws = Tensor::randn({N, C, H, W}, g).to_vector(),
-                           res = Tensor::randn({N, C, H, W}, g).to_vector(), gs = Tensor::randn({C}, g).to_vector();
-  auto slice = [&](const std::vector<float>& v, bool mine) {
-    return mine ? Tensor::from_vector(std::vector<float>(v.begin() + r * per * plane, v.begin() + (r + 1) * per * plane),
-                                      {per, C, H, W}, dev)
-                : Tensor::from_vector(v, {N, C, H, W}, dev);
-  };
-  std::vector<float> out[2][7];
-  for (int mine = 0; mine < 2; ++mine) {
-    Tensor x = slice(xs, mine).set_requires_grad(), w = slice(ws, mine), residual = slice(res, mine).set_requires_grad();
-    Tensor gamma = Tensor::from_vector(gs, {C}, dev).set_requires_grad(), beta = Tensor::zeros({C}, DType::F32, dev);
-    beta.set_requires_grad();
-    Tensor rm = Tensor::zeros({C}, DType::F32, dev), rv = Tensor::ones({C}, dev);
-    NormEpilogue e;
-    e.relu = true;
-    if (with_residual) e.residual = residual;
-    NormSpec spec = NormSpec::batch();
-    if (mine) spec.sync = &pg;
-    Tensor y = normalize(x, spec, gamma, beta, rm, rv, true, e);
-    sum(mul(y, w)).backward();
-    Tensor dg = gamma.grad(), db = beta.grad();
-    if (mine) pg.all_reduce_sum(dg), pg.all_reduce_sum(db);
-    const Tensor got[7] = {y, x.grad(), e.residual.defined() ? residual.grad() : y, dg, db, rm, rv};
-    for (int k = 0; k < 7; ++k) out[mine][k] = got[k].to_vector();
-  }
-  const char* names[7] = {"y", "dx", "dresidual", "dgamma (summed)", "dbeta (summed)", "running_mean", "running_var"};
-  for (int k = 0; k < 7; ++k) {
-    std::vector<float> want = out[0][k];
-    if (k < 3) want = std::vector<float>(want.begin() + r * per * plane, want.begin() + (r + 1) * per * plane);
-    const double d = rel_l2(out[1][k], want);
-    EXPECT(d <= 1e-5, "SyncBatchNorm on ", dev, ": ", names[k], " differs from BatchNorm over the whole batch by ", d);
-  }
-  std::printf("rank %d: SyncBatchNorm on %d ranks x %lld = BatchNorm on 1 x %lld, [%lld, %lld, %lld], %s (%s)\n", r,
-              K, (long long)per, (long long)N, (long long)C, (long long)H, (long long)W,
-              with_residual ? "ReLU + residual" : "ReLU", dev.is_cpu() ? "cpu" : "cuda");
+       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>>{
+           {3, 6, 9, 7, true}, {3, 6, 9, 7, false}, {64, 24, 8, 8, true}}) {
+    const int64_t N = per * K, plane = C * H * W;
+    const Device dev = test_device();
+    Generator g(11);
+    const std::vector<float> xs = Tensor::randn({N, C, H, W}, g).to_vector(),
+                             ws = Tensor::randn({N, C, H, W}, g).to_vector(),
+                             res = Tensor::randn({N, C, H, W}, g).to_vector(),
+                             gs = Tensor::randn({C}, g).to_vector();
+    auto slice = [&](const std::vector<float>& v, bool mine) {
+      return mine ? Tensor::from_vector(
+                        std::vector<float>(v.begin() + r * per * plane, v.begin() + (r + 1) * per * plane),
+                        {per, C, H, W}, dev)
+                  : Tensor::from_vector(v, {N, C, H, W}, dev);
+    };
+    std::vector<float> out[2][7];
+    for (int mine = 0; mine < 2; ++mine) {
+      Tensor x = slice(xs, mine).set_requires_grad(), w = slice(ws, mine),
+             residual = slice(res, mine).set_requires_grad();
+      Tensor gamma = Tensor::from_vector(gs, {C}, dev).set_requires_grad(),
+             beta = Tensor::zeros({C}, DType::F32, dev);
+      beta.set_requires_grad();
+      Tensor rm = Tensor::zeros({C}, DType::F32, dev), rv = Tensor::ones({C}, dev);
+      NormEpilogue e;
+      e.relu = true;
+      if (with_residual) e.residual = residual;
+      NormSpec spec = NormSpec::batch();
+      if (mine) spec.sync = &pg;
+      Tensor y = normalize(x, spec, gamma, beta, rm, rv, true, e);
+      sum(mul(y, w)).backward();
+      Tensor dg = gamma.grad(), db = beta.grad();
+      if (mine) pg.all_reduce_sum(dg), pg.all_reduce_sum(db);
+      const Tensor got[7] = {y, x.grad(), e.residual.defined() ? residual.grad() : y, dg, db, rm, rv};
+      for (int k = 0; k < 7; ++k) out[mine][k] = got[k].to_vector();
+    }
+    const char* names[7] = {
+        "y", "dx", "dresidual", "dgamma (summed)", "dbeta (summed)", "running_mean", "running_var"};
+    for (int k = 0; k < 7; ++k) {
+      std::vector<float> want = out[0][k];
+      if (k < 3)
+        want = std::vector<float>(want.begin() + r * per * plane, want.begin() + (r + 1) * per * plane);
+      const double d = rel_l2(out[1][k], want);
+      EXPECT(d <= 1e-5, "SyncBatchNorm on ", dev, ": ", names[k],
+             " differs from BatchNorm over the whole batch by ", d);
+    }
+    std::printf(
+        "rank %d: SyncBatchNorm on %d ranks x %lld = BatchNorm on 1 x %lld, [%lld, %lld, %lld], %s (%s)\n", r,
+        K, (long long)per, (long long)N, (long long)C, (long long)H, (long long)W,
+        with_residual ? "ReLU + residual" : "ReLU", dev.is_cpu() ? "cpu" : "cuda");
   }
 }
 
@@ -235,8 +255,10 @@ void reducer(dist::ProcessGroup& pg) {
   auto grads = [&](How how) {
     for (const Tensor& p : net->parameters()) p.zero_grad();
     Tensor loss = nll_loss(net->forward(x), y);
-    if (how == kOverlap) red.backward(loss);
-    else loss.backward();
+    if (how == kOverlap)
+      red.backward(loss);
+    else
+      loss.backward();
     if (how == kAfter) dist::average_gradients(pg, *net);
     std::vector<std::vector<float>> out;
     for (const Tensor& p : net->parameters()) {
@@ -250,13 +272,14 @@ void reducer(dist::ProcessGroup& pg) {
   };
   const auto a = grads(kOverlap), b = grads(kAfter), c = grads(kPerTensor);
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT(a[i] == b[i], "parameter ", i, "'s gradient from GradientReducer differs from average_gradients' on ", dev);
+    EXPECT(a[i] == b[i], "parameter ", i,
+           "'s gradient from GradientReducer differs from average_gradients' on ", dev);
     // x (1/K) on the device, / K here: the same for K = 2 (a power of two), within an ulp else.
     EXPECT(rel_l2(b[i], c[i]) <= (K == 2 ? 0.0 : 1e-7), "parameter ", i, "'s averaged gradient on ", dev,
            " differs from its own sum over ranks / ", K, " by ", rel_l2(b[i], c[i]));
   }
-  std::printf("rank %d: GradientReducer (%lld buckets) equals average_gradients and per-tensor sums (%s)\n", r,
-              (long long)red.buckets(), dev.is_cpu() ? "cpu" : "cuda");
+  std::printf("rank %d: GradientReducer (%lld buckets) equals average_gradients and per-tensor sums (%s)\n",
+              r, (long long)red.buckets(), dev.is_cpu() ? "cpu" : "cuda");
 }
 
 int main(int argc, char** argv) {

@@ -14,8 +14,8 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int
   check_ndim(op, "weight", w_in, 4, "[K, C, R, S]");
   NL_CHECK(stride >= 1, op, ": stride must be >= 1, got ", stride);
   NL_CHECK(padding >= 0, op, ": padding must be >= 0, got ", padding);
-  NL_CHECK(x_in.size(1) == w_in.size(1), op, ": input has ", x_in.size(1),
-           " channels but weight of shape ", w_in.shape(), " expects ", w_in.size(1));
+  NL_CHECK(x_in.size(1) == w_in.size(1), op, ": input has ", x_in.size(1), " channels but weight of shape ",
+           w_in.shape(), " expects ", w_in.size(1));
   Conv2dParams p{};
   p.N = x_in.size(0), p.C = x_in.size(1), p.H = x_in.size(2), p.W = x_in.size(3);
   p.K = w_in.size(0), p.R = w_in.size(2), p.S = w_in.size(3);
@@ -39,8 +39,8 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int
     record_node(y, op, {&x, &w, &bias}, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(gx, sx), dw = grad_buffer(gw, sw);
       Tensor db = gb ? Tensor::empty({p.K}, DType::F32, dy.device()) : Tensor();
-      conv2d_bwd_stub(dy.device(), p, sx.data_f32(), sw.data_f32(), dy.data_f32(), opt_mut(dx),
-                      opt_mut(dw), opt_mut(db));
+      conv2d_bwd_stub(dy.device(), p, sx.data_f32(), sw.data_f32(), dy.data_f32(), opt_mut(dx), opt_mut(dw),
+                      opt_mut(db));
       return std::vector<Tensor>{dx, dw, db};
     });
   }
@@ -52,9 +52,8 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in) {
   check_inputs(op, {{"input", &x_in}, {"weight", &w_in}, {"bias", &bias_in}});
   check_ndim(op, "input", x_in, 2, "[M, K]");
   check_ndim(op, "weight", w_in, 2, "[N, K]");
-  NL_CHECK(x_in.size(1) == w_in.size(1), op, ": input of shape ", x_in.shape(),
-           " has ", x_in.size(1), " features but weight of shape ", w_in.shape(), " expects ",
-           w_in.size(1));
+  NL_CHECK(x_in.size(1) == w_in.size(1), op, ": input of shape ", x_in.shape(), " has ", x_in.size(1),
+           " features but weight of shape ", w_in.shape(), " expects ", w_in.size(1));
   LinearParams p{x_in.size(0), x_in.size(1), w_in.size(0)};
   check_vec(op, "bias", bias_in, p.N);
   Tensor x = x_in.contiguous(), w = w_in.contiguous();
@@ -67,8 +66,8 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in) {
     record_node(y, op, {&x, &w, &bias}, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(gx, sx), dw = grad_buffer(gw, sw);
       Tensor db = gb ? Tensor::empty({p.N}, DType::F32, dy.device()) : Tensor();
-      linear_bwd_stub(dy.device(), p, sx.data_f32(), sw.data_f32(), dy.data_f32(), opt_mut(dx),
-                      opt_mut(dw), opt_mut(db));
+      linear_bwd_stub(dy.device(), p, sx.data_f32(), sw.data_f32(), dy.data_f32(), opt_mut(dx), opt_mut(dw),
+                      opt_mut(db));
       return std::vector<Tensor>{dx, dw, db};
     });
   }

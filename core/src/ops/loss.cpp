@@ -46,8 +46,7 @@ Tensor nll_loss(const Tensor& logp_in, const Tensor& target_in) {
   if (any_requires_grad({&logp})) {
     record_node(loss, op, {&logp}, [M, C, target](const Tensor& dloss) {
       Tensor dlogp = Tensor::empty({M, C}, DType::F32, dloss.device());
-      nll_loss_bwd_stub(dloss.device(), M, C, target.data_i32(), dloss.data_f32(),
-                        dlogp.data_f32());
+      nll_loss_bwd_stub(dloss.device(), M, C, target.data_i32(), dloss.data_f32(), dlogp.data_f32());
       return std::vector<Tensor>{dlogp};
     });
   }

@@ -12,9 +12,7 @@ using namespace detail;
 
 namespace {
 
-void check_eps(const char* op, float eps) {
-  NL_CHECK(eps > 0.0f, op, ": eps must be positive, got ", eps);
-}
+void check_eps(const char* op, float eps) { NL_CHECK(eps > 0.0f, op, ": eps must be positive, got ", eps); }
 
 // Checks the epilogue and fills its part of p: the dropout draw is reserved here, once per call,
 // exactly as nl::dropout reserves it, so fused and unfused runs see the same mask.
@@ -60,10 +58,10 @@ Tensor sum_chunks(const Tensor& t, int64_t chunks, int64_t C) {
   if (!t.defined() || chunks == 1) return t.defined() ? t.view({C}) : t;
   Tensor out = Tensor::empty({C}, DType::F32, t.device());
   add_fwd_stub(t.device(), C, t.data_f32(), t.data_f32() + C, out.data_f32());
-  for (int64_t j = 2; j < chunks; ++j) add_fwd_stub(t.device(), C, out.data_f32(), t.data_f32() + j * C, out.data_f32());
+  for (int64_t j = 2; j < chunks; ++j)
+    add_fwd_stub(t.device(), C, out.data_f32(), t.data_f32() + j * C, out.data_f32());
   return out;
 }
-
 
 Tensor contiguous_or_none(const Tensor& t) { return t.defined() ? t.contiguous() : Tensor(); }
 
@@ -80,11 +78,11 @@ namespace {
 // n_k (var_k + (mean_k - mean)^2) / M, in double: no sum-of-squares cancellation, and one
 // collective (a barrier, the cost that grows with the process count) where summing the means
 // first and the squared deviations about them next took two. Then an eval-mode call with the
-// global statistics writes the output, epilogue included. Backward: the sums-only phase gives this process's S_g and
-// S_gxhat (also its dbeta and dgamma); those are summed across processes, and the dx phase writes
-// dx = gamma*r*(g - S_g/M - xhat*S_gxhat/M) from them in one pass. The traffic of BatchNorm's two
-// passes each way, plus a host round trip of a few C floats per call (the all-reduce reads host
-// memory; docs/scaling-out.md).
+// global statistics writes the output, epilogue included. Backward: the sums-only phase gives this process's
+// S_g and S_gxhat (also its dbeta and dgamma); those are summed across processes, and the dx phase writes dx
+// = gamma*r*(g - S_g/M - xhat*S_gxhat/M) from them in one pass. The traffic of BatchNorm's two passes each
+// way, plus a host round trip of a few C floats per call (the all-reduce reads host memory;
+// docs/scaling-out.md).
 Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec, const Tensor& x,
                        const Tensor& gamma, const Tensor& beta, const Tensor& residual,
                        const Tensor& running_mean, const Tensor& running_var) {
@@ -104,7 +102,8 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
   // 2. Every process's row [n, means, variances], gathered; a process without values (n = 0) has
   // no statistics of its own and is skipped.
   const int K = spec.sync->size(), rank = spec.sync->rank();
-  NL_CHECK(K >= 1 && rank >= 0 && rank < K, op, ": SyncBatchNorm's process group says rank ", rank, " of ", K);
+  NL_CHECK(K >= 1 && rank >= 0 && rank < K, op, ": SyncBatchNorm's process group says rank ", rank, " of ",
+           K);
   const size_t row = size_t(2 * C + 1);
   std::vector<float> all(size_t(K) * row, 0.0f);
   float* mine = all.data() + size_t(rank) * row;
@@ -152,7 +151,8 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
     for (int64_t c = 0; c < C; ++c) {
       const size_t i = size_t(c);
       rm[i] = static_cast<float>((1.0 - p.momentum) * rm[i] + p.momentum * static_cast<double>(gmean[i]));
-      rv[i] = static_cast<float>((1.0 - p.momentum) * rv[i] + p.momentum * static_cast<double>(gvar[i]) * M / (M - 1));
+      rv[i] = static_cast<float>((1.0 - p.momentum) * rv[i] +
+                                 p.momentum * static_cast<double>(gvar[i]) * M / (M - 1));
     }
     running_mean.copy_(Tensor::from_vector(rm, {C}, running_mean.device()));
     running_var.copy_(Tensor::from_vector(rv, {C}, running_var.device()));
@@ -168,7 +168,8 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
     Tensor dgamma = Tensor::empty({C}, DType::F32, dev), dbeta = Tensor::empty({C}, DType::F32, dev);
     NormBwdArgs a;
     a.x = s.x.data_f32(), a.dy = dy.data_f32(), a.gamma = opt_ptr(s.gamma);
-    a.mean = s.mean.data_f32(), a.rstd = s.rstd.data_f32(), a.mask = s.mask.defined() ? mask_ptr(s.mask) : nullptr;
+    a.mean = s.mean.data_f32(), a.rstd = s.rstd.data_f32(),
+    a.mask = s.mask.defined() ? mask_ptr(s.mask) : nullptr;
     a.dgamma = dgamma.data_f32(), a.dbeta = dbeta.data_f32();
     norm_bwd_stub(dev, p, a);
     Tensor dx;
@@ -197,8 +198,11 @@ Tensor sync_batch_norm(const char* op, const NormParams& p, const NormSpec& spec
 Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec, const Tensor& gamma_in,
                        const Tensor& beta_in, const Tensor& running_mean, const Tensor& running_var,
                        bool training, const NormEpilogue& epilogue, const Tensor& steps = Tensor()) {
-  check_inputs(op, {{"input", &x_in}, {"weight", &gamma_in}, {"bias", &beta_in},
-                    {"running_mean", &running_mean}, {"running_var", &running_var}});
+  check_inputs(op, {{"input", &x_in},
+                    {"weight", &gamma_in},
+                    {"bias", &beta_in},
+                    {"running_mean", &running_mean},
+                    {"running_var", &running_var}});
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
   check_eps(op, spec.eps);
   NL_CHECK(spec.momentum >= 0.0f && spec.momentum <= 1.0f, op, ": momentum must be in [0, 1], got ",
@@ -207,16 +211,19 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
            ": give both running_mean and running_var, or neither");
   NL_CHECK(training || running_mean.defined(), op,
            ": eval mode needs running statistics (running_mean/running_var)");
-  NL_CHECK(spec.ghost_batch >= 0, op, ": ghost batch must be >= 0 (0: the whole batch), got ", spec.ghost_batch);
+  NL_CHECK(spec.ghost_batch >= 0, op, ": ghost batch must be >= 0 (0: the whole batch), got ",
+           spec.ghost_batch);
   if (spec.renorm) {
     NL_CHECK(running_mean.defined(), op, ": Batch Renorm needs running statistics");
-    NL_CHECK(spec.r_max >= 1.0f && spec.d_max >= 0.0f, op, ": Batch Renorm needs r_max >= 1 and d_max >= 0, got ",
-             spec.r_max, " and ", spec.d_max);
+    NL_CHECK(spec.r_max >= 1.0f && spec.d_max >= 0.0f, op,
+             ": Batch Renorm needs r_max >= 1 and d_max >= 0, got ", spec.r_max, " and ", spec.d_max);
     NL_CHECK(spec.renorm_warmup >= 0, op, ": the warm-up must be >= 0 steps, got ", spec.renorm_warmup);
     if (spec.renorm_warmup > 0 && training) {
-      NL_CHECK(steps.defined(), op, ": a warm-up of ", spec.renorm_warmup, " steps needs the step counter (steps)");
+      NL_CHECK(steps.defined(), op, ": a warm-up of ", spec.renorm_warmup,
+               " steps needs the step counter (steps)");
       check_inputs(op, {{"input", &x_in}, {"steps", &steps}});
-      NL_CHECK(steps.numel() == 1 && steps.is_contiguous(), op, ": steps must be one float, got shape ", steps.shape());
+      NL_CHECK(steps.numel() == 1 && steps.is_contiguous(), op, ": steps must be one float, got shape ",
+               steps.shape());
     }
   }
   NormParams p;
@@ -225,8 +232,10 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
   p.eps = spec.eps, p.momentum = spec.momentum, p.training = training;
   p.renorm = spec.renorm && training, p.r_max = spec.r_max, p.d_max = spec.d_max;
   p.renorm_warmup = spec.renorm_warmup;
-  for (const auto& [name, t] : {std::pair{"weight", &gamma_in}, {"bias", &beta_in},
-                                {"running_mean", &running_mean}, {"running_var", &running_var}}) {
+  for (const auto& [name, t] : {std::pair{"weight", &gamma_in},
+                                {"bias", &beta_in},
+                                {"running_mean", &running_mean},
+                                {"running_var", &running_var}}) {
     check_vec(op, name, *t, p.C);
     NL_CHECK(!t->defined() || t->is_contiguous(), op, ": ", name, " must be contiguous");
   }
@@ -244,8 +253,9 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
   Tensor gamma = contiguous_or_none(gamma_in), beta = contiguous_or_none(beta_in);
   Tensor residual = contiguous_or_none(epilogue.residual);
   if (spec.sync && training) {
-    NL_CHECK(spec.ghost_batch == 0 && !spec.renorm, op,
-             ": SyncBatchNorm takes the whole batch of every process: not with ghost batches or Batch Renorm");
+    NL_CHECK(
+        spec.ghost_batch == 0 && !spec.renorm, op,
+        ": SyncBatchNorm takes the whole batch of every process: not with ghost batches or Batch Renorm");
     return sync_batch_norm(op, p, spec, x, gamma, beta, residual, running_mean, running_var);
   }
   Tensor y = Tensor::empty(x.shape(), DType::F32, x.device());
@@ -300,8 +310,8 @@ Tensor batch_norm_impl(const char* op, const Tensor& x_in, const NormSpec& spec,
                   a.dbeta = dbeta.defined() ? dbeta.data_f32() + j * p.C : nullptr;
                   norm_bwd_stub(dy.device(), q, a);
                 }
-                return std::vector<Tensor>{dx, sum_chunks(dgamma, chunks, p.C), sum_chunks(dbeta, chunks, p.C),
-                                           gr ? dy : Tensor()};
+                return std::vector<Tensor>{dx, sum_chunks(dgamma, chunks, p.C),
+                                           sum_chunks(dbeta, chunks, p.C), gr ? dy : Tensor()};
               });
   return y;
 }
@@ -317,8 +327,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
 
 namespace {
 // GroupNorm and its relatives: statistics per (sample, group), centred or not.
-Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool center, const Tensor& gamma_in,
-                       const Tensor& beta_in, float eps, const NormEpilogue& epilogue) {
+Tensor group_norm_impl(const char* op, const Tensor& x_in, int64_t groups, bool center,
+                       const Tensor& gamma_in, const Tensor& beta_in, float eps,
+                       const NormEpilogue& epilogue) {
   check_inputs(op, {{"input", &x_in}, {"weight", &gamma_in}, {"bias", &beta_in}});
   NL_CHECK(x_in.dim() >= 2, op, ": input must be [N, C, ...], got shape ", x_in.shape());
   check_eps(op, eps);
@@ -407,8 +418,8 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta
 }
 
 Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
-                 const Tensor& running_mean, const Tensor& running_var, bool training, const NormEpilogue& epilogue,
-                 const Tensor& steps) {
+                 const Tensor& running_mean, const Tensor& running_var, bool training,
+                 const NormEpilogue& epilogue, const Tensor& steps) {
   NL_CHECK(spec.center || spec.stats == NormSpec::Stats::PerGroup,
            "normalize: center = false (RMSNorm) is implemented for per-group statistics only");
   NL_CHECK(spec.stats == NormSpec::Stats::PerChannel || (spec.ghost_batch == 0 && !spec.renorm),
@@ -418,11 +429,15 @@ Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, con
                     : "tau given in the epilogue but the spec has no TLU");
   switch (spec.stats) {
     case NormSpec::Stats::PerChannel:
-      return batch_norm_impl(spec.renorm ? "batch_renorm" : spec.ghost_batch > 0 ? "ghost_batch_norm" : "batch_norm",
+      return batch_norm_impl(spec.renorm            ? "batch_renorm"
+                             : spec.ghost_batch > 0 ? "ghost_batch_norm"
+                                                    : "batch_norm",
                              x, spec, gamma, beta, running_mean, running_var, training, epilogue, steps);
     case NormSpec::Stats::PerGroup:
-      return group_norm_impl(spec.tlu ? "frn" : spec.center ? "group_norm" : "rms_norm", x, spec.groups, spec.center,
-                             gamma, beta, spec.eps, epilogue);
+      return group_norm_impl(spec.tlu      ? "frn"
+                             : spec.center ? "group_norm"
+                                           : "rms_norm",
+                             x, spec.groups, spec.center, gamma, beta, spec.eps, epilogue);
     case NormSpec::Stats::PerRow: {
       NL_CHECK(!epilogue.relu && epilogue.dropout == 0.0f && !epilogue.residual.defined(),
                "normalize: a per-row (last-dimension) norm has no fused epilogue");

@@ -19,28 +19,23 @@ inline void check_inputs(const char* op, std::initializer_list<Arg> args) {
   const Tensor* first = nullptr;
   for (const Arg& a : args) {
     if (!a.t->defined()) continue;
-    NL_CHECK(a.t->dtype() == DType::F32, op, ": ", a.name, " must be float32, got ",
-             a.t->dtype());
+    NL_CHECK(a.t->dtype() == DType::F32, op, ": ", a.name, " must be float32, got ", a.t->dtype());
     if (!first) {
       first = a.t;
       continue;
     }
-    NL_CHECK(a.t->device() == first->device(), op, ": ", a.name, " is on ", a.t->device(),
-             " but ", args.begin()->name, " is on ", first->device(),
-             "; move them to one device with .to()");
+    NL_CHECK(a.t->device() == first->device(), op, ": ", a.name, " is on ", a.t->device(), " but ",
+             args.begin()->name, " is on ", first->device(), "; move them to one device with .to()");
   }
 }
 
-inline void check_ndim(const char* op, const char* name, const Tensor& t, int64_t ndim,
-                       const char* layout) {
-  NL_CHECK(t.dim() == ndim, op, ": ", name, " must be ", ndim, "-D ", layout, ", got shape ",
-           t.shape());
+inline void check_ndim(const char* op, const char* name, const Tensor& t, int64_t ndim, const char* layout) {
+  NL_CHECK(t.dim() == ndim, op, ": ", name, " must be ", ndim, "-D ", layout, ", got shape ", t.shape());
 }
 
 inline void check_vec(const char* op, const char* name, const Tensor& t, int64_t n) {
   if (!t.defined()) return;
-  NL_CHECK(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must have shape [", n, "], got ",
-           t.shape());
+  NL_CHECK(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must have shape [", n, "], got ", t.shape());
 }
 
 // Kernel pointer of an optional tensor (null when undefined).

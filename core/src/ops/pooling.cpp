@@ -9,11 +9,10 @@ Tensor max_pool2d(const Tensor& x_in, int64_t kernel, int64_t stride) {
   const char* op = "max_pool2d";
   check_inputs(op, {{"input", &x_in}});
   check_ndim(op, "input", x_in, 4, "[N, C, H, W]");
-  NL_CHECK(kernel >= 1 && stride >= 1, op, ": kernel and stride must be >= 1, got ", kernel, " and ",
-           stride);
+  NL_CHECK(kernel >= 1 && stride >= 1, op, ": kernel and stride must be >= 1, got ", kernel, " and ", stride);
   Pool2dParams p{x_in.size(0), x_in.size(1), x_in.size(2), x_in.size(3), kernel, stride, 0, 0};
-  NL_CHECK(p.H >= kernel && p.W >= kernel, op, ": input ", p.H, "x", p.W,
-           " is smaller than the ", kernel, "x", kernel, " window");
+  NL_CHECK(p.H >= kernel && p.W >= kernel, op, ": input ", p.H, "x", p.W, " is smaller than the ", kernel,
+           "x", kernel, " window");
   p.P = (p.H - kernel) / stride + 1;
   p.Q = (p.W - kernel) / stride + 1;
   Tensor x = x_in.contiguous();

@@ -12,10 +12,10 @@ namespace nl::data {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr int64_t kRecord = 3073;  // 1 label byte + 3 * 32 * 32 pixels
+constexpr int64_t kRecord = 3073;       // 1 label byte + 3 * 32 * 32 pixels
 constexpr int64_t kMaxRecords = 60000;  // all of CIFAR-10 in one file would be the most
-const char* kTrainFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
-                             "data_batch_4.bin", "data_batch_5.bin"};
+const char* kTrainFiles[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+                             "data_batch_5.bin"};
 const char* kDefaultClasses[] = {"airplane", "automobile", "bird",  "cat",  "deer",
                                  "dog",      "frog",       "horse", "ship", "truck"};
 
@@ -71,8 +71,8 @@ ImageSet read_cifar10_file(const std::string& path) {
   NL_CHECK(in.good(), "cannot open CIFAR-10 file ", path, ": ", std::strerror(errno));
   std::vector<uint8_t> bytes(static_cast<size_t>(size_u));
   in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  NL_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "CIFAR-10 file ", path,
-           ": read ", in.gcount(), " of its ", size_u, " bytes (changed while reading?)");
+  NL_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "CIFAR-10 file ", path, ": read ",
+           in.gcount(), " of its ", size_u, " bytes (changed while reading?)");
   return parse_cifar10(bytes.data(), bytes.size(), path);
 }
 
@@ -86,9 +86,7 @@ std::vector<std::string> missing_files(const std::string& data_dir) {
   return out;
 }
 
-bool cifar10_present(const std::string& data_dir) {
-  return missing_files(data_dir).empty();
-}
+bool cifar10_present(const std::string& data_dir) { return missing_files(data_dir).empty(); }
 
 Dataset load_cifar10(const std::string& data_dir) {
   const std::vector<std::string> missing = missing_files(data_dir);

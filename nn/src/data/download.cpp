@@ -123,15 +123,15 @@ namespace {
 
 void extract(const fs::path& tarball, const fs::path& dest, const DownloadOptions& opt) {
   std::unique_ptr<archive, decltype(&archive_read_free)> in(archive_read_new(), archive_read_free);
-  std::unique_ptr<archive, decltype(&archive_write_free)> out(archive_write_disk_new(),
-                                                               archive_write_free);
+  std::unique_ptr<archive, decltype(&archive_write_free)> out(archive_write_disk_new(), archive_write_free);
   archive_read_support_filter_all(in.get());
   archive_read_support_format_all(in.get());
   // Refuse entries that would escape dest: ".." and symlinked parents here, absolute names
   // below (the prefix we add makes every final path absolute, so libarchive's own absolute-path
   // check cannot be used).
   archive_write_disk_set_options(out.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-                                                ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_NO_OVERWRITE);
+                                                ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                                ARCHIVE_EXTRACT_NO_OVERWRITE);
   NL_CHECK(archive_read_open_filename(in.get(), tarball.c_str(), 1 << 16) == ARCHIVE_OK,
            "cannot open archive ", tarball.string(), ": ", archive_error_string(in.get()));
   archive_entry* entry;
@@ -139,18 +139,20 @@ void extract(const fs::path& tarball, const fs::path& dest, const DownloadOption
   int64_t total = 0;
   while ((r = archive_read_next_header(in.get(), &entry)) == ARCHIVE_OK) {
     const std::string name = archive_entry_pathname(entry);
-    NL_CHECK(!name.empty() && name[0] != '/', "archive ", tarball.string(),
-             " contains an absolute path '", name, "'; refusing to extract it");
+    NL_CHECK(!name.empty() && name[0] != '/', "archive ", tarball.string(), " contains an absolute path '",
+             name, "'; refusing to extract it");
     // Regular files and folders only: a hard link (which may carry data to any path), a
     // symbolic link, a device or a FIFO has no place in a data set.
     const auto type = archive_entry_filetype(entry);
-    NL_CHECK(archive_entry_hardlink(entry) == nullptr, "archive ", tarball.string(), " contains a hard link '",
-             name, "' -> '", archive_entry_hardlink(entry), "'; refusing to extract it");
+    NL_CHECK(archive_entry_hardlink(entry) == nullptr, "archive ", tarball.string(),
+             " contains a hard link '", name, "' -> '", archive_entry_hardlink(entry),
+             "'; refusing to extract it");
     NL_CHECK(type == AE_IFREG || type == AE_IFDIR, "archive ", tarball.string(), " contains '", name,
              "', which is not a regular file or folder (",
              type == AE_IFLNK ? "a symbolic link" : "a device, FIFO or socket", "); refusing to extract it");
-    NL_CHECK(archive_entry_size(entry) <= opt.max_member_bytes, "archive ", tarball.string(), ": member '", name,
-             "' declares ", archive_entry_size(entry), " bytes, more than the ", opt.max_member_bytes, " allowed");
+    NL_CHECK(archive_entry_size(entry) <= opt.max_member_bytes, "archive ", tarball.string(), ": member '",
+             name, "' declares ", archive_entry_size(entry), " bytes, more than the ", opt.max_member_bytes,
+             " allowed");
     std::string target = (dest / name).string();
     archive_entry_set_pathname(entry, target.c_str());
     NL_CHECK(archive_write_header(out.get(), entry) == ARCHIVE_OK, "extracting ",
@@ -163,19 +165,17 @@ void extract(const fs::path& tarball, const fs::path& dest, const DownloadOption
     while ((d = archive_read_data_block(in.get(), &block, &size, &offset)) == ARCHIVE_OK) {
       // Counted as written, whatever the header said (sparse entries can claim little).
       member += static_cast<int64_t>(size), total += static_cast<int64_t>(size);
-      NL_CHECK(member <= opt.max_member_bytes && total <= opt.max_extracted_bytes, "archive ", tarball.string(),
-               ": extracting '", name, "' passed the limit of ",
+      NL_CHECK(member <= opt.max_member_bytes && total <= opt.max_extracted_bytes, "archive ",
+               tarball.string(), ": extracting '", name, "' passed the limit of ",
                member > opt.max_member_bytes ? opt.max_member_bytes : opt.max_extracted_bytes,
                member > opt.max_member_bytes ? " bytes per member" : " bytes in all", "; refusing");
-      NL_CHECK(archive_write_data_block(out.get(), block, size, offset) == ARCHIVE_OK,
-               "writing ", target, " failed: ", archive_error_string(out.get()));
+      NL_CHECK(archive_write_data_block(out.get(), block, size, offset) == ARCHIVE_OK, "writing ", target,
+               " failed: ", archive_error_string(out.get()));
     }
-    NL_CHECK(d == ARCHIVE_EOF, "archive ", tarball.string(), " is corrupt: ",
-             archive_error_string(in.get()));
+    NL_CHECK(d == ARCHIVE_EOF, "archive ", tarball.string(), " is corrupt: ", archive_error_string(in.get()));
     NL_CHECK(archive_write_finish_entry(out.get()) == ARCHIVE_OK, "finishing ", target, " failed");
   }
-  NL_CHECK(r == ARCHIVE_EOF, "archive ", tarball.string(), " is corrupt: ",
-           archive_error_string(in.get()));
+  NL_CHECK(r == ARCHIVE_EOF, "archive ", tarball.string(), " is corrupt: ", archive_error_string(in.get()));
 }
 
 }  // namespace
@@ -217,13 +217,14 @@ void download_cifar10(const std::string& data_dir, const DownloadOptions& opt) {
   fetch(opt.url, tarball, opt);
   if (!opt.md5.empty()) {
     std::string got = md5_file(tarball.string());
-    NL_CHECK(got == opt.md5, "download of ", opt.url, " is corrupt: MD5 ", got, ", expected ",
-             opt.md5, "; nothing was written to ", data_dir);
+    NL_CHECK(got == opt.md5, "download of ", opt.url, " is corrupt: MD5 ", got, ", expected ", opt.md5,
+             "; nothing was written to ", data_dir);
   }
   extract(tarball, tmp.path / "extract", opt);
   const fs::path extracted = tmp.path / "extract" / "cifar-10-batches-bin";
   NL_CHECK(fs::exists(extracted / "test_batch.bin") && fs::exists(extracted / "data_batch_1.bin"),
-           "download: the archive from ", opt.url, " has no cifar-10-batches-bin/ folder with "
+           "download: the archive from ", opt.url,
+           " has no cifar-10-batches-bin/ folder with "
            "the CIFAR-10 binary files");
   for (const auto& f : fs::directory_iterator(extracted)) {
     if (f.path().extension() == ".bin") read_cifar10_file(f.path().string());  // validate

@@ -7,8 +7,8 @@ namespace nl::data {
 
 void download_cifar10(const std::string& data_dir, const DownloadOptions&) {
   NL_FAIL("cannot download CIFAR-10 into ", data_dir,
-           ": this normlab was built with -DNORMLAB_DOWNLOAD=OFF (no libcurl/libarchive); "
-           "copy cifar-10-batches-bin/ there, or rebuild with -DNORMLAB_DOWNLOAD=ON");
+          ": this normlab was built with -DNORMLAB_DOWNLOAD=OFF (no libcurl/libarchive); "
+          "copy cifar-10-batches-bin/ there, or rebuild with -DNORMLAB_DOWNLOAD=ON");
 }
 
 void extract_archive(const std::string& tarball, const std::string&, const DownloadOptions&) {

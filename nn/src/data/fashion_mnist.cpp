@@ -15,8 +15,8 @@ namespace nl::data {
 namespace fs = std::filesystem;
 
 namespace {
-constexpr uintmax_t kMaxIdxFile = 256ull << 20;   // on disk (Fashion-MNIST's largest: 26 MB)
-constexpr uint64_t kMaxIdxData = 256ull << 20;    // declared by the header, after gunzip
+constexpr uintmax_t kMaxIdxFile = 256ull << 20;  // on disk (Fashion-MNIST's largest: 26 MB)
+constexpr uint64_t kMaxIdxData = 256ull << 20;   // declared by the header, after gunzip
 
 // Reads exactly n bytes (fewer only at the end of the data); throws on a gzip error.
 size_t gz_read_exact(gzFile f, uint8_t* out, size_t n, const std::string& path) {
@@ -56,8 +56,8 @@ std::vector<uint8_t> read_idx(const std::string& path, std::vector<int64_t>& dim
     const uint64_t d = (uint64_t(p[0]) << 24) | (uint64_t(p[1]) << 16) | (uint64_t(p[2]) << 8) | p[3];
     dims.push_back(static_cast<int64_t>(d));
     // Checked per factor, so the product can never wrap around.
-    NL_CHECK(d == 0 || total <= kMaxIdxData / d, "IDX file ", path, " declares extents whose product exceeds ",
-             kMaxIdxData, " bytes");
+    NL_CHECK(d == 0 || total <= kMaxIdxData / d, "IDX file ", path,
+             " declares extents whose product exceeds ", kMaxIdxData, " bytes");
     total *= d;
   }
   std::vector<uint8_t> data(static_cast<size_t>(total));
@@ -90,8 +90,7 @@ ImageSet read_split(const fs::path& dir, const std::string& prefix) {
 }  // namespace
 
 Dataset load_fashion_mnist(const std::string& dir) {
-  NL_CHECK(fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz"),
-           "Fashion-MNIST not found in ", dir,
+  NL_CHECK(fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz"), "Fashion-MNIST not found in ", dir,
            ": install Debian's dataset-fashion-mnist package (apt-get install "
            "dataset-fashion-mnist) or point --data-dir at a folder with the four *-ubyte.gz files");
   Dataset ds;

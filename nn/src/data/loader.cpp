@@ -27,8 +27,10 @@ CropPad parse_crop_pad(const std::string& name, const std::string& what) {
   if (name == "black") return CropPad::black;
   if (name == "mean") return CropPad::mean;
   if (name == "reflect") return CropPad::reflect;
-  NL_FAIL(what, " must be black (0 before normalising), mean (0 after normalising) or reflect (the image mirrored "
-          "at its edge), got '", name, "'");
+  NL_FAIL(what,
+          " must be black (0 before normalising), mean (0 after normalising) or reflect (the image mirrored "
+          "at its edge), got '",
+          name, "'");
 }
 
 const char* crop_pad_name(CropPad pad) {
@@ -44,8 +46,8 @@ Tensor to_tensor(const ImageSet& s, const std::vector<float>& mean, const std::v
                  int64_t begin, int64_t end) {
   check_norm(s, mean, std);
   if (end < 0) end = s.N;
-  NL_CHECK(begin >= 0 && begin <= end && end <= s.N, "to_tensor: range [", begin, ", ", end,
-           ") outside ", s.N, " images");
+  NL_CHECK(begin >= 0 && begin <= end && end <= s.N, "to_tensor: range [", begin, ", ", end, ") outside ",
+           s.N, " images");
   const int64_t HW = s.H * s.W, n = end - begin;
   std::vector<float> v(static_cast<size_t>(n * s.C * HW));
   for (int64_t i = 0; i < n; ++i)
@@ -58,15 +60,15 @@ Tensor to_tensor(const ImageSet& s, const std::vector<float>& mean, const std::v
   return Tensor::from_vector(v, {n, s.C, s.H, s.W});
 }
 
-DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float> std,
-                       LoaderOptions options)
+DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float> std, LoaderOptions options)
     : set_(std::move(set)), mean_(std::move(mean)), std_(std::move(std)), opt_(options) {
   check_norm(set_, mean_, std_);
   NL_CHECK(opt_.batch_size > 0, "batch size must be positive, got ", opt_.batch_size);
   NL_CHECK(set_.N > 0, "the dataset is empty");
   NL_CHECK(opt_.pad >= 0, "augmentation padding must be >= 0, got ", opt_.pad);
-  NL_CHECK(opt_.crop_pad == CropPad::black || opt_.crop_pad == CropPad::mean || opt_.crop_pad == CropPad::reflect,
-           "invalid crop padding value ", static_cast<int>(opt_.crop_pad));
+  NL_CHECK(
+      opt_.crop_pad == CropPad::black || opt_.crop_pad == CropPad::mean || opt_.crop_pad == CropPad::reflect,
+      "invalid crop padding value ", static_cast<int>(opt_.crop_pad));
   NL_CHECK(!opt_.augment || opt_.crop_pad != CropPad::reflect || (opt_.pad < set_.H && opt_.pad < set_.W),
            "reflect padding by ", opt_.pad, " needs images larger than that, got ", set_.H, "x", set_.W);
   NL_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count,
@@ -75,8 +77,9 @@ DataLoader::DataLoader(ImageSet set, std::vector<float> mean, std::vector<float>
   const int64_t K = opt_.shard_count, tail = set_.N % opt_.batch_size;
   NL_CHECK(std::min(opt_.batch_size, set_.N) >= K, "batch size ", std::min(opt_.batch_size, set_.N),
            " leaves some of the ", K, " processes without images: use a batch of at least ", K);
-  NL_CHECK(opt_.drop_last || tail == 0 || set_.N < opt_.batch_size || tail >= K, "the epoch's last batch has ",
-           tail, " images, fewer than the ", K, " processes: drop it (drop_last, --drop-last) or pick a batch size ",
+  NL_CHECK(opt_.drop_last || tail == 0 || set_.N < opt_.batch_size || tail >= K,
+           "the epoch's last batch has ", tail, " images, fewer than the ", K,
+           " processes: drop it (drop_last, --drop-last) or pick a batch size ",
            "that leaves no remainder below ", K);
 }
 
@@ -99,7 +102,8 @@ Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Gener
   const int64_t begin = b * opt_.batch_size, end = std::min(set_.N, begin + opt_.batch_size);
   const int64_t G = end - begin, C = set_.C, H = set_.H, W = set_.W, HW = H * W;
   // This shard's rows [lo, hi) of the G-row batch.
-  const int64_t lo = G * opt_.shard_rank / opt_.shard_count, hi = G * (opt_.shard_rank + 1) / opt_.shard_count;
+  const int64_t lo = G * opt_.shard_rank / opt_.shard_count,
+                hi = G * (opt_.shard_rank + 1) / opt_.shard_count;
   const int64_t B = hi - lo;
   std::vector<float> x(static_cast<size_t>(B * C * HW));
   std::vector<int32_t> y(static_cast<size_t>(B));
@@ -131,7 +135,8 @@ Batch DataLoader::make_batch(int64_t b, const std::vector<int64_t>& order, Gener
         for (int64_t w = 0; w < W; ++w) {
           int64_t sh = h + dy, sw = (flip ? W - 1 - w : w) + dx;
           if (reflect) sh = reflect_index(sh, H), sw = reflect_index(sw, W);
-          dst[h * W + w] = (sh >= 0 && sh < H && sw >= 0 && sw < W) ? img[c * HW + sh * W + sw] * scale - shift : fill;
+          dst[h * W + w] =
+              (sh >= 0 && sh < H && sw >= 0 && sw < W) ? img[c * HW + sh * W + sw] * scale - shift : fill;
         }
     }
   }

@@ -32,8 +32,8 @@ template <typename... Args>
 }  // namespace nl
 
 // NL_CHECK(cond, parts...) throws nl::Error with the streamed parts and file:line when cond is false.
-#define NL_CHECK(cond, ...)                                                        \
-  do {                                                                             \
+#define NL_CHECK(cond, ...)                                                         \
+  do {                                                                              \
     if (!(cond)) ::nl::detail::throw_error(__FILE__, __LINE__, #cond, __VA_ARGS__); \
   } while (0)
 

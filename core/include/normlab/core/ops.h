@@ -46,13 +46,13 @@ struct NormEpilogue {
 // x [N, C, H, W] (or [N, C]); gamma/beta [C] or undefined; running_mean/var [C] or undefined
 // (then training must be true). In training, uses batch statistics and updates the running
 // statistics with momentum (unbiased variance, as PyTorch); in eval, uses the running statistics.
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                  const Tensor& running_mean, const Tensor& running_var, bool training,
-                  float momentum = 0.1f, float eps = 1e-5f, const NormEpilogue& epilogue = {});
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f,
+                  const NormEpilogue& epilogue = {});
 // x [N, C, ...]; groups divides C; gamma/beta [C]. groups = 1 is LayerNorm over (C, H, W) with a
 // per-channel affine, groups = C is InstanceNorm.
-Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta,
-                  float eps = 1e-5f, const NormEpilogue& epilogue = {});
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f,
+                  const NormEpilogue& epilogue = {});
 // Normalises over the last dimension D; gamma/beta [D] or undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 
@@ -73,13 +73,13 @@ class CrossProcessSum {
 struct NormSpec {
   enum class Stats {
     PerChannel,  // over (N, H, W) per channel: BatchNorm (running statistics, momentum)
-    PerGroup,    // over (C/G, H, W) per (sample, group): GroupNorm; G = 1 LayerNorm over (C,H,W), G = C InstanceNorm
-                 // (groups = 0: one group per channel, whatever C is)
-    PerRow,      // over the last dimension: the transformers' LayerNorm
+    PerGroup,    // over (C/G, H, W) per (sample, group): GroupNorm; G = 1 LayerNorm over (C,H,W), G = C
+               // InstanceNorm (groups = 0: one group per channel, whatever C is)
+    PerRow,  // over the last dimension: the transformers' LayerNorm
   };
   Stats stats = Stats::PerGroup;
-  int64_t groups = 1;     // PerGroup
-  bool center = true;     // subtract the mean; false: divide by the root mean square (RMSNorm; PerGroup only)
+  int64_t groups = 1;  // PerGroup
+  bool center = true;  // subtract the mean; false: divide by the root mean square (RMSNorm; PerGroup only)
   float eps = 1e-5f;
   float momentum = 0.1f;  // PerChannel running statistics
   // PerChannel, training: statistics over micro-batches of ghost_batch samples (Ghost BatchNorm,
@@ -102,13 +102,16 @@ struct NormSpec {
   // all-reduce sums them). Not with ghost_batch or renorm.
   CrossProcessSum* sync = nullptr;
 
-  static NormSpec batch(float momentum = 0.1f, float eps = 1e-5f) { return {Stats::PerChannel, 1, true, eps, momentum}; }
+  static NormSpec batch(float momentum = 0.1f, float eps = 1e-5f) {
+    return {Stats::PerChannel, 1, true, eps, momentum};
+  }
   static NormSpec ghost_batch_norm(int64_t ghost_batch, float momentum = 0.1f, float eps = 1e-5f) {
     NormSpec s = batch(momentum, eps);
     s.ghost_batch = ghost_batch;
     return s;
   }
-  static NormSpec batch_renorm(float r_max = 3.0f, float d_max = 5.0f, float momentum = 0.1f, float eps = 1e-5f) {
+  static NormSpec batch_renorm(float r_max = 3.0f, float d_max = 5.0f, float momentum = 0.1f,
+                               float eps = 1e-5f) {
     NormSpec s = batch(momentum, eps);
     s.renorm = true, s.r_max = r_max, s.d_max = d_max;
     return s;
@@ -134,8 +137,8 @@ struct NormSpec {
 // steps taken so far; read on the device and incremented by each training call (required when
 // spec.renorm_warmup > 0).
 Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& gamma, const Tensor& beta,
-                 const Tensor& running_mean = Tensor(), const Tensor& running_var = Tensor(), bool training = true,
-                 const NormEpilogue& epilogue = {}, const Tensor& steps = Tensor());
+                 const Tensor& running_mean = Tensor(), const Tensor& running_var = Tensor(),
+                 bool training = true, const NormEpilogue& epilogue = {}, const Tensor& steps = Tensor());
 
 // kernel x kernel windows with the given stride (PyTorch's floor mode, no padding).
 Tensor max_pool2d(const Tensor& x, int64_t kernel = 2, int64_t stride = 2);
@@ -173,7 +176,7 @@ struct AdamOptions {
 };
 // m, v: contiguous tensors like param, zero before the first step; step counts from 1 (bias
 // correction 1 - beta^step).
-void adam_step_(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamOptions& o,
-                int64_t step);
+void adam_step_(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                const AdamOptions& o, int64_t step);
 
 }  // namespace nl

@@ -24,9 +24,7 @@ class Tensor {
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
-  static Tensor ones(const Shape& shape, Device device = Device::cpu()) {
-    return full(shape, 1.0f, device);
-  }
+  static Tensor ones(const Shape& shape, Device device = Device::cpu()) { return full(shape, 1.0f, device); }
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape,
                             Device device = Device::cpu());
   static Tensor from_ints(const std::vector<int32_t>& values, const Shape& shape,

@@ -9,12 +9,12 @@
 //
 // Backends: "mpi" (Open MPI; host memory, so a CUDA tensor travels through the host), "nccl"
 // (GPUs: CUDA tensors reduced in place by NCCL, bootstrapped over MPI under mpirun, else through
-// Options::init_file; built with NORMLAB_CUDA=ON when NCCL is found) and "single" (one process, every collective a no-op). Every collective
-// has a deadline: one that another rank never joins (it died, hangs, or called a different collective) throws nl::Error naming this
-// rank, the collective and its sequence number after Options::timeout_seconds, instead of
-// hanging; a rank that dies is also reported by mpirun itself, which ends the others.
-// After a timeout the group is unusable: end the process (the other ranks are stopped by
-// mpirun when it does).
+// Options::init_file; built with NORMLAB_CUDA=ON when NCCL is found) and "single" (one process, every
+// collective a no-op). Every collective has a deadline: one that another rank never joins (it died, hangs, or
+// called a different collective) throws nl::Error naming this rank, the collective and its sequence number
+// after Options::timeout_seconds, instead of hanging; a rank that dies is also reported by mpirun itself,
+// which ends the others. After a timeout the group is unusable: end the process (the other ranks are stopped
+// by mpirun when it does).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -102,9 +102,9 @@ void average_gradients(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes =
 // and a bucket's all-reduce starts as soon as its last gradient is final, overlapping the backward
 // of earlier layers. A bucket lives on its parameters' device (a new bucket starts where the
 // device changes): gradients are packed and unpacked there, so a GPU's cross a bus once per
-// bucket (MPI) or never (NCCL), not once per tensor. backward(loss) returns with every gradient the mean over ranks. Every rank
-// must call it at the same step with the same net; a parameter without a gradient on one rank
-// must have none on all (its bucket then reduces zeros for it and leaves it undefined).
+// bucket (MPI) or never (NCCL), not once per tensor. backward(loss) returns with every gradient the mean over
+// ranks. Every rank must call it at the same step with the same net; a parameter without a gradient on one
+// rank must have none on all (its bucket then reduces zeros for it and leaves it undefined).
 class GradientReducer {
  public:
   GradientReducer(ProcessGroup& pg, nn::Module& net, int64_t bucket_bytes = 256 << 10);

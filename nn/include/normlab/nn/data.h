@@ -82,7 +82,8 @@ struct DownloadOptions {
 void download_cifar10(const std::string& data_dir, const DownloadOptions& options = {});
 // Extracts a (compressed) tar archive into dest with the checks and caps of download_cifar10
 // (regular files and folders only, nothing outside dest, member and total size limits).
-void extract_archive(const std::string& tarball, const std::string& dest, const DownloadOptions& options = {});
+void extract_archive(const std::string& tarball, const std::string& dest,
+                     const DownloadOptions& options = {});
 // Lower-case hex MD5 of a file's bytes.
 std::string md5_file(const std::string& path);
 
@@ -115,7 +116,7 @@ struct LoaderOptions {
   bool augment = false;  // random crop from the image padded by `pad` (filled as crop_pad), horizontal flip
   int64_t pad = 4;
   CropPad crop_pad = kDefaultCropPad;
-  uint64_t seed = 0;     // shuffling and augmentation stream; the same for every model trained
+  uint64_t seed = 0;       // shuffling and augmentation stream; the same for every model trained
   bool drop_last = false;  // skip the last batch when it is smaller than batch_size
   bool background = true;  // prepare batches on a worker thread
   // Data parallel: this process is shard_rank of shard_count and gets its slice of every batch,
@@ -126,10 +127,10 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  Tensor images;  // float32 [B, C, H, W], normalised
-  Tensor labels;  // int32 [B]
+  Tensor images;                 // float32 [B, C, H, W], normalised
+  Tensor labels;                 // int32 [B]
   std::vector<int64_t> indices;  // positions in the ImageSet
-  int64_t global_size = 0;  // rows of the whole batch over every shard (= B with one shard)
+  int64_t global_size = 0;       // rows of the whole batch over every shard (= B with one shard)
 };
 
 // Iterates one epoch at a time: start_epoch(e), then next() until it returns false. Epoch e's

@@ -19,6 +19,7 @@ struct NetOptions : NormOptions {
 
 // Conv weights are drawn from `init` in layer order, so nets built from equal generators have
 // equal weights for every norm; dropout draws from `dropout_gen`.
-std::shared_ptr<Sequential> make_net(NormRef norm, Generator& init, Generator* dropout_gen, NetOptions o = {});
+std::shared_ptr<Sequential> make_net(NormRef norm, Generator& init, Generator* dropout_gen,
+                                     NetOptions o = {});
 
 }  // namespace nl::nn

@@ -35,9 +35,7 @@ class Module {
   std::vector<Tensor> parameters() const;
   NamedTensors named_buffers() const;
   int64_t parameter_count() const;
-  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
-    return children_;
-  }
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
 
   // Moves every parameter and buffer to `device` in place (the tensors keep their identity, so
   // layers and optimizers built before still see them).

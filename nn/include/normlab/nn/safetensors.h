@@ -15,8 +15,8 @@ namespace nl::nn {
 using NamedTensorList = std::vector<std::pair<std::string, Tensor>>;
 
 struct TensorFile {
-  NamedTensorList tensors;                     // in file order, on the CPU
-  std::map<std::string, std::string> metadata;  // the header's "__metadata__" (strings only)
+  NamedTensorList tensors;                          // in file order, on the CPU
+  std::map<std::string, std::string> metadata;      // the header's "__metadata__" (strings only)
   const Tensor& at(const std::string& name) const;  // throws naming the file's tensors
 };
 

@@ -31,8 +31,8 @@ struct OneCycleOptions {
   bool cos_anneal = true;  // false: linear
   bool cycle_momentum = true;
   float base_momentum = 0.85f, max_momentum = 0.95f;
-  float div_factor = 25.0f;         // initial lr = max_lr / div_factor
-  float final_div_factor = 1e4f;    // final lr = initial lr / final_div_factor
+  float div_factor = 25.0f;       // initial lr = max_lr / div_factor
+  float final_div_factor = 1e4f;  // final lr = initial lr / final_div_factor
 };
 
 // torch.optim.lr_scheduler.OneCycleLR (two phases).

@@ -30,7 +30,7 @@ struct NormParams {
   // Subtract the set's mean (true) or scale by its root mean square alone (false: RMSNorm; the
   // saved mean is then 0). GroupNorm kernels only.
   bool center = true;
-  bool training = true;   // BatchNorm: batch statistics (true) or running statistics (false)
+  bool training = true;  // BatchNorm: batch statistics (true) or running statistics (false)
   // Batch Renormalization (Ioffe 2017), BatchNorm kernels in training: xhat = r * (x - mean) * rstd
   // + d with r = clip(sigma_B / sigma_run, 1/r_max, r_max), d = clip((mean - running_mean) /
   // sigma_run, -d_max, d_max), sigma = sqrt(var + eps), from the running statistics before this
@@ -59,7 +59,8 @@ struct NormParams {
 #if defined(__CUDACC__)
 __host__ __device__
 #endif
-inline double renorm_warmup_fraction(const NormParams& p, const float* renorm_step) {
+    inline double
+    renorm_warmup_fraction(const NormParams& p, const float* renorm_step) {
   if (p.renorm_warmup <= 0 || !renorm_step) return 1.0;
   const double f = static_cast<double>(*renorm_step) / static_cast<double>(p.renorm_warmup);
   return f < 1.0 ? f : 1.0;
@@ -77,7 +78,7 @@ struct LinearParams {
 
 struct DropoutParams {
   int64_t n;
-  float p;  // probability of zeroing an element
+  float p;                // probability of zeroing an element
   uint64_t seed, offset;  // Philox stream of this call
 };
 
@@ -100,7 +101,7 @@ struct SgdParams {
 struct AdamParams {
   int64_t n;
   float lr, beta1, beta2, eps, weight_decay;
-  bool decoupled;  // AdamW
+  bool decoupled;                            // AdamW
   float bias_correction1, bias_correction2;  // 1 - beta^t, computed once per step on the host
 };
 

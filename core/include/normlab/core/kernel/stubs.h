@@ -17,8 +17,8 @@
 namespace nl {
 
 // Memory: dst/src on their own devices; the stub runs on the non-CPU one of the two.
-NL_DECLARE_STUB(copy_bytes, void(void* dst, const void* src, size_t nbytes, Device dst_device,
-                                 Device src_device));
+NL_DECLARE_STUB(copy_bytes,
+                void(void* dst, const void* src, size_t nbytes, Device dst_device, Device src_device));
 // Gathers a strided view of 4-byte elements into dense memory.
 NL_DECLARE_STUB(copy_strided, void(const StridedCopyParams& p, const uint32_t* src, uint32_t* dst));
 NL_DECLARE_STUB(fill, void(int64_t n, float value, float* y));
@@ -42,10 +42,10 @@ NL_DECLARE_STUB(dropout_fwd, void(const DropoutParams& p, const float* x, float*
 NL_DECLARE_STUB(dropout_bwd, void(const DropoutParams& p, const float* dy, float* dx));
 
 // Convolution, NCHW activations and KCRS weights.
-NL_DECLARE_STUB(conv2d_fwd, void(const Conv2dParams& p, const float* x, const float* w,
-                                 const float* bias, float* y));
-NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const float* w,
-                                 const float* dy, float* dx, float* dw, float* dbias));
+NL_DECLARE_STUB(conv2d_fwd,
+                void(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y));
+NL_DECLARE_STUB(conv2d_bwd, void(const Conv2dParams& p, const float* x, const float* w, const float* dy,
+                                 float* dx, float* dw, float* dbias));
 
 // Normalisation family: one forward and one backward entry; p.kind picks the family's kernels
 // (Batch, Group, Row) and the other NormParams flags the variant. mean/rstd are saved per set:
@@ -100,37 +100,33 @@ NL_DECLARE_STUB(norm_fwd, void(const NormParams& p, const NormFwdArgs& a));
 NL_DECLARE_STUB(norm_bwd, void(const NormParams& p, const NormBwdArgs& a));
 
 // Pooling. argmax holds, per output, the flat index of the winning input within its H x W plane.
-NL_DECLARE_STUB(max_pool2d_fwd, void(const Pool2dParams& p, const float* x, float* y,
-                                     int32_t* argmax));
-NL_DECLARE_STUB(max_pool2d_bwd, void(const Pool2dParams& p, const float* dy,
-                                     const int32_t* argmax, float* dx));
+NL_DECLARE_STUB(max_pool2d_fwd, void(const Pool2dParams& p, const float* x, float* y, int32_t* argmax));
+NL_DECLARE_STUB(max_pool2d_bwd,
+                void(const Pool2dParams& p, const float* dy, const int32_t* argmax, float* dx));
 NL_DECLARE_STUB(global_avg_pool_fwd, void(int64_t NC, int64_t HxW, const float* x, float* y));
 NL_DECLARE_STUB(global_avg_pool_bwd, void(int64_t NC, int64_t HxW, const float* dy, float* dx));
 
 // Linear: y = x w^T + b with w [N, K] (PyTorch's layout).
-NL_DECLARE_STUB(linear_fwd, void(const LinearParams& p, const float* x, const float* w,
-                                 const float* bias, float* y));
-NL_DECLARE_STUB(linear_bwd, void(const LinearParams& p, const float* x, const float* w,
-                                 const float* dy, float* dx, float* dw, float* dbias));
+NL_DECLARE_STUB(linear_fwd,
+                void(const LinearParams& p, const float* x, const float* w, const float* bias, float* y));
+NL_DECLARE_STUB(linear_bwd, void(const LinearParams& p, const float* x, const float* w, const float* dy,
+                                 float* dx, float* dw, float* dbias));
 
 // Losses over M rows of C classes.
 NL_DECLARE_STUB(log_softmax_fwd, void(int64_t M, int64_t C, const float* x, float* y));
-NL_DECLARE_STUB(log_softmax_bwd, void(int64_t M, int64_t C, const float* y, const float* dy,
-                                      float* dx));
+NL_DECLARE_STUB(log_softmax_bwd, void(int64_t M, int64_t C, const float* y, const float* dy, float* dx));
 // loss[0] = -mean_i logp[i, target[i]]. Targets come from user data and are validated by the
 // kernel, without a host round trip: the CPU kernel throws; the CUDA kernel makes the loss NaN and
 // records the first bad target on the device, and the next synchronisation (any copy to the
 // host, e.g. loss.item()) throws the same message, as PyTorch's device-side assertions surface.
 // The backward never indexes with an invalid target.
-NL_DECLARE_STUB(nll_loss_fwd, void(int64_t M, int64_t C, const float* logp, const int32_t* target,
-                                   float* loss));
-NL_DECLARE_STUB(nll_loss_bwd, void(int64_t M, int64_t C, const int32_t* target,
-                                   const float* dloss, float* dlogp));
+NL_DECLARE_STUB(nll_loss_fwd,
+                void(int64_t M, int64_t C, const float* logp, const int32_t* target, float* loss));
+NL_DECLARE_STUB(nll_loss_bwd,
+                void(int64_t M, int64_t C, const int32_t* target, const float* dloss, float* dlogp));
 
 // Optimizer: one in-place SGD step (param and momentum_buf updated in place).
-NL_DECLARE_STUB(sgd_step, void(const SgdParams& p, float* param, const float* grad,
-                               float* momentum_buf));
-NL_DECLARE_STUB(adam_step, void(const AdamParams& p, float* param, const float* grad, float* m,
-                                float* v));
+NL_DECLARE_STUB(sgd_step, void(const SgdParams& p, float* param, const float* grad, float* momentum_buf));
+NL_DECLARE_STUB(adam_step, void(const AdamParams& p, float* param, const float* grad, float* m, float* v));
 
 }  // namespace nl
