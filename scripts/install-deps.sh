@@ -22,6 +22,7 @@ packages=(
   mmdebstrap         # make test-fresh: the pristine Debian 12 root
   python3-venv       # make test without a CUDA toolkit: nvcc from NVIDIA's PyPI wheels (scripts/cuda-wheels.sh)
   clang libclang-rt-14-dev libomp-14-dev  # make test-fuzz: libFuzzer, its sanitizers, OpenMP for clang
+  clang-format       # the layout check (.clang-format)
 )
 
 missing=()

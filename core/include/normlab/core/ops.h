@@ -74,8 +74,8 @@ struct NormSpec {
   enum class Stats {
     PerChannel,  // over (N, H, W) per channel: BatchNorm (running statistics, momentum)
     PerGroup,    // over (C/G, H, W) per (sample, group): GroupNorm; G = 1 LayerNorm over (C,H,W), G = C
-               // InstanceNorm (groups = 0: one group per channel, whatever C is)
-    PerRow,  // over the last dimension: the transformers' LayerNorm
+                 // InstanceNorm (groups = 0: one group per channel, whatever C is)
+    PerRow,      // over the last dimension: the transformers' LayerNorm
   };
   Stats stats = Stats::PerGroup;
   int64_t groups = 1;  // PerGroup
