@@ -37,8 +37,9 @@ run: deps
 	  cmake --build build-gpu -j $(JOBS) --target compare_norms && \
 	  build-gpu/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	else \
-	  echo "make run: CPU build in build/ on $(JOBS) cores"; \
-	  $(MAKE) --no-print-directory build && build/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
+	  echo "make run: CPU build of compare_norms in build/ on $(JOBS) cores"; \
+	  $(CONFIGURE) -S . -B build && cmake --build build -j $(JOBS) --target compare_norms && \
+	  build/examples/compare_norms/compare_norms $(RUN_ARGS) $(RESUME); \
 	fi
 
 # ctest label selections (docs/testing.md); CTEST_ARGS adds arguments for runs by hand.

@@ -19,6 +19,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${wheels[*]}" ] && [ -n "$(find_nvc
 fi
 command -v python3 >/dev/null || { echo "cuda-wheels: python3 is missing" >&2; exit 1; }
 echo "cuda-wheels: installing ${wheels[*]} into $venv (about 55 MB, once)" >&2
+# The system's certificate authorities (Debian's ca-certificates bundle, with any local CA a proxy
+# on this network needs) rather than the copy pip carries, unless PIP_CERT says otherwise.
+if [ -z "${PIP_CERT:-}" ] && [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+fi
 rm -rf "$venv.tmp"
 python3 -m venv "$venv.tmp" >&2 || { echo "cuda-wheels: python3 -m venv failed (Debian: python3-venv)" >&2; exit 1; }
 "$venv.tmp/bin/pip" install -q --disable-pip-version-check "${wheels[@]}" >&2 ||

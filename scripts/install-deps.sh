@@ -20,6 +20,7 @@ packages=(
   openmpi-bin libopenmpi-dev  # nl::dist's MPI backend and its mpirun tests
   dataset-fashion-mnist  # the offline dataset (tests read it too)
   mmdebstrap         # make test-fresh: the pristine Debian 12 root
+  ca-certificates    # HTTPS: dataset download, the nvcc wheels from PyPI
   python3-venv       # make test without a CUDA toolkit: nvcc from NVIDIA's PyPI wheels (scripts/cuda-wheels.sh)
   clang libclang-rt-14-dev libomp-14-dev  # make test-fuzz: libFuzzer, its sanitizers, OpenMP for clang
   clang-format       # the layout check (.clang-format)

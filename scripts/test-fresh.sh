@@ -118,8 +118,15 @@ inside() {
 
 make_root() {
   mmdebstrap --variant=apt --mode=root bookworm "$root"
-  # The host's name resolution, as a fresh machine on this network would have.
+  # The host's name resolution and local certificate authorities (a proxy on this network may
+  # need one), as a fresh machine on this network would have.
   cp /etc/resolv.conf "$root/etc/resolv.conf"
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" > /dev/null; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    # Where the root already has Debian's ca-certificates; otherwise its install adds them.
+    if [ -x "$root/usr/sbin/update-ca-certificates" ]; then chroot "$root" update-ca-certificates > /dev/null; fi
+  fi
   mount -t proc proc "$root/proc"
   # mmdebstrap made the /dev nodes; only /dev/shm needs a filesystem (POSIX shared memory).
   mkdir -p "$root/dev/shm"
