@@ -12,7 +12,7 @@ RUN_ARGS ?= $(if $(wildcard $(SUBSET)/cifar-10-batches-bin),--data-dir $(SUBSET)
 # With the default arguments, a study already in runs/compare_norms is continued (--resume).
 RESUME = $(if $(and $(filter file,$(origin RUN_ARGS)),$(wildcard $(RUN_OUT)/run.json)),--resume)
 
-.PHONY: build-fuzz all deps build run test test-all test-cpu test-emulate test-asan test-race test-profile test-nvcc test-fuzz fuzz test-fresh gpu-check gpu-model clean
+.PHONY: build-fuzz all deps build run test test-all test-cpu test-emulate test-asan test-race test-profile test-nvcc test-fuzz fuzz test-fresh gpu-check gpu-model gpu-model-fit clean
 
 # The CPU build (make build).
 all: build
@@ -55,7 +55,7 @@ test: deps
 	@echo "make test: the quick tier passed (make test-all runs every stage)"
 
 # Every stage, both tiers: what CI runs.
-test-all: test-cpu test-emulate test-asan test-race test-nvcc test-profile test-fuzz test-fresh
+test-all: test-cpu test-emulate test-asan test-race test-profile test-nvcc test-fuzz test-fresh
 	@echo "make test-all: all eight stages passed"
 
 # The CPU build's whole suite.
@@ -84,23 +84,30 @@ test-race: deps
 
 PROFILE_CONFIGURE = $(CONFIGURE) -DNORMLAB_CUDA=EMULATE -DNORMLAB_CUDA_PROFILE=ON -DNORMLAB_BENCH_ONEDNN=OFF -S . -B build-profile
 PTXAS_SUMMARY = build-nvcc/ptxas-summary.txt
+SASS_SUMMARY = build-nvcc/sass-summary.json
 
-# cuemu's memory-traffic profiler: its own cases, the norm kernels' traffic, the GPU model's smoke run.
+# cuemu's memory-traffic profiler: its own cases, the norm kernels' traffic, the GPU model's smoke
+# run; bench_train_step for gpu-check's dry run (test-nvcc, after this stage).
 test-profile: deps
 	$(PROFILE_CONFIGURE)
-	cmake --build build-profile -j $(JOBS) --target profile_tests gpu_model
+	cmake --build build-profile -j $(JOBS) --target profile_tests gpu_model bench_train_step
 	build-profile/tests/profile_tests
-	test -f $(PTXAS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
-	build-profile/bench/gpu_model --batches 8 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) > build-profile/gpu-model-smoke.txt
-	@tail -1 build-profile/gpu-model-smoke.txt
+	test -f $(PTXAS_SUMMARY) -a -f $(SASS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
+	build-profile/bench/gpu_model --batches 8 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --sass $(SASS_SUMMARY) \
+	  > build-profile/gpu-model-smoke.txt
+	@grep 'Modelled time per training step' build-profile/gpu-model-smoke.txt
 
-# The GPU model's full table (docs/kernels.md) and bench/gpu_model_norms.json.
-gpu-model: deps
+# The GPU model (docs/gpu-model.md): its tables, bench/gpu_model_norms.json, and its rows beside
+# the GPU run GPU_RUN; gpu-model-fit first refits bench/gpu_model_constants.json on that run.
+GPU_RUN ?= docs/results/gpu-check-h200-2026-11-30
+GPU_MODEL = build-profile/bench/gpu_model --batches 128,512 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) \
+  --sass $(SASS_SUMMARY) --markdown --bench-norm-json bench/gpu_model_norms.json --measured $(GPU_RUN) \
+  --compare-md build-profile/model_vs_measured.md
+gpu-model gpu-model-fit: deps
 	$(PROFILE_CONFIGURE)
 	cmake --build build-profile -j $(JOBS) --target gpu_model
-	test -f $(PTXAS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
-	build-profile/bench/gpu_model --batches 128,512 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --markdown \
-	  --bench-norm-json bench/gpu_model_norms.json | tee build-profile/gpu-model.md
+	test -f $(PTXAS_SUMMARY) -a -f $(SASS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
+	$(GPU_MODEL) $(if $(filter gpu-model-fit,$@),--fit bench/gpu_model_constants.json) | tee build-profile/gpu-model.md
 
 # nvcc on every kernel (sm_80, sm_90, no spills), the CUDA library with NCCL, the cuDNN benchmark.
 test-nvcc: deps

@@ -2,24 +2,38 @@
 // backward, SGD update with momentum and weight decay) for each norm and batch size.
 //
 //   bench_train_step --threads 2 --batches 128,512 --norms bn,gn,ln [--device cpu|cuda] [--json]
+//   bench_train_step --device cuda --profile [--profile-md FILE]
 //
 // Inputs are random but fixed; the first `--warmup` steps are not timed (they fill the caching
 // allocator and the thread pool), then `--steps` steps are timed with a steady clock and the
 // median step time gives the rate. `--json` prints one JSON object per line for
 // bench/peer/train_step_vs_torch.py.
+//
+// --profile: after the timed steps, one more step runs under the launch trace (events around
+// every launch on the stream) and every launch is listed: op, kernel, grid x block, its time on
+// the device, the device's idle time before it (the host had not launched it yet), the op's
+// minimum bytes and FLOPs as GB/s and GFLOP/s and as a share of the GPU's datasheet peaks (HBM,
+// TF32 tensor cores for the implicit GEMMs, FP32 otherwise), and the host's time in the launch
+// call. Events around each launch add a few microseconds of host work per launch, so the traced
+// step is slower than the timed ones; kernel times are not affected. Under cuemu (no GPU) the
+// times are the CPU's emulation times: the table's form, not a GPU's numbers.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "normlab/nn/models.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
+#include "normlab/core/storage.h"
 #include "normlab/core/threading.h"
+#include "normlab/nn/models.h"
 #include "normlab/nn/optim.h"
 
 namespace {
@@ -36,9 +50,27 @@ std::vector<std::string> split(const std::string& s) {
 
 struct Result {
   double median_s, min_s;
+  std::vector<LaunchRecord> trace;  // --profile: the launches of one more step
+  double traced_step_us = 0;
 };
 
-Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps) {
+// Datasheet peaks (dense): HBM bytes/s, TF32 tensor-core and FP32 FLOP/s. By the device's name;
+// the H100 SXM's for an unknown GPU and under cuemu (whose times are the CPU's anyway).
+struct Peaks {
+  const char* key;
+  double bandwidth, tf32, fp32;
+};
+Peaks peaks_of(const std::string& device) {
+  static const Peaks table[] = {{"H200", 4.8e12, 494.7e12, 66.9e12},
+                                {"H100", 3.35e12, 494.7e12, 66.9e12},
+                                {"A100", 2.039e12, 156e12, 19.5e12},
+                                {"L4", 0.3e12, 60e12, 30.3e12}};
+  for (const Peaks& p : table)
+    if (device.find(p.key) != std::string::npos) return p;
+  return table[1];
+}
+
+Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps, bool profile) {
   Generator init(0), drop(1), data(2);
   auto net = nl::nn::make_net(norm, init, &drop);
   net->to(device);
@@ -60,7 +92,70 @@ Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup
     if (i >= warmup) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
-  return {t[t.size() / 2], t.front()};
+  Result r{t[t.size() / 2], t.front(), {}, 0};
+  if (profile) {
+    launch_trace_begin_stub(device);
+    const auto t0 = Clock::now();
+    opt.zero_grad();
+    Tensor loss = nll_loss(net->forward(x), y);
+    loss.backward();
+    opt.step();
+    (void)loss.item();
+    r.traced_step_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    r.trace = launch_trace_end_stub(device);
+  }
+  return r;
+}
+
+// The traced step as a Markdown table, one row per launch, then totals per kernel class.
+std::string profile_table(const std::string& norm, int64_t batch, const Result& r, const Peaks& pk,
+                          const std::string& device) {
+  std::ostringstream md;
+  char line[512];
+  double device_sum = 0, idle_sum = 0, host_sum = 0;
+  std::map<std::string, std::pair<double, int>> by_class;
+  std::snprintf(
+      line, sizeof line,
+      "### %s, batch %lld: %zu launches, traced step %.0f us on %s\n\n"
+      "| # | op | kernel | grid x block | device us | idle before us | host us | op MB | GB/s | %% HBM "
+      "| GFLOP/s | %% FLOP peak |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      norm.c_str(), (long long)batch, r.trace.size(), r.traced_step_us, device.c_str());
+  md << line;
+  double prev_end = 0;
+  for (size_t i = 0; i < r.trace.size(); ++i) {
+    const LaunchRecord& l = r.trace[i];
+    const double us = l.device_end_us - l.device_begin_us, idle = std::max(0.0, l.device_begin_us - prev_end);
+    prev_end = l.device_end_us;
+    device_sum += us, idle_sum += idle, host_sum += l.host_end_us - l.host_begin_us;
+    const bool first = l.op_launch == 0;
+    const double bytes = first ? l.op_min_bytes : 0, flops = first ? l.op_flops : 0;
+    const bool tc = l.kernel.rfind("implicit_gemm_tf32_kernel", 0) == 0;
+    const double gbs = us > 0 ? bytes / us / 1e3 : 0, gflops = us > 0 ? flops / us / 1e3 : 0;
+    std::string cls = l.op.empty() ? "(no op)" : l.op;
+    if (cls.find("norm") != std::string::npos) cls = "norms";
+    auto& c = by_class[cls];
+    c.first += us, ++c.second;
+    std::snprintf(
+        line, sizeof line,
+        "| %zu | %s | %s | (%u,%u,%u)x(%u,%u,%u) | %.1f | %.1f | %.1f | %.2f | %.0f | %.1f | %.0f | %.2f |\n",
+        i + 1, l.op.c_str(), l.kernel.c_str(), l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
+        l.block[2], us, idle, l.host_end_us - l.host_begin_us, bytes / 1e6, gbs,
+        100 * gbs * 1e9 / pk.bandwidth, gflops, 100 * gflops * 1e9 / (tc ? pk.tf32 : pk.fp32));
+    md << line;
+  }
+  std::snprintf(
+      line, sizeof line,
+      "\nDevice busy %.0f us, idle between launches %.0f us, host inside launch calls %.0f us, "
+      "traced step %.0f us.\n\n| class | launches | device us | share of busy |\n|---|---|---|---|\n",
+      device_sum, idle_sum, host_sum, r.traced_step_us);
+  md << line;
+  for (const auto& [cls, c] : by_class) {
+    std::snprintf(line, sizeof line, "| %s | %d | %.1f | %.0f%% |\n", cls.c_str(), c.second, c.first,
+                  device_sum > 0 ? 100 * c.first / device_sum : 0.0);
+    md << line;
+  }
+  md << "\n";
+  return md.str();
 }
 
 }  // namespace
@@ -69,7 +164,8 @@ int main(int argc, char** argv) {
   CLI::App app{"normlab training-step benchmark: images/s of forward + backward + SGD"};
   int threads = 0, warmup = 3, steps = 10;
   std::string norms = "bn,gn,ln", batches = "128,512", device = "cpu";
-  bool json = false;
+  bool json = false, profile = false;
+  std::string profile_md;
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--norms", norms, "comma-separated: bn, gn, ln")->capture_default_str();
   app.add_option("--batches", batches, "comma-separated batch sizes")->capture_default_str();
@@ -81,6 +177,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--steps", steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--json", json, "one JSON object per line instead of a table");
+  app.add_flag("--profile", profile,
+               "also trace one step and list every launch with its device time (--device cuda)");
+  app.add_option("--profile-md", profile_md,
+                 "write the --profile tables to this Markdown file (else stdout)");
   CLI11_PARSE(app, argc, argv);
   try {
     set_num_threads(threads);
@@ -89,13 +189,19 @@ int main(int argc, char** argv) {
       std::printf("bench_train_step: device %s skipped: this build has no CUDA device\n", device.c_str());
       return 0;
     }
+    if (profile && dev.type != DeviceType::CUDA)
+      throw std::runtime_error("--profile traces CUDA launches: use it with --device cuda");
+    if (!profile_md.empty() && !profile) throw std::runtime_error("--profile-md needs --profile");
+    std::string tables;
+    const std::string dev_name = device_description(DeviceType::CUDA);
     if (!json)
       std::printf("%-5s %6s %10s %10s %10s   (%s, %d threads, median of %d steps)\n", "norm", "batch",
                   "img/s", "ms/step", "best ms", device.c_str(), get_num_threads(), steps);
     for (const std::string& b : split(batches)) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
-        const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps);
+        const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps, profile);
+        if (profile) tables += profile_table(n, batch, r, peaks_of(dev_name), dev_name);
         const double ips = double(batch) / r.median_s;
         if (json)
           std::printf(
@@ -107,6 +213,25 @@ int main(int argc, char** argv) {
           std::printf("%-5s %6lld %10.1f %10.2f %10.2f\n", n.c_str(), (long long)batch, ips, r.median_s * 1e3,
                       r.min_s * 1e3);
         std::fflush(stdout);
+      }
+    }
+    if (profile) {
+      const std::string doc = "# Launches of one training step, " + dev_name +
+                              "\n\nbench_train_step --profile: one traced step after the timed ones "
+                              "(events around each launch). Peaks are the datasheet's for this GPU.\n\n" +
+                              tables;
+      if (profile_md.empty()) {
+        std::fputs(doc.c_str(), stdout);
+      } else {
+        // Written whole under a temporary name, then renamed: never a half-written table.
+        const std::string tmp = profile_md + ".tmp";
+        {
+          std::ofstream out(tmp);
+          out << doc;
+          if (!out.flush()) throw std::runtime_error("cannot write '" + tmp + "'");
+        }
+        if (std::rename(tmp.c_str(), profile_md.c_str()) != 0)
+          throw std::runtime_error("cannot rename '" + tmp + "' to '" + profile_md + "'");
       }
     }
   } catch (const std::exception& e) {

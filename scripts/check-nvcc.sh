@@ -58,6 +58,27 @@ awk '
   /Used [0-9]+ registers/ { printf "%-6s %4s regs  stack %4s  spill stores %4s  loads %4s  %s\n", arch, $5, stack, st, ld, fn }
 ' "$report" | c++filt > "$summary"
 cat "$summary"
+# The instruction mix of every kernel (bench/gpu_model's issue and latency terms): cuobjdump from
+# beside nvcc, from PATH, or from the toolkit wheels.
+cuobjdump=$(dirname "$(command -v "$nvcc")")/cuobjdump
+[ -x "$cuobjdump" ] || cuobjdump=$(command -v cuobjdump || true)
+if [ -z "$cuobjdump" ] && wheel_nvcc=$(scripts/cuda-wheels.sh); then
+  cuobjdump=$(dirname "$wheel_nvcc")/cuobjdump
+fi
+objects=()
+for cu in "${files[@]}"; do objects+=("$out/$(basename "$cu" .cu).o"); done
+if [ $status -eq 0 ] && [ -x "$cuobjdump" ]; then
+  if python3 scripts/sass_summary.py --cuobjdump "$cuobjdump" "${objects[@]}" > "$out/sass-summary.json.tmp"; then
+    mv "$out/sass-summary.json.tmp" "$out/sass-summary.json"
+    echo "check-nvcc: instruction mix of every kernel in $out/sass-summary.json"
+  else
+    rm -f "$out/sass-summary.json.tmp"
+    echo "check-nvcc: the SASS summary failed" >&2
+    status=1
+  fi
+elif [ $status -eq 0 ]; then
+  echo "check-nvcc: no cuobjdump (none beside nvcc or on PATH, no wheels): no SASS summary for the GPU model" >&2
+fi
 if grep -E "spill stores +[1-9]|loads +[1-9]" "$summary"; then
   echo "check-nvcc: register spills above" >&2
   status=1

@@ -18,7 +18,9 @@
 #   ctest         the full suite: CPU tests and the [cuda gpu] registrations on the GPU
 #   bench-norm    bench_norm_cuda: our norm kernels against cuDNN, GB/s and % of queried peak,
 #                 and our outputs against cuDNN's (max relative difference, fails above 1e-3)
-#   train-step    bench_train_step --device cuda: images/s of the comparison network's step
+#   train-step    bench_train_step --device cuda --profile: images/s of the comparison network's
+#                 step, and every launch of one traced step with its device time (the dry run makes
+#                 the same table from build-profile/'s binary (make test-profile): cuemu times)
 #   train-peer    the same step in PyTorch on the same GPU, NCHW and channels_last, in one run
 #   compare       compare_norms, 3 epochs on the real subset, on the GPU and on the CPU; their
 #                 per-epoch losses compared
@@ -30,6 +32,7 @@
 # Writes into the output folder (at most 8 files, none deeper than the folder itself):
 #   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  train_step_vs_torch.md  compare_norms.json
 #   model_vs_measured.md (each normlab norm row's measured time beside bench/gpu_model's prediction)
+#   train_step_profile.md (every launch of one training step per norm and batch, with its time)
 # Exit status: 0 when every part passed or was skipped for a stated reason, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -157,7 +160,9 @@ if [ $dry_run -eq 1 ]; then
                  (its 30 MB dataset is not carried; CI runs them)
   5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json; outputs vs cuDNN's within 1e-3;
                  measured times beside the model's (bench/gpu_model_norms.json): model_vs_measured.md
-  6 train-step   bench_train_step --device cuda --batches 128,512 --json
+  6 train-step   bench_train_step --device cuda --batches 128,512 --json --profile: images/s, and every
+                 launch of one traced step with its device time: train_step_profile.md    (now: from
+                                                                                   build-profile/, cuemu times)
     train-peer   bench/peer/train_step_vs_torch.py --device cuda: PyTorch eager, NCHW and channels_last
   7 compare      compare_norms --epochs 3 on the subset, --device cuda and --device cpu;
                  per-epoch train loss within 5 % and test accuracy within 5 pp
@@ -167,7 +172,7 @@ if [ $dry_run -eq 1 ]; then
   9 nccl         dist_check collectives over NCCL, one process per GPU: mpirun -np <GPUs> when
                  Open MPI is there, else RANK/WORLD_SIZE + NORMLAB_DIST_INIT_FILE (no MPI needed)
   output: summary.md, logs.tar.gz, bench_norm_cuda.json, train_step_cuda.json, train_step_vs_torch.md, compare_norms.json,
-          model_vs_measured.md
+          model_vs_measured.md, train_step_profile.md
           in ${OUT:-runs/gpu-check} (\$OUT when set)
 EOF
 fi
@@ -346,15 +351,28 @@ else
 fi
 
 # --- train-step -------------------------------------------------------------------------------
-if [ $built -eq 0 ]; then
-  record train-step SKIP "$([ $dry_run -eq 1 ] && echo 'dry run' || echo 'no build')"
-elif run_part train-step 90 "$build/bench/bench_train_step" --device cuda --batches 128,512 --json; then
+# Images/s, then one traced step per norm and batch: every launch with its device time
+# (train_step_profile.md). The dry run makes the same table from an emulated build's binary
+# (cuemu: the CPU's times, the table's form).
+emulated_bench=${NORMLAB_EMULATED_BENCH:-$repo/build-profile/bench/bench_train_step}
+if [ $built -eq 0 ] && [ $dry_run -eq 1 ] && [ -x "$emulated_bench" ]; then
+  if run_part train-step 120 "$emulated_bench" --device cuda --batches 8 --norms bn,ln --warmup 0 --steps 1 \
+      --threads 1 --profile --profile-md "$out/train_step_profile.md" &&
+     n=$(grep -c '^| [0-9]' "$out/train_step_profile.md") && [ "$n" -gt 0 ]; then
+    record train-step PASS "dry run: train_step_profile.md from the emulated build, $n launches listed (cuemu times)"
+  else
+    record train-step FAIL "dry run: the per-launch table was not produced: $(tail_of train-step 3)"
+  fi
+elif [ $built -eq 0 ]; then
+  record train-step SKIP "$([ $dry_run -eq 1 ] && echo "dry run, and no emulated build at $emulated_bench" || echo 'no build')"
+elif run_part train-step 90 "$build/bench/bench_train_step" --device cuda --batches 128,512 --json \
+    --profile --profile-md "$out/train_step_profile.md"; then
   grep '^{' "$logs/train-step.log" > "$out/train_step_cuda.json"
   record train-step PASS "$(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print("; ".join(", ".join(f"{k} {v}" for k, v in r.items() if k in ("norm", "batch", "img_per_s", "median_ms")) for r in rows))
-' "$out/train_step_cuda.json" 2>&1 | cut -c1-400)"
+' "$out/train_step_cuda.json" 2>&1 | cut -c1-400); per-launch table: train_step_profile.md"
 else
   record train-step FAIL "$(tail_of train-step 3)"
 fi

@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "normlab/nn/models.h"
 #include "normlab/core/autograd.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/storage.h"
 #include "normlab/nn/data.h"
@@ -248,4 +249,36 @@ TEST_CASE("a bad class index on cuda is reported at the next synchronisation, no
   CHECK(std::isfinite(good.item()));
   CHECK_THROWS_WITH(nll_loss(logp, Tensor::from_ints({0, 0, 0, 10}, {4}).to(Device::cuda())).item(),
                     Catch::Matchers::Contains("target[3] = 10"));
+}
+
+// bench_train_step --profile's trace: every launch, named by its op, in order, with device times.
+TEST_CASE("the launch trace lists every launch with its op, configuration and device time",
+          "[.cuda][cuda-vs-cpu][quick]") {
+  REQUIRE(device_available(DeviceType::CUDA));
+  const Device cuda = Device::cuda();
+  Tensor x = cpu_randn({2, 3, 9, 9}, 61).to(cuda), w = cpu_randn({5, 3, 3, 3}, 62).to(cuda);
+  Tensor r = cpu_randn({2, 5, 9, 9}, 63).to(cuda);
+  CHECK_THROWS_WITH(launch_trace_end_stub(cuda), Catch::Matchers::Contains("no trace is on"));
+  launch_trace_begin_stub(cuda);
+  CHECK_THROWS_WITH(launch_trace_begin_stub(cuda), Catch::Matchers::Contains("already on"));
+  Tensor y = add(conv2d(x, w, Tensor(), 1, 1), r);
+  const std::vector<LaunchRecord> t = launch_trace_end_stub(cuda);
+  REQUIRE(t.size() >= 2);
+  CHECK(t.front().op == "conv2d_fwd");
+  CHECK(t.front().kernel.find("implicit_gemm") == 0);
+  CHECK(t.front().op_launch == 0);
+  CHECK(t.front().op_flops == Approx(2.0 * 2 * 5 * 81 * 3 * 9));
+  CHECK(t.back().op == "add");
+  CHECK(t.back().kernel == "add_kernel");
+  CHECK(t.back().block[0] > 0);
+  for (size_t i = 0; i < t.size(); ++i) {
+    CAPTURE(i, t[i].kernel);
+    CHECK(t[i].device_end_us >= t[i].device_begin_us);
+    CHECK(t[i].host_end_us >= t[i].host_begin_us);
+    if (i > 0) CHECK(t[i].device_begin_us >= t[i - 1].device_end_us);  // one stream: in order
+  }
+  // Off again: nothing is recorded, and a new trace starts empty.
+  (void)add(r, r);
+  launch_trace_begin_stub(cuda);
+  CHECK(launch_trace_end_stub(cuda).empty());
 }

@@ -9,6 +9,8 @@ NL_DEFINE_STUB(copy_bytes);
 NL_DEFINE_STUB(copy_strided);
 NL_DEFINE_STUB(fill);
 NL_DEFINE_STUB(native_stream);
+NL_DEFINE_STUB(launch_trace_begin);
+NL_DEFINE_STUB(launch_trace_end);
 NL_DEFINE_STUB(add_fwd);
 NL_DEFINE_STUB(mul_fwd);
 NL_DEFINE_STUB(sum_fwd);

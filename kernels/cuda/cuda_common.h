@@ -149,14 +149,44 @@ inline void wait_acquire(int* p, int v, std::source_location loc = std::source_l
 
 }  // namespace nl::cuda
 
-// The op a launcher's launches belong to, for the cuemu profiler's model (bench/gpu_model): its
-// FLOPs and the least DRAM traffic any implementation needs (each input read once, each output
-// written once). Nothing under nvcc or in ordinary emulated builds.
+namespace nl::cuda {
+// The launch trace (launch_trace_begin/end, memory.cu): off unless this thread started one, so a
+// launch pays one thread-local test.
+bool tracing();
+// Names the op of the launches made in its scope, for the trace (the outer op of nested ones).
+class OpLabel {
+ public:
+  OpLabel(const char* op, double flops, double min_bytes);
+  ~OpLabel();
+  OpLabel(const OpLabel&) = delete;
+  OpLabel& operator=(const OpLabel&) = delete;
+
+ private:
+  bool set_ = false;
+};
+// Around one launch while tracing: events before and after it on its stream, the host's clock.
+class LaunchScope {
+ public:
+  LaunchScope(const char* kernel, dim3 grid, dim3 block, size_t shmem);
+  ~LaunchScope();
+  LaunchScope(const LaunchScope&) = delete;
+  LaunchScope& operator=(const LaunchScope&) = delete;
+
+ private:
+  bool on_;
+};
+}  // namespace nl::cuda
+
+// The op a launcher's launches belong to: its FLOPs and the least DRAM traffic any
+// implementation needs (each input read once, each output written once), for the launch trace
+// (bench_train_step --profile) and the cuemu profiler's model (bench/gpu_model).
 #if defined(CUEMU_PROFILE) && CUEMU_PROFILE
-#define NL_MODEL_OP(name, flops, min_bytes) \
-  ::cuemu::profile::OpScope nl_model_op_((name), double(flops), double(min_bytes))
+#define NL_MODEL_OP(name, flops, min_bytes)                                         \
+  ::cuemu::profile::OpScope nl_model_op_((name), double(flops), double(min_bytes)); \
+  ::nl::cuda::OpLabel nl_op_label_((name), double(flops), double(min_bytes))
 #else
-#define NL_MODEL_OP(name, flops, min_bytes) ((void)0)
+#define NL_MODEL_OP(name, flops, min_bytes) \
+  ::nl::cuda::OpLabel nl_op_label_((name), double(flops), double(min_bytes))
 #endif
 
 // After every runtime call: throws nl::Error naming the call, the CUDA error and, under cuemu,
@@ -170,10 +200,11 @@ inline void wait_acquire(int* p, int v, std::source_location loc = std::source_l
 // Launch + launch check. Host code never spells <<< >>>, so the same launcher compiles under
 // nvcc and g++.
 #if defined(__CUDACC__)
-#define NL_LAUNCH(kernel, grid, block, shmem, ...)                           \
-  do {                                                                       \
-    kernel<<<(grid), (block), (shmem), ::nl::cuda::stream()>>>(__VA_ARGS__); \
-    NL_CUDA_CHECK(cudaGetLastError());                                       \
+#define NL_LAUNCH(kernel, grid, block, shmem, ...)                                       \
+  do {                                                                                   \
+    ::nl::cuda::LaunchScope nl_launch_scope_(#kernel, dim3(grid), dim3(block), (shmem)); \
+    kernel<<<(grid), (block), (shmem), ::nl::cuda::stream()>>>(__VA_ARGS__);             \
+    NL_CUDA_CHECK(cudaGetLastError());                                                   \
   } while (0)
 #define NL_DYN_SHARED(T, name)                                   \
   extern __shared__ __align__(128) unsigned char nl_dyn_smem_[]; \
@@ -181,6 +212,7 @@ inline void wait_acquire(int* p, int v, std::source_location loc = std::source_l
 #else
 #define NL_LAUNCH(kernel, grid, block, shmem, ...)                                                 \
   do {                                                                                             \
+    ::nl::cuda::LaunchScope nl_launch_scope_(#kernel, dim3(grid), dim3(block), (shmem));           \
     ::cuemu::launch(#kernel, kernel, (grid), (block), (shmem), ::nl::cuda::stream(), __VA_ARGS__); \
     NL_CUDA_CHECK(cudaGetLastError());                                                             \
   } while (0)

@@ -1,4 +1,5 @@
 // Device memory: a caching allocator, copies between host and device, fills and strided gathers.
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -307,6 +308,105 @@ size_t pending_blocks() { return caching_allocator().pending(); }
 
 Allocator& allocator() { return caching_allocator(); }
 
+// ---------------------------------------------------------------------------------- launch trace
+
+namespace {
+using TraceClock = std::chrono::steady_clock;
+struct PendingLaunch {
+  LaunchRecord r;
+  cudaEvent_t begin = nullptr, end = nullptr;
+};
+struct Trace {
+  bool on = false;
+  TraceClock::time_point t0;
+  cudaEvent_t origin = nullptr;  // recorded when the trace began: device times count from it
+  std::vector<PendingLaunch> launches;
+  std::vector<cudaEvent_t> pool;  // events of an earlier trace, for reuse
+  const char* op = nullptr;
+  double op_flops = 0, op_min_bytes = 0;
+  int op_launches = 0;
+  cudaEvent_t event() {
+    if (!pool.empty()) {
+      cudaEvent_t e = pool.back();
+      pool.pop_back();
+      return e;
+    }
+    cudaEvent_t e;
+    NL_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
+  double host_us() const { return std::chrono::duration<double, std::micro>(TraceClock::now() - t0).count(); }
+};
+thread_local Trace g_trace;
+
+void trace_begin() {
+  Trace& t = g_trace;
+  NL_CHECK(!t.on, "launch_trace_begin: a trace is already on for this thread");
+  t.launches.clear();
+  t.op = nullptr;
+  if (!t.origin) t.origin = t.event();
+  NL_CUDA_CHECK(cudaEventRecord(t.origin, stream()));
+  t.t0 = TraceClock::now();
+  t.on = true;
+}
+
+std::vector<LaunchRecord> trace_end() {
+  Trace& t = g_trace;
+  NL_CHECK(t.on, "launch_trace_end: no trace is on for this thread (call launch_trace_begin first)");
+  t.on = false;
+  NL_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<LaunchRecord> out;
+  out.reserve(t.launches.size());
+  for (PendingLaunch& p : t.launches) {
+    float b = 0, e = 0;
+    NL_CUDA_CHECK(cudaEventElapsedTime(&b, t.origin, p.begin));
+    NL_CUDA_CHECK(cudaEventElapsedTime(&e, t.origin, p.end));
+    p.r.device_begin_us = 1e3 * double(b), p.r.device_end_us = 1e3 * double(e);
+    t.pool.push_back(p.begin), t.pool.push_back(p.end);
+    out.push_back(std::move(p.r));
+  }
+  t.launches.clear();
+  return out;
+}
+}  // namespace
+
+bool tracing() { return g_trace.on; }
+
+OpLabel::OpLabel(const char* op, double flops, double min_bytes) {
+  Trace& t = g_trace;
+  if (!t.on || t.op) return;  // off, or inside an outer op that names the launches
+  t.op = op, t.op_flops = flops, t.op_min_bytes = min_bytes, t.op_launches = 0;
+  set_ = true;
+}
+OpLabel::~OpLabel() {
+  if (set_) g_trace.op = nullptr;
+}
+
+LaunchScope::LaunchScope(const char* kernel, dim3 grid, dim3 block, size_t shmem) : on_(g_trace.on) {
+  if (!on_) return;
+  Trace& t = g_trace;
+  PendingLaunch& p = t.launches.emplace_back();
+  p.r.kernel = kernel;
+  if (t.op) {
+    p.r.op = t.op, p.r.op_flops = t.op_flops, p.r.op_min_bytes = t.op_min_bytes;
+    p.r.op_launch = t.op_launches++;
+  }
+  p.r.grid[0] = grid.x, p.r.grid[1] = grid.y, p.r.grid[2] = grid.z;
+  p.r.block[0] = block.x, p.r.block[1] = block.y, p.r.block[2] = block.z;
+  p.r.shared_bytes = shmem;
+  p.begin = t.event(), p.end = t.event();
+  p.r.host_begin_us = t.host_us();
+  NL_CUDA_CHECK(cudaEventRecord(p.begin, stream()));
+}
+LaunchScope::~LaunchScope() {
+  if (!on_) return;
+  Trace& t = g_trace;
+  PendingLaunch& p = t.launches.back();
+  // A launch that threw is still recorded; its end event marks where the stream stood.
+  (void)cudaEventRecord(p.end, stream());
+  p.r.host_end_us = t.host_us();
+}
+
 // ---------------------------------------------------------------------------------- registration
 
 // Registers the allocator only when a GPU answers: without one, device_available(CUDA) is false,
@@ -346,6 +446,8 @@ void register_memory_kernels() {
   copy_strided_stub.set(DeviceType::CUDA, &copy_strided);
   fill_stub.set(DeviceType::CUDA, &fill);
   native_stream_stub.set(DeviceType::CUDA, [] { return static_cast<void*>(stream()); });
+  launch_trace_begin_stub.set(DeviceType::CUDA, &trace_begin);
+  launch_trace_end_stub.set(DeviceType::CUDA, &trace_end);
 }
 
 }  // namespace nl::cuda

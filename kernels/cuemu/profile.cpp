@@ -41,6 +41,7 @@ struct State {
   std::string op;
   double op_flops = 0, op_min_bytes = 0;
   int op_launches = 0;
+  uint64_t block_barriers = 0;  // of the running block
 };
 State& st() {
   static State s;
@@ -195,6 +196,12 @@ void block_begin(size_t threads, const void* shared, size_t shared_bytes) {
   s.shared_lo = reinterpret_cast<uintptr_t>(shared);
   s.shared_hi = s.shared_lo + shared_bytes;
   s.in_block = true;
+  s.block_barriers = 0;
+}
+
+void barrier() {
+  State& s = st();
+  if (s.in_block) ++s.block_barriers;
 }
 
 void block_end() {
@@ -217,11 +224,12 @@ void block_end() {
       for (size_t i = 0; i < mine.size() && converged; ++i) converged = mine[i].site == first[i].site;
     }
     auto& requests = warp_requests.emplace_back();
+    uint64_t loads = 0;
     auto count = [&](const Group& g) {
       if (g.shared)
         count_shared(g, g.store ? l.shared_store : l.shared_load);
       else
-        count_global(s, g, requests.emplace_back());
+        count_global(s, g, requests.emplace_back()), loads += !g.store;
     };
     if (converged) {
       static Group g;  // reused: one request at a time
@@ -233,6 +241,7 @@ void block_end() {
           g.lanes.emplace_back(lane, s.per_thread[base + lane][i]);
         count(g);
       }
+      l.warp_load_chain = std::max(l.warp_load_chain, loads);
       continue;
     }
     std::unordered_map<std::pair<uintptr_t, uint32_t>, size_t, PairHash> index;
@@ -246,8 +255,10 @@ void block_end() {
       }
     }
     for (const Group& g : groups) count(g);
+    l.warp_load_chain = std::max(l.warp_load_chain, loads);
   }
   // The block's sector stream: its warps interleaved request by request, as they run together.
+  l.block_barriers = std::max(l.block_barriers, s.block_barriers);
   std::vector<uint64_t>& stream = l.streams.emplace_back();
   for (size_t r = 0;; ++r) {
     bool any = false;

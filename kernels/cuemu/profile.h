@@ -41,6 +41,10 @@ struct Launch {
   GlobalStats load, store;
   SharedStats shared_load, shared_store;
   uint64_t unique_read_bytes = 0, unique_written_bytes = 0;  // of the blocks that ran
+  // The longest dependent chain a block can have: the most global load requests one warp issued
+  // and the most __syncthreads() one block passed, over the blocks that ran (the GPU model's
+  // latency term: a warp waits for each load before it uses it).
+  uint64_t warp_load_chain = 0, block_barriers = 0;
   // Per block that ran, in block order: its global sector accesses (stream_entry), in the order
   // its warps issued them (warps interleaved request by request).
   std::vector<std::vector<uint64_t>> streams;
@@ -114,6 +118,7 @@ void vector_access(const void* p, unsigned bytes, bool store, const void* site, 
 uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, size_t shared_bytes);
 void block_begin(size_t threads, const void* shared, size_t shared_bytes);
 void block_end();
+void barrier();  // thread 0 of the running block reached __syncthreads()
 void launch_end();
 
 }  // namespace cuemu::profile

@@ -427,6 +427,9 @@ void* dynamic_shared() { return g_block ? g_block->shared[g_block->set].data() :
 
 void syncthreads(const std::source_location& loc) {
   if (!g_block) return;
+#if CUEMU_PROFILE
+  if (g_block->running->ctx.linear_tid == 0) profile::barrier();
+#endif
 #if CUEMU_TSAN
   const void* sync = &g_sync.barrier[g_block->set][g_block->running->barriers++ % 2];
   hb_release(sync);

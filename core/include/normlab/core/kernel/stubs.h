@@ -6,6 +6,8 @@
 // (a null gamma means 1, a null beta means 0).
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "normlab/core/kernel/params.h"
 #include "normlab/core/dispatch.h"
@@ -26,6 +28,25 @@ NL_DECLARE_STUB(fill, void(int64_t n, float value, float* y));
 // for engines that share the device with normlab (NCCL): they order their work after it with an
 // event instead of synchronising the whole device.
 NL_DECLARE_STUB(native_stream, void*());
+
+// One kernel launch seen by the launch trace: the kernel, the op it belongs to (with the op's
+// FLOPs and the least DRAM traffic any implementation needs, counted on its first launch), its
+// configuration, the host's clock when the launch call began and ended, and the launch's time on
+// the device, all in microseconds from the start of the trace. Device start and end come from
+// events recorded around the launch on its stream.
+struct LaunchRecord {
+  std::string kernel, op;
+  double op_flops = 0, op_min_bytes = 0;
+  int op_launch = 0;  // 0 for the op's first launch, 1 for its second, ...
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  size_t shared_bytes = 0;
+  double host_begin_us = 0, host_end_us = 0;
+  double device_begin_us = 0, device_end_us = 0;
+};
+// While a trace is on, every kernel this thread launches is recorded (bench_train_step
+// --profile). launch_trace_end waits for the device and returns the launches in order.
+NL_DECLARE_STUB(launch_trace_begin, void());
+NL_DECLARE_STUB(launch_trace_end, std::vector<LaunchRecord>());
 
 // Elementwise and reductions.
 NL_DECLARE_STUB(add_fwd, void(int64_t n, const float* a, const float* b, float* y));
