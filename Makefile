@@ -87,10 +87,10 @@ PTXAS_SUMMARY = build-nvcc/ptxas-summary.txt
 SASS_SUMMARY = build-nvcc/sass-summary.json
 
 # cuemu's memory-traffic profiler: its own cases, the norm kernels' traffic, the GPU model's smoke
-# run; bench_train_step for gpu-check's dry run (test-nvcc, after this stage).
+# run; bench_train_step and bench_conv for gpu-check's dry run (test-nvcc, after this stage).
 test-profile: deps
 	$(PROFILE_CONFIGURE)
-	cmake --build build-profile -j $(JOBS) --target profile_tests gpu_model bench_train_step
+	cmake --build build-profile -j $(JOBS) --target profile_tests gpu_model bench_train_step bench_conv
 	build-profile/tests/profile_tests
 	test -f $(PTXAS_SUMMARY) -a -f $(SASS_SUMMARY) || scripts/check-nvcc.sh build-nvcc
 	build-profile/bench/gpu_model --batches 8 --norms bn,gn,ln --ptxas $(PTXAS_SUMMARY) --sass $(SASS_SUMMARY) \

@@ -19,8 +19,9 @@
 #   bench-norm    bench_norm_cuda: our norm kernels against cuDNN, GB/s and % of queried peak,
 #                 and our outputs against cuDNN's (max relative difference, fails above 1e-3)
 #   train-step    bench_train_step --device cuda --profile: images/s of the comparison network's
-#                 step, and every launch of one traced step with its device time (the dry run makes
-#                 the same table from build-profile/'s binary (make test-profile): cuemu times)
+#                 step, and every launch of one traced step with its device time; bench_conv
+#                 --device cuda: every convolution alone (the dry run makes both tables from
+#                 build-profile/'s binaries (make test-profile): cuemu times)
 #   train-peer    the same step in PyTorch on the same GPU, NCHW and channels_last, in one run
 #   compare       compare_norms, 3 epochs on the real subset, on the GPU and on the CPU; their
 #                 per-epoch losses compared
@@ -32,7 +33,8 @@
 # Writes into the output folder (at most 8 files, none deeper than the folder itself):
 #   summary.md  logs.tar.gz  bench_norm_cuda.json  train_step_cuda.json  train_step_vs_torch.md  compare_norms.json
 #   model_vs_measured.md (each normlab norm row's measured time beside bench/gpu_model's prediction)
-#   train_step_profile.md (every launch of one training step per norm and batch, with its time)
+#   train_step_profile.md (every launch of one training step per norm and batch, with its time;
+#                          every convolution of the network alone, per pass and batch)
 # Exit status: 0 when every part passed or was skipped for a stated reason, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -161,7 +163,8 @@ if [ $dry_run -eq 1 ]; then
   5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json; outputs vs cuDNN's within 1e-3;
                  measured times beside the model's (bench/gpu_model_norms.json): model_vs_measured.md
   6 train-step   bench_train_step --device cuda --batches 128,512 --json --profile: images/s, and every
-                 launch of one traced step with its device time: train_step_profile.md    (now: from
+                 launch of one traced step with its device time; bench_conv --device cuda: each
+                 convolution alone; both in train_step_profile.md                         (now: from
                                                                                    build-profile/, cuemu times)
     train-peer   bench/peer/train_step_vs_torch.py --device cuda: PyTorch eager, NCHW and channels_last
   7 compare      compare_norms --epochs 3 on the subset, --device cuda and --device cpu;
@@ -354,25 +357,36 @@ fi
 # Images/s, then one traced step per norm and batch: every launch with its device time
 # (train_step_profile.md). The dry run makes the same table from an emulated build's binary
 # (cuemu: the CPU's times, the table's form).
+# The convolutions one by one (bench_conv --device cuda) are appended to the same file.
 emulated_bench=${NORMLAB_EMULATED_BENCH:-$repo/build-profile/bench/bench_train_step}
-if [ $built -eq 0 ] && [ $dry_run -eq 1 ] && [ -x "$emulated_bench" ]; then
+emulated_conv=$(dirname "$emulated_bench")/bench_conv
+if [ $built -eq 0 ] && [ $dry_run -eq 1 ] && [ -x "$emulated_bench" ] && [ -x "$emulated_conv" ]; then
   if run_part train-step 120 "$emulated_bench" --device cuda --batches 8 --norms bn,ln --warmup 0 --steps 1 \
       --threads 1 --profile --profile-md "$out/train_step_profile.md" &&
-     n=$(grep -c '^| [0-9]' "$out/train_step_profile.md") && [ "$n" -gt 0 ]; then
-    record train-step PASS "dry run: train_step_profile.md from the emulated build, $n launches listed (cuemu times)"
+     run_part bench-conv 120 "$emulated_conv" --device cuda --batches 2 --iters 1 --warmup 0 --flush-mb 0 &&
+     grep '^[#|]' "$logs/bench-conv.log" | sed '1s/^/\n/' >> "$out/train_step_profile.md" &&
+     n=$(grep -c '^| [0-9]' "$out/train_step_profile.md") && c=$(grep -c '^| [Cc][0-9]' "$out/train_step_profile.md") &&
+     [ "$n" -gt 0 ] && [ "$c" -gt 0 ]; then
+    record train-step PASS "dry run: train_step_profile.md from the emulated build, $n launches and $c convolutions listed (cuemu times)"
   else
     record train-step FAIL "dry run: the per-launch table was not produced: $(tail_of train-step 3)"
   fi
 elif [ $built -eq 0 ]; then
-  record train-step SKIP "$([ $dry_run -eq 1 ] && echo "dry run, and no emulated build at $emulated_bench" || echo 'no build')"
+  record train-step SKIP "$([ $dry_run -eq 1 ] && echo "dry run, and no emulated build at $emulated_bench (make test-profile)" || echo 'no build')"
 elif run_part train-step 90 "$build/bench/bench_train_step" --device cuda --batches 128,512 --json \
     --profile --profile-md "$out/train_step_profile.md"; then
   grep '^{' "$logs/train-step.log" > "$out/train_step_cuda.json"
+  if run_part bench-conv 60 "$build/bench/bench_conv" --device cuda --batches 128,512 --iters 20; then
+    grep '^[#|]' "$logs/bench-conv.log" | sed '1s/^/\n/' >> "$out/train_step_profile.md"
+    conv_note="per-launch and per-convolution tables: train_step_profile.md"
+  else
+    conv_note="per-launch table: train_step_profile.md; bench_conv failed: $(tail_of bench-conv 2)"
+  fi
   record train-step PASS "$(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print("; ".join(", ".join(f"{k} {v}" for k, v in r.items() if k in ("norm", "batch", "img_per_s", "median_ms")) for r in rows))
-' "$out/train_step_cuda.json" 2>&1 | cut -c1-400); per-launch table: train_step_profile.md"
+' "$out/train_step_cuda.json" 2>&1 | cut -c1-400); $conv_note"
 else
   record train-step FAIL "$(tail_of train-step 3)"
 fi
