@@ -2,6 +2,7 @@
 """The instruction mix of every CUDA kernel, read from its SASS, for bench/gpu_model.
 
     scripts/sass_summary.py --cuobjdump PATH OBJ... > sass-summary.json
+    scripts/sass_summary.py --sass-text FILE > sass-summary.json   (cuobjdump -sass's output, saved)
 
 Runs `cuobjdump -sass` on each object nvcc built (scripts/check-nvcc.sh) and writes, per
 architecture and kernel (demangled as ptxas-summary.txt names it):
@@ -124,14 +125,18 @@ def parse(text, demangled):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cuobjdump", required=True, help="the cuobjdump binary")
-    ap.add_argument("objects", nargs="+", help="objects nvcc built")
+    ap.add_argument("--cuobjdump", help="the cuobjdump binary")
+    ap.add_argument("--sass-text", help="read cuobjdump -sass output from this file instead")
+    ap.add_argument("objects", nargs="*", help="objects nvcc built")
     args = ap.parse_args()
-    text = ""
+    if bool(args.sass_text) == bool(args.cuobjdump and args.objects):
+        ap.error("give either --cuobjdump PATH and objects, or --sass-text FILE")
+    text = open(args.sass_text).read() if args.sass_text else ""
     # cuobjdump runs nvdisasm, which the toolkit wheels keep beside it.
     env = dict(os.environ)
-    env["PATH"] = os.path.dirname(os.path.abspath(args.cuobjdump)) + os.pathsep + env.get("PATH", "")
-    for obj in args.objects:
+    if args.cuobjdump:
+        env["PATH"] = os.path.dirname(os.path.abspath(args.cuobjdump)) + os.pathsep + env.get("PATH", "")
+    for obj in args.objects if not args.sass_text else []:
         r = subprocess.run([args.cuobjdump, "-sass", obj], capture_output=True, text=True, env=env)
         if r.returncode != 0:
             sys.exit(f"sass_summary: cuobjdump failed on {obj}: {r.stderr.strip()}")
