@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Compiles every kernels/cuda/*.cu with nvcc for sm_80 and sm_90 with ptxas verbose output,
-# writes the register/spill report, and fails on any register spill in a kernel (the norm and
-# conv kernels are designed to keep everything in registers; a spill means a regression).
+# Compiles every kernels/cuda/*.cu (and tests/cuda/primitives_nvcc.cu) with nvcc for sm_80 and
+# sm_90 with ptxas verbose output, writes the register/spill report, and fails on any register
+# spill in a kernel (the norm and conv kernels are designed to keep everything in registers; a
+# spill means a regression).
 # nvcc: $NVCC, else the one on PATH, else NVIDIA's toolkit wheels (scripts/cuda-wheels.sh). Where
 # none can be had, the check is skipped with one loud line and exit 0 only under
 # NORMLAB_NVCC_OPTIONAL=1 (make test); otherwise it fails.
@@ -28,8 +29,10 @@ echo "check-nvcc: $("$nvcc" --version | tail -2 | head -1) ($nvcc)"
 report="$out/ptxas-report.txt"
 : > "$report"
 status=0
-# One nvcc per file, $JOBS (default: the cores) at a time; the report keeps the files' order.
-files=(kernels/cuda/*.cu)
+# Every kernels/cuda/*.cu, and the test kernels of the warp-level primitives (their inline PTX
+# only ptxas can check); one nvcc per file, $JOBS (default: the cores) at a time; the report keeps
+# the files' order.
+files=(kernels/cuda/*.cu tests/cuda/primitives_nvcc.cu)
 export nvcc out
 printf '%s\n' "${files[@]}" | xargs -P "${JOBS:-$(nproc)}" -I{} sh -c '
   name=$(basename "$1" .cu)
@@ -83,5 +86,5 @@ if grep -E "spill stores +[1-9]|loads +[1-9]" "$summary"; then
   echo "check-nvcc: register spills above" >&2
   status=1
 fi
-[ $status -eq 0 ] && echo "check-nvcc: $(ls kernels/cuda/*.cu | wc -l) files, $(wc -l < "$summary") kernel builds, no spills"
+[ $status -eq 0 ] && echo "check-nvcc: ${#files[@]} files, $(wc -l < "$summary") kernel builds, no spills"
 exit $status

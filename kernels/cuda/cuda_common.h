@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "normlab/core/error.h"
@@ -113,6 +114,110 @@ template <typename V>
 CUEMU_VECTOR_FN void store_vec(V* p, V v) {
   CUEMU_VECTOR_ACCESS(p, sizeof(V), true, false);
   *p = v;
+}
+#endif
+
+// Warp-level tensor-core and asynchronous-copy instructions, for pipelined GEMM tiles: inline PTX
+// under nvcc (sm_80 and later), emulated under cuemu from the PTX ISA's definitions.
+//
+// mma_m16n8k8_tf32: D = A (16 x 8, row) * B (8 x 8, col) + C with FP32 accumulation
+// (mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32). Fragments, g = lane / 4, t = lane % 4:
+//   A: a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4)      B: b0 (t, g)  b1 (t+4, g)
+//   C, D: c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
+// The inputs are TF32 bit patterns (round with cvt.rna first: to_tf32); the tensor core reads
+// their upper 19 bits. Every lane of the warp must take part.
+//
+// ldmatrix_x4: ldmatrix.sync.aligned.m8n8.x4.shared.b16. Lanes 8j..8j+7 give the shared-memory
+// addresses of the 8 rows (16 bytes each, 16-byte aligned) of matrix j; every lane receives, in
+// r[j], the 4-byte word (lane % 4) of row (lane / 4) of matrix j: a TF32 A or B fragment straight
+// from a shared-memory tile with one instruction per four matrices.
+//
+// cp_async_16 / cp_async_commit / cp_async_wait<N>: cp.async.cg.shared.global of 16 bytes (both
+// addresses 16-byte aligned), then commit_group and wait_group N (all but the newest N groups
+// of this thread complete). A copy's data may be read only after its group was waited for and,
+// for other threads, after a barrier that follows the wait; cuemu performs each copy at the wait,
+// so a read too early sees the old contents, and the race-check build sees the order.
+#if defined(__CUDACC__)
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+__device__ __forceinline__ void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                 const float c[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* row) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(a), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+#else
+inline uint32_t to_tf32(float v) {
+  const float r = nvcuda::wmma::__float_to_tf32(v);
+  uint32_t u;
+  std::memcpy(&u, &r, 4);
+  return u;
+}
+// Through the wmma emulation's warp-wide multiply (m16n16k8 = two m16n8k8): this instruction is
+// its first 8-column half, the second half's B and C zero.
+inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4],
+                             std::source_location loc = std::source_location::current()) {
+  float af[4], bf[4] = {0, 0, 0, 0}, cf[8] = {c[0], c[1], c[2], c[3], 0, 0, 0, 0}, df[8];
+  std::memcpy(af, a, sizeof af);
+  std::memcpy(bf, b, 2 * sizeof(float));
+  cuemu::MmaLane me{af, bf, cf, df};
+  cuemu::warp_mma(me, loc);
+  std::memcpy(d, df, 4 * sizeof(float));
+}
+inline void ldmatrix_x4(uint32_t r[4], const void* row,
+                        std::source_location loc = std::source_location::current()) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+    cuemu::device_error("ldmatrix: a row address is not 16-byte aligned", loc);
+  const unsigned lane = cuemu::current().linear_tid % 32;
+  for (unsigned j = 0; j < 4; ++j) {
+    const auto* p = reinterpret_cast<const unsigned char*>(
+        __shfl_sync(0xffffffffu, reinterpret_cast<uintptr_t>(row), int(8 * j + lane / 4), 32, loc));
+    std::memcpy(&r[j], p + 4 * (lane % 4), 4);
+  }
+}
+inline void cp_async_16(void* smem, const void* gmem,
+                        std::source_location loc = std::source_location::current()) {
+  if (reinterpret_cast<uintptr_t>(smem) % 16 != 0 || reinterpret_cast<uintptr_t>(gmem) % 16 != 0)
+    cuemu::device_error("cp.async: an address is not 16-byte aligned", loc);
+  cuemu::current().async_open.push_back({smem, gmem, 16});
+}
+inline void cp_async_commit() {
+  cuemu::ThreadContext& t = cuemu::current();
+  t.async_groups.push_back(std::move(t.async_open));
+  t.async_open.clear();
+}
+template <int N>
+void cp_async_wait() {
+  cuemu::ThreadContext& t = cuemu::current();
+  while (t.async_groups.size() > size_t(N)) {
+    for (const cuemu::AsyncCopy& c : t.async_groups.front()) {
+      // Through the access helpers, so the profiler and the sanitizers see the copy.
+      float4 v = load_vec(static_cast<const float4*>(c.src));
+      store_vec(static_cast<float4*>(c.dst), v);
+    }
+    t.async_groups.erase(t.async_groups.begin());
+  }
 }
 #endif
 

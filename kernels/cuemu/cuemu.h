@@ -19,6 +19,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 // --- CUDA keywords ------------------------------------------------------------------------------
 #define __global__
@@ -53,9 +54,20 @@ inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char z, uns
 
 namespace cuemu {
 
+// A cp.async copy not yet performed (cuda_common.h's cp_async_16): it lands in shared memory when
+// the thread waits for its group, the latest moment CUDA allows, so a read before the wait sees
+// the old contents, as it may on a GPU.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  unsigned bytes;
+};
+
 struct ThreadContext {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
   unsigned linear_tid = 0;
+  std::vector<std::vector<AsyncCopy>> async_groups;  // committed groups, oldest first
+  std::vector<AsyncCopy> async_open;                 // issued since the last commit
 };
 ThreadContext& current();
 void* dynamic_shared();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "tests/cuda/primitive_kernels.cuh"
 #include "normlab/core/ops.h"
 #include "normlab/core/tensor.h"
 
@@ -501,4 +502,106 @@ TEST_CASE("cuemu's device profiles, and an unknown one refused by name", "[cuemu
   CHECK(cuemu::device_profile("a100").multiProcessorCount == 108);
   CHECK(cuemu::device_profile("a100").l2CacheSize == 40 << 20);
   CHECK_THROWS_WITH(cuemu::device_profile("v100"), Contains("'v100'") && Contains("h100, a100, l4, b200"));
+}
+
+namespace {
+// Device buffers for the primitive tests: copies in, runs, copies out, frees.
+template <typename T>
+T* to_device(const std::vector<T>& v) {
+  T* p = nullptr;
+  REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p), v.size() * sizeof(T)) == cudaSuccess);
+  REQUIRE(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  return p;
+}
+template <typename T>
+std::vector<T> from_device(const T* p, size_t n) {
+  std::vector<T> v(n);
+  REQUIRE(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+  return v;
+}
+std::vector<float> run_mma_m16n8k8(const std::vector<float>& a, const std::vector<float>& b,
+                                   const std::vector<float>& c, bool round) {
+  float *da = to_device(a), *db = to_device(b), *dc = to_device(c), *dd = to_device(std::vector<float>(128));
+  cuemu::launch("mma_m16n8k8_kernel", nl::cuda::test::mma_m16n8k8_kernel, 1, 32, 0, nullptr,
+                static_cast<const float*>(da), static_cast<const float*>(db), static_cast<const float*>(dc),
+                dd, round);
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  std::vector<float> d = from_device(dd, 128);
+  for (float* p : {da, db, dc, dd}) cudaFree(p);
+  return d;
+}
+}  // namespace
+
+TEST_CASE("mma.sync m16n8k8 TF32 follows the PTX fragment layout in every thread order", "[cuemu][quick]") {
+  // Small integers: exact products and sums, so any element in the wrong place shows.
+  std::vector<float> a(128), b(64), c(128), want(128);
+  for (int i = 0; i < 128; ++i) a[i] = float(i % 7 - 3), c[i] = float(i % 11);
+  for (int i = 0; i < 64; ++i) b[i] = float(i % 5 - 2);
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      float s = c[r * 8 + n];
+      for (int k = 0; k < 8; ++k) s += a[r * 8 + k] * b[k * 8 + n];
+      want[r * 8 + n] = s;
+    }
+  for (auto order : {cuemu::Order::Forward, cuemu::Order::Reverse, cuemu::Order::Random}) {
+    cuemu::set_order(order, 9);
+    CHECK(run_mma_m16n8k8(a, b, c, false) == want);
+  }
+  cuemu::set_order(cuemu::Order::Forward);
+  // TF32 inputs: the low 13 mantissa bits are not read; to_tf32 rounds to nearest.
+  const float x = 1.0f + 3.0f / 4096.0f;
+  std::vector<float> ones(128, 1.0f), xs(64, x), zero(128, 0.0f);
+  CHECK(run_mma_m16n8k8(ones, xs, zero, false)[0] == 8.0f);
+  CHECK(run_mma_m16n8k8(ones, xs, zero, true)[0] == 8.0f * (1.0f + 1.0f / 1024.0f));
+}
+
+TEST_CASE("ldmatrix.x4 hands lane L word L % 4 of row L / 4 of each of the four matrices", "[cuemu][quick]") {
+  std::vector<uint32_t> src(128);
+  for (uint32_t i = 0; i < 128; ++i) src[i] = 1000u + i;
+  uint32_t *ds = to_device(src), *dout = to_device(std::vector<uint32_t>(128));
+  for (auto order : {cuemu::Order::Forward, cuemu::Order::Reverse, cuemu::Order::Random}) {
+    cuemu::set_order(order, 3);
+    cuemu::launch("ldmatrix_kernel", nl::cuda::test::ldmatrix_kernel, 1, 32, 128 * sizeof(uint32_t), nullptr,
+                  static_cast<const uint32_t*>(ds), dout);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    const std::vector<uint32_t> out = from_device(dout, 128);
+    for (uint32_t lane = 0; lane < 32; ++lane)
+      for (uint32_t j = 0; j < 4; ++j) {
+        CAPTURE(lane, j);
+        CHECK(out[lane * 4 + j] == src[j * 32 + (lane / 4) * 4 + lane % 4]);
+      }
+  }
+  cuemu::set_order(cuemu::Order::Forward);
+  cudaFree(ds);
+  cudaFree(dout);
+}
+
+TEST_CASE("a cp.async pipeline is right with its wait_group and visibly wrong without it", "[cuemu][quick]") {
+  const int tiles = 5;
+  std::vector<float> in(tiles * 128);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = float(i % 13);
+  std::vector<float> want(tiles * 32);
+  for (int k = 0; k < tiles; ++k)
+    for (int lane = 0; lane < 32; ++lane) {
+      const float* q = in.data() + k * 128 + ((lane + 1) % 32) * 4;
+      want[k * 32 + lane] = q[0] + q[1] + q[2] + q[3];
+    }
+  float *din = to_device(in), *dout = to_device(std::vector<float>(tiles * 32));
+  auto run = [&](bool wait) {
+    cuemu::launch("cp_async_pipeline_kernel", nl::cuda::test::cp_async_pipeline_kernel, 1, 32,
+                  2 * 128 * sizeof(float), nullptr, static_cast<const float*>(din), dout, tiles, wait);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    return from_device(dout, tiles * 32);
+  };
+  for (auto order : {cuemu::Order::Forward, cuemu::Order::Reverse, cuemu::Order::Random}) {
+    cuemu::set_order(order, 4);
+    CHECK(run(true) == want);
+  }
+  cuemu::set_order(cuemu::Order::Forward);
+  // Without the wait the copies have not landed when the tile is read (cuemu completes a copy at
+  // the latest moment CUDA allows): shared memory still holds its uninitialised NaNs.
+  const std::vector<float> early = run(false);
+  CHECK(std::isnan(early[0]));
+  cudaFree(din);
+  cudaFree(dout);
 }
