@@ -137,6 +137,10 @@ CUEMU_VECTOR_FN void store_vec(V* p, V v) {
 // of this thread complete). A copy's data may be read only after its group was waited for and,
 // for other threads, after a barrier that follows the wait; cuemu performs each copy at the wait,
 // so a read too early sees the old contents, and the race-check build sees the order.
+#if !defined(__CUDACC__) && defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_read_range(void* addr, unsigned long size);
+extern "C" void __tsan_write_range(void* addr, unsigned long size);
+#endif
 #if defined(__CUDACC__)
 __device__ __forceinline__ uint32_t to_tf32(float v) {
   uint32_t r;
@@ -200,6 +204,12 @@ inline void cp_async_16(void* smem, const void* gmem,
                         std::source_location loc = std::source_location::current()) {
   if (reinterpret_cast<uintptr_t>(smem) % 16 != 0 || reinterpret_cast<uintptr_t>(gmem) % 16 != 0)
     cuemu::device_error("cp.async: an address is not 16-byte aligned", loc);
+#if defined(__SANITIZE_THREAD__)
+  // The race check sees the copy where a GPU may make it, at the issue: a lane still reading the
+  // buffer without a barrier between is a race even though cuemu copies at the wait.
+  __tsan_read_range(const_cast<void*>(gmem), 16);
+  __tsan_write_range(smem, 16);
+#endif
   cuemu::current().async_open.push_back({smem, gmem, 16});
 }
 inline void cp_async_commit() {

@@ -43,8 +43,11 @@ __global__ void ldmatrix_kernel(const uint32_t* src, uint32_t* out) {
 // A two-stage pipeline over `tiles` tiles of 128 floats: while tile k is summed from shared
 // memory, tile k + 1 is in flight (cp.async, one 16-byte copy per lane and tile). Lane i writes
 // the sum of lane (i + 1) % 32's four floats of each tile (another lane's copy: the barrier after
-// the wait matters). wait = false leaves out cp.async.wait_group: the bug a pipeline must not have.
-__global__ void cp_async_pipeline_kernel(const float* in, float* out, int tiles, bool wait) {
+// the wait matters). wait = false leaves out cp.async.wait_group, reuse_barrier = false the barrier
+// before a buffer is copied into again: the two bugs a pipeline must not have (the first gives
+// wrong sums under cuemu, the second a race report in the race-check build).
+__global__ void cp_async_pipeline_kernel(const float* in, float* out, int tiles, bool wait,
+                                         bool reuse_barrier) {
   NL_DYN_SHARED(float, s);  // [2][128]
   const unsigned lane = threadIdx.x % 32;
   cp_async_16(s + lane * 4, in + lane * 4);
@@ -57,7 +60,7 @@ __global__ void cp_async_pipeline_kernel(const float* in, float* out, int tiles,
     __syncthreads();
     const float* q = cur + ((lane + 1) % 32) * 4;
     out[k * 32 + lane] = q[0] + q[1] + q[2] + q[3];
-    __syncthreads();  // every lane has read `cur` before the next iteration copies into it again
+    if (reuse_barrier) __syncthreads();  // every lane has read `cur` before it is copied into again
   }
   if (wait) cp_async_wait<0>();
 }

@@ -5,11 +5,13 @@
 //
 //   race_cases <case>     cases: block-sum-plain block-sum-atomic no-barrier barrier
 //                                across-blocks shuffle-no-fence syncwarp-fence
+//                                cp-async-reuse cp-async-barrier
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "kernels/cuda/cuda_common.h"
+#include "tests/cuda/primitive_kernels.cuh"
 
 namespace {
 
@@ -58,6 +60,13 @@ __global__ void shuffle_fence_kernel(bool syncwarp, float* out) {
   out[lane] = v + s[(lane + 1) % 32];
 }
 
+// The cp.async pipeline of tests/cuda/primitive_kernels.cuh over 3 tiles, with or without the
+// barrier before a buffer is copied into again (called, not launched: cuemu's kernels are plain
+// functions, and the report then names this file's kernel).
+__global__ void cp_async_reuse_kernel(const float* in, float* out, bool reuse_barrier) {
+  nl::cuda::test::cp_async_pipeline_kernel(in, out, 3, true, reuse_barrier);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,7 +86,20 @@ int main(int argc, char** argv) {
     NL_LAUNCH(across_blocks_kernel, 8, 32, 0, d);
   else if (c == "shuffle-no-fence" || c == "syncwarp-fence")
     NL_LAUNCH(shuffle_fence_kernel, 1, 32, 32 * sizeof(float), c == "syncwarp-fence", d);
-  else {
+  else if (c == "cp-async-reuse" || c == "cp-async-barrier") {
+    // A cp.async pipeline that copies into a buffer other lanes may still be reading (no barrier
+    // between their reads and the next copy into it), and its correct twin.
+    float *in = nullptr, *sums = nullptr;  // 3 tiles in, 3 x 32 sums out
+    if (cudaMalloc(reinterpret_cast<void**>(&in), 3 * 128 * sizeof(float)) != cudaSuccess ||
+        cudaMalloc(reinterpret_cast<void**>(&sums), 3 * 32 * sizeof(float)) != cudaSuccess)
+      return 1;
+    cudaMemset(in, 0, 3 * 128 * sizeof(float));
+    NL_LAUNCH(cp_async_reuse_kernel, 1, 32, 2 * 128 * sizeof(float), static_cast<const float*>(in), sums,
+              c == "cp-async-barrier");
+    cudaDeviceSynchronize();
+    cudaFree(in);
+    cudaFree(sums);
+  } else {
     std::fprintf(stderr, "race_cases: unknown case '%s'\n", c.c_str());
     return 2;
   }

@@ -589,7 +589,7 @@ TEST_CASE("a cp.async pipeline is right with its wait_group and visibly wrong wi
   float *din = to_device(in), *dout = to_device(std::vector<float>(tiles * 32));
   auto run = [&](bool wait) {
     cuemu::launch("cp_async_pipeline_kernel", nl::cuda::test::cp_async_pipeline_kernel, 1, 32,
-                  2 * 128 * sizeof(float), nullptr, static_cast<const float*>(din), dout, tiles, wait);
+                  2 * 128 * sizeof(float), nullptr, static_cast<const float*>(din), dout, tiles, wait, true);
     REQUIRE(cudaGetLastError() == cudaSuccess);
     return from_device(dout, tiles * 32);
   };
