@@ -336,6 +336,16 @@ struct Trace {
     return e;
   }
   double host_us() const { return std::chrono::duration<double, std::micro>(TraceClock::now() - t0).count(); }
+  Trace() = default;
+  Trace(const Trace&) = delete;
+  Trace& operator=(const Trace&) = delete;
+  // The thread's events go with it (errors ignored: at process exit the context may be gone).
+  ~Trace() {
+    for (PendingLaunch& p : launches) pool.push_back(p.begin), pool.push_back(p.end);
+    if (origin) pool.push_back(origin);
+    for (cudaEvent_t e : pool)
+      if (e) (void)cudaEventDestroy(e);
+  }
 };
 thread_local Trace g_trace;
 
