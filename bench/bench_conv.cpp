@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bench_main.h"
+#include "gpu_datasheet.h"
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/core/rng.h"
 #include "normlab/core/storage.h"
@@ -82,13 +83,6 @@ void BM_eigen_gemm(benchmark::State& state) {
   state.SetLabel("Eigen square GEMM");
 }
 
-// Datasheet peaks (dense TF32 tensor cores, HBM) by the device's name; the H100 SXM's otherwise.
-void peaks_of(const std::string& device, double& tf32, double& bandwidth) {
-  tf32 = 494.7e12, bandwidth = 3.35e12;
-  if (device.find("H200") != std::string::npos) bandwidth = 4.8e12;
-  if (device.find("A100") != std::string::npos) tf32 = 156e12, bandwidth = 2.039e12;
-}
-
 int run_cuda(int argc, char** argv) {
   CLI::App app{"normlab convolutions on CUDA, layer by layer"};
   std::string device;
@@ -117,8 +111,7 @@ int run_cuda(int argc, char** argv) {
     }
     const Device cuda = Device::cuda();
     const std::string name = device_description(DeviceType::CUDA);
-    double tf32 = 0, bandwidth = 0;
-    peaks_of(name, tf32, bandwidth);
+    const double tf32 = bench::datasheet_for(name).tf32, bandwidth = bench::datasheet_for(name).bandwidth;
     const int64_t flush_n = int64_t(flush_mb * 1e6 / 4);
     Tensor flush = Tensor::zeros({std::max<int64_t>(flush_n, 1)}, DType::F32, cuda);
     std::printf(

@@ -42,6 +42,7 @@
 #include "kernels/cuemu/profile.h"
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/nn/models.h"
+#include "gpu_datasheet.h"
 #include "norm_cases.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
@@ -52,24 +53,8 @@ using namespace nl;
 namespace prof = cuemu::profile;
 using json = nlohmann::json;
 
-// Datasheet figures (dense, no sparsity; boost clock), and the per-SM limits of the CUDA C++
-// Programming Guide's compute capability tables (sm_80, sm_90).
-struct Gpu {
-  const char* name;
-  const char* arch;
-  int sms;
-  double bandwidth;  // bytes/s
-  double fp32;       // FLOP/s
-  double tf32;       // FLOP/s, tensor cores
-  double l2;         // bytes
-  int smem_per_sm;   // bytes usable by blocks
-  double clock;      // Hz
-};
-const Gpu kGpus[] = {
-    {"A100", "sm_80", 108, 2.039e12, 19.5e12, 156e12, 40.0 * (1 << 20), 164 * 1024, 1.41e9},
-    {"H100", "sm_90", 132, 3.35e12, 66.9e12, 494.7e12, 50.0 * (1 << 20), 228 * 1024, 1.98e9},
-    {"H200", "sm_90", 132, 4.8e12, 66.9e12, 494.7e12, 50.0 * (1 << 20), 228 * 1024, 1.98e9},
-};
+using Gpu = bench::GpuDatasheet;
+using bench::kGpus;
 constexpr int kH200 = 2;
 // Warp instructions issued per clock per SM: four schedulers, one each (the architecture
 // whitepapers of the A100 and H100).

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_datasheet.h"
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
@@ -53,22 +54,6 @@ struct Result {
   std::vector<LaunchRecord> trace;  // --profile: the launches of one more step
   double traced_step_us = 0;
 };
-
-// Datasheet peaks (dense): HBM bytes/s, TF32 tensor-core and FP32 FLOP/s. By the device's name;
-// the H100 SXM's for an unknown GPU and under cuemu (whose times are the CPU's anyway).
-struct Peaks {
-  const char* key;
-  double bandwidth, tf32, fp32;
-};
-Peaks peaks_of(const std::string& device) {
-  static const Peaks table[] = {{"H200", 4.8e12, 494.7e12, 66.9e12},
-                                {"H100", 3.35e12, 494.7e12, 66.9e12},
-                                {"A100", 2.039e12, 156e12, 19.5e12},
-                                {"L4", 0.3e12, 60e12, 30.3e12}};
-  for (const Peaks& p : table)
-    if (device.find(p.key) != std::string::npos) return p;
-  return table[1];
-}
 
 Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps, bool profile) {
   Generator init(0), drop(1), data(2);
@@ -108,8 +93,8 @@ Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup
 }
 
 // The traced step as a Markdown table, one row per launch, then totals per kernel class.
-std::string profile_table(const std::string& norm, int64_t batch, const Result& r, const Peaks& pk,
-                          const std::string& device) {
+std::string profile_table(const std::string& norm, int64_t batch, const Result& r,
+                          const bench::GpuDatasheet& pk, const std::string& device) {
   std::ostringstream md;
   char line[512];
   double device_sum = 0, idle_sum = 0, host_sum = 0;
@@ -201,7 +186,7 @@ int main(int argc, char** argv) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
         const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps, profile);
-        if (profile) tables += profile_table(n, batch, r, peaks_of(dev_name), dev_name);
+        if (profile) tables += profile_table(n, batch, r, bench::datasheet_for(dev_name), dev_name);
         const double ips = double(batch) / r.median_s;
         if (json)
           std::printf(
