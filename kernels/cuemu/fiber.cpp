@@ -9,6 +9,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define CUEMU_ASAN 1
 #else
@@ -162,6 +163,11 @@ void Fiber::start(Entry entry, void* arg) {
   impl_->entry = entry;
   impl_->arg = arg;
   impl_->done = false;
+#if CUEMU_ASAN
+  // A kernel abandoned mid-way (a failed launch) leaves its frames' redzones poisoned on this
+  // stack; the next kernel's frames would land on them and be reported as overflows.
+  ASAN_UNPOISON_MEMORY_REGION(impl_->stack.data(), impl_->stack.size());
+#endif
 #if CUEMU_ASM_SWITCH
   // Initial frame, from the top: a 16-byte-aligned empty slot, the address cuemu_switch's ret
   // jumps to, then rbp rbx r12 r13 r14 r15 as cuemu_switch pops them.

@@ -605,3 +605,18 @@ TEST_CASE("a cp.async pipeline is right with its wait_group and visibly wrong wi
   cudaFree(din);
   cudaFree(dout);
 }
+
+// A failed launch abandons its CUDA threads mid-kernel; their fiber stacks are reused by the next
+// launch. Under ASan the abandoned frames' redzones stayed poisoned, and the next kernel's frames
+// were reported as stack-buffer-overflows (cuemu unpoisons a stack when a fiber starts).
+TEST_CASE("a launch after a failed one runs on clean fiber stacks", "[cuemu][asan][quick]") {
+  // Lane 7 skips the mma: the launch fails with the other lanes waiting inside it, their frames
+  // still on their stacks.
+  std::vector<float> a(128, 1.0f), b(128, 1.0f), c(256, 0.0f);
+  CHECK(run_mma(a, false, b, false, c, false, 7).err == cudaErrorLaunchFailure);
+  const nl::Device cuda = nl::Device::cuda();
+  nl::Tensor x = nl::Tensor::full({4, 8, 8, 8}, 0.5f, cuda), gamma = nl::Tensor::full({8}, 1.0f, cuda),
+             beta = nl::Tensor::full({8}, 0.0f, cuda);
+  const nl::Tensor y = nl::group_norm(x, 2, gamma, beta, 1e-5f).to(nl::Device::cpu());
+  CHECK(y.data_f32()[0] == 0.0f);  // a constant input normalises to 0
+}
