@@ -111,15 +111,33 @@ std::string template_args(const std::string& kernel, const std::string& op) {
   return a;
 }
 
+// Per (arch, kernel) facts from check-nvcc's summaries, one entry per instantiation (base name,
+// template arguments as the summary writes them).
+template <typename T>
+struct PerInstantiation {
+  struct Entry {
+    std::string arch, base, args;
+    T value;
+  };
+  std::vector<Entry> entries;
+  // The entry whose arguments are `args`, else the one `less` ranks highest among the kernel's
+  // instantiations (nullptr: the kernel is not in the summary).
+  template <typename Less>
+  const T* find(const std::string& arch, const std::string& base, const std::string& args, Less less) const {
+    const T* most = nullptr;
+    for (const Entry& e : entries) {
+      if (e.arch != arch || e.base != base) continue;
+      if (e.args == args) return &e.value;
+      if (!most || less(*most, e.value)) most = &e.value;
+    }
+    return most;
+  }
+};
+
 // Registers per thread from scripts/check-nvcc.sh's summary, per (arch, kernel): the
 // instantiation whose template arguments appear in the launch's name, else the most of any
 // instantiation (occupancy then errs low).
-struct Registers {
-  struct Entry {
-    std::string arch, base, args;
-    int regs;
-  };
-  std::vector<Entry> entries;
+struct Registers : PerInstantiation<int> {
   void load(const std::string& path) {
     std::ifstream in(path);
     if (!in)
@@ -133,15 +151,10 @@ struct Registers {
     if (entries.empty()) throw std::runtime_error("no kernels in the ptxas summary '" + path + "'");
   }
   int get(const std::string& arch, const std::string& kernel) const {
-    const std::string b = base_name(kernel);
-    const std::string args = kernel.find('<') == std::string::npos ? "" : kernel.substr(kernel.find('<'));
-    int most = -1;
-    for (const Entry& e : entries) {
-      if (e.arch != arch || e.base != b) continue;
-      if (!args.empty() && e.args == args) return e.regs;
-      most = std::max(most, e.regs);
-    }
-    return most;
+    const size_t lt = kernel.find('<');
+    const std::string args = lt == std::string::npos ? "" : kernel.substr(lt);
+    const int* r = find(arch, base_name(kernel), args, std::less<int>());
+    return r ? *r : -1;
   }
 };
 
@@ -156,12 +169,7 @@ struct Mix {
   double barrier_loop = 0, barriers_per_trip = 0;
 };
 
-struct Sass {
-  struct Entry {
-    std::string arch, base, args;
-    Mix mix;
-  };
-  std::vector<Entry> entries;
+struct Sass : PerInstantiation<Mix> {
   void load(const std::string& path) {
     std::ifstream in(path);
     if (!in)
@@ -206,14 +214,8 @@ struct Sass {
   }
   // The instantiation the launch ran, else the costliest of the kernel's instantiations.
   const Mix* get(const std::string& arch, const std::string& kernel, const std::string& op) const {
-    const std::string b = base_name(kernel), args = template_args(kernel, op);
-    const Mix* most = nullptr;
-    for (const Entry& e : entries) {
-      if (e.arch != arch || e.base != b) continue;
-      if (e.args == args) return &e.mix;
-      if (!most || e.mix.per_load > most->per_load) most = &e.mix;
-    }
-    return most;
+    return find(arch, base_name(kernel), template_args(kernel, op),
+                [](const Mix& a, const Mix& b) { return a.per_load < b.per_load; });
   }
 };
 
