@@ -23,6 +23,7 @@
 #include "reference.h"
 #include "normlab/core/autograd.h"
 #include "normlab/core/dispatch.h"
+#include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 
 using namespace nl;
@@ -316,6 +317,64 @@ TEST_CASE("conv2d on TF32 tensor cores stays within the TF32 bound on medium sha
         CAPTURE(i);
         CHECK(tc[i].to_vector() != fp32[i].to_vector());
       }
+    }
+  }
+}
+
+namespace {
+// The shapes of the direct tensor-core kernels (3x3 or 1x1, stride 1, same padding, W <= 32),
+// each run by them (conv_algo auto) and by the implicit GEMM (gemm): the comparison network's
+// layers (16 -> 32 on 32x32: 4-row tiles; 24 -> 24 on 8x8: two images per tile; a 1x1
+// transition), then odd ones: 9-wide images 7 rows high (14-row tiles start mid-image and span
+// three images), 40 input channels (two 32-channel chunks) and 36 output channels (two blocks
+// of 32, the second mostly empty), 5 channels (one 8-deep step mostly zero), and 13 x 11 images
+// whose last tile is partial.
+const ConvCase kDirectCases[] = {{4, 16, 32, 32, 32, 3, 1, 1}, {6, 24, 8, 8, 24, 3, 1, 1},
+                                 {3, 32, 16, 16, 16, 1, 1, 0}, {3, 5, 7, 9, 11, 3, 1, 1},
+                                 {2, 40, 12, 20, 36, 3, 1, 1}, {5, 7, 13, 11, 9, 1, 1, 0}};
+
+struct ConvAlgoScope {
+  explicit ConvAlgoScope(ConvAlgo a) { set_conv_algo(a); }
+  ~ConvAlgoScope() { set_conv_algo(ConvAlgo::Auto); }
+};
+}  // namespace
+
+TEST_CASE("conv2d's direct tensor-core kernels stay within the TF32 bound on the network's and odd shapes",
+          "[ops][conv2d][medium][tf32][quick]") {
+  for (const ConvCase& c : kDirectCases) {
+    CAPTURE(c.N, c.C, c.H, c.W, c.K, c.R, c.stride, c.pad);
+    const ConvInputs in(c, 171);
+    const int64_t P = c.P(), Q = c.Q();
+    const Vec rb = to_double(in.b), rdy = to_double(in.dy), ady = abs_of(rdy);
+    const ref::ConvRef r = ref::conv2d_fwd_bwd(to_double(in.x), to_double(in.w), &rb, &rdy, c.N, c.C, c.H,
+                                               c.W, c.K, c.R, c.R, c.stride, c.pad);
+    const ref::ConvRef m = ref::conv2d_fwd_bwd(abs_of(to_double(in.x)), abs_of(to_double(in.w)), nullptr,
+                                               &ady, c.N, c.C, c.H, c.W, c.K, c.R, c.R, c.stride, c.pad);
+    const bool cuda = test_device().is_cuda();
+    ConvTf32 on(true);
+    for (ConvAlgo algo : {ConvAlgo::Auto, ConvAlgo::Gemm}) {
+      const bool direct = algo == ConvAlgo::Auto;
+      CAPTURE(direct ? "auto" : "gemm");
+      ConvAlgoScope scope(algo);
+      if (cuda) launch_trace_begin_stub(test_device());
+      const std::vector<Tensor> out = ConvInputs(c, 171).run(c);  // fresh leaves: grads accumulate
+      if (cuda) {
+        // Every convolution ran the kernels the algorithm names (its first launch; a second one
+        // adds backward-weight's partials).
+        int convs = 0;
+        for (const LaunchRecord& l : launch_trace_end_stub(test_device())) {
+          if (l.op.rfind("conv2d", 0) != 0 || l.op == "conv2d_bwd_bias" || l.op_launch != 0) continue;
+          CAPTURE(l.op, l.kernel);
+          ++convs;
+          CHECK(l.kernel.find(direct ? "direct" : "implicit_gemm") != std::string::npos);
+        }
+        CHECK(convs >= 3);
+      }
+      // Backward-weight adds up to 256 per-block partials after each block's own sum.
+      require_within_tf32(out[0], r.y, m.y, c.C * c.R * c.R + 64, "y");
+      require_within_tf32(out[1], r.dx, m.dx, c.K * c.R * c.R + 64, "dx");
+      require_within_tf32(out[2], r.dw, m.dw, c.N * P * Q + 256, "dw");
+      require_close(out[3], r.db, kTol, "dbias");
     }
   }
 }

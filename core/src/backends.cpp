@@ -45,6 +45,21 @@ std::atomic<bool>& conv_tf32_flag() {
 void set_conv_tf32(bool allow) { conv_tf32_flag().store(allow); }
 bool conv_tf32() { return conv_tf32_flag().load(); }
 
+namespace {
+std::atomic<ConvAlgo>& conv_algo_flag() {
+  static std::atomic<ConvAlgo> flag{[] {
+    const char* env = std::getenv("NORMLAB_CONV_ALGO");
+    if (!env || !*env || std::strcmp(env, "auto") == 0) return ConvAlgo::Auto;
+    if (std::strcmp(env, "gemm") == 0) return ConvAlgo::Gemm;
+    throw Error(std::string("NORMLAB_CONV_ALGO must be auto or gemm, got '") + env + "'");
+  }()};
+  return flag;
+}
+}  // namespace
+
+void set_conv_algo(ConvAlgo algo) { conv_algo_flag().store(algo); }
+ConvAlgo conv_algo() { return conv_algo_flag().load(); }
+
 const char* built_backends() {
 #if NORMLAB_WITH_CUDA
   return "cpu, cuda";

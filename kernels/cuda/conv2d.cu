@@ -416,6 +416,446 @@ void run_gemm(const Op& op, int64_t M, int64_t N, int64_t K) {
 }
 }  // namespace
 
+// ---------------------------------------------------------------------------------- direct kernels
+
+// The direct tensor-core convolutions: 3x3 (or 1x1), stride 1, same padding, images at most 32
+// wide, TF32. These are every convolution of the comparison network; the implicit GEMM above
+// serves the rest. What the GEMM spends its time on, these do once per tile instead of per element:
+//   - a tile is 128 output pixels of whole image rows (flattened over the batch: a tile of the
+//     8x8 layer holds two images), and its input rows plus a one-row halo per image are staged in
+//     shared memory once per 32-channel chunk: each staged element is read by 9 taps x 32 output
+//     channels from shared memory, never gathered again;
+//   - the filter chunk [tap][c][k] stays in shared memory across the tiles of a persistent block;
+//   - a lane's shared-memory addresses are a per-tile base plus a per-tap constant: the k-loop
+//     holds loads and mma.sync only (no index arithmetic, no division);
+//   - mma.sync m16n8k8 TF32 with output pixels on M and output channels on N: a warp owns
+//     32 pixels x 32 channels (2 x 4 fragments), four warps per block.
+// Staged values are rounded to TF32 (cvt.rna) once, as the implicit GEMM does.
+// Backward-data is the same kernel over dy with the filter transposed and rotated by 180 degrees
+// (kFlip). Backward-weight stages dy and the input halo of a tile the same way and accumulates
+// the block's partial dW in registers over its tiles; a second launch adds the per-block
+// partials in block order (deterministic, the partition a function of the shape only).
+namespace {
+constexpr int kDcThreads = 128, kDcPixels = 128, kDcN = 32, kDcC = 32;
+// Filter rows padded to 40 floats: a B fragment's lanes read (c = t, k = g), 40 t + g covers
+// 32 banks. Channel planes of the staged input padded to 8 (mod 16) floats: an A fragment's lanes
+// read (c = t, pixel = g), t * CS + g covers 32 banks when CS = 8 or 24 (mod 32). The backward-
+// weight kernel reads the input the other way round (c = g, pixel = t) and pads its planes to
+// 4 (mod 8), and its dy tile rows to 132 floats, for the same reason.
+constexpr int kDcLdw = 40, kDcLdDy = kDcPixels + 4;
+}  // namespace
+
+// The geometry of a direct convolution over an input of Cin channels producing Cout channels
+// (forward: C -> K; backward-data: K -> C), computed once on the host (direct_geometry).
+struct DirectConv {
+  int N = 0, Cin = 0, Cout = 0, H = 0, W = 0;
+  int TH = 0;     // image rows per tile (TH * W <= 128 pixels)
+  int tiles = 0;  // ceil(N * H / TH)
+  int slots =
+      0;        // staged rows per channel, at most: the tile's rows plus a halo row either side of each image
+  int TWp = 0;  // a staged row: W plus the halo columns
+  int CS = 0;   // a staged channel plane, padded
+  FastDiv TWp_div, slots_div, W_div, H_div;
+};
+
+namespace {
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+
+// Staged row s of the tile starting at flattened row `row0`: the image n and row h it holds, or
+// h = -1 for a padding row. Rows are grouped per image: (halo, the tile's rows of the image, halo).
+__device__ __forceinline__ void staged_row(const DirectConv& g, int halo, int row0, int rows, int s, int& n,
+                                           int& h) {
+  int left = rows;
+  n = row0 / g.H;
+  int h_first = row0 - n * g.H;
+  while (left > 0) {
+    const int in_image = imin(g.H - h_first, left);
+    if (s < in_image + 2 * halo) {
+      h = h_first - halo + s;
+      if (h < 0 || h >= g.H) h = -1;
+      return;
+    }
+    s -= in_image + 2 * halo, left -= in_image, ++n, h_first = 0;
+  }
+  h = -1;  // beyond the tile's staged rows
+}
+
+// The staged-row index of output row i of a tile whose first row is row h0 of its image.
+__device__ __forceinline__ int slot_of(const DirectConv& g, int halo, int h0, int i) {
+  return i + halo * (1 + 2 * ((h0 + i) / g.H));
+}
+
+// Copies count elements, element i from load(i) to store(i, v), kDcStageBatch per thread at a time:
+// all of a thread's loads of a batch are issued before the first store waits for its value, so a
+// warp has kDcStageBatch loads in flight instead of one (an SM needs tens of KB in flight to
+// reach DRAM bandwidth; the staging is the kernels' only global traffic).
+constexpr int kDcStageBatch = 8;
+template <typename Load, typename Store>
+__device__ __forceinline__ void staged_copy(int count, Load load, Store store) {
+  for (int i0 = threadIdx.x; i0 < count; i0 += kDcStageBatch * kDcThreads) {
+    float v[kDcStageBatch];
+    NL_UNROLL
+    for (int u = 0; u < kDcStageBatch; ++u) {
+      const int i = i0 + u * kDcThreads;
+      v[u] = i < count ? load(i) : 0.0f;
+    }
+    NL_UNROLL
+    for (int u = 0; u < kDcStageBatch; ++u) {
+      const int i = i0 + u * kDcThreads;
+      if (i < count) store(i, v[u]);
+    }
+  }
+}
+
+// Stages channels [c0, c0 + 32) of the tile's input rows (with halos) into xs[c][s * TWp + col],
+// rounded to TF32; zero outside the image and beyond Cin. Consecutive threads take consecutive
+// columns of a row: coalesced.
+__device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const float* x, int row0, int rows,
+                                            int c0, float* xs, int* slot_n, int* slot_h) {
+  for (int s = threadIdx.x; s < g.slots; s += blockDim.x)
+    staged_row(g, halo, row0, rows, s, slot_n[s], slot_h[s]);
+  __syncthreads();
+  const int64_t HW = int64_t(g.H) * g.W;
+  staged_copy(
+      kDcC * g.slots * g.TWp,
+      [&](int i) {
+        uint32_t row, col, c, s;
+        g.TWp_div.divmod(uint32_t(i), row, col);
+        g.slots_div.divmod(row, c, s);
+        const int h = slot_h[s], ci = c0 + int(c), iw = int(col) - halo;
+        return (h >= 0 && ci < g.Cin && iw >= 0 && iw < g.W)
+                   ? x[(int64_t(slot_n[s]) * g.Cin + ci) * HW + int64_t(h) * g.W + iw]
+                   : 0.0f;
+      },
+      [&](int i, float v) {
+        uint32_t row, col, c, s;
+        g.TWp_div.divmod(uint32_t(i), row, col);
+        g.slots_div.divmod(row, c, s);
+        xs[c * g.CS + s * g.TWp + col] = __uint_as_float(to_tf32(v));
+      });
+}
+
+// Stages the filter chunk for input channels [c0, c0 + 32) and output channels [k0, k0 + 32) as
+// ws[tap][c][k] (rows of kDcLdw), rounded to TF32; zero beyond Cin and Cout. kFlip: the
+// backward-data filter, W[c_in][c_out][R-1-r][S-1-s] of the forward weight [K][C][R][S].
+// Consecutive threads take consecutive (c, tap) of a filter row: coalesced in the forward.
+template <int R, bool kFlip>
+__device__ __forceinline__ void stage_filter(const DirectConv& g, const float* w, int c0, int k0, float* ws) {
+  constexpr int RS = R * R;
+  // i = (k * kDcC + c) * RS + tap, the forward weight's own order within the chunk.
+  auto at = [](int i, int& k, int& c, int& tap) { tap = i % RS, c = i / RS % kDcC, k = i / (RS * kDcC); };
+  staged_copy(
+      RS * kDcC * kDcN,
+      [&](int i) {
+        int k, c, tap;
+        at(i, k, c, tap);
+        const int ci = c0 + c, ko = k0 + k;
+        if (ci >= g.Cin || ko >= g.Cout) return 0.0f;
+        return kFlip ? w[(int64_t(ci) * g.Cout + ko) * RS + (RS - 1 - tap)]
+                     : w[(int64_t(ko) * g.Cin + ci) * RS + tap];
+      },
+      [&](int i, float v) {
+        int k, c, tap;
+        at(i, k, c, tap);
+        ws[(tap * kDcC + c) * kDcLdw + k] = __uint_as_float(to_tf32(v));
+      });
+}
+}  // namespace
+
+// Forward (and, kFlip, backward-data): y[n, k, h, w] = bias[k] + sum over (c, r, s) of
+// filter[k, c, r, s] * x[n, c, h + r - R/2, w + s - R/2]. Grid: (persistent tiles, Cout / 32).
+template <int R, bool kFlip>
+__device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x, const float* w,
+                                            const float* bias, float* y) {
+  constexpr int halo = R / 2, RS = R * R;
+  NL_DYN_SHARED(float, smem);
+  float* ws = smem;                     // [RS][kDcC][kDcLdw]
+  float* xs = ws + RS * kDcC * kDcLdw;  // [kDcC][CS]
+  int* slot_n = reinterpret_cast<int*>(xs + kDcC * g.CS);
+  int* slot_h = slot_n + g.slots;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int k0 = blockIdx.y * kDcN, HW = g.H * g.W, rows_total = g.N * g.H;
+  const bool one_chunk = g.Cin <= kDcC;
+  if (one_chunk) stage_filter<R, kFlip>(g, w, 0, k0, ws);  // resident for every tile of the block
+
+  for (int tile = blockIdx.x; tile < g.tiles; tile += gridDim.x) {
+    const int row0 = tile * g.TH, rows = imin(g.TH, rows_total - row0), h0 = row0 % g.H;
+    // A lane's four pixels: fragment f, rows gq and gq + 8. Their staged-row bases (for the pixels
+    // past the tile, one inside the plane for every tap: they compute, nobody stores them) and
+    // output offsets.
+    int base[2][2];
+    int64_t out[2][2];
+    NL_UNROLL
+    for (int f = 0; f < 2; ++f) NL_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const int m = warp * 32 + f * 16 + e * 8 + gq, i = m / g.W, j = m - i * g.W;
+      const bool ok = i < rows;
+      base[f][e] = ok ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp;
+      const int row = row0 + i, n = row / g.H, h = row - n * g.H;
+      out[f][e] = ok ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
+    }
+    float acc[2][4][4] = {};
+    for (int c0 = 0; c0 < g.Cin; c0 += kDcC) {
+      // The previous chunk's or tile's shared memory is no longer read.
+      __syncthreads();
+      if (!one_chunk) stage_filter<R, kFlip>(g, w, c0, k0, ws);
+      stage_input(g, halo, x, row0, rows, c0, xs, slot_n, slot_h);
+      __syncthreads();
+      const int steps = (imin(kDcC, g.Cin - c0) + 7) / 8;
+      for (int c8 = 0; c8 < steps; ++c8) {
+        const float* xc = xs + (c8 * 8 + tq) * g.CS;
+        const float* wc = ws + (c8 * 8 + tq) * kDcLdw + gq;
+        NL_UNROLL
+        for (int tap = 0; tap < RS; ++tap) {
+          const int off = (tap / R - halo) * g.TWp + tap % R;
+          uint32_t a[2][4], b[4][2];
+          NL_UNROLL
+          for (int f = 0; f < 2; ++f) {
+            a[f][0] = __float_as_uint(xc[base[f][0] + off]);
+            a[f][1] = __float_as_uint(xc[base[f][1] + off]);
+            a[f][2] = __float_as_uint(xc[4 * g.CS + base[f][0] + off]);
+            a[f][3] = __float_as_uint(xc[4 * g.CS + base[f][1] + off]);
+          }
+          NL_UNROLL
+          for (int j = 0; j < 4; ++j) {
+            b[j][0] = __float_as_uint(wc[tap * kDcC * kDcLdw + j * 8]);
+            b[j][1] = __float_as_uint(wc[tap * kDcC * kDcLdw + 4 * kDcLdw + j * 8]);
+          }
+          NL_UNROLL
+          for (int f = 0; f < 2; ++f) NL_UNROLL
+          for (int j = 0; j < 4; ++j) mma_m16n8k8_tf32(acc[f][j], a[f], b[j], acc[f][j]);
+        }
+      }
+    }
+    // Lanes gq = 0..7 hold 8 consecutive pixels of one channel: each store fills 32-byte sectors.
+    NL_UNROLL
+    for (int j = 0; j < 4; ++j) NL_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const int k = k0 + j * 8 + 2 * tq + e;
+      if (k >= g.Cout) continue;
+      const float bk = bias ? bias[k] : 0.0f;
+      NL_UNROLL
+      for (int f = 0; f < 2; ++f) NL_UNROLL
+      for (int hi = 0; hi < 2; ++hi)
+        if (out[f][hi] >= 0) y[out[f][hi] + int64_t(k) * HW] = acc[f][j][2 * hi + e] + bk;
+    }
+  }
+}
+
+// Backward-weight: block b accumulates dW[k][c][tap] over tiles b, b + gridDim.x, ... and writes
+// it to partial[b]; grid (splits, ceil(K / 32) * ceil(C / 32)). Here Cin = C (the input x) and
+// Cout = K (dy). A warp owns R*R of the 4 * R*R column fragments (tap, 8 channels) of the block's
+// 32 x (32 * R*R) slab, both 16-row halves: R*R * 2 fragments, 72 accumulators at 3x3.
+template <int R>
+__device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, const float* x, const float* dy,
+                                                       float* partial) {
+  constexpr int halo = R / 2, RS = R * R;
+  NL_DYN_SHARED(float, smem);
+  float* dys = smem;                 // [kDcN][kDcLdDy]: dy of the tile, 128 pixels per channel
+  float* xs = dys + kDcN * kDcLdDy;  // [kDcC][CS]
+  int* pix = reinterpret_cast<int*>(xs + kDcC * g.CS);  // [128]: a pixel's staged-row base
+  int* slot_n = pix + kDcPixels;
+  int* slot_h = slot_n + g.slots;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+  const int kchunks = (g.Cout + kDcN - 1) / kDcN;
+  const int k0 = blockIdx.y % kchunks * kDcN, c0 = blockIdx.y / kchunks * kDcC;
+  const int HW = g.H * g.W, rows_total = g.N * g.H;
+  float acc[2][RS][4] = {};
+  for (int tile = blockIdx.x; tile < g.tiles; tile += gridDim.x) {
+    const int row0 = tile * g.TH, rows = imin(g.TH, rows_total - row0), h0 = row0 % g.H;
+    __syncthreads();  // the previous tile's shared memory is no longer read
+    for (int m = threadIdx.x; m < kDcPixels; m += blockDim.x) {
+      const int i = m / g.W, j = m - i * g.W;
+      pix[m] = i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp;  // in the plane for every tap
+    }
+    // dy[k0 + k] over the tile's 128 pixels; zero past the tile and beyond K (they add nothing).
+    staged_copy(
+        kDcN * kDcPixels,
+        [&](int i) {
+          const int k = i / kDcPixels, m = i % kDcPixels, ko = k0 + k;
+          uint32_t r, j;
+          g.W_div.divmod(uint32_t(m), r, j);
+          if (int(r) >= rows || ko >= g.Cout) return 0.0f;
+          uint32_t n, h;
+          g.H_div.divmod(uint32_t(row0) + r, n, h);
+          return dy[(int64_t(n) * g.Cout + ko) * HW + int64_t(h) * g.W + j];
+        },
+        [&](int i, float v) { dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = __uint_as_float(to_tf32(v)); });
+    stage_input(g, halo, x, row0, rows, c0, xs, slot_n, slot_h);
+    __syncthreads();
+    for (int p0 = 0; p0 < kDcPixels; p0 += 8) {
+      const int pb0 = pix[p0 + tq], pb1 = pix[p0 + tq + 4];
+      uint32_t a[2][4];
+      NL_UNROLL
+      for (int f = 0; f < 2; ++f) {
+        const float* d = dys + (f * 16 + gq) * kDcLdDy + p0 + tq;
+        a[f][0] = __float_as_uint(d[0]);
+        a[f][1] = __float_as_uint(d[8 * kDcLdDy]);
+        a[f][2] = __float_as_uint(d[4]);
+        a[f][3] = __float_as_uint(d[8 * kDcLdDy + 4]);
+      }
+      NL_UNROLL
+      for (int q = 0; q < RS; ++q) {
+        // Column fragment warp * RS + q: tap (warp * RS + q) / 4, channels 8 ((warp * RS + q) % 4) + gq.
+        const int frag = warp * RS + q, tap = frag / 4, cg = frag % 4;
+        const int off = (tap / R - halo) * g.TWp + tap % R;
+        const float* xc = xs + (cg * 8 + gq) * g.CS + off;
+        const uint32_t b[2] = {__float_as_uint(xc[pb0]), __float_as_uint(xc[pb1])};
+        NL_UNROLL
+        for (int f = 0; f < 2; ++f) mma_m16n8k8_tf32(acc[f][q], a[f], b, acc[f][q]);
+      }
+    }
+  }
+  // partial[b] holds dW's layout [K][C][R][S]; this block writes its (k, c) chunk, every element.
+  float* out = partial + int64_t(blockIdx.x) * g.Cout * g.Cin * RS;
+  NL_UNROLL
+  for (int q = 0; q < RS; ++q) {
+    const int frag = warp * RS + q, tap = frag / 4, cg = frag % 4;
+    NL_UNROLL
+    for (int f = 0; f < 2; ++f) NL_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      const int ko = k0 + f * 16 + gq + (e >= 2 ? 8 : 0), ci = c0 + cg * 8 + 2 * tq + (e & 1);
+      if (ko < g.Cout && ci < g.Cin) out[(int64_t(ko) * g.Cin + ci) * RS + tap] = acc[f][q][e];
+    }
+  }
+}
+
+// One name per instantiation, so launches, ptxas' registers and the SASS summary tell them apart.
+__global__ void __launch_bounds__(kDcThreads)
+    conv3x3_direct_tf32_kernel(DirectConv g, const float* x, const float* w, const float* bias, float* y) {
+  conv_direct<3, false>(g, x, w, bias, y);
+}
+__global__ void __launch_bounds__(kDcThreads)
+    conv1x1_direct_tf32_kernel(DirectConv g, const float* x, const float* w, const float* bias, float* y) {
+  conv_direct<1, false>(g, x, w, bias, y);
+}
+__global__ void __launch_bounds__(kDcThreads)
+    conv3x3_direct_bwd_data_tf32_kernel(DirectConv g, const float* dy, const float* w, const float*,
+                                        float* dx) {
+  conv_direct<3, true>(g, dy, w, nullptr, dx);
+}
+__global__ void __launch_bounds__(kDcThreads)
+    conv1x1_direct_bwd_data_tf32_kernel(DirectConv g, const float* dy, const float* w, const float*,
+                                        float* dx) {
+  conv_direct<1, true>(g, dy, w, nullptr, dx);
+}
+__global__ void __launch_bounds__(kDcThreads)
+    conv3x3_direct_bwd_weight_tf32_kernel(DirectConv g, const float* x, const float* dy, float* partial) {
+  conv_direct_bwd_weight<3>(g, x, dy, partial);
+}
+__global__ void __launch_bounds__(kDcThreads)
+    conv1x1_direct_bwd_weight_tf32_kernel(DirectConv g, const float* x, const float* dy, float* partial) {
+  conv_direct_bwd_weight<1>(g, x, dy, partial);
+}
+
+// dw[i] = sum over b of partial[b][i], b in order (deterministic).
+__global__ void conv_partials_reduce_kernel(int64_t n, int64_t splits, const float* partial, float* dw) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < splits; ++b) s += partial[b * n + i];
+    dw[i] = s;
+  }
+}
+
+namespace {
+// Whether the direct kernels cover a convolution (Conv2dParams::algo, conv_algo()).
+bool direct_eligible(const Conv2dParams& p) {
+  return p.tf32 && p.algo == ConvAlgo::Auto && p.N > 0 && p.C > 0 && p.K > 0 && p.stride_h == 1 &&
+         p.stride_w == 1 && p.R == p.S && (p.R == 1 || p.R == 3) && p.pad_h == p.R / 2 &&
+         p.pad_w == p.R / 2 && p.W >= 4 && p.W <= 32 && p.N * p.H < (int64_t(1) << 30) &&
+         p.C < (int64_t(1) << 20) && p.K < (int64_t(1) << 20);
+}
+
+// plane_mod: the staged channel plane's padding, 8 (mod 16) for the forward's fragments, 4 (mod 8)
+// for backward-weight's (the comment at kDcLdw).
+DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, bool weight_layout) {
+  DirectConv g;
+  g.N = int(p.N), g.Cin = int(Cin), g.Cout = int(Cout), g.H = int(p.H), g.W = int(p.W);
+  const int halo = int(p.R / 2), rows = g.N * g.H;
+  g.TH = std::max(1, std::min(kDcPixels / g.W, rows));
+  g.tiles = int(ceil_div(rows, g.TH));
+  g.TWp = g.W + 2 * halo;
+  // The most images a tile's rows touch; the first rows of tiles repeat with period H.
+  int segs = 1;
+  for (int t = 0; t < std::min(g.tiles, g.H); ++t)
+    segs = std::max(segs, (t * g.TH % g.H + g.TH - 1) / g.H + 1);
+  g.slots = g.TH + 2 * halo * segs;
+  const int plane = g.slots * g.TWp;
+  g.CS = weight_layout ? plane + (12 - plane % 8) % 8 : plane + (24 - plane % 16) % 16;
+  g.TWp_div = FastDiv(g.TWp), g.slots_div = FastDiv(g.slots), g.W_div = FastDiv(g.W), g.H_div = FastDiv(g.H);
+  return g;
+}
+
+size_t direct_fwd_smem(const DirectConv& g, int R) {
+  return sizeof(float) * (size_t(R * R) * kDcC * kDcLdw + size_t(kDcC) * g.CS) + 2 * sizeof(int) * g.slots;
+}
+size_t direct_bwd_weight_smem(const DirectConv& g) {
+  return sizeof(float) * (size_t(kDcN) * kDcLdDy + size_t(kDcC) * g.CS) +
+         sizeof(int) * (kDcPixels + 2 * g.slots);
+}
+
+// Persistent blocks: as many as fit on the device at once (by shared memory), at most one per tile.
+unsigned resident_blocks(size_t smem, int tiles) {
+  const DeviceLimits& d = device_limits();
+  const int64_t per_sm =
+      std::clamp<int64_t>(int64_t((d.smem_optin + 1024) / (smem + 1024)), 1, 2048 / kDcThreads);
+  return unsigned(std::clamp<int64_t>(per_sm * d.sms, 1, tiles));
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t smem) {
+  NL_CHECK(smem <= device_limits().smem_optin, "conv2d on CUDA: the direct kernel needs ", smem,
+           " bytes of shared memory, the device allows ", device_limits().smem_optin);
+  if (smem > (48 << 10))
+    NL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+}
+
+// Forward (Cin = C, Cout = K, input x) or backward-data (Cin = K, Cout = C, input dy).
+#define NL_LAUNCH_DIRECT(kernel, p, Cin, Cout, in, w, bias, out)                        \
+  do {                                                                                  \
+    const DirectConv g_ = direct_geometry(p, Cin, Cout, false);                         \
+    const size_t smem_ = direct_fwd_smem(g_, int(p.R));                                 \
+    allow_smem(kernel, smem_);                                                          \
+    const dim3 grid_(resident_blocks(smem_, g_.tiles), unsigned(ceil_div(Cout, kDcN))); \
+    NL_LAUNCH(kernel, grid_, kDcThreads, smem_, g_, in, w, bias, out);                  \
+  } while (0)
+
+void direct_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
+  if (p.R == 3)
+    NL_LAUNCH_DIRECT(conv3x3_direct_tf32_kernel, p, p.C, p.K, x, w, bias, y);
+  else
+    NL_LAUNCH_DIRECT(conv1x1_direct_tf32_kernel, p, p.C, p.K, x, w, bias, y);
+}
+
+void direct_bwd_data(const Conv2dParams& p, const float* w, const float* dy, float* dx) {
+  const float* none = nullptr;
+  if (p.R == 3)
+    NL_LAUNCH_DIRECT(conv3x3_direct_bwd_data_tf32_kernel, p, p.K, p.C, dy, w, none, dx);
+  else
+    NL_LAUNCH_DIRECT(conv1x1_direct_bwd_data_tf32_kernel, p, p.K, p.C, dy, w, none, dx);
+}
+#undef NL_LAUNCH_DIRECT
+
+void direct_bwd_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw) {
+  const DirectConv g = direct_geometry(p, p.C, p.K, true);
+  const size_t smem = direct_bwd_weight_smem(g);
+  // The partition into splits is a function of the shape only: the sums' order, and so the
+  // result, is the same on every device.
+  const int64_t splits = std::min<int64_t>(g.tiles, kTargetBlocks), n = p.K * p.C * p.R * p.S;
+  Scratch partial(sizeof(float) * size_t(splits * n));
+  const dim3 grid(unsigned(splits), unsigned(ceil_div(p.K, kDcN) * ceil_div(p.C, kDcC)));
+  if (p.R == 3) {
+    allow_smem(conv3x3_direct_bwd_weight_tf32_kernel, smem);
+    NL_LAUNCH(conv3x3_direct_bwd_weight_tf32_kernel, grid, kDcThreads, smem, g, x, dy, partial.f32());
+  } else {
+    allow_smem(conv1x1_direct_bwd_weight_tf32_kernel, smem);
+    NL_LAUNCH(conv1x1_direct_bwd_weight_tf32_kernel, grid, kDcThreads, smem, g, x, dy, partial.f32());
+  }
+  NL_LAUNCH(conv_partials_reduce_kernel, grid_for(n), 256, 0, n, splits, partial.f32(), dw);
+}
+}  // namespace
+
 namespace {
 // A convolution's multiply-adds (2 FLOPs each) and the bytes of x, w and y, each moved once.
 [[maybe_unused]] double conv_flops(const Conv2dParams& p) {
@@ -428,6 +868,7 @@ namespace {
 
 void conv2d_fwd(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y) {
   NL_MODEL_OP("conv2d_fwd", conv_flops(p), conv_bytes(p));
+  if (direct_eligible(p)) return direct_fwd(p, x, w, bias, y);
   run_gemm(ConvFwdOp{p, ConvDivs(p), x, w, bias, y}, p.K, p.N * p.P * p.Q, p.C * p.R * p.S);
 }
 
@@ -435,11 +876,18 @@ void conv2d_bwd(const Conv2dParams& p, const float* x, const float* w, const flo
                 float* dbias) {
   if (dx) {
     NL_MODEL_OP("conv2d_bwd_data", conv_flops(p), conv_bytes(p));
-    run_gemm(ConvBwdDataOp{p, ConvDivs(p), w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
+    if (direct_eligible(p)) {
+      direct_bwd_data(p, w, dy, dx);
+    } else {
+      run_gemm(ConvBwdDataOp{p, ConvDivs(p), w, dy, dx}, p.C, p.N * p.H * p.W, p.K * p.R * p.S);
+    }
   }
   if (dw) {
     NL_MODEL_OP("conv2d_bwd_weight", conv_flops(p), conv_bytes(p));
-    run_gemm(ConvBwdWeightOp{p, ConvDivs(p), x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
+    if (direct_eligible(p))
+      direct_bwd_weight(p, x, dy, dw);
+    else
+      run_gemm(ConvBwdWeightOp{p, ConvDivs(p), x, dy, dw}, p.K, p.C * p.R * p.S, p.N * p.P * p.Q);
   }
   if (dbias && p.K > 0) {
     NL_MODEL_OP("conv2d_bwd_bias", p.N * p.K * p.P * p.Q, 4.0 * (p.N * p.K * p.P * p.Q + p.K));

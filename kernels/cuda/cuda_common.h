@@ -117,6 +117,14 @@ CUEMU_VECTOR_FN void store_vec(V* p, V v) {
 }
 #endif
 
+// Full unrolling of a loop with a compile-time trip count (fragment arrays stay in registers);
+// the host compiler of the emulated build decides for itself.
+#if defined(__CUDACC__)
+#define NL_UNROLL _Pragma("unroll")
+#else
+#define NL_UNROLL
+#endif
+
 // Warp-level tensor-core and asynchronous-copy instructions, for pipelined GEMM tiles: inline PTX
 // under nvcc (sm_80 and later), emulated under cuemu from the PTX ISA's definitions.
 //

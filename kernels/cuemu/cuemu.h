@@ -10,6 +10,7 @@
 // Thread and block order are forward, reverse or seeded random (NORMLAB_CUEMU_ORDER), and
 // fresh device memory and dynamic shared memory are filled with 0xFF bytes (NaN as float).
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -307,6 +308,8 @@ using std::isfinite;  // CUDA math: isfinite(float) in device code
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+inline unsigned __float_as_uint(float v) { return std::bit_cast<unsigned>(v); }
+inline float __uint_as_float(unsigned v) { return std::bit_cast<float>(v); }
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
 }

@@ -204,6 +204,11 @@ void barrier() {
   if (s.in_block) ++s.block_barriers;
 }
 
+void mma() {
+  State& s = st();
+  if (s.in_block) ++s.launch.warp_mmas;
+}
+
 void block_end() {
   State& s = st();
   if (!s.in_block) return;

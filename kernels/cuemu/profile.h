@@ -45,6 +45,9 @@ struct Launch {
   // and the most __syncthreads() one block passed, over the blocks that ran (the GPU model's
   // latency term: a warp waits for each load before it uses it).
   uint64_t warp_load_chain = 0, block_barriers = 0;
+  // Warp-level tensor-core instructions (mma.sync, wmma::mma_sync) of the blocks that ran: the
+  // trips of a kernel's tensor-core loop when its loads are all from shared memory.
+  uint64_t warp_mmas = 0;
   // Per block that ran, in block order: its global sector accesses (stream_entry), in the order
   // its warps issued them (warps interleaved request by request).
   std::vector<std::vector<uint64_t>> streams;
@@ -119,6 +122,7 @@ uint64_t launch_begin(const char* kernel, const dim3& grid, const dim3& block, s
 void block_begin(size_t threads, const void* shared, size_t shared_bytes);
 void block_end();
 void barrier();  // thread 0 of the running block reached __syncthreads()
+void mma();      // lane 0 of a warp of the running block issued a tensor-core instruction
 void launch_end();
 
 }  // namespace cuemu::profile

@@ -466,6 +466,9 @@ uint64_t warp_op(WarpOpKind kind, unsigned mask, uint64_t value, int param, int 
 
 void warp_mma(MmaLane& lane, const std::source_location& loc) {
   if (!g_block) device_error("wmma::mma_sync outside a kernel", loc);
+#if CUEMU_PROFILE
+  if (g_block->running->ctx.linear_tid % 32 == 0) profile::mma();
+#endif
   warp_op(WarpOpKind::Mma, 0xffffffffu, to_bits(&lane), 0, 32, loc);
 }
 

@@ -22,6 +22,7 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int
   p.stride_h = p.stride_w = stride;
   p.pad_h = p.pad_w = padding;
   p.tf32 = conv_tf32();
+  p.algo = conv_algo();
   NL_CHECK(p.H + 2 * padding >= p.R && p.W + 2 * padding >= p.S, op, ": filter ", p.R, "x", p.S,
            " is larger than the padded input ", p.H + 2 * padding, "x", p.W + 2 * padding);
   p.P = (p.H + 2 * padding - p.R) / stride + 1;

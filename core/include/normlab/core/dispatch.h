@@ -7,6 +7,7 @@
 
 #include "normlab/core/device.h"
 #include "normlab/core/error.h"
+#include "normlab/core/kernel/params.h"
 
 namespace nl {
 
@@ -22,6 +23,12 @@ const char* built_backends();
 // matmul). The CPU always computes in FP32. Read when an op is called.
 void set_conv_tf32(bool allow);
 bool conv_tf32();
+
+// Which CUDA convolution kernels run (ConvAlgo in kernel/params.h): "auto" by default, "gemm"
+// forces the general implicit GEMM. NORMLAB_CONV_ALGO=auto|gemm in the environment or
+// set_conv_algo(). Results differ only by the order of FP32 sums. Read when an op is called.
+void set_conv_algo(ConvAlgo algo);
+ConvAlgo conv_algo();
 
 template <typename Fn>
 class DispatchStub;

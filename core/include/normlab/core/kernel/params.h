@@ -5,6 +5,11 @@
 
 namespace nl {
 
+// Which CUDA convolution kernels run (nl::conv_algo()). Auto: the direct tensor-core kernels for the
+// shapes they cover (TF32, 3x3 or 1x1, stride 1, same padding, images at most 32 wide), the
+// implicit GEMM for the rest; Gemm: the implicit GEMM always (for comparisons).
+enum class ConvAlgo : uint8_t { Auto, Gemm };
+
 struct Conv2dParams {
   int64_t N, C, H, W;  // input
   int64_t K, R, S;     // K output channels, R x S filter
@@ -13,6 +18,7 @@ struct Conv2dParams {
   // CUDA: multiply on TF32 tensor cores (inputs rounded to a 10-bit mantissa, FP32 sums), as
   // cuDNN does under PyTorch's default allow_tf32; the CPU computes in FP32 regardless.
   bool tf32 = false;
+  ConvAlgo algo = ConvAlgo::Auto;
 };
 
 // Which kernels a norm runs on (nl::NormSpec::stats): BatchNorm's per-channel sets, GroupNorm's
