@@ -167,6 +167,11 @@ struct Mix {
   // barriers per trip. Its trips are counted by barriers, not loads: predicated-off loads (a
   // tile's edge, padding) still issue but the profiler does not see them.
   double barrier_loop = 0, barriers_per_trip = 0;
+  // The largest innermost loop with tensor-core instructions and no barrier (a direct
+  // convolution's k-loop over shared memory, no global loads): its instructions per tensor-core
+  // instruction. Its trips are counted by the profiler's warp mma instructions; it is left out of
+  // per_load.
+  double per_mma = 0;
 };
 
 struct Sass : PerInstantiation<Mix> {
@@ -185,9 +190,18 @@ struct Sass : PerInstantiation<Mix> {
         std::string args = m[2];
         for (size_t at; (at = args.find("nl::cuda::")) != std::string::npos;) args.erase(at, 10);
         Mix mix;
+        // The tensor-core loop first: it is not anchored on loads.
+        const json* mma_loop = nullptr;
+        for (const json& l : k["loops"]) {
+          const json& c = l["classes"];
+          const double tensor = c.contains("tensor") ? c["tensor"].get<double>() : 0.0;
+          if (!l["innermost"].get<bool>() || tensor == 0 || l["bar"].get<double>() > 0) continue;
+          if (!mma_loop || l["instructions"].get<double>() > (*mma_loop)["instructions"].get<double>())
+            mma_loop = &l, mix.per_mma = l["instructions"].get<double>() / tensor;
+        }
         double loop_instr = 0, loop_loads = 0, loop_stores = 0, hot_bytes = -1;
         for (const json& l : k["loops"]) {
-          if (!l["innermost"].get<bool>()) continue;
+          if (!l["innermost"].get<bool>() || &l == mma_loop) continue;
           const json& c = l["classes"];
           loop_instr += l["instructions"].get<double>();
           loop_loads += l["ldg"].get<double>();
@@ -278,7 +292,7 @@ Terms terms_of(const Gpu& g, const Registers& regs, const Sass& sass, const prof
                double flops) {
   Terms t;
   const double busy = std::min(1.0, double(l.blocks) / g.sms);
-  const double peak = base_name(l.kernel) == "implicit_gemm_tf32_kernel" ? g.tf32 : g.fp32;
+  const double peak = l.kernel.find("tf32") != std::string::npos ? g.tf32 : g.fp32;
   t.dram_at_peak = dram / g.bandwidth;
   t.flops = flops / peak / busy;
   const Mix* mix = sass.get(g.arch, l.kernel, l.op);
@@ -292,6 +306,7 @@ Terms terms_of(const Gpu& g, const Registers& regs, const Sass& sass, const prof
     const double anchor = double(l.load.requests ? l.load.requests : l.store.requests) * s;
     t.warp_instructions = anchor * mix->per_load + mix->outside * warps;
   }
+  t.warp_instructions += double(l.warp_mmas) * s * mix->per_mma;
   // The busiest SM runs ceil(blocks / SMs) blocks.
   const double per_sm = std::ceil(double(l.blocks) / g.sms) * t.warp_instructions / double(l.blocks);
   t.issue = per_sm / (kIssuePerClock * g.clock);
@@ -638,7 +653,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--constants", constants_path, "the fitted constants (empty: built-in guesses)")
       ->capture_default_str();
-  app.add_option("--gemm-sample", gemm_sample, "blocks of each implicit-GEMM launch to run (0: all)")
+  app.add_option("--gemm-sample", gemm_sample, "blocks of each convolution launch (implicit GEMM, direct) to run (0: all)")
       ->capture_default_str();
   app.add_flag("--markdown", markdown, "Markdown tables (for docs/gpu-model.md)");
   std::string bench_norm_json;
@@ -684,8 +699,9 @@ int main(int argc, char** argv) {
       bt.batch = batch;
       prof::Options o;
       o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
-        return gemm_sample && base_name(kernel).rfind("implicit_gemm", 0) == 0 ? std::min(blocks, gemm_sample)
-                                                                               : blocks;
+        const bool conv = base_name(kernel).rfind("implicit_gemm", 0) == 0 ||
+                          kernel.find("_direct_") != std::string::npos;
+        return gemm_sample && conv ? std::min(blocks, gemm_sample) : blocks;
       };
       std::string current_norm;
       StepCase* current_step = nullptr;

@@ -453,9 +453,15 @@ struct DirectConv {
   int tiles = 0;  // ceil(N * H / TH)
   int slots =
       0;        // staged rows per channel, at most: the tile's rows plus a halo row either side of each image
-  int TWp = 0;  // a staged row: W plus the halo columns
+  int TWp = 0;   // a staged row's length: the halo columns, W, padding
+  int col0 = 0;  // where column 0 of the image sits in a staged row
+  // Whether rows are staged as float4 (W % 4 == 0, x 16-byte aligned): column 0 then sits at 4,
+  // so the interior is 16-byte aligned in shared memory, and the halo columns stay zero.
+  bool vec = false;
   int CS = 0;   // a staged channel plane, padded
-  FastDiv TWp_div, slots_div, W_div, H_div;
+  FastDiv TWp_div;     // scalar staging: element of a channel plane to (row, column)
+  FastDiv quads_div;   // vector staging: quad of the block's chunk to (channel, quad of the plane)
+  FastDiv row_quads_div;  // and that to (row, quad of the row)
 };
 
 namespace {
@@ -507,32 +513,81 @@ __device__ __forceinline__ void staged_copy(int count, Load load, Store store) {
   }
 }
 
-// Stages channels [c0, c0 + 32) of the tile's input rows (with halos) into xs[c][s * TWp + col],
-// rounded to TF32; zero outside the image and beyond Cin. Consecutive threads take consecutive
-// columns of a row: coalesced.
+// Stages channels [c0, c0 + 32) of the tile's input rows into xs[c][s * TWp + col0 + col], rounded
+// to TF32; zero outside the image and beyond Cin. slot_off[s]: the offset of staged row s within
+// a channel of x; slot_h[s] < 0: a padding row.
+//   - vector (g.vec): the block's threads take consecutive quads of consecutive rows (coalesced
+//     LDG.128 / STS.128), kDcQuadBatch loads in flight per thread; only the image's columns are
+//     written: the halo columns were zeroed once (zero_staging) and stay zero, since a tile is
+//     whole image rows and its left and right neighbours are always padding;
+//   - scalar: a warp stages one channel plane at a time, its lanes on consecutive elements,
+//     kDcStageBatch loads in flight per lane, halo columns included.
+constexpr int kDcQuadBatch = 4;
 __device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const float* x, int row0, int rows,
-                                            int c0, float* xs, int* slot_n, int* slot_h) {
-  for (int s = threadIdx.x; s < g.slots; s += blockDim.x)
-    staged_row(g, halo, row0, rows, s, slot_n[s], slot_h[s]);
-  __syncthreads();
+                                            int c0, float* xs, int64_t* slot_off, int* slot_h) {
   const int64_t HW = int64_t(g.H) * g.W;
-  staged_copy(
-      kDcC * g.slots * g.TWp,
-      [&](int i) {
-        uint32_t row, col, c, s;
-        g.TWp_div.divmod(uint32_t(i), row, col);
-        g.slots_div.divmod(row, c, s);
-        const int h = slot_h[s], ci = c0 + int(c), iw = int(col) - halo;
-        return (h >= 0 && ci < g.Cin && iw >= 0 && iw < g.W)
-                   ? x[(int64_t(slot_n[s]) * g.Cin + ci) * HW + int64_t(h) * g.W + iw]
-                   : 0.0f;
-      },
-      [&](int i, float v) {
-        uint32_t row, col, c, s;
-        g.TWp_div.divmod(uint32_t(i), row, col);
-        g.slots_div.divmod(row, c, s);
-        xs[c * g.CS + s * g.TWp + col] = __uint_as_float(to_tf32(v));
-      });
+  for (int s = threadIdx.x; s < g.slots; s += blockDim.x) {
+    int n, h;
+    staged_row(g, halo, row0, rows, s, n, h);
+    slot_h[s] = h, slot_off[s] = int64_t(n) * g.Cin * HW + int64_t(h) * g.W;
+  }
+  __syncthreads();
+  if (g.vec) {
+    const int row_quads = g.W / 4, count = kDcC * g.slots * row_quads;
+    auto where = [&](int i, uint32_t& c, uint32_t& s, uint32_t& q) {
+      uint32_t rq;
+      g.quads_div.divmod(uint32_t(i), c, rq);
+      g.row_quads_div.divmod(rq, s, q);
+    };
+    for (int i0 = threadIdx.x; i0 < count; i0 += kDcQuadBatch * kDcThreads) {
+      float4 v[kDcQuadBatch];
+      int dst[kDcQuadBatch];
+      NL_UNROLL
+      for (int u = 0; u < kDcQuadBatch; ++u) {
+        const int i = i0 + u * kDcThreads;
+        uint32_t c, s, q;
+        where(i, c, s, q);
+        const int ci = c0 + int(c);
+        dst[u] = i < count ? int(c * g.CS + s * g.TWp + 4 * q) + g.col0 : -1;
+        v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < count && ci < g.Cin && slot_h[s] >= 0)
+          v[u] = load_vec(reinterpret_cast<const float4*>(x + int64_t(ci) * HW + slot_off[s] + 4 * q));
+      }
+      NL_UNROLL
+      for (int u = 0; u < kDcQuadBatch; ++u)
+        if (dst[u] >= 0)
+          store_vec(reinterpret_cast<float4*>(xs + dst[u]),
+                    make_float4(__uint_as_float(to_tf32(v[u].x)), __uint_as_float(to_tf32(v[u].y)),
+                                __uint_as_float(to_tf32(v[u].z)), __uint_as_float(to_tf32(v[u].w))));
+    }
+    return;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, plane = g.slots * g.TWp;
+  for (int c = warp; c < kDcC; c += kDcThreads / 32) {
+    const int ci = c0 + c;
+    const float* src = x + int64_t(ci) * HW;
+    float* dst = xs + c * g.CS;
+    for (int e0 = lane; e0 < plane; e0 += 32 * kDcStageBatch) {
+      float v[kDcStageBatch];
+      NL_UNROLL
+      for (int u = 0; u < kDcStageBatch; ++u) {
+        const int e = e0 + 32 * u;
+        uint32_t s, col;
+        g.TWp_div.divmod(uint32_t(e), s, col);
+        const int iw = int(col) - g.col0;
+        v[u] = (e < plane && ci < g.Cin && slot_h[s] >= 0 && iw >= 0 && iw < g.W) ? src[slot_off[s] + iw] : 0.0f;
+      }
+      NL_UNROLL
+      for (int u = 0; u < kDcStageBatch; ++u)
+        if (e0 + 32 * u < plane) dst[e0 + 32 * u] = __uint_as_float(to_tf32(v[u]));
+    }
+  }
+}
+
+// Zeroes the staged planes once per block: the vector staging never writes the halo columns.
+__device__ __forceinline__ void zero_staging(const DirectConv& g, float* xs) {
+  if (!g.vec) return;
+  for (int i = threadIdx.x; i < kDcC * g.CS; i += blockDim.x) xs[i] = 0.0f;
 }
 
 // Stages the filter chunk for input channels [c0, c0 + 32) and output channels [k0, k0 + 32) as
@@ -571,12 +626,13 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
   NL_DYN_SHARED(float, smem);
   float* ws = smem;                     // [RS][kDcC][kDcLdw]
   float* xs = ws + RS * kDcC * kDcLdw;  // [kDcC][CS]
-  int* slot_n = reinterpret_cast<int*>(xs + kDcC * g.CS);
-  int* slot_h = slot_n + g.slots;
+  int64_t* slot_off = reinterpret_cast<int64_t*>(xs + kDcC * g.CS);  // CS is a multiple of 4
+  int* slot_h = reinterpret_cast<int*>(slot_off + g.slots);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int k0 = blockIdx.y * kDcN, HW = g.H * g.W, rows_total = g.N * g.H;
   const bool one_chunk = g.Cin <= kDcC;
   if (one_chunk) stage_filter<R, kFlip>(g, w, 0, k0, ws);  // resident for every tile of the block
+  zero_staging(g, xs);  // ordered before the first staging by the barrier that precedes it
 
   for (int tile = blockIdx.x; tile < g.tiles; tile += gridDim.x) {
     const int row0 = tile * g.TH, rows = imin(g.TH, rows_total - row0), h0 = row0 % g.H;
@@ -590,7 +646,7 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
     for (int e = 0; e < 2; ++e) {
       const int m = warp * 32 + f * 16 + e * 8 + gq, i = m / g.W, j = m - i * g.W;
       const bool ok = i < rows;
-      base[f][e] = ok ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp;
+      base[f][e] = (ok ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) + g.col0;
       const int row = row0 + i, n = row / g.H, h = row - n * g.H;
       out[f][e] = ok ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
     }
@@ -599,7 +655,7 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
       // The previous chunk's or tile's shared memory is no longer read.
       __syncthreads();
       if (!one_chunk) stage_filter<R, kFlip>(g, w, c0, k0, ws);
-      stage_input(g, halo, x, row0, rows, c0, xs, slot_n, slot_h);
+      stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);
       __syncthreads();
       const int steps = (imin(kDcC, g.Cin - c0) + 7) / 8;
       for (int c8 = 0; c8 < steps; ++c8) {
@@ -607,7 +663,7 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
         const float* wc = ws + (c8 * 8 + tq) * kDcLdw + gq;
         NL_UNROLL
         for (int tap = 0; tap < RS; ++tap) {
-          const int off = (tap / R - halo) * g.TWp + tap % R;
+          const int off = (tap / R - halo) * g.TWp + tap % R - halo;
           uint32_t a[2][4], b[4][2];
           NL_UNROLL
           for (int f = 0; f < 2; ++f) {
@@ -653,35 +709,35 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   NL_DYN_SHARED(float, smem);
   float* dys = smem;                 // [kDcN][kDcLdDy]: dy of the tile, 128 pixels per channel
   float* xs = dys + kDcN * kDcLdDy;  // [kDcC][CS]
-  int* pix = reinterpret_cast<int*>(xs + kDcC * g.CS);  // [128]: a pixel's staged-row base
-  int* slot_n = pix + kDcPixels;
-  int* slot_h = slot_n + g.slots;
+  int64_t* pix_off = reinterpret_cast<int64_t*>(xs + kDcC * g.CS);  // [128]: a pixel's offset in dy's channel
+  int64_t* slot_off = pix_off + kDcPixels;
+  int* pix = reinterpret_cast<int*>(slot_off + g.slots);  // [128]: a pixel's staged-row base
+  int* slot_h = pix + kDcPixels;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int kchunks = (g.Cout + kDcN - 1) / kDcN;
   const int k0 = blockIdx.y % kchunks * kDcN, c0 = blockIdx.y / kchunks * kDcC;
   const int HW = g.H * g.W, rows_total = g.N * g.H;
   float acc[2][RS][4] = {};
+  zero_staging(g, xs);  // ordered before the first staging by the barrier that precedes it
   for (int tile = blockIdx.x; tile < g.tiles; tile += gridDim.x) {
     const int row0 = tile * g.TH, rows = imin(g.TH, rows_total - row0), h0 = row0 % g.H;
     __syncthreads();  // the previous tile's shared memory is no longer read
     for (int m = threadIdx.x; m < kDcPixels; m += blockDim.x) {
-      const int i = m / g.W, j = m - i * g.W;
-      pix[m] = i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp;  // in the plane for every tap
+      const int i = m / g.W, j = m - i * g.W, row = row0 + i, n = row / g.H, h = row - n * g.H;
+      pix[m] = (i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) + g.col0;  // in the plane for every tap
+      pix_off[m] = i < rows ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
     }
-    // dy[k0 + k] over the tile's 128 pixels; zero past the tile and beyond K (they add nothing).
+    // dy[k0 + k] over the tile's 128 pixels, zero past the tile and beyond K (they add nothing).
+    // Thread = pixel, kDcStageBatch channels at a time: each thread reads the pix_off it wrote.
     staged_copy(
         kDcN * kDcPixels,
         [&](int i) {
-          const int k = i / kDcPixels, m = i % kDcPixels, ko = k0 + k;
-          uint32_t r, j;
-          g.W_div.divmod(uint32_t(m), r, j);
-          if (int(r) >= rows || ko >= g.Cout) return 0.0f;
-          uint32_t n, h;
-          g.H_div.divmod(uint32_t(row0) + r, n, h);
-          return dy[(int64_t(n) * g.Cout + ko) * HW + int64_t(h) * g.W + j];
+          const int64_t at = pix_off[i % kDcPixels];
+          const int ko = k0 + i / kDcPixels;
+          return at >= 0 && ko < g.Cout ? dy[at + int64_t(ko) * HW] : 0.0f;
         },
         [&](int i, float v) { dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = __uint_as_float(to_tf32(v)); });
-    stage_input(g, halo, x, row0, rows, c0, xs, slot_n, slot_h);
+    stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);
     __syncthreads();
     for (int p0 = 0; p0 < kDcPixels; p0 += 8) {
       const int pb0 = pix[p0 + tq], pb1 = pix[p0 + tq + 4];
@@ -698,7 +754,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
       for (int q = 0; q < RS; ++q) {
         // Column fragment warp * RS + q: tap (warp * RS + q) / 4, channels 8 ((warp * RS + q) % 4) + gq.
         const int frag = warp * RS + q, tap = frag / 4, cg = frag % 4;
-        const int off = (tap / R - halo) * g.TWp + tap % R;
+        const int off = (tap / R - halo) * g.TWp + tap % R - halo;
         const float* xc = xs + (cg * 8 + gq) * g.CS + off;
         const uint32_t b[2] = {__float_as_uint(xc[pb0]), __float_as_uint(xc[pb1])};
         NL_UNROLL
@@ -721,29 +777,29 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
 }
 
 // One name per instantiation, so launches, ptxas' registers and the SASS summary tell them apart.
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv3x3_direct_tf32_kernel(DirectConv g, const float* x, const float* w, const float* bias, float* y) {
   conv_direct<3, false>(g, x, w, bias, y);
 }
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv1x1_direct_tf32_kernel(DirectConv g, const float* x, const float* w, const float* bias, float* y) {
   conv_direct<1, false>(g, x, w, bias, y);
 }
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv3x3_direct_bwd_data_tf32_kernel(DirectConv g, const float* dy, const float* w, const float*,
                                         float* dx) {
   conv_direct<3, true>(g, dy, w, nullptr, dx);
 }
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv1x1_direct_bwd_data_tf32_kernel(DirectConv g, const float* dy, const float* w, const float*,
                                         float* dx) {
   conv_direct<1, true>(g, dy, w, nullptr, dx);
 }
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv3x3_direct_bwd_weight_tf32_kernel(DirectConv g, const float* x, const float* dy, float* partial) {
   conv_direct_bwd_weight<3>(g, x, dy, partial);
 }
-__global__ void __launch_bounds__(kDcThreads)
+__global__ void __launch_bounds__(kDcThreads, 1)
     conv1x1_direct_bwd_weight_tf32_kernel(DirectConv g, const float* x, const float* dy, float* partial) {
   conv_direct_bwd_weight<1>(g, x, dy, partial);
 }
@@ -769,13 +825,15 @@ bool direct_eligible(const Conv2dParams& p) {
 
 // plane_mod: the staged channel plane's padding, 8 (mod 16) for the forward's fragments, 4 (mod 8)
 // for backward-weight's (the comment at kDcLdw).
-DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, bool weight_layout) {
+DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, const float* in, bool weight_layout) {
   DirectConv g;
   g.N = int(p.N), g.Cin = int(Cin), g.Cout = int(Cout), g.H = int(p.H), g.W = int(p.W);
   const int halo = int(p.R / 2), rows = g.N * g.H;
   g.TH = std::max(1, std::min(kDcPixels / g.W, rows));
   g.tiles = int(ceil_div(rows, g.TH));
-  g.TWp = g.W + 2 * halo;
+  g.vec = g.W % 4 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
+  g.col0 = g.vec && halo ? 4 : halo;
+  g.TWp = g.vec ? int(ceil_div(g.col0 + g.W + halo, 4) * 4) : g.W + 2 * halo;
   // The most images a tile's rows touch; the first rows of tiles repeat with period H.
   int segs = 1;
   for (int t = 0; t < std::min(g.tiles, g.H); ++t)
@@ -783,16 +841,18 @@ DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, boo
   g.slots = g.TH + 2 * halo * segs;
   const int plane = g.slots * g.TWp;
   g.CS = weight_layout ? plane + (12 - plane % 8) % 8 : plane + (24 - plane % 16) % 16;
-  g.TWp_div = FastDiv(g.TWp), g.slots_div = FastDiv(g.slots), g.W_div = FastDiv(g.W), g.H_div = FastDiv(g.H);
+  g.TWp_div = FastDiv(g.TWp);
+  g.quads_div = FastDiv(g.slots * (g.W / 4)), g.row_quads_div = FastDiv(g.W / 4);
   return g;
 }
 
 size_t direct_fwd_smem(const DirectConv& g, int R) {
-  return sizeof(float) * (size_t(R * R) * kDcC * kDcLdw + size_t(kDcC) * g.CS) + 2 * sizeof(int) * g.slots;
+  return sizeof(float) * (size_t(R * R) * kDcC * kDcLdw + size_t(kDcC) * g.CS) +
+         (sizeof(int64_t) + sizeof(int)) * g.slots;
 }
 size_t direct_bwd_weight_smem(const DirectConv& g) {
   return sizeof(float) * (size_t(kDcN) * kDcLdDy + size_t(kDcC) * g.CS) +
-         sizeof(int) * (kDcPixels + 2 * g.slots);
+         (sizeof(int64_t) + sizeof(int)) * (kDcPixels + g.slots);
 }
 
 // Persistent blocks: as many as fit on the device at once (by shared memory), at most one per tile.
@@ -814,7 +874,7 @@ void allow_smem(Kernel kernel, size_t smem) {
 // Forward (Cin = C, Cout = K, input x) or backward-data (Cin = K, Cout = C, input dy).
 #define NL_LAUNCH_DIRECT(kernel, p, Cin, Cout, in, w, bias, out)                        \
   do {                                                                                  \
-    const DirectConv g_ = direct_geometry(p, Cin, Cout, false);                         \
+    const DirectConv g_ = direct_geometry(p, Cin, Cout, in, false);                         \
     const size_t smem_ = direct_fwd_smem(g_, int(p.R));                                 \
     allow_smem(kernel, smem_);                                                          \
     const dim3 grid_(resident_blocks(smem_, g_.tiles), unsigned(ceil_div(Cout, kDcN))); \
@@ -838,7 +898,7 @@ void direct_bwd_data(const Conv2dParams& p, const float* w, const float* dy, flo
 #undef NL_LAUNCH_DIRECT
 
 void direct_bwd_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw) {
-  const DirectConv g = direct_geometry(p, p.C, p.K, true);
+  const DirectConv g = direct_geometry(p, p.C, p.K, x, true);
   const size_t smem = direct_bwd_weight_smem(g);
   // The partition into splits is a function of the shape only: the sums' order, and so the
   // result, is the same on every device.
