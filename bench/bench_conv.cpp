@@ -3,14 +3,17 @@
 // im2col + grouped-GEMM path gets to what the GEMM engine itself can do.
 //
 //   bench_conv --threads 2
-//   bench_conv --device cuda [--batches 128,512] [--iters 20] [--warmup 3] [--flush-mb 100]
+//   bench_conv --device cuda [--batches 128,512] [--algos auto,gemm] [--iters 20] [--warmup 3]
+//              [--flush-mb 100]
 //
 // --device cuda: every layer's forward, backward-data and backward-weight on the GPU, one at a
 // time, the L2 flushed before each timed iteration (a fill of --flush-mb), timed by the launch
 // trace (events around each launch; the op's time is its first launch's start to its last
 // one's end, split-K reductions included); median of --iters, as a Markdown table with GFLOP/s
-// and % of the TF32 tensor-core peak, and the op's minimum bytes as GB/s. Under cuemu (no GPU)
-// the times are the CPU's: the table's form only.
+// and % of the TF32 tensor-core peak, and the op's minimum bytes as GB/s. Each case runs once per
+// --algos entry side by side (nl::ConvAlgo: auto, the direct kernels where they apply; gemm, the
+// implicit GEMM), TF32 as in training. Under cuemu (no GPU) the times are the CPU's: the table's
+// form only.
 #include <benchmark/benchmark.h>
 
 #include <CLI/CLI.hpp>
@@ -24,6 +27,7 @@
 
 #include "bench_main.h"
 #include "gpu_datasheet.h"
+#include "normlab/core/dispatch.h"
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/core/rng.h"
 #include "normlab/core/storage.h"
@@ -87,9 +91,15 @@ int run_cuda(int argc, char** argv) {
   CLI::App app{"normlab convolutions on CUDA, layer by layer"};
   std::string device;
   std::vector<int64_t> batches = {128, 512};
+  std::vector<std::string> algos = {"auto", "gemm"};
   int iters = 20, warmup = 3;
   double flush_mb = 100;
   app.add_option("--device", device, "cuda")->required()->check(CLI::IsMember({"cuda"}));
+  app.add_option("--algos", algos,
+                 "comma-separated kernel choices to compare: auto (direct where it applies), gemm")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "gemm"}));
   app.add_option("--batches", batches, "comma-separated batch sizes")
       ->delimiter(',')
       ->capture_default_str()
@@ -116,12 +126,15 @@ int run_cuda(int argc, char** argv) {
     Tensor flush = Tensor::zeros({std::max<int64_t>(flush_n, 1)}, DType::F32, cuda);
     std::printf(
         "## The convolutions one by one, %s\n\nbench_conv --device cuda: median of %d, L2 flushed "
-        "(%.0f MB fill) before each; TF32 tensor cores.\n\n| layer | C->K, HxW, RxS | N | pass | launches "
-        "| us | GFLOP/s | %% TF32 peak | min GB/s | %% HBM |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "(%.0f MB fill) before each; TF32 tensor cores.\n\n| layer | C->K, HxW, RxS | N | pass | algo | "
+        "kernel "
+        "| launches | us | GFLOP/s | %% TF32 peak | min GB/s | %% HBM |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         name.c_str(), iters, flush_mb);
     for (const int64_t N : batches)
       for (const Layer& l : kLayers) {
         Conv2dParams p{N, l.C, l.HW, l.HW, l.K, l.R, l.R, 1, 1, l.R / 2, l.R / 2, l.HW, l.HW};
+        p.tf32 = true;  // as in training (nl::conv_tf32's default)
         Generator g(1);
         Tensor x = Tensor::randn({N, l.C, l.HW, l.HW}, g).to(cuda),
                w = Tensor::randn({l.K, l.C, l.R, l.R}, g).to(cuda);
@@ -130,40 +143,45 @@ int run_cuda(int argc, char** argv) {
                dw = Tensor::empty(w.shape(), DType::F32, cuda);
         const double flops = 2.0 * N * l.K * l.C * l.R * l.R * l.HW * l.HW;
         const double bytes = 4.0 * (N * l.C * l.HW * l.HW + l.K * l.C * l.R * l.R + N * l.K * l.HW * l.HW);
-        for (const char* pass : {"forward", "backward-data", "backward-weight"}) {
-          auto call = [&] {
-            if (std::strcmp(pass, "forward") == 0)
-              conv2d_fwd_stub(cuda, p, x.data_f32(), w.data_f32(), nullptr, y.data_f32());
-            else if (std::strcmp(pass, "backward-data") == 0)
-              conv2d_bwd_stub(cuda, p, x.data_f32(), w.data_f32(), y.data_f32(), dx.data_f32(), nullptr,
-                              nullptr);
-            else
-              conv2d_bwd_stub(cuda, p, x.data_f32(), w.data_f32(), y.data_f32(), nullptr, dw.data_f32(),
-                              nullptr);
-          };
-          for (int i = 0; i < warmup; ++i) call();
-          std::vector<double> us;
-          size_t launches = 0;
-          for (int i = 0; i < iters; ++i) {
-            if (flush_n > 0) fill_stub(cuda, flush_n, float(i), flush.data_f32());
-            launch_trace_begin_stub(cuda);
-            call();
-            const std::vector<LaunchRecord> t = launch_trace_end_stub(cuda);
-            if (t.empty())
-              throw std::runtime_error(std::string("the ") + pass + " convolution launched nothing");
-            us.push_back(t.back().device_end_us - t.front().device_begin_us);
-            launches = t.size();
+        for (const char* pass : {"forward", "backward-data", "backward-weight"})
+          for (const std::string& algo : algos) {
+            p.algo = algo == "gemm" ? ConvAlgo::Gemm : ConvAlgo::Auto;
+            auto call = [&] {
+              if (std::strcmp(pass, "forward") == 0)
+                conv2d_fwd_stub(cuda, p, x.data_f32(), w.data_f32(), nullptr, y.data_f32());
+              else if (std::strcmp(pass, "backward-data") == 0)
+                conv2d_bwd_stub(cuda, p, x.data_f32(), w.data_f32(), y.data_f32(), dx.data_f32(), nullptr,
+                                nullptr);
+              else
+                conv2d_bwd_stub(cuda, p, x.data_f32(), w.data_f32(), y.data_f32(), nullptr, dw.data_f32(),
+                                nullptr);
+            };
+            for (int i = 0; i < warmup; ++i) call();
+            std::vector<double> us;
+            size_t launches = 0;
+            std::string kernel;
+            for (int i = 0; i < iters; ++i) {
+              if (flush_n > 0) fill_stub(cuda, flush_n, float(i), flush.data_f32());
+              launch_trace_begin_stub(cuda);
+              call();
+              const std::vector<LaunchRecord> t = launch_trace_end_stub(cuda);
+              if (t.empty())
+                throw std::runtime_error(std::string("the ") + pass + " convolution launched nothing");
+              us.push_back(t.back().device_end_us - t.front().device_begin_us);
+              launches = t.size();
+              kernel = t.front().kernel;
+            }
+            std::sort(us.begin(), us.end());
+            const double m = us[us.size() / 2], s = m * 1e-6;
+            std::printf(
+                "| %s | %lld->%lld, %lldx%lld, %lldx%lld | %lld | %s | %s | %s | %zu | %.1f | %.0f | %.2f | "
+                "%.0f "
+                "| %.1f |\n",
+                l.name, (long long)l.C, (long long)l.K, (long long)l.HW, (long long)l.HW, (long long)l.R,
+                (long long)l.R, (long long)N, pass, algo.c_str(), kernel.c_str(), launches, m,
+                flops / s / 1e9, 100 * flops / s / tf32, bytes / s / 1e9, 100 * bytes / s / bandwidth);
+            std::fflush(stdout);
           }
-          std::sort(us.begin(), us.end());
-          const double m = us[us.size() / 2], s = m * 1e-6;
-          std::printf(
-              "| %s | %lld->%lld, %lldx%lld, %lldx%lld | %lld | %s | %zu | %.1f | %.0f | %.2f | %.0f | %.1f "
-              "|\n",
-              l.name, (long long)l.C, (long long)l.K, (long long)l.HW, (long long)l.HW, (long long)l.R,
-              (long long)l.R, (long long)N, pass, launches, m, flops / s / 1e9, 100 * flops / s / tf32,
-              bytes / s / 1e9, 100 * bytes / s / bandwidth);
-          std::fflush(stdout);
-        }
       }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_conv: %s\n", e.what());

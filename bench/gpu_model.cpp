@@ -653,7 +653,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--constants", constants_path, "the fitted constants (empty: built-in guesses)")
       ->capture_default_str();
-  app.add_option("--gemm-sample", gemm_sample, "blocks of each convolution launch (implicit GEMM, direct) to run (0: all)")
+  app.add_option("--gemm-sample", gemm_sample,
+                 "blocks of each convolution launch (implicit GEMM, direct) to run (0: all)")
       ->capture_default_str();
   app.add_flag("--markdown", markdown, "Markdown tables (for docs/gpu-model.md)");
   std::string bench_norm_json;
@@ -699,8 +700,8 @@ int main(int argc, char** argv) {
       bt.batch = batch;
       prof::Options o;
       o.blocks_to_run = [&](const std::string& kernel, uint64_t blocks) {
-        const bool conv = base_name(kernel).rfind("implicit_gemm", 0) == 0 ||
-                          kernel.find("_direct_") != std::string::npos;
+        const bool conv =
+            base_name(kernel).rfind("implicit_gemm", 0) == 0 || kernel.find("_direct_") != std::string::npos;
         return gemm_sample && conv ? std::min(blocks, gemm_sample) : blocks;
       };
       std::string current_norm;

@@ -453,14 +453,14 @@ struct DirectConv {
   int tiles = 0;  // ceil(N * H / TH)
   int slots =
       0;        // staged rows per channel, at most: the tile's rows plus a halo row either side of each image
-  int TWp = 0;   // a staged row's length: the halo columns, W, padding
+  int TWp = 0;  // a staged row's length: the halo columns, W, padding
   int col0 = 0;  // where column 0 of the image sits in a staged row
   // Whether rows are staged as float4 (W % 4 == 0, x 16-byte aligned): column 0 then sits at 4,
   // so the interior is 16-byte aligned in shared memory, and the halo columns stay zero.
   bool vec = false;
-  int CS = 0;   // a staged channel plane, padded
-  FastDiv TWp_div;     // scalar staging: element of a channel plane to (row, column)
-  FastDiv quads_div;   // vector staging: quad of the block's chunk to (channel, quad of the plane)
+  int CS = 0;             // a staged channel plane, padded
+  FastDiv TWp_div;        // scalar staging: element of a channel plane to (row, column)
+  FastDiv quads_div;      // vector staging: quad of the block's chunk to (channel, quad of the plane)
   FastDiv row_quads_div;  // and that to (row, quad of the row)
 };
 
@@ -575,7 +575,8 @@ __device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const
         uint32_t s, col;
         g.TWp_div.divmod(uint32_t(e), s, col);
         const int iw = int(col) - g.col0;
-        v[u] = (e < plane && ci < g.Cin && slot_h[s] >= 0 && iw >= 0 && iw < g.W) ? src[slot_off[s] + iw] : 0.0f;
+        v[u] =
+            (e < plane && ci < g.Cin && slot_h[s] >= 0 && iw >= 0 && iw < g.W) ? src[slot_off[s] + iw] : 0.0f;
       }
       NL_UNROLL
       for (int u = 0; u < kDcStageBatch; ++u)
@@ -624,13 +625,14 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
                                             const float* bias, float* y) {
   constexpr int halo = R / 2, RS = R * R;
   NL_DYN_SHARED(float, smem);
-  float* ws = smem;                     // [RS][kDcC][kDcLdw]
-  float* xs = ws + RS * kDcC * kDcLdw;  // [kDcC][CS]
+  float* ws = smem;                                                  // [RS][kDcC][kDcLdw]
+  float* xs = ws + RS * kDcC * kDcLdw;                               // [kDcC][CS]
   int64_t* slot_off = reinterpret_cast<int64_t*>(xs + kDcC * g.CS);  // CS is a multiple of 4
   int* slot_h = reinterpret_cast<int*>(slot_off + g.slots);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int k0 = blockIdx.y * kDcN, HW = g.H * g.W, rows_total = g.N * g.H;
   const bool one_chunk = g.Cin <= kDcC;
+  const int col_frags = imin(4, (g.Cout - k0 + 7) / 8);    // 8-channel fragments with real channels
   if (one_chunk) stage_filter<R, kFlip>(g, w, 0, k0, ws);  // resident for every tile of the block
   zero_staging(g, xs);  // ordered before the first staging by the barrier that precedes it
 
@@ -642,14 +644,14 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
     int base[2][2];
     int64_t out[2][2];
     NL_UNROLL
-    for (int f = 0; f < 2; ++f) NL_UNROLL
-    for (int e = 0; e < 2; ++e) {
-      const int m = warp * 32 + f * 16 + e * 8 + gq, i = m / g.W, j = m - i * g.W;
-      const bool ok = i < rows;
-      base[f][e] = (ok ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) + g.col0;
-      const int row = row0 + i, n = row / g.H, h = row - n * g.H;
-      out[f][e] = ok ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
-    }
+    for (int f = 0; f < 2; ++f)
+      for (int e = 0; e < 2; ++e) {
+        const int m = warp * 32 + f * 16 + e * 8 + gq, i = m / g.W, j = m - i * g.W;
+        const bool ok = i < rows;
+        base[f][e] = (ok ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) + g.col0;
+        const int row = row0 + i, n = row / g.H, h = row - n * g.H;
+        out[f][e] = ok ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
+      }
     float acc[2][4][4] = {};
     for (int c0 = 0; c0 < g.Cin; c0 += kDcC) {
       // The previous chunk's or tile's shared memory is no longer read.
@@ -674,27 +676,29 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
           }
           NL_UNROLL
           for (int j = 0; j < 4; ++j) {
+            if (j >= col_frags) break;  // warp-uniform
             b[j][0] = __float_as_uint(wc[tap * kDcC * kDcLdw + j * 8]);
             b[j][1] = __float_as_uint(wc[tap * kDcC * kDcLdw + 4 * kDcLdw + j * 8]);
           }
           NL_UNROLL
-          for (int f = 0; f < 2; ++f) NL_UNROLL
-          for (int j = 0; j < 4; ++j) mma_m16n8k8_tf32(acc[f][j], a[f], b[j], acc[f][j]);
+          for (int f = 0; f < 2; ++f)
+            for (int j = 0; j < 4; ++j)
+              if (j < col_frags) mma_m16n8k8_tf32(acc[f][j], a[f], b[j], acc[f][j]);
         }
       }
     }
     // Lanes gq = 0..7 hold 8 consecutive pixels of one channel: each store fills 32-byte sectors.
     NL_UNROLL
-    for (int j = 0; j < 4; ++j) NL_UNROLL
-    for (int e = 0; e < 2; ++e) {
-      const int k = k0 + j * 8 + 2 * tq + e;
-      if (k >= g.Cout) continue;
-      const float bk = bias ? bias[k] : 0.0f;
-      NL_UNROLL
-      for (int f = 0; f < 2; ++f) NL_UNROLL
-      for (int hi = 0; hi < 2; ++hi)
-        if (out[f][hi] >= 0) y[out[f][hi] + int64_t(k) * HW] = acc[f][j][2 * hi + e] + bk;
-    }
+    for (int j = 0; j < 4; ++j)
+      for (int e = 0; e < 2; ++e) {
+        const int k = k0 + j * 8 + 2 * tq + e;
+        if (k >= g.Cout) continue;
+        const float bk = bias ? bias[k] : 0.0f;
+        NL_UNROLL
+        for (int f = 0; f < 2; ++f)
+          for (int hi = 0; hi < 2; ++hi)
+            if (out[f][hi] >= 0) y[out[f][hi] + int64_t(k) * HW] = acc[f][j][2 * hi + e] + bk;
+      }
   }
 }
 
@@ -718,13 +722,27 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   const int k0 = blockIdx.y % kchunks * kDcN, c0 = blockIdx.y / kchunks * kDcC;
   const int HW = g.H * g.W, rows_total = g.N * g.H;
   float acc[2][RS][4] = {};
+  // Column fragments (tap, 8 channels) of the chunk's real channels only (the 3-channel stem has
+  // one group of 8, not four): fragment q * 4 + warp of this warp, tap-major; their staged-input
+  // offsets. Rows (K) past 16: the second 16-row half only when the chunk has them.
+  const int groups = (imin(kDcC, g.Cin - c0) + 7) / 8, nfrag = RS * groups;
+  const int frags = imin(RS, (nfrag - warp + 3) / 4);
+  const bool two_halves = g.Cout - k0 > 16;
+  int xoff[RS], ftap[RS], fch[RS];
+  NL_UNROLL
+  for (int q = 0; q < RS; ++q) {
+    const int frag = q * 4 + warp, tap = frag / groups, cg = frag % groups;
+    ftap[q] = tap, fch[q] = cg * 8;
+    xoff[q] = (cg * 8 + gq) * g.CS + (tap / R - halo) * g.TWp + tap % R - halo;
+  }
   zero_staging(g, xs);  // ordered before the first staging by the barrier that precedes it
   for (int tile = blockIdx.x; tile < g.tiles; tile += gridDim.x) {
     const int row0 = tile * g.TH, rows = imin(g.TH, rows_total - row0), h0 = row0 % g.H;
     __syncthreads();  // the previous tile's shared memory is no longer read
     for (int m = threadIdx.x; m < kDcPixels; m += blockDim.x) {
       const int i = m / g.W, j = m - i * g.W, row = row0 + i, n = row / g.H, h = row - n * g.H;
-      pix[m] = (i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) + g.col0;  // in the plane for every tap
+      pix[m] = (i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) +
+               g.col0;  // in the plane for every tap
       pix_off[m] = i < rows ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
     }
     // dy[k0 + k] over the tile's 128 pixels, zero past the tile and beyond K (they add nothing).
@@ -752,13 +770,11 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
       }
       NL_UNROLL
       for (int q = 0; q < RS; ++q) {
-        // Column fragment warp * RS + q: tap (warp * RS + q) / 4, channels 8 ((warp * RS + q) % 4) + gq.
-        const int frag = warp * RS + q, tap = frag / 4, cg = frag % 4;
-        const int off = (tap / R - halo) * g.TWp + tap % R - halo;
-        const float* xc = xs + (cg * 8 + gq) * g.CS + off;
+        if (q >= frags) break;  // warp-uniform
+        const float* xc = xs + xoff[q];
         const uint32_t b[2] = {__float_as_uint(xc[pb0]), __float_as_uint(xc[pb1])};
-        NL_UNROLL
-        for (int f = 0; f < 2; ++f) mma_m16n8k8_tf32(acc[f][q], a[f], b, acc[f][q]);
+        mma_m16n8k8_tf32(acc[0][q], a[0], b, acc[0][q]);
+        if (two_halves) mma_m16n8k8_tf32(acc[1][q], a[1], b, acc[1][q]);
       }
     }
   }
@@ -766,13 +782,13 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   float* out = partial + int64_t(blockIdx.x) * g.Cout * g.Cin * RS;
   NL_UNROLL
   for (int q = 0; q < RS; ++q) {
-    const int frag = warp * RS + q, tap = frag / 4, cg = frag % 4;
+    if (q >= frags) break;
     NL_UNROLL
-    for (int f = 0; f < 2; ++f) NL_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const int ko = k0 + f * 16 + gq + (e >= 2 ? 8 : 0), ci = c0 + cg * 8 + 2 * tq + (e & 1);
-      if (ko < g.Cout && ci < g.Cin) out[(int64_t(ko) * g.Cin + ci) * RS + tap] = acc[f][q][e];
-    }
+    for (int f = 0; f < 2; ++f)
+      for (int e = 0; e < 4; ++e) {
+        const int ko = k0 + f * 16 + gq + (e >= 2 ? 8 : 0), ci = c0 + fch[q] + 2 * tq + (e & 1);
+        if (ko < g.Cout && ci < g.Cin) out[(int64_t(ko) * g.Cin + ci) * RS + ftap[q]] = acc[f][q][e];
+      }
   }
 }
 
@@ -805,12 +821,32 @@ __global__ void __launch_bounds__(kDcThreads, 1)
 }
 
 // dw[i] = sum over b of partial[b][i], b in order (deterministic).
-__global__ void conv_partials_reduce_kernel(int64_t n, int64_t splits, const float* partial, float* dw) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < splits; ++b) s += partial[b * n + i];
-    dw[i] = s;
+// A block reduces 32 consecutive outputs: its 8 warps each add one eighth of the splits in split
+// order (coalesced rows of 128 bytes, kDcStageBatch loads in flight per lane), then warp 0 adds
+// the 8 group sums in group order. The order depends on the shape only: deterministic.
+constexpr int kReduceGroups = 8;
+__global__ void __launch_bounds__(32 * kReduceGroups)
+    conv_partials_reduce_kernel(int64_t n, int splits, const float* partial, float* dw) {
+  __shared__ float group_sum[kReduceGroups][32];
+  const int j = threadIdx.x % 32, grp = threadIdx.x / 32;
+  const int64_t i = int64_t(blockIdx.x) * 32 + j;
+  const int per = (splits + kReduceGroups - 1) / kReduceGroups, z0 = grp * per, z1 = imin(splits, z0 + per);
+  float s = 0.0f;
+  for (int z = z0; z < z1; z += kDcStageBatch) {
+    float v[kDcStageBatch];
+    NL_UNROLL
+    for (int u = 0; u < kDcStageBatch; ++u)
+      v[u] = z + u < z1 && i < n ? partial[int64_t(z + u) * n + i] : 0.0f;
+    NL_UNROLL
+    for (int u = 0; u < kDcStageBatch; ++u)
+      if (z + u < z1) s += v[u];
+  }
+  group_sum[grp][j] = s;
+  __syncthreads();
+  if (grp == 0 && i < n) {
+    float t = group_sum[0][j];
+    for (int k = 1; k < kReduceGroups; ++k) t += group_sum[k][j];
+    dw[i] = t;
   }
 }
 
@@ -825,7 +861,8 @@ bool direct_eligible(const Conv2dParams& p) {
 
 // plane_mod: the staged channel plane's padding, 8 (mod 16) for the forward's fragments, 4 (mod 8)
 // for backward-weight's (the comment at kDcLdw).
-DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, const float* in, bool weight_layout) {
+DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, const float* in,
+                           bool weight_layout) {
   DirectConv g;
   g.N = int(p.N), g.Cin = int(Cin), g.Cout = int(Cout), g.H = int(p.H), g.W = int(p.W);
   const int halo = int(p.R / 2), rows = g.N * g.H;
@@ -874,7 +911,7 @@ void allow_smem(Kernel kernel, size_t smem) {
 // Forward (Cin = C, Cout = K, input x) or backward-data (Cin = K, Cout = C, input dy).
 #define NL_LAUNCH_DIRECT(kernel, p, Cin, Cout, in, w, bias, out)                        \
   do {                                                                                  \
-    const DirectConv g_ = direct_geometry(p, Cin, Cout, in, false);                         \
+    const DirectConv g_ = direct_geometry(p, Cin, Cout, in, false);                     \
     const size_t smem_ = direct_fwd_smem(g_, int(p.R));                                 \
     allow_smem(kernel, smem_);                                                          \
     const dim3 grid_(resident_blocks(smem_, g_.tiles), unsigned(ceil_div(Cout, kDcN))); \
@@ -912,7 +949,8 @@ void direct_bwd_weight(const Conv2dParams& p, const float* x, const float* dy, f
     allow_smem(conv1x1_direct_bwd_weight_tf32_kernel, smem);
     NL_LAUNCH(conv1x1_direct_bwd_weight_tf32_kernel, grid, kDcThreads, smem, g, x, dy, partial.f32());
   }
-  NL_LAUNCH(conv_partials_reduce_kernel, grid_for(n), 256, 0, n, splits, partial.f32(), dw);
+  NL_LAUNCH(conv_partials_reduce_kernel, unsigned(ceil_div(n, 32)), 32 * kReduceGroups, 0, n, int(splits),
+            partial.f32(), dw);
 }
 }  // namespace
 
