@@ -827,7 +827,7 @@ __global__ void __launch_bounds__(kDcThreads, 1)
 constexpr int kReduceGroups = 8;
 __global__ void __launch_bounds__(32 * kReduceGroups)
     conv_partials_reduce_kernel(int64_t n, int splits, const float* partial, float* dw) {
-  __shared__ float group_sum[kReduceGroups][32];
+  NL_DYN_SHARED(float, group_sum);  // [kReduceGroups][32]
   const int j = threadIdx.x % 32, grp = threadIdx.x / 32;
   const int64_t i = int64_t(blockIdx.x) * 32 + j;
   const int per = (splits + kReduceGroups - 1) / kReduceGroups, z0 = grp * per, z1 = imin(splits, z0 + per);
@@ -841,11 +841,11 @@ __global__ void __launch_bounds__(32 * kReduceGroups)
     for (int u = 0; u < kDcStageBatch; ++u)
       if (z + u < z1) s += v[u];
   }
-  group_sum[grp][j] = s;
+  group_sum[grp * 32 + j] = s;
   __syncthreads();
   if (grp == 0 && i < n) {
-    float t = group_sum[0][j];
-    for (int k = 1; k < kReduceGroups; ++k) t += group_sum[k][j];
+    float t = group_sum[j];
+    for (int k = 1; k < kReduceGroups; ++k) t += group_sum[k * 32 + j];
     dw[i] = t;
   }
 }
@@ -949,8 +949,8 @@ void direct_bwd_weight(const Conv2dParams& p, const float* x, const float* dy, f
     allow_smem(conv1x1_direct_bwd_weight_tf32_kernel, smem);
     NL_LAUNCH(conv1x1_direct_bwd_weight_tf32_kernel, grid, kDcThreads, smem, g, x, dy, partial.f32());
   }
-  NL_LAUNCH(conv_partials_reduce_kernel, unsigned(ceil_div(n, 32)), 32 * kReduceGroups, 0, n, int(splits),
-            partial.f32(), dw);
+  NL_LAUNCH(conv_partials_reduce_kernel, unsigned(ceil_div(n, 32)), 32 * kReduceGroups,
+            sizeof(float) * 32 * kReduceGroups, n, int(splits), partial.f32(), dw);
 }
 }  // namespace
 
