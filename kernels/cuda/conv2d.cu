@@ -594,27 +594,50 @@ __device__ __forceinline__ void zero_staging(const DirectConv& g, float* xs) {
 // Stages the filter chunk for input channels [c0, c0 + 32) and output channels [k0, k0 + 32) as
 // ws[tap][c][k] (rows of kDcLdw), rounded to TF32; zero beyond Cin and Cout. kFlip: the
 // backward-data filter, W[c_in][c_out][R-1-r][S-1-s] of the forward weight [K][C][R][S].
-// Consecutive threads take consecutive (c, tap) of a filter row: coalesced in the forward.
+// Either way the chunk is 32 "outer" rows of the forward weight (forward: its K rows k0..;
+// backward-data: its K rows c0..), each a contiguous run of (inner channel, tap): read as float4
+// along the run when its length and start allow (kFilterBatch loads in flight per thread, three
+// rounds for a 3x3 chunk), element by element otherwise.
 template <int R, bool kFlip>
 __device__ __forceinline__ void stage_filter(const DirectConv& g, const float* w, int c0, int k0, float* ws) {
-  constexpr int RS = R * R;
-  // i = (k * kDcC + c) * RS + tap, the forward weight's own order within the chunk.
-  auto at = [](int i, int& k, int& c, int& tap) { tap = i % RS, c = i / RS % kDcC, k = i / (RS * kDcC); };
+  constexpr int RS = R * R, kRowQuads = kDcC * RS / 4, kFilterBatch = 6;
+  const int outer0 = kFlip ? c0 : k0, outer_n = kFlip ? g.Cin : g.Cout;  // the weight's K rows
+  const int inner0 = kFlip ? k0 : c0, inner_n = kFlip ? g.Cout : g.Cin;  // and its C columns
+  const int run = imin(kDcC, inner_n - inner0) * RS;                     // floats per row in the chunk
+  // Element e of outer row o: inner channel e / RS, tap e % RS, to its place in ws.
+  auto put = [&](int o, int e, float v) {
+    const int inner = e / RS, tap = e % RS;
+    const int k = kFlip ? inner : o, c = kFlip ? o : inner, t = kFlip ? RS - 1 - tap : tap;
+    ws[(t * kDcC + c) * kDcLdw + k] = __uint_as_float(to_tf32(v));
+  };
+  auto row = [&](int o) { return w + (int64_t(outer0 + o) * inner_n + inner0) * RS; };
+  if ((inner_n * RS) % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
+    for (int i0 = threadIdx.x; i0 < kDcN * kRowQuads; i0 += kFilterBatch * kDcThreads) {
+      float4 v[kFilterBatch];
+      NL_UNROLL
+      for (int u = 0; u < kFilterBatch; ++u) {
+        const int i = i0 + u * kDcThreads, o = i / kRowQuads, q = i % kRowQuads;
+        v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < kDcN * kRowQuads && outer0 + o < outer_n && 4 * q < run)
+          v[u] = load_vec(reinterpret_cast<const float4*>(row(o)) + q);
+      }
+      NL_UNROLL
+      for (int u = 0; u < kFilterBatch; ++u) {
+        const int i = i0 + u * kDcThreads, o = i / kRowQuads, q = i % kRowQuads;
+        if (i >= kDcN * kRowQuads) continue;
+        put(o, 4 * q, v[u].x), put(o, 4 * q + 1, v[u].y), put(o, 4 * q + 2, v[u].z),
+            put(o, 4 * q + 3, v[u].w);
+      }
+    }
+    return;
+  }
   staged_copy(
-      RS * kDcC * kDcN,
+      kDcN * kDcC * RS,
       [&](int i) {
-        int k, c, tap;
-        at(i, k, c, tap);
-        const int ci = c0 + c, ko = k0 + k;
-        if (ci >= g.Cin || ko >= g.Cout) return 0.0f;
-        return kFlip ? w[(int64_t(ci) * g.Cout + ko) * RS + (RS - 1 - tap)]
-                     : w[(int64_t(ko) * g.Cin + ci) * RS + tap];
+        const int o = i / (kDcC * RS), e = i % (kDcC * RS);
+        return outer0 + o < outer_n && e < run ? row(o)[e] : 0.0f;
       },
-      [&](int i, float v) {
-        int k, c, tap;
-        at(i, k, c, tap);
-        ws[(tap * kDcC + c) * kDcLdw + k] = __uint_as_float(to_tf32(v));
-      });
+      [&](int i, float v) { put(i / (kDcC * RS), i % (kDcC * RS), v); });
 }
 }  // namespace
 
