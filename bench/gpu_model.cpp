@@ -894,6 +894,40 @@ int main(int argc, char** argv) {
       }
       std::printf("\nThe convolutions: %.0f us of the %.0f us step (%.0f%%)\n", conv_total, step * 1e6,
                   100 * conv_total / (step * 1e6));
+      // Each convolution (its launches together: a split-K or partials reduction is part of the
+      // op) against its roofline bound on the H200: max(minimum bytes / HBM bandwidth, FLOPs /
+      // TF32 peak).
+      std::printf("\n%sBatch %lld on the H200 (model): each convolution against its roofline bound\n\n",
+                  markdown ? "##### " : "== ", (long long)bt.batch);
+      if (markdown)
+        std::printf(
+            "| # | op | min MB | GFLOP | roofline us | launches | modelled us | %% of roofline |\n"
+            "|---|---|---|---|---|---|---|---|\n");
+      const Gpu& h200 = kGpus[kH200];
+      struct OpRow {
+        std::string op;
+        double bytes = 0, flops = 0, us = 0;
+        int launches = 0;
+      };
+      std::vector<OpRow> conv_ops;
+      for (const std::string& k : bt.order) {
+        const Row& r = bt.rows.at(k);
+        if (r.op.rfind("conv2d_", 0) != 0 || r.op == "conv2d_bwd_bias") continue;
+        // A row stands for its identical launches in the step (count, per norm): the op's bound
+        // counts as often.
+        const double times = r.count / double(norms.size());
+        if (r.m.op_launch == 0 || conv_ops.empty())
+          conv_ops.push_back({r.op, r.m.op_min_bytes * times, r.m.op_flops * times, 0, 0});
+        conv_ops.back().us += launch_seconds(r.terms[kH200], consts) * 1e6 * times;
+        ++conv_ops.back().launches;
+      }
+      int op_index = 0;
+      for (const OpRow& o : conv_ops) {
+        const double bound = std::max(o.bytes / h200.bandwidth, o.flops / h200.tf32) * 1e6;
+        std::printf("%s%d%s%s%s%.2f%s%.3f%s%.1f%s%d%s%.1f%s%.0f%%%s\n", markdown ? "| " : "", ++op_index, sep,
+                    o.op.c_str(), sep, o.bytes / 1e6, sep, o.flops / 1e9, sep, bound, sep, o.launches, sep,
+                    o.us, sep, 100 * bound / o.us, markdown ? " |" : "");
+      }
       // The norms against their minimum traffic: per call, modelled H100 DRAM (L2 kept across the
       // op's launches) minus the op's minimum.
       std::printf(

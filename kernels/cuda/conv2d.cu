@@ -25,6 +25,8 @@
 // is deterministic and independent of the device. splits depends only on the shape (target 256
 // blocks, at least 256 reduction steps per block), so the emulated and the real GPU run the same
 // partition.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/reduce.cuh"
 #include "normlab/core/kernel/stubs.h"
@@ -683,31 +685,40 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
       stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);
       __syncthreads();
       const int steps = (imin(kDcC, g.Cin - c0) + 7) / 8;
-      for (int c8 = 0; c8 < steps; ++c8) {
-        const float* xc = xs + (c8 * 8 + tq) * g.CS;
-        const float* wc = ws + (c8 * 8 + tq) * kDcLdw + gq;
-        NL_UNROLL
-        for (int tap = 0; tap < RS; ++tap) {
-          const int off = (tap / R - halo) * g.TWp + tap % R - halo;
-          uint32_t a[2][4], b[4][2];
+      // The tap loop for a compile-time number of output fragments: a run-time guard per
+      // fragment and tap cost 70 integer instructions per 72 tensor-core ones in SASS.
+      auto taps = [&](auto nf) {
+        constexpr int NF = decltype(nf)::value;
+        for (int c8 = 0; c8 < steps; ++c8) {
+          const float* xc = xs + (c8 * 8 + tq) * g.CS;
+          const float* wc = ws + (c8 * 8 + tq) * kDcLdw + gq;
           NL_UNROLL
-          for (int f = 0; f < 2; ++f) {
-            a[f][0] = __float_as_uint(xc[base[f][0] + off]);
-            a[f][1] = __float_as_uint(xc[base[f][1] + off]);
-            a[f][2] = __float_as_uint(xc[4 * g.CS + base[f][0] + off]);
-            a[f][3] = __float_as_uint(xc[4 * g.CS + base[f][1] + off]);
+          for (int tap = 0; tap < RS; ++tap) {
+            const int off = (tap / R - halo) * g.TWp + tap % R - halo;
+            uint32_t a[2][4], b[NF][2];
+            NL_UNROLL
+            for (int f = 0; f < 2; ++f) {
+              a[f][0] = __float_as_uint(xc[base[f][0] + off]);
+              a[f][1] = __float_as_uint(xc[base[f][1] + off]);
+              a[f][2] = __float_as_uint(xc[4 * g.CS + base[f][0] + off]);
+              a[f][3] = __float_as_uint(xc[4 * g.CS + base[f][1] + off]);
+            }
+            NL_UNROLL
+            for (int j = 0; j < NF; ++j) {
+              b[j][0] = __float_as_uint(wc[tap * kDcC * kDcLdw + j * 8]);
+              b[j][1] = __float_as_uint(wc[tap * kDcC * kDcLdw + 4 * kDcLdw + j * 8]);
+            }
+            NL_UNROLL
+            for (int f = 0; f < 2; ++f)
+              for (int j = 0; j < NF; ++j) mma_m16n8k8_tf32(acc[f][j], a[f], b[j], acc[f][j]);
           }
-          NL_UNROLL
-          for (int j = 0; j < 4; ++j) {
-            if (j >= col_frags) break;  // warp-uniform
-            b[j][0] = __float_as_uint(wc[tap * kDcC * kDcLdw + j * 8]);
-            b[j][1] = __float_as_uint(wc[tap * kDcC * kDcLdw + 4 * kDcLdw + j * 8]);
-          }
-          NL_UNROLL
-          for (int f = 0; f < 2; ++f)
-            for (int j = 0; j < 4; ++j)
-              if (j < col_frags) mma_m16n8k8_tf32(acc[f][j], a[f], b[j], acc[f][j]);
         }
+      };
+      switch (col_frags) {  // 8-channel output fragments with real channels: K = 32, 24, 16, 8
+        case 4: taps(std::integral_constant<int, 4>()); break;
+        case 3: taps(std::integral_constant<int, 3>()); break;
+        case 2: taps(std::integral_constant<int, 2>()); break;
+        default: taps(std::integral_constant<int, 1>()); break;
       }
     }
     // Lanes gq = 0..7 hold 8 consecutive pixels of one channel: each store fills 32-byte sectors.
@@ -750,7 +761,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   // offsets. Rows (K) past 16: the second 16-row half only when the chunk has them.
   const int groups = (imin(kDcC, g.Cin - c0) + 7) / 8, nfrag = RS * groups;
   const int frags = imin(RS, (nfrag - warp + 3) / 4);
-  const bool two_halves = g.Cout - k0 > 16;
+  const bool two_halves = g.Cout - k0 > 16, all_frags = frags == RS && two_halves;
   int xoff[RS], ftap[RS], fch[RS];
   NL_UNROLL
   for (int q = 0; q < RS; ++q) {
@@ -791,14 +802,22 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
         a[f][2] = __float_as_uint(d[4]);
         a[f][3] = __float_as_uint(d[8 * kDcLdDy + 4]);
       }
-      NL_UNROLL
-      for (int q = 0; q < RS; ++q) {
-        if (q >= frags) break;  // warp-uniform
-        const float* xc = xs + xoff[q];
-        const uint32_t b[2] = {__float_as_uint(xc[pb0]), __float_as_uint(xc[pb1])};
-        mma_m16n8k8_tf32(acc[0][q], a[0], b, acc[0][q]);
-        if (two_halves) mma_m16n8k8_tf32(acc[1][q], a[1], b, acc[1][q]);
-      }
+      auto frag_step = [&](auto full) {
+        NL_UNROLL
+        for (int q = 0; q < RS; ++q) {
+          if (!decltype(full)::value && q >= frags) break;  // warp-uniform
+          const float* xc = xs + xoff[q];
+          const uint32_t b[2] = {__float_as_uint(xc[pb0]), __float_as_uint(xc[pb1])};
+          mma_m16n8k8_tf32(acc[0][q], a[0], b, acc[0][q]);
+          if (decltype(full)::value || two_halves) mma_m16n8k8_tf32(acc[1][q], a[1], b, acc[1][q]);
+        }
+      };
+      // Every fragment in use (32 channels, K > 16: the network's layers but the stem) without
+      // the run-time guards.
+      if (all_frags)
+        frag_step(std::true_type());
+      else
+        frag_step(std::false_type());
     }
   }
   // partial[b] holds dW's layout [K][C][R][S]; this block writes its (k, c) chunk, every element.
