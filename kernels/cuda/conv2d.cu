@@ -893,14 +893,6 @@ __global__ void __launch_bounds__(32 * kReduceGroups)
 }
 
 namespace {
-// Whether the direct kernels cover a convolution (Conv2dParams::algo, conv_algo()).
-bool direct_eligible(const Conv2dParams& p) {
-  return p.tf32 && p.algo == ConvAlgo::Auto && p.N > 0 && p.C > 0 && p.K > 0 && p.stride_h == 1 &&
-         p.stride_w == 1 && p.R == p.S && (p.R == 1 || p.R == 3) && p.pad_h == p.R / 2 &&
-         p.pad_w == p.R / 2 && p.W >= 4 && p.W <= 32 && p.N * p.H < (int64_t(1) << 30) &&
-         p.C < (int64_t(1) << 20) && p.K < (int64_t(1) << 20);
-}
-
 // plane_mod: the staged channel plane's padding, 8 (mod 16) for the forward's fragments, 4 (mod 8)
 // for backward-weight's (the comment at kDcLdw).
 DirectConv direct_geometry(const Conv2dParams& p, int64_t Cin, int64_t Cout, const float* in,
@@ -932,6 +924,23 @@ size_t direct_fwd_smem(const DirectConv& g, int R) {
 size_t direct_bwd_weight_smem(const DirectConv& g) {
   return sizeof(float) * (size_t(kDcN) * kDcLdDy + size_t(kDcC) * g.CS) +
          (sizeof(int64_t) + sizeof(int)) * (kDcPixels + g.slots);
+}
+
+// Whether the direct kernels cover a convolution (Conv2dParams::algo, conv_algo()), its staging
+// included: short images stack many per tile, each with its halo rows, and a tile that would
+// not fit in the device's shared memory goes to the implicit GEMM instead.
+bool direct_eligible(const Conv2dParams& p) {
+  if (!(p.tf32 && p.algo == ConvAlgo::Auto && p.N > 0 && p.C > 0 && p.K > 0 && p.stride_h == 1 &&
+        p.stride_w == 1 && p.R == p.S && (p.R == 1 || p.R == 3) && p.pad_h == p.R / 2 && p.pad_w == p.R / 2 &&
+        p.W >= 4 && p.W <= 32 && p.N * p.H < (int64_t(1) << 30) && p.C < (int64_t(1) << 20) &&
+        p.K < (int64_t(1) << 20)))
+    return false;
+  // The float4 layout's rows are the longer: its geometry bounds both.
+  alignas(16) static const float aligned = 0.0f;
+  const size_t most = device_limits().smem_optin;
+  return direct_fwd_smem(direct_geometry(p, p.C, p.K, &aligned, false), int(p.R)) <= most &&
+         direct_fwd_smem(direct_geometry(p, p.K, p.C, &aligned, false), int(p.R)) <= most &&
+         direct_bwd_weight_smem(direct_geometry(p, p.C, p.K, &aligned, true)) <= most;
 }
 
 // Persistent blocks: as many as fit on the device at once (by shared memory), at most one per tile.
