@@ -460,6 +460,7 @@ struct DirectConv {
   // Whether rows are staged as float4 (W % 4 == 0, x 16-byte aligned): column 0 then sits at 4,
   // so the interior is 16-byte aligned in shared memory, and the halo columns stay zero.
   bool vec = false;
+  bool vec_dy = false;    // backward-weight: dy staged as float4 (W % 4 == 0, dy 16-byte aligned)
   int CS = 0;             // a staged channel plane, padded
   FastDiv TWp_div;        // scalar staging: element of a channel plane to (row, column)
   FastDiv quads_div;      // vector staging: quad of the block's chunk to (channel, quad of the plane)
@@ -524,7 +525,7 @@ __device__ __forceinline__ void staged_copy(int count, Load load, Store store) {
 //     whole image rows and its left and right neighbours are always padding;
 //   - scalar: a warp stages one channel plane at a time, its lanes on consecutive elements,
 //     kDcStageBatch loads in flight per lane, halo columns included.
-constexpr int kDcQuadBatch = 4;
+constexpr int kDcQuadBatch = 6;
 __device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const float* x, int row0, int rows,
                                             int c0, float* xs, int64_t* slot_off, int* slot_h) {
   const int64_t HW = int64_t(g.H) * g.W;
@@ -779,17 +780,41 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
                g.col0;  // in the plane for every tap
       pix_off[m] = i < rows ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
     }
+    stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);  // its first barrier orders pix_off
     // dy[k0 + k] over the tile's 128 pixels, zero past the tile and beyond K (they add nothing).
-    // Thread = pixel, kDcStageBatch channels at a time: each thread reads the pix_off it wrote.
-    staged_copy(
-        kDcN * kDcPixels,
-        [&](int i) {
-          const int64_t at = pix_off[i % kDcPixels];
-          const int ko = k0 + i / kDcPixels;
-          return at >= 0 && ko < g.Cout ? dy[at + int64_t(ko) * HW] : 0.0f;
-        },
-        [&](int i, float v) { dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = __uint_as_float(to_tf32(v)); });
-    stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);
+    if (g.vec_dy) {
+      // Quads of 4 pixels of one image row (W % 4 == 0): 8 float4 loads in flight per thread,
+      // one round for the whole tile.
+      constexpr int kQuads = kDcN * kDcPixels / 4, kBatch = kQuads / kDcThreads;
+      float4 v[kBatch];
+      NL_UNROLL
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = threadIdx.x + u * kDcThreads, k = i / (kDcPixels / 4), m = i % (kDcPixels / 4) * 4;
+        const int64_t at = pix_off[m];
+        v[u] = at >= 0 && k0 + k < g.Cout
+                   ? load_vec(reinterpret_cast<const float4*>(dy + at + int64_t(k0 + k) * HW))
+                   : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+      NL_UNROLL
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = threadIdx.x + u * kDcThreads, k = i / (kDcPixels / 4), m = i % (kDcPixels / 4) * 4;
+        store_vec(reinterpret_cast<float4*>(dys + k * kDcLdDy + m),
+                  make_float4(__uint_as_float(to_tf32(v[u].x)), __uint_as_float(to_tf32(v[u].y)),
+                              __uint_as_float(to_tf32(v[u].z)), __uint_as_float(to_tf32(v[u].w))));
+      }
+    } else {
+      // Thread = pixel, kDcStageBatch channels at a time.
+      staged_copy(
+          kDcN * kDcPixels,
+          [&](int i) {
+            const int64_t at = pix_off[i % kDcPixels];
+            const int ko = k0 + i / kDcPixels;
+            return at >= 0 && ko < g.Cout ? dy[at + int64_t(ko) * HW] : 0.0f;
+          },
+          [&](int i, float v) {
+            dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = __uint_as_float(to_tf32(v));
+          });
+    }
     __syncthreads();
     for (int p0 = 0; p0 < kDcPixels; p0 += 8) {
       const int pb0 = pix[p0 + tq], pb1 = pix[p0 + tq + 4];
@@ -986,7 +1011,8 @@ void direct_bwd_data(const Conv2dParams& p, const float* w, const float* dy, flo
 #undef NL_LAUNCH_DIRECT
 
 void direct_bwd_weight(const Conv2dParams& p, const float* x, const float* dy, float* dw) {
-  const DirectConv g = direct_geometry(p, p.C, p.K, x, true);
+  DirectConv g = direct_geometry(p, p.C, p.K, x, true);
+  g.vec_dy = p.W % 4 == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0;
   const size_t smem = direct_bwd_weight_smem(g);
   // The partition into splits is a function of the shape only: the sums' order, and so the
   // result, is the same on every device.
