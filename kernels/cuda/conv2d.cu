@@ -749,7 +749,10 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   float* dys = smem;                 // [kDcN][kDcLdDy]: dy of the tile, 128 pixels per channel
   float* xs = dys + kDcN * kDcLdDy;  // [kDcC][CS]
   int64_t* pix_off = reinterpret_cast<int64_t*>(xs + kDcC * g.CS);  // [128]: a pixel's offset in dy's channel
-  int64_t* slot_off = pix_off + kDcPixels;
+  // [32]: the offset of pixel quad q (pixels 4q..4q+3): read by consecutive lanes, where pix_off
+  // at a stride of 4 would put every fourth lane on one bank.
+  int64_t* quad_off = pix_off + kDcPixels;
+  int64_t* slot_off = quad_off + kDcPixels / 4;
   int* pix = reinterpret_cast<int*>(slot_off + g.slots);  // [128]: a pixel's staged-row base
   int* slot_h = pix + kDcPixels;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
@@ -779,6 +782,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
       pix[m] = (i < rows ? slot_of(g, halo, h0, i) * g.TWp + j : halo * g.TWp) +
                g.col0;  // in the plane for every tap
       pix_off[m] = i < rows ? int64_t(n) * g.Cout * HW + int64_t(h) * g.W + j : -1;
+      if (m % 4 == 0) quad_off[m / 4] = pix_off[m];
     }
     stage_input(g, halo, x, row0, rows, c0, xs, slot_off, slot_h);  // its first barrier orders pix_off
     // dy[k0 + k] over the tile's 128 pixels, zero past the tile and beyond K (they add nothing).
@@ -790,7 +794,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
       NL_UNROLL
       for (int u = 0; u < kBatch; ++u) {
         const int i = threadIdx.x + u * kDcThreads, k = i / (kDcPixels / 4), m = i % (kDcPixels / 4) * 4;
-        const int64_t at = pix_off[m];
+        const int64_t at = quad_off[m / 4];
         v[u] = at >= 0 && k0 + k < g.Cout
                    ? load_vec(reinterpret_cast<const float4*>(dy + at + int64_t(k0 + k) * HW))
                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -948,7 +952,7 @@ size_t direct_fwd_smem(const DirectConv& g, int R) {
 }
 size_t direct_bwd_weight_smem(const DirectConv& g) {
   return sizeof(float) * (size_t(kDcN) * kDcLdDy + size_t(kDcC) * g.CS) +
-         (sizeof(int64_t) + sizeof(int)) * (kDcPixels + g.slots);
+         (sizeof(int64_t) + sizeof(int)) * (kDcPixels + g.slots) + sizeof(int64_t) * (kDcPixels / 4);
 }
 
 // Whether the direct kernels cover a convolution (Conv2dParams::algo, conv_algo()), its staging

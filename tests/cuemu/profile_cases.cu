@@ -308,6 +308,7 @@ TEST_CASE("profiler: BatchNorm backward re-reads from L2 a tensor larger than th
 TEST_CASE("profiler: the TF32 conv reads its shared tiles without bank conflicts", "[profile][full]") {
   using namespace nl;
   set_conv_tf32(true);
+  set_conv_algo(ConvAlgo::Gemm);  // the implicit GEMM; the direct kernels have their own case
   Generator gen(3);
   const Device cuda = Device::cuda();
   Tensor x = Tensor::randn({4, 32, 16, 16}, gen).to(cuda).set_requires_grad(true);
@@ -331,5 +332,40 @@ TEST_CASE("profiler: the TF32 conv reads its shared tiles without bank conflicts
     ++ops[l.op];
   }
   CHECK(ops.size() == 3);  // forward, backward-data, backward-weight
+  set_conv_algo(ConvAlgo::Auto);
+  set_conv_tf32(false);
+}
+
+// The direct tensor-core convs (docs/kernels.md, "Direct tensor-core convolutions"): their
+// fragment reads from the staged input and filter are free of bank conflicts (planes padded to
+// 8 mod 16 and 4 mod 8, filter rows to 40), and the profiler counts their mma.sync per warp,
+// which the GPU model turns into the tap loop's trips: at 32 -> 32 channels on 16x16 images, each
+// tile of 128 pixels takes 4 warps x (32 / 8 channel steps x 9 taps x 2 x 4 fragments) = 1,152.
+TEST_CASE("profiler: the direct convs read their fragments without bank conflicts and count mma",
+          "[profile][full]") {
+  using namespace nl;
+  set_conv_tf32(true);
+  Generator gen(3);
+  const Device cuda = Device::cuda();
+  Tensor x = Tensor::randn({4, 32, 16, 16}, gen).to(cuda).set_requires_grad(true);
+  Tensor w = Tensor::randn({32, 32, 3, 3}, gen).to(cuda).set_requires_grad(true);
+  Tensor dy = Tensor::randn({4, 32, 16, 16}, gen).to(cuda);
+  std::vector<prof::Launch> launches;
+  prof::Options o;
+  o.on_launch = [&](const prof::Launch& l) {
+    if (l.kernel.find("_direct_") != std::string::npos) launches.push_back(l);
+  };
+  prof::start(o);
+  conv2d(x, w, Tensor(), 1, 1).backward(dy);
+  prof::stop();
+  REQUIRE(launches.size() == 3);  // forward, backward-data, backward-weight
+  const uint64_t tiles = 4 * 16 / 8;
+  for (const prof::Launch& l : launches) {
+    INFO(l.op << ": " << l.kernel << ", shared loads " << l.shared_load.wavefronts << " wavefronts (ideal "
+              << l.shared_load.ideal_wavefronts << "), warp mma " << l.warp_mmas);
+    CHECK(l.shared_load.wavefronts <= l.shared_load.ideal_wavefronts * 101 / 100);
+    // Backward-weight: per tile, 16 steps of 8 pixels x 9 fragments x 2 halves per warp.
+    CHECK(l.warp_mmas == tiles * 4 * (l.op == "conv2d_bwd_weight" ? 16 * 9 * 2 : 4 * 9 * 2 * 4));
+  }
   set_conv_tf32(false);
 }
