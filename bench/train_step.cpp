@@ -114,7 +114,7 @@ std::string profile_table(const std::string& norm, int64_t batch, const Result& 
     device_sum += us, idle_sum += idle, host_sum += l.host_end_us - l.host_begin_us;
     const bool first = l.op_launch == 0;
     const double bytes = first ? l.op_min_bytes : 0, flops = first ? l.op_flops : 0;
-    const bool tc = l.kernel.rfind("implicit_gemm_tf32_kernel", 0) == 0;
+    const bool tc = l.kernel.find("tf32") != std::string::npos;  // the TF32 tensor-core kernels
     const double gbs = us > 0 ? bytes / us / 1e3 : 0, gflops = us > 0 ? flops / us / 1e3 : 0;
     std::string cls = l.op.empty() ? "(no op)" : l.op;
     if (cls.find("norm") != std::string::npos) cls = "norms";
