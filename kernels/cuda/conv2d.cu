@@ -453,9 +453,9 @@ struct DirectConv {
   int N = 0, Cin = 0, Cout = 0, H = 0, W = 0;
   int TH = 0;     // image rows per tile (TH * W <= 128 pixels)
   int tiles = 0;  // ceil(N * H / TH)
-  int slots =
-      0;        // staged rows per channel, at most: the tile's rows plus a halo row either side of each image
-  int TWp = 0;  // a staged row's length: the halo columns, W, padding
+  // Staged rows per channel, at most: the tile's rows and a halo row either side of each image.
+  int slots = 0;
+  int TWp = 0;   // a staged row's length: the halo columns, W, padding
   int col0 = 0;  // where column 0 of the image sits in a staged row
   // Whether rows are staged as float4 (W % 4 == 0, x 16-byte aligned): column 0 then sits at 4,
   // so the interior is 16-byte aligned in shared memory, and the halo columns stay zero.
@@ -656,7 +656,8 @@ __device__ __forceinline__ void conv_direct(const DirectConv& g, const float* x,
   int64_t* slot_off = reinterpret_cast<int64_t*>(xs + kDcC * g.CS);  // CS is a multiple of 4
   int* slot_h = reinterpret_cast<int*>(slot_off + g.slots);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
-  const int k0 = blockIdx.y * kDcN, HW = g.H * g.W, rows_total = g.N * g.H;
+  const int k0 = blockIdx.y * kDcN, rows_total = g.N * g.H;
+  const int64_t HW = int64_t(g.H) * g.W;
   const bool one_chunk = g.Cin <= kDcC;
   const int col_frags = imin(4, (g.Cout - k0 + 7) / 8);    // 8-channel fragments with real channels
   if (one_chunk) stage_filter<R, kFlip>(g, w, 0, k0, ws);  // resident for every tile of the block
@@ -758,7 +759,8 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
   const int kchunks = (g.Cout + kDcN - 1) / kDcN;
   const int k0 = blockIdx.y % kchunks * kDcN, c0 = blockIdx.y / kchunks * kDcC;
-  const int HW = g.H * g.W, rows_total = g.N * g.H;
+  const int rows_total = g.N * g.H;
+  const int64_t HW = int64_t(g.H) * g.W;
   float acc[2][RS][4] = {};
   // Column fragments (tap, 8 channels) of the chunk's real channels only (the 3-channel stem has
   // one group of 8, not four): fragment q * 4 + warp of this warp, tap-major; their staged-input
