@@ -470,6 +470,12 @@ struct DirectConv {
 namespace {
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 
+// A value rounded to TF32 (cvt.rna), kept as a float: what the kernels stage for mma.sync.
+__device__ __forceinline__ float rounded_tf32(float v) { return __uint_as_float(to_tf32(v)); }
+__device__ __forceinline__ float4 rounded_tf32(float4 v) {
+  return make_float4(rounded_tf32(v.x), rounded_tf32(v.y), rounded_tf32(v.z), rounded_tf32(v.w));
+}
+
 // Staged row s of the tile starting at flattened row `row0`: the image n and row h it holds, or
 // h = -1 for a padding row. Rows are grouped per image: (halo, the tile's rows of the image, halo).
 __device__ __forceinline__ void staged_row(const DirectConv& g, int halo, int row0, int rows, int s, int& n,
@@ -558,10 +564,7 @@ __device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const
       }
       NL_UNROLL
       for (int u = 0; u < kDcQuadBatch; ++u)
-        if (dst[u] >= 0)
-          store_vec(reinterpret_cast<float4*>(xs + dst[u]),
-                    make_float4(__uint_as_float(to_tf32(v[u].x)), __uint_as_float(to_tf32(v[u].y)),
-                                __uint_as_float(to_tf32(v[u].z)), __uint_as_float(to_tf32(v[u].w))));
+        if (dst[u] >= 0) store_vec(reinterpret_cast<float4*>(xs + dst[u]), rounded_tf32(v[u]));
     }
     return;
   }
@@ -583,7 +586,7 @@ __device__ __forceinline__ void stage_input(const DirectConv& g, int halo, const
       }
       NL_UNROLL
       for (int u = 0; u < kDcStageBatch; ++u)
-        if (e0 + 32 * u < plane) dst[e0 + 32 * u] = __uint_as_float(to_tf32(v[u]));
+        if (e0 + 32 * u < plane) dst[e0 + 32 * u] = rounded_tf32(v[u]);
     }
   }
 }
@@ -611,7 +614,7 @@ __device__ __forceinline__ void stage_filter(const DirectConv& g, const float* w
   auto put = [&](int o, int e, float v) {
     const int inner = e / RS, tap = e % RS;
     const int k = kFlip ? inner : o, c = kFlip ? o : inner, t = kFlip ? RS - 1 - tap : tap;
-    ws[(t * kDcC + c) * kDcLdw + k] = __uint_as_float(to_tf32(v));
+    ws[(t * kDcC + c) * kDcLdw + k] = rounded_tf32(v);
   };
   auto row = [&](int o) { return w + (int64_t(outer0 + o) * inner_n + inner0) * RS; };
   if ((inner_n * RS) % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
@@ -804,9 +807,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
       NL_UNROLL
       for (int u = 0; u < kBatch; ++u) {
         const int i = threadIdx.x + u * kDcThreads, k = i / (kDcPixels / 4), m = i % (kDcPixels / 4) * 4;
-        store_vec(reinterpret_cast<float4*>(dys + k * kDcLdDy + m),
-                  make_float4(__uint_as_float(to_tf32(v[u].x)), __uint_as_float(to_tf32(v[u].y)),
-                              __uint_as_float(to_tf32(v[u].z)), __uint_as_float(to_tf32(v[u].w))));
+        store_vec(reinterpret_cast<float4*>(dys + k * kDcLdDy + m), rounded_tf32(v[u]));
       }
     } else {
       // Thread = pixel, kDcStageBatch channels at a time.
@@ -817,9 +818,7 @@ __device__ __forceinline__ void conv_direct_bwd_weight(const DirectConv& g, cons
             const int ko = k0 + i / kDcPixels;
             return at >= 0 && ko < g.Cout ? dy[at + int64_t(ko) * HW] : 0.0f;
           },
-          [&](int i, float v) {
-            dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = __uint_as_float(to_tf32(v));
-          });
+          [&](int i, float v) { dys[i / kDcPixels * kDcLdDy + i % kDcPixels] = rounded_tf32(v); });
     }
     __syncthreads();
     for (int p0 = 0; p0 < kDcPixels; p0 += 8) {
