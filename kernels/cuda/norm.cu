@@ -1,11 +1,10 @@
 // The normalisation family on the GPU: BatchNorm2d, GroupNorm (G = 1 is LayerNorm over C,H,W,
 // G = C InstanceNorm) and LayerNorm over the last dimension, forward and backward.
 //
-// Every kernel reduces with block_sum (warp shuffles + shared memory) in a fixed order, and
-// dgamma/dbeta come from per-(n, c) partial sums reduced by a second small kernel: no float
-// atomics anywhere, so gradients are bitwise reproducible. Statistics are two-pass (mean, then
-// centred squares) over data the block re-reads from L2/global memory. See docs/kernels.md for
-// grid mappings and bytes moved.
+// Every kernel reduces with warp shuffles (and block_sum through shared memory) in a fixed order,
+// partial sums are combined in a fixed order whichever block finishes last, and dgamma/dbeta come
+// from per-(n, c) or per-item partials: no float atomics anywhere, so results are bitwise
+// reproducible. See docs/kernels.md for grid mappings and bytes moved.
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
@@ -25,145 +24,347 @@ constexpr size_t kScratch = 64 * sizeof(float);  // block_sum2 needs 2 x 32 floa
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GroupNorm
+//
+// GroupNorm (G = 1 is LayerNorm over C, H, W; G = C InstanceNorm), its relatives, and FRN, in one
+// ticket-ordered launch each way, like batch_norm_bwd_kernel. The first design gave each (n, g) to
+// one block, which walked the group three times and, in backward, its channels one after another
+// with two barriers each: LayerNorm at batch 128 is 128 blocks for 132 SMs, each with about one
+// float4 in flight per thread, bound by latency (18-26% of the H200's bandwidth measured).
+//
+// Here the tensor is a sequence of planes (n, c) of HxW elements (the group of plane n*C + c is
+// (n*C + c) / Cg), each cut into pieces of at most 32 lanes x kGnUnits units (a unit is a float4,
+// or one float on the scalar path). A segment of lp lanes (a power of two) reduces one piece with
+// shuffles only, so no barrier depends on the channel count; small planes pack 32 / lp pieces into
+// a warp (8x8 planes: 16 quads, 4 lanes a piece). An item is kGnWarps warps' pieces, about 4,096
+// elements, and may straddle groups.
+//
+// Each piece writes its partials (forward: mean and centred sum of squares; backward: sum of g,
+// g * xhat and, for FRN, the TLU share); a block adds the pieces it holds of each group it touches
+// to that group's counter, and the block that completes a group combines the group's partials in
+// piece order (Chan's pairwise update for the variance: exact two-pass statistics per piece, a
+// fixed order across them), so results do not depend on scheduling. Then it release-stores the
+// group's ready flag, which the normalising items (forward: y; backward: dx) acquire. Tickets put
+// D statistics items ahead of the first normalising item, then alternate, so an item's second read
+// of x (and dy, mask) comes from L2; D is at least one more than the items a group spans, which
+// keeps every statistics item a normalising item waits for at an earlier ticket (no deadlock:
+// see batch_norm_bwd_kernel).
+constexpr int kGnWarps = 8, kGnThreads = 32 * kGnWarps, kGnUnits = 4;
 
-// One block per (n, g): the group's Cg * HxW elements are contiguous. kVec (HxW % 4 == 0,
-// aligned pointers): each thread moves 4 elements per access, all in one channel.
+struct GnPlan {
+  int64_t U;       // units per plane: HxW / 4 (float4 path) or HxW
+  int64_t Pp;      // pieces per plane
+  int64_t Lu;      // units per piece; a plane's last piece has U - (Pp - 1) * Lu
+  int lp;          // lanes per piece: a power of two, lp * kGnUnits >= Lu
+  int64_t T;       // pieces: N * C * Pp
+  int64_t items;   // Q: ceil(T / pieces per item)
+  int64_t D;       // statistics items before the first normalising item
+  int64_t NG;      // groups: N * G
+  bool normalise;  // forward: y wanted; backward: dx wanted
+};
+
+__device__ __forceinline__ int64_t gn_item_pieces(const GnPlan& pl) { return kGnWarps * (32 / pl.lp); }
+
+// Ticket t -> a statistics item (is_norm false) or a normalising item u, as bn_bwd_item.
+__device__ __forceinline__ void gn_item(const GnPlan& pl, int64_t t, bool& is_norm, int64_t& u) {
+  const int64_t Q = pl.items, pairs = Q - pl.D;
+  if (!pl.normalise || t < pl.D) {
+    is_norm = false, u = t;
+  } else if (t - pl.D < 2 * pairs) {
+    const int64_t r = t - pl.D;
+    is_norm = r % 2 == 0, u = is_norm ? r / 2 : pl.D + r / 2;
+  } else {
+    is_norm = true, u = pairs + (t - pl.D - 2 * pairs);
+  }
+}
+
+// This lane's piece of item u and where it lies: plane, first unit, units in it (0: no piece).
+struct GnPiece {
+  int64_t gp, plane, first, len;
+};
+__device__ __forceinline__ GnPiece gn_piece(const GnPlan& pl, int64_t u) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  GnPiece s;
+  s.gp = u * gn_item_pieces(pl) + warp * (32 / pl.lp) + lane / pl.lp;
+  if (s.gp >= pl.T) return {s.gp, 0, 0, 0};
+  s.plane = s.gp / pl.Pp;
+  const int64_t k = s.gp % pl.Pp;
+  s.first = k * pl.Lu;
+  s.len = k == pl.Pp - 1 ? pl.U - s.first : pl.Lu;
+  return s;
+}
+
+// Sum over the lp lanes of a piece (aligned segments of a power-of-two size: xor stays inside).
+__device__ __forceinline__ float segment_sum(float v, int lp) {
+  for (int o = lp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The groups item u touches, [g0, g0 + count), and how many of its pieces lie in group g0 + i.
+__device__ __forceinline__ void gn_item_groups(const GnPlan& pl, int64_t Cg, int64_t u, int64_t& g0,
+                                               int64_t& count) {
+  const int64_t f0 = u * gn_item_pieces(pl),
+                f1 = f0 + gn_item_pieces(pl) < pl.T ? f0 + gn_item_pieces(pl) : pl.T;
+  const int64_t per_group = Cg * pl.Pp;
+  g0 = f0 / per_group;
+  count = (f1 - 1) / per_group - g0 + 1;
+}
+__device__ __forceinline__ int64_t gn_pieces_in_group(const GnPlan& pl, int64_t Cg, int64_t u, int64_t g) {
+  const int64_t f0 = u * gn_item_pieces(pl),
+                f1 = f0 + gn_item_pieces(pl) < pl.T ? f0 + gn_item_pieces(pl) : pl.T;
+  const int64_t per_group = Cg * pl.Pp;
+  const int64_t lo = f0 > g * per_group ? f0 : g * per_group,
+                hi = f1 < (g + 1) * per_group ? f1 : (g + 1) * per_group;
+  return hi - lo;
+}
+
+// After a statistics item's partials are written: adds the item's pieces to each touched group's
+// counter (one thread per group, acq_rel) and lists the groups it completed in `done`; returns
+// their number (block-uniform). sync: [0] tickets, [1, 1 + NG) pieces done, [1 + NG, 1 + 2 NG)
+// ready flags. `done` holds up to kGnThreads entries; shared_int[0] is free after the ticket.
+__device__ __forceinline__ int gn_complete_groups(const GnPlan& pl, int64_t Cg, int64_t u, int* sync,
+                                                  int* shared_int, int* done) {
+  int64_t g0, count;
+  gn_item_groups(pl, Cg, u, g0, count);
+  if (threadIdx.x == 0) shared_int[1] = 0;
+  __syncthreads();  // also: every piece's partial of this block is written
+  if (threadIdx.x < count) {
+    const int64_t g = g0 + threadIdx.x;
+    const int n = int(gn_pieces_in_group(pl, Cg, u, g));
+    if (fetch_add_acq_rel(&sync[1 + g], n) + n == Cg * pl.Pp)
+      done[atomicAdd(&shared_int[1], 1)] = int(threadIdx.x);
+  }
+  __syncthreads();
+  return shared_int[1];
+}
+
+// Waits until every group that item u touches has its statistics (thread i for group g0 + i).
+__device__ __forceinline__ void gn_wait_groups(const GnPlan& pl, int64_t Cg, int64_t u, int* sync) {
+  int64_t g0, count;
+  gn_item_groups(pl, Cg, u, g0, count);
+  if (threadIdx.x < count) wait_acquire(&sync[1 + pl.NG + g0 + threadIdx.x], 1);
+  __syncthreads();
+}
+
+// Chan's update: (n, mean, m2) of a set joined with those of another; n == 0 is the empty set.
+__device__ __forceinline__ void chan_join(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
+  if (nb == 0.0f) return;
+  const float nn = n + nb, d = mb - mean;
+  mean += d * (nb / nn);
+  m2 += m2b + d * d * (n * nb / nn);
+  n = nn;
+}
+
 template <bool kVec>
-__global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
-                                      const float* tau, Epilogue e, float* y, float* mean, float* rstd) {
-  NL_DYN_SHARED(float, scratch);
-  // Groups in turn (gn_grid caps the grid so the groups in flight stay in L2 for the 2nd and 3rd
-  // pass); block_sum's trailing barrier makes scratch safe to reuse for the next group.
-  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
-    const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
-    const float* xg = x + ng * D;
-    float m = 0.0f;  // RMSNorm (!p.center): no mean, one pass fewer; p is uniform, so is the branch
-    if (p.center) {
-      float s = 0.0f;
-      if (kVec) {
-        for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-          float v[4];
-          load4(xg, i, v);
-          s += (v[0] + v[1]) + (v[2] + v[3]);
-        }
-      } else {
-        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
-      }
-      m = block_sum(s, scratch) / float(D);
+__global__ void __launch_bounds__(kGnThreads)
+    group_norm_fwd_kernel(NormParams p, GnPlan pl, const float* x, const float* gamma, const float* beta,
+                          const float* tau, Epilogue e, int* sync, float* part, float* y, float* mean,
+                          float* rstd) {
+  NL_DYN_SHARED(int, shared_int);  // [0] the ticket, [1] groups completed, [2, 2 + kGnThreads) which
+  int* done = shared_int + 2;
+  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
+  __syncthreads();
+  bool is_norm;
+  int64_t u;
+  gn_item(pl, shared_int[0], is_norm, u);
+  constexpr int kW = kVec ? 4 : 1;
+  const int64_t Cg = p.C / p.G, HxW = p.HxW;
+  const GnPiece s = gn_piece(pl, u);
+  const int li = threadIdx.x % 32 % pl.lp;
+  float v[kGnUnits][kW];
+  NL_UNROLL
+  for (int j = 0; j < kGnUnits; ++j) {
+    const int64_t k = li + int64_t(j) * pl.lp;
+    if (k < s.len) {
+      const int64_t off = s.plane * HxW + (s.first + k) * kW;
+      if (kVec)
+        load4(x, off, v[j]);
+      else
+        v[j][0] = x[off];
     }
+  }
+  if (!is_norm) {
+    // The piece's exact two-pass statistics from registers (RMSNorm: mean 0, the sum of squares).
+    const float n = float(s.len * kW);
+    float sum = 0.0f;
+    NL_UNROLL
+    for (int j = 0; j < kGnUnits; ++j)
+      if (li + int64_t(j) * pl.lp < s.len)
+        for (int l = 0; l < kW; ++l) sum += v[j][l];
+    sum = segment_sum(sum, pl.lp);
+    const float m = p.center && s.len > 0 ? sum / n : 0.0f;
     float q = 0.0f;
-    if (kVec) {
-      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-        float v[4];
-        load4(xg, i, v);
-        for (int l = 0; l < 4; ++l) q += (v[l] - m) * (v[l] - m);
+    NL_UNROLL
+    for (int j = 0; j < kGnUnits; ++j)
+      if (li + int64_t(j) * pl.lp < s.len)
+        for (int l = 0; l < kW; ++l) q += (v[j][l] - m) * (v[j][l] - m);
+    q = segment_sum(q, pl.lp);
+    if (li == 0 && s.len > 0) part[s.gp] = m, part[pl.T + s.gp] = q;
+    const int completed = gn_complete_groups(pl, Cg, u, sync, shared_int, done);
+    int64_t g0, count;
+    gn_item_groups(pl, Cg, u, g0, count);
+    // A warp per completed group: lanes join pieces lane, lane + 32, ... in order, then a fixed
+    // butterfly joins the lanes; lane 0's result is the group's.
+    const int lane = threadIdx.x % 32;
+    for (int i = threadIdx.x / 32; i < completed; i += kGnWarps) {
+      const int64_t g = g0 + done[i], per_group = Cg * pl.Pp;
+      float cn = 0.0f, cm = 0.0f, cq = 0.0f;
+      for (int64_t k = lane; k < per_group; k += 32) {
+        const int64_t gp = g * per_group + k, piece = gp % pl.Pp;
+        const float nb = float((piece == pl.Pp - 1 ? pl.U - piece * pl.Lu : pl.Lu) * kW);
+        chan_join(cn, cm, cq, nb, part[gp], part[pl.T + gp]);
       }
-    } else {
-      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) q += (xg[i] - m) * (xg[i] - m);
+      for (int o = 16; o > 0; o >>= 1) {
+        const float on = __shfl_xor_sync(0xffffffffu, cn, o), om = __shfl_xor_sync(0xffffffffu, cm, o),
+                    oq = __shfl_xor_sync(0xffffffffu, cq, o);
+        chan_join(cn, cm, cq, on, om, oq);
+      }
+      if (lane == 0) {
+        mean[g] = cm;
+        rstd[g] = rsqrtf(cq / cn + p.eps);
+        store_release(&sync[1 + pl.NG + g], 1);
+      }
     }
-    const float r = rsqrtf(block_sum(q, scratch) / float(D) + p.eps);
-    if (threadIdx.x == 0) mean[ng] = m, rstd[ng] = r;
+    return;
+  }
+  gn_wait_groups(pl, Cg, u, sync);
+  if (s.len == 0) return;
+  const int64_t g = s.plane / Cg, c = s.plane % p.C;
+  const float scale = gamma_at(gamma, c) * rstd[g], shift = beta_at(beta, c) - mean[g] * scale;
+  const float t = p.tlu ? tau[c] : 0.0f;
+  NL_UNROLL
+  for (int j = 0; j < kGnUnits; ++j) {
+    const int64_t k = li + int64_t(j) * pl.lp;
+    if (k >= s.len) continue;
+    const int64_t off = s.plane * HxW + (s.first + k) * kW;
     if (kVec) {
-      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-        const int64_t c = g * Cg + i / p.HxW;
-        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-        float v[4];
-        load4(xg, i, v);
-        for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
-        epilogue4(p, e, ng * D + i, v, p.tlu ? tau[c] : 0.0f);
-        store4(y, ng * D + i, v);
-      }
+      for (int l = 0; l < 4; ++l) v[j][l] = v[j][l] * scale + shift;
+      epilogue4(p, e, off, v[j], t);
+      store4(y, off, v[j]);
     } else {
-      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        const int64_t c = g * Cg + i / p.HxW;
-        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
-        store_stream(y + ng * D + i,
-                     epilogue1(p, e, ng * D + i, xg[i] * scale + shift, p.tlu ? tau[c] : 0.0f));
-      }
+      store_stream(y + off, epilogue1(p, e, off, v[j][0] * scale + shift, t));
     }
   }
 }
 
-// One block per (n, g): per-channel sums of g and g * xhat (g: dy through the mask) go to
-// db_nc/ds_nc for the dgamma/dbeta kernel, and their gamma-weighted totals give dx in the same
-// block. kTlu (FRN): also TLU's per-channel tau gradient to dt_nc; a template parameter with its
-// own kernel, not a branch on p.tlu, because the branch cost every GroupNorm backward 8 registers
-// (48 -> 56 on sm_90).
+// Backward: statistics items sum g (dy through the mask) and g * xhat per piece (kTlu, FRN: also
+// TLU's (mask == 2) * dy); the block completing a group adds each plane's pieces in order into
+// db_nc / ds_nc (/ dt_nc) [N, C] for the dgamma/dbeta kernel, and the gamma-weighted group totals
+// into `totals` for the dx items: dx = rstd * (gamma * g - k1 - xhat * k2), k1 = sum(gamma g) / D
+// (0 without centering: RMSNorm), k2 = sum(gamma g xhat) / D. kTlu is a template parameter with
+// its own kernel, not a branch on p.tlu: the branch cost every GroupNorm backward registers.
 template <bool kVec, bool kTlu>
-__device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const float* x, const float* dy,
-                                                    const float* gamma, const float* mean, const float* rstd,
-                                                    const uint8_t* mask, float keep_scale, float* dx,
+__device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const GnPlan& pl, const float* x,
+                                                    const float* dy, const float* gamma, const float* mean,
+                                                    const float* rstd, const uint8_t* mask, float keep_scale,
+                                                    int* sync, float* part, float* totals, float* dx,
                                                     float* db_nc, float* ds_nc, float* dt_nc) {
-  NL_DYN_SHARED(float, scratch);
-  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
-    const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
-    const float m = mean[ng], r = rstd[ng];
-    const int64_t base = ng * D;
-    float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
-    for (int64_t ci = 0; ci < Cg; ++ci) {
-      const int64_t c = g * Cg + ci, row = base + ci * p.HxW;
-      float a = 0.0f, b = 0.0f;
+  NL_DYN_SHARED(int, shared_int);
+  int* done = shared_int + 2;
+  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
+  __syncthreads();
+  bool is_norm;
+  int64_t u;
+  gn_item(pl, shared_int[0], is_norm, u);
+  constexpr int kW = kVec ? 4 : 1;
+  const int64_t Cg = p.C / p.G, HxW = p.HxW;
+  const GnPiece s = gn_piece(pl, u);
+  const int li = threadIdx.x % 32 % pl.lp;
+  const int64_t g = s.len > 0 ? s.plane / Cg : 0;
+  const float m = s.len > 0 ? mean[g] : 0.0f, r = s.len > 0 ? rstd[g] : 0.0f;
+  float gv[kGnUnits][kW], xv[kGnUnits][kW];
+  NL_UNROLL
+  for (int j = 0; j < kGnUnits; ++j) {
+    const int64_t k = li + int64_t(j) * pl.lp;
+    if (k < s.len) {
+      const int64_t off = s.plane * HxW + (s.first + k) * kW;
       if (kVec) {
-        for (int64_t i = 4 * threadIdx.x; i < p.HxW; i += 4 * blockDim.x) {
-          float gv[4], xv[4];
-          masked_dy4(dy, mask, keep_scale, row + i, gv);
-          load4(x, row + i, xv);
-          for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
-        }
+        masked_dy4(dy, mask, keep_scale, off, gv[j]);
+        load4(x, off, xv[j]);
       } else {
-        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
-          const float d = masked_dy(dy, mask, keep_scale, row + i);
-          a += d;
-          b += d * (x[row + i] - m) * r;
+        gv[j][0] = masked_dy(dy, mask, keep_scale, off);
+        xv[j][0] = x[off];
+      }
+    }
+  }
+  if (!is_norm) {
+    float a = 0.0f, b = 0.0f, t = 0.0f;
+    NL_UNROLL
+    for (int j = 0; j < kGnUnits; ++j) {
+      const int64_t k = li + int64_t(j) * pl.lp;
+      if (k >= s.len) continue;
+      for (int l = 0; l < kW; ++l) a += gv[j][l], b += gv[j][l] * (xv[j][l] - m) * r;
+      if (kTlu)
+        for (int l = 0; l < kW; ++l)
+          t += clamped_dy(dy, mask, keep_scale, s.plane * HxW + (s.first + k) * kW + l);
+    }
+    a = segment_sum(a, pl.lp);
+    b = segment_sum(b, pl.lp);
+    if (kTlu) t = segment_sum(t, pl.lp);
+    if (li == 0 && s.len > 0) {
+      part[s.gp] = a, part[pl.T + s.gp] = b;
+      if (kTlu) part[2 * pl.T + s.gp] = t;
+    }
+    const int completed = gn_complete_groups(pl, Cg, u, sync, shared_int, done);
+    int64_t g0, count;
+    gn_item_groups(pl, Cg, u, g0, count);
+    const int lane = threadIdx.x % 32;
+    const float D = float(Cg * HxW);
+    for (int i = threadIdx.x / 32; i < completed; i += kGnWarps) {
+      const int64_t gg = g0 + done[i], n = gg / p.G;
+      float sa = 0.0f, sb = 0.0f;  // this lane's planes' gamma-weighted sums, then the group's
+      for (int64_t ci = lane; ci < Cg; ci += 32) {
+        const int64_t plane = gg * Cg + ci, c = plane % p.C;
+        float pa = 0.0f, pb = 0.0f, pt = 0.0f;
+        for (int64_t k = 0; k < pl.Pp; ++k) {
+          pa += part[plane * pl.Pp + k], pb += part[pl.T + plane * pl.Pp + k];
+          if (kTlu) pt += part[2 * pl.T + plane * pl.Pp + k];
         }
+        db_nc[n * p.C + c] = pa, ds_nc[n * p.C + c] = pb;
+        if (kTlu) dt_nc[n * p.C + c] = pt;
+        sa += gamma_at(gamma, c) * pa, sb += gamma_at(gamma, c) * pb;
       }
-      block_sum2(a, b, scratch);
-      if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
-      if (kTlu) {
-        float t = 0.0f;
-        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x)
-          t += clamped_dy(dy, mask, keep_scale, row + i);
-        t = block_sum(t, scratch);
-        if (threadIdx.x == 0) dt_nc[n * p.C + c] = t;
-      }
-      sum_gg += gamma_at(gamma, c) * a;
-      sum_gg_xhat += gamma_at(gamma, c) * b;
-    }
-    if (!dx) continue;
-    // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
-    const float k1 = p.center ? sum_gg / float(D) : 0.0f, k2 = sum_gg_xhat / float(D);
-    if (kVec) {
-      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
-        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
-        float gv[4], xv[4];
-        masked_dy4(dy, mask, keep_scale, base + i, gv);
-        load4(x, base + i, xv);
-        for (int l = 0; l < 4; ++l) gv[l] = r * (gc * gv[l] - k1 - (xv[l] - m) * r * k2);
-        store4(dx, base + i, gv);
-      }
-    } else {
-      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
-        const float xhat = (x[base + i] - m) * r;
-        store_stream(dx + base + i, r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2));
+      sa = warp_sum(sa);
+      sb = warp_sum(sb);
+      if (lane == 0) {
+        totals[gg] = p.center ? sa / D : 0.0f, totals[pl.NG + gg] = sb / D;
+        store_release(&sync[1 + pl.NG + gg], 1);
       }
     }
+    return;
+  }
+  gn_wait_groups(pl, Cg, u, sync);
+  if (s.len == 0) return;
+  const float k1 = totals[g], k2 = totals[pl.NG + g], gc = gamma_at(gamma, s.plane % p.C);
+  NL_UNROLL
+  for (int j = 0; j < kGnUnits; ++j) {
+    const int64_t k = li + int64_t(j) * pl.lp;
+    if (k >= s.len) continue;
+    const int64_t off = s.plane * HxW + (s.first + k) * kW;
+    for (int l = 0; l < kW; ++l) gv[j][l] = r * (gc * gv[j][l] - k1 - (xv[j][l] - m) * r * k2);
+    if (kVec)
+      store4(dx, off, gv[j]);
+    else
+      store_stream(dx + off, gv[j][0]);
   }
 }
 
 // The two entry points: GroupNorm and its relatives, and FRN (TLU: dt_nc too).
 template <bool kVec>
-__global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
-                                      const float* mean, const float* rstd, const uint8_t* mask,
-                                      float keep_scale, float* dx, float* db_nc, float* ds_nc) {
-  group_norm_bwd_body<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
+__global__ void __launch_bounds__(kGnThreads)
+    group_norm_bwd_kernel(NormParams p, GnPlan pl, const float* x, const float* dy, const float* gamma,
+                          const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
+                          int* sync, float* part, float* totals, float* dx, float* db_nc, float* ds_nc) {
+  group_norm_bwd_body<kVec, false>(p, pl, x, dy, gamma, mean, rstd, mask, keep_scale, sync, part, totals, dx,
+                                   db_nc, ds_nc, nullptr);
 }
 template <bool kVec>
-__global__ void group_norm_tlu_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
-                                          const float* mean, const float* rstd, const uint8_t* mask,
-                                          float keep_scale, float* dx, float* db_nc, float* ds_nc,
-                                          float* dt_nc) {
-  group_norm_bwd_body<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
+__global__ void __launch_bounds__(kGnThreads)
+    group_norm_tlu_bwd_kernel(NormParams p, GnPlan pl, const float* x, const float* dy, const float* gamma,
+                              const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
+                              int* sync, float* part, float* totals, float* dx, float* db_nc, float* ds_nc,
+                              float* dt_nc) {
+  group_norm_bwd_body<kVec, true>(p, pl, x, dy, gamma, mean, rstd, mask, keep_scale, sync, part, totals, dx,
+                                  db_nc, ds_nc, dt_nc);
 }
 
 // dgamma[c] = sum_n ds[n, c], dbeta[c] = sum_n db[n, c]. A block is 32 channels x 32 row lanes:
@@ -571,15 +772,11 @@ bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
 }
 float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f; }
 
-// GroupNorm's grid: one block per (n, g) while the groups in flight fit in half the device's L2
-// (at most 24 MiB, the H100 design point), else fewer blocks taking groups in turn. A block passes
-// over its group 3 times (forward: mean, variance, output; backward: sums per channel, then dx);
-// with every group of a large LayerNorm (G = 1: 128 KiB at 32 x 32 x 32) in flight at once the L2
-// would hold under half of each, and every later pass would go to DRAM (docs/kernels.md, "GPU
-// model"). Never fewer blocks than the device has SMs. Both from the device (device_limits(); under
-// cuemu its profile, so the emulated launch is the real one). NORMLAB_CUDA_L2_BUDGET (bytes)
-// overrides the budget (and lets the tests reach the capped grid on small tensors).
-int64_t min_group_blocks() { return device_limits().sms; }
+// GroupNorm's pieces and items (group_norm_fwd_kernel). D: as many items as are resident at once
+// while their data and the next D items' fit in the L2 budget, never below one more than the items
+// a group spans (the deadlock-freedom argument); all of them when nothing is normalised.
+// NORMLAB_CUDA_L2_BUDGET (bytes) overrides the budget, half the device's L2 and at most 24 MiB (the
+// H100 design point); it lets the tests interleave the items of small tensors as a large one's are.
 double l2_budget() {
   const char* env = std::getenv("NORMLAB_CUDA_L2_BUDGET");
   if (!env || !*env) return std::min(24.0 * (1 << 20), device_limits().l2_bytes / 2);
@@ -589,62 +786,94 @@ double l2_budget() {
     throw Error(std::string("NORMLAB_CUDA_L2_BUDGET must be a positive number of bytes, got '") + env + "'");
   return v;
 }
-unsigned gn_grid(const NormParams& p, double bytes_per_group) {
-  const int64_t groups = p.N * p.G;
-  const int64_t fit =
-      std::max<int64_t>(min_group_blocks(), int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
-  return unsigned(std::min(groups, fit));
+// 256-thread blocks resident at once, from the device (under cuemu its profile): four per SM at
+// the kernels' 56-64 registers.
+int64_t gn_resident() { return 4 * device_limits().sms; }
+GnPlan gn_plan(const NormParams& p, bool vec, bool normalise, double reread_bytes_per_element) {
+  GnPlan pl{};
+  const int64_t w = vec ? 4 : 1;
+  pl.U = p.HxW / w;
+  pl.Pp = ceil_div(pl.U, 32 * kGnUnits);
+  pl.Lu = ceil_div(pl.U, pl.Pp);
+  pl.lp = 1;
+  while (pl.lp * kGnUnits < pl.Lu) pl.lp *= 2;
+  pl.T = p.N * p.C * pl.Pp;
+  const int64_t per_item = kGnWarps * (32 / pl.lp);
+  pl.items = ceil_div(pl.T, per_item);
+  pl.NG = p.N * p.G;
+  pl.normalise = normalise;
+  const int64_t span = ceil_div(p.C / p.G * pl.Pp, per_item) + 1;
+  const double item_bytes = reread_bytes_per_element * double(per_item * pl.Lu * w);
+  const int64_t fit = std::min<int64_t>(gn_resident(), int64_t(l2_budget() / item_bytes / 2));
+  pl.D = normalise ? std::min(pl.items, std::max(span, fit)) : pl.items;
+  const int64_t blocks = normalise ? 2 * pl.items : pl.items;
+  if (blocks > INT32_MAX || pl.NG > INT32_MAX / 2)
+    throw Error("group_norm: " + std::to_string(blocks) + " work items or " + std::to_string(pl.NG) +
+                " groups exceed a grid");
+  return pl;
 }
+unsigned gn_blocks(const GnPlan& pl) { return unsigned(pl.normalise ? 2 * pl.items : pl.items); }
+constexpr size_t kGnShared = (2 + kGnThreads) * sizeof(int);
 }  // namespace
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* tau, const float* residual, float* y, float* mean, float* rstd,
                     uint8_t* mask) {
-  if (p.N * p.G == 0) return;
+  if (p.N * p.C * p.HxW == 0) return;
   NL_MODEL_OP("group_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const Epilogue e = make_epilogue(p, residual, mask);
-  // Re-read: x (the output, mask and residual stream through evict-first).
-  const unsigned grid = gn_grid(p, 4.0 * (p.C / p.G) * p.HxW);
-  if (vec_ok(p, {x, residual, y, mask}))
-    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
-              rstd);
+  const bool vec = vec_ok(p, {x, residual, y, mask});
+  const GnPlan pl = gn_plan(p, vec, y != nullptr, 4.0);  // re-read: x (the rest streams)
+  const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * pl.NG);
+  Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.T));
+  int* sync = reinterpret_cast<int*>(scratch.f32());
+  float* part = scratch.f32() + (1 + 2 * pl.NG);
+  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sync_bytes, stream()));
+  if (vec)
+    NL_LAUNCH(group_norm_fwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, gamma, beta, tau,
+              e, sync, part, y, mean, rstd);
   else
-    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
-              rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, gamma, beta, tau,
+              e, sync, part, y, mean, rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx, float* dgamma,
                     float* dbeta, float* dtau) {
-  if (p.N * p.G == 0) return;
+  if (p.N * p.C * p.HxW == 0) return;
   NL_MODEL_OP("group_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
-  // db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
-  Scratch scratch(sizeof(float) * (p.tlu ? 3 : 2) * size_t(p.N * p.C));
-  float* partial = scratch.f32();
-  float* dt_nc = p.tlu ? partial + 2 * p.N * p.C : nullptr;
-  const float ks = keep_scale(p);
-  // Re-read: x, dy and the mask.
-  const unsigned grid = gn_grid(p, (mask ? 9.0 : 8.0) * (p.C / p.G) * p.HxW);
   const bool vec = vec_ok(p, {x, dy, mask, dx});
-  float* db_nc = partial;
-  float* ds_nc = partial + p.N * p.C;
+  const GnPlan pl = gn_plan(p, vec, dx != nullptr, mask ? 9.0 : 8.0);  // re-read: x, dy and the mask
+  // sync; piece partials [2 or 3][T]; group totals [2][NG]; db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
+  const int parts = p.tlu ? 3 : 2;
+  const size_t sync_ints = size_t(1 + 2 * pl.NG);
+  Scratch scratch(sizeof(int) * sync_ints +
+                  sizeof(float) * size_t(parts * pl.T + 2 * pl.NG + parts * p.N * p.C));
+  int* sync = reinterpret_cast<int*>(scratch.f32());
+  float* part = scratch.f32() + sync_ints;
+  float* totals = part + parts * pl.T;
+  float* db_nc = totals + 2 * pl.NG;
+  float* ds_nc = db_nc + p.N * p.C;
+  float* dt_nc = p.tlu ? ds_nc + p.N * p.C : nullptr;
+  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sizeof(int) * sync_ints, stream()));
+  const float ks = keep_scale(p);
   if (p.tlu && vec)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
-              ks, dx, db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma,
+              mean, rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc, dt_nc);
   else if (p.tlu)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
-              ks, dx, db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma,
+              mean, rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc, dt_nc);
   else if (vec)
-    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
-              dx, db_nc, ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma, mean,
+              rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc);
   else
-    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
-              dx, db_nc, ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma, mean,
+              rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc);
   const dim3 reduce_grid(unsigned(ceil_div(p.C, kReduceCols))), reduce_block(kReduceCols, kReduceRows);
   const size_t reduce_smem = 2 * kReduceRows * kReduceCols * sizeof(float);
   if (dgamma || dbeta)
-    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, partial,
-              partial + p.N * p.C, dgamma, dbeta);
+    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, db_nc, ds_nc, dgamma,
+              dbeta);
   if (p.tlu && dtau)  // dtau[c] = sum_n dt_nc[n, c], in the dbeta slot
     NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, dt_nc, dt_nc, nullptr,
               dtau);
