@@ -180,6 +180,8 @@ __global__ void __launch_bounds__(kGnThreads)
         load4(x, off, v[j]);
       else
         v[j][0] = x[off];
+    } else {
+      for (int l = 0; l < kW; ++l) v[j][l] = 0.0f;
     }
   }
   if (!is_norm) {
@@ -271,12 +273,14 @@ __device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const G
   const int li = threadIdx.x % 32 % pl.lp;
   const int64_t g = s.len > 0 ? s.plane / Cg : 0;
   const float m = s.len > 0 ? mean[g] : 0.0f, r = s.len > 0 ? rstd[g] : 0.0f;
-  float gv[kGnUnits][kW], xv[kGnUnits][kW];
+  float gv[kGnUnits][kW], xv[kGnUnits][kW], t = 0.0f;
   NL_UNROLL
   for (int j = 0; j < kGnUnits; ++j) {
     const int64_t k = li + int64_t(j) * pl.lp;
     if (k < s.len) {
       const int64_t off = s.plane * HxW + (s.first + k) * kW;
+      if (kTlu && !is_norm)
+        for (int l = 0; l < kW; ++l) t += clamped_dy(dy, mask, keep_scale, off + l);
       if (kVec) {
         masked_dy4(dy, mask, keep_scale, off, gv[j]);
         load4(x, off, xv[j]);
@@ -284,19 +288,16 @@ __device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const G
         gv[j][0] = masked_dy(dy, mask, keep_scale, off);
         xv[j][0] = x[off];
       }
+    } else {
+      for (int l = 0; l < kW; ++l) gv[j][l] = xv[j][l] = 0.0f;
     }
   }
   if (!is_norm) {
-    float a = 0.0f, b = 0.0f, t = 0.0f;
+    float a = 0.0f, b = 0.0f;
     NL_UNROLL
-    for (int j = 0; j < kGnUnits; ++j) {
-      const int64_t k = li + int64_t(j) * pl.lp;
-      if (k >= s.len) continue;
-      for (int l = 0; l < kW; ++l) a += gv[j][l], b += gv[j][l] * (xv[j][l] - m) * r;
-      if (kTlu)
-        for (int l = 0; l < kW; ++l)
-          t += clamped_dy(dy, mask, keep_scale, s.plane * HxW + (s.first + k) * kW + l);
-    }
+    for (int j = 0; j < kGnUnits; ++j)
+      if (li + int64_t(j) * pl.lp < s.len)
+        for (int l = 0; l < kW; ++l) a += gv[j][l], b += gv[j][l] * (xv[j][l] - m) * r;
     a = segment_sum(a, pl.lp);
     b = segment_sum(b, pl.lp);
     if (kTlu) t = segment_sum(t, pl.lp);
@@ -315,6 +316,7 @@ __device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const G
       for (int64_t ci = lane; ci < Cg; ci += 32) {
         const int64_t plane = gg * Cg + ci, c = plane % p.C;
         float pa = 0.0f, pb = 0.0f, pt = 0.0f;
+#pragma unroll 1
         for (int64_t k = 0; k < pl.Pp; ++k) {
           pa += part[plane * pl.Pp + k], pb += part[pl.T + plane * pl.Pp + k];
           if (kTlu) pt += part[2 * pl.T + plane * pl.Pp + k];
@@ -786,9 +788,9 @@ double l2_budget() {
     throw Error(std::string("NORMLAB_CUDA_L2_BUDGET must be a positive number of bytes, got '") + env + "'");
   return v;
 }
-// 256-thread blocks resident at once, from the device (under cuemu its profile): four per SM at
-// the kernels' 56-64 registers.
-int64_t gn_resident() { return 4 * device_limits().sms; }
+// 256-thread blocks resident at once, from the device (under cuemu its profile): three per SM at
+// the backward's 74 registers (sm_80 and sm_90).
+int64_t gn_resident() { return 3 * device_limits().sms; }
 GnPlan gn_plan(const NormParams& p, bool vec, bool normalise, double reread_bytes_per_element) {
   GnPlan pl{};
   const int64_t w = vec ? 4 : 1;
