@@ -316,7 +316,7 @@ __device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const G
       for (int64_t ci = lane; ci < Cg; ci += 32) {
         const int64_t plane = gg * Cg + ci, c = plane % p.C;
         float pa = 0.0f, pb = 0.0f, pt = 0.0f;
-#pragma unroll 1
+        NL_NO_UNROLL
         for (int64_t k = 0; k < pl.Pp; ++k) {
           pa += part[plane * pl.Pp + k], pb += part[pl.T + plane * pl.Pp + k];
           if (kTlu) pt += part[2 * pl.T + plane * pl.Pp + k];
@@ -404,119 +404,10 @@ __global__ void reduce_over_n_kernel(int64_t N, int64_t C, const float* db_nc, c
 
 // ---------------------------------------------------------------------------------- BatchNorm
 //
-// Forward: a channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block
-// per channel left most of a GPU idle at the network's 16-32 channels. Each block writes its
-// partial sums to [2][kSplit][C] scratch (channel fastest: the finishing kernel's lanes, one
-// channel each, read it coalesced); a block does not wait for the others (no grid-wide sync, no
-// atomics): the statistics are finished by a second tiny kernel, and the elementwise pass is a
-// third launch over the same grid. Partials are summed in split order: deterministic. (Forward
-// re-reads only x, which L2 mostly holds; backward re-reads x, dy and the mask and is one
-// ticket-ordered launch instead: batch_norm_bwd_kernel.)
-constexpr int kSplit = 8;
-
 // Element j of channel c's N * HxW: sample j / HxW, position j % HxW. kVec: HxW % 4 == 0, so 4
 // consecutive j share a sample and are contiguous.
 __device__ __forceinline__ int64_t bn_offset(const NormParams& p, int64_t c, int64_t j) {
   return (j / p.HxW) * p.C * p.HxW + c * p.HxW + j % p.HxW;
-}
-
-// The split's share of [0, M): [begin, end), multiples of 4 (kVec needs whole quads).
-__device__ __forceinline__ void bn_split(int64_t M, int64_t& begin, int64_t& end) {
-  const int64_t quads = (M + 3) / 4, per = (quads + kSplit - 1) / kSplit;
-  begin = int64_t(blockIdx.y) * per * 4;
-  begin = begin < M ? begin : M;
-  end = begin + per * 4 < M ? begin + per * 4 : M;
-}
-
-// Pass 1 (training): per (c, split) sum of x, and sum of squares about `shift_mean` = the
-// channel's first element, which keeps the one-pass variance well conditioned.
-template <bool kVec>
-__global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* part) {
-  NL_DYN_SHARED(float, scratch);
-  const int64_t c = blockIdx.x, M = p.N * p.HxW;
-  int64_t begin, end;
-  bn_split(M, begin, end);
-  const float k = x[bn_offset(p, c, 0)];
-  float s = 0.0f, q = 0.0f;
-  if (kVec) {
-    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
-      float v[4];
-      load4(x, bn_offset(p, c, j), v);
-      for (int l = 0; l < 4; ++l) s += v[l] - k, q += (v[l] - k) * (v[l] - k);
-    }
-  } else {
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const float d = x[bn_offset(p, c, j)] - k;
-      s += d, q += d * d;
-    }
-  }
-  block_sum2(s, q, scratch);
-  if (threadIdx.x == 0) part[blockIdx.y * p.C + c] = s, part[(kSplit + blockIdx.y) * p.C + c] = q;
-}
-
-// One thread per channel: mean, rstd and the running statistics from the kSplit partials.
-__global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part, float* running_mean,
-                                         float* running_var, float* mean, float* rstd, float* renorm,
-                                         const float* renorm_step) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= p.C) return;
-  if (!p.training) {
-    mean[c] = running_mean[c];
-    rstd[c] = rsqrtf(running_var[c] + p.eps);
-    return;
-  }
-  const int64_t M = p.N * p.HxW;
-  float s = 0.0f, q = 0.0f;
-  for (int k = 0; k < kSplit; ++k) s += part[k * p.C + c], q += part[(kSplit + k) * p.C + c];
-  const float shift_mean = s / float(M);
-  const float var = fmaxf(q / float(M) - shift_mean * shift_mean, 0.0f);
-  const float m = x[bn_offset(p, c, 0)] + shift_mean;
-  mean[c] = m;
-  rstd[c] = rsqrtf(var + p.eps);
-  if (p.renorm) {
-    // Batch Renorm's r and d, from the running statistics before this batch updates them.
-    const float warm = float(renorm_warmup_fraction(p, renorm_step));
-    const float r_max = 1.0f + (p.r_max - 1.0f) * warm, d_max = p.d_max * warm;
-    const float sigma_run = sqrtf(running_var[c] + p.eps);
-    renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / r_max), r_max);
-    renorm[p.C + c] = fminf(fmaxf((m - running_mean[c]) / sigma_run, -d_max), d_max);
-  }
-  if (running_mean) {
-    running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
-    running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
-  }
-}
-
-template <bool kVec>
-__global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
-                                        const float* mean, const float* rstd, const float* renorm, Epilogue e,
-                                        float* y) {
-  const int64_t c = blockIdx.x, M = p.N * p.HxW;
-  int64_t begin, end;
-  bn_split(M, begin, end);
-  // gamma * (r * xhat + d) + beta as one scale and shift (r = 1, d = 0 unless Batch Renorm).
-  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
-  const float scale = gamma_at(gamma, c) * rr * rstd[c];
-  const float shift = beta_at(beta, c) + gamma_at(gamma, c) * dd - mean[c] * scale;
-  // Backwards through the split, the reverse of the statistics pass: the x it read last is still
-  // in L2 and is read first (docs/kernels.md, "L2-aware order"). Lanes stay on consecutive
-  // elements, so every request is as coalesced as forwards.
-  if (kVec) {
-    const int64_t quads = (end - begin) / 4;
-    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-      const int64_t off = bn_offset(p, c, begin + 4 * (quads - 1 - q));
-      float v[4];
-      load4(x, off, v);
-      for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
-      epilogue4(p, e, off, v);
-      store4(y, off, v);
-    }
-  } else {
-    for (int64_t q = threadIdx.x; q < end - begin; q += blockDim.x) {
-      const int64_t off = bn_offset(p, c, end - 1 - q);
-      store_stream(y + off, epilogue1(p, e, off, x[off] * scale + shift));
-    }
-  }
 }
 
 // Backward in one launch, ordered so that the second read of x, dy and the mask comes from L2.
@@ -537,10 +428,10 @@ __global__ void batch_norm_apply_kernel(NormParams p, const float* x, const floa
 // acquire it. D >= S (items per channel) puts every sums item of a channel at a smaller ticket than
 // the channel's first dx item, so a waiting block waits only on blocks that took their tickets
 // earlier, are resident and never wait themselves: no deadlock, whatever the residency.
-constexpr int kBnBwdThreads = 512;
+constexpr int kBnThreads = 512;
 // Two float4 of each tensor per thread: an item re-reads 4096 * (4 + 4 + 1) = 36 KiB.
 constexpr int kBnQuadsPerThread = 2;
-constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnBwdThreads;
+constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnThreads;
 // Blocks resident at the kernel's launch bounds (2 per SM of the device): the ticket distance D
 // between an item's sums and its dx when the L2 budget allows it (batch_norm_bwd).
 namespace {
@@ -599,7 +490,7 @@ __device__ __forceinline__ void bn_item_visit(const NormParams& p, int64_t c, in
 // sync: [0] the ticket counter, [1, 1 + C) sums items done per channel, [1 + C, 1 + 2C) ready
 // flags; zeroed before the launch. part: [2][Q] per-item sums; totals: [2][C].
 template <bool kVec>
-__global__ void __launch_bounds__(kBnBwdThreads, 2)
+__global__ void __launch_bounds__(kBnThreads, 2)
     batch_norm_bwd_kernel(NormParams p, BnBwdPlan pl, const float* x, const float* dy, const float* gamma,
                           const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
                           float keep_scale, int* sync, float* part, float* totals, float* dx, float* dgamma,
@@ -661,6 +552,139 @@ __global__ void __launch_bounds__(kBnBwdThreads, 2)
                         else
                           store_stream(dx + off, gv[0]);
                       });
+}
+
+// Forward in one launch, the backward's ticket order (batch_norm_bwd_kernel): statistics items,
+// 4,096 elements of one channel each, write the exact two-pass mean and centred sum of squares of
+// their elements (held in registers); the channel's last statistics item joins them in item order
+// (Chan's update), writes mean, rstd, Batch Renorm's r and d and the running statistics, and
+// release-stores the channel's ready flag; normalising items acquire it and apply scale, shift and
+// the epilogue, re-reading x from L2 D items behind. This replaces three launches (per-split
+// sums, a finishing kernel, the elementwise pass): two launch gaps and the tail of each. Eval mode
+// normalises with the running statistics: normalising items only. Without y (SyncBatchNorm's first
+// phase): statistics items only.
+struct BnFwdPlan {
+  int64_t S, Q, D;  // items per channel, statistics items (C * S), statistics items ahead
+  bool stats, normalise;
+};
+
+// Ticket t -> a statistics item (is_norm false) or a normalising item u in [0, Q).
+__device__ __forceinline__ void bn_fwd_item(const BnFwdPlan& pl, int64_t t, bool& is_norm, int64_t& u) {
+  if (!pl.stats) {
+    is_norm = true, u = t;
+  } else if (!pl.normalise) {
+    is_norm = false, u = t;
+  } else {
+    BnBwdPlan b{pl.S, pl.Q, pl.D, nullptr};
+    bn_bwd_item(b, t, is_norm, u);
+  }
+}
+
+template <bool kVec>
+__global__ void __launch_bounds__(kBnThreads, 2)
+    batch_norm_fwd_kernel(NormParams p, BnFwdPlan pl, const float* x, const float* gamma, const float* beta,
+                          float* running_mean, float* running_var, const float* renorm_step, Epilogue e,
+                          int* sync, float* part, float* y, float* mean, float* rstd, float* renorm) {
+  NL_DYN_SHARED(float, scratch);  // block_sum's 32 floats, then the ticket and the last-item flag
+  int* shared_int = reinterpret_cast<int*>(scratch + 64);
+  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
+  __syncthreads();
+  bool is_norm;
+  int64_t u;
+  bn_fwd_item(pl, shared_int[0], is_norm, u);
+  constexpr int kW = kVec ? 4 : 1, kPer = 4 * kBnQuadsPerThread / kW;  // units per thread
+  const int64_t c = u / pl.S, M = p.N * p.HxW;
+  const int64_t begin = (u % pl.S) * kBnItem, end = begin + kBnItem < M ? begin + kBnItem : M;
+  float v[kPer][kW];
+  NL_UNROLL
+  for (int i = 0; i < kPer; ++i) {
+    const int64_t j = begin + kW * (threadIdx.x + i * int64_t(blockDim.x));
+    if (j < end) {
+      if (kVec)
+        load4(x, bn_offset(p, c, j), v[i]);
+      else
+        v[i][0] = x[bn_offset(p, c, j)];
+    } else {
+      for (int l = 0; l < kW; ++l) v[i][l] = 0.0f;
+    }
+  }
+  if (!is_norm) {
+    const float n = float(end - begin);
+    float s = 0.0f;
+    NL_UNROLL
+    for (int i = 0; i < kPer; ++i)
+      for (int l = 0; l < kW; ++l) s += v[i][l];  // zeros past the end
+    const float m = block_sum(s, scratch) / n;
+    float q = 0.0f;
+    NL_UNROLL
+    for (int i = 0; i < kPer; ++i)
+      if (begin + kW * (threadIdx.x + i * int64_t(blockDim.x)) < end)
+        for (int l = 0; l < kW; ++l) q += (v[i][l] - m) * (v[i][l] - m);
+    q = block_sum(q, scratch);
+    if (threadIdx.x == 0) {
+      part[u] = m, part[pl.Q + u] = q;
+      shared_int[1] = fetch_add_acq_rel(&sync[1 + c], 1) == pl.S - 1;
+    }
+    __syncthreads();
+    if (!shared_int[1] || threadIdx.x >= 32) return;
+    // The channel's last statistics item: warp 0 joins the items in order (lanes take items
+    // lane, lane + 32, ..., then a fixed butterfly), the same whoever is last.
+    const int lane = threadIdx.x;
+    float cn = 0.0f, cm = 0.0f, cq = 0.0f;
+    for (int64_t k = lane; k < pl.S; k += 32) {
+      const int64_t b0 = k * kBnItem, nb = b0 + kBnItem < M ? kBnItem : M - b0;
+      chan_join(cn, cm, cq, float(nb), part[c * pl.S + k], part[pl.Q + c * pl.S + k]);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float on = __shfl_xor_sync(0xffffffffu, cn, o), om = __shfl_xor_sync(0xffffffffu, cm, o),
+                  oq = __shfl_xor_sync(0xffffffffu, cq, o);
+      chan_join(cn, cm, cq, on, om, oq);
+    }
+    if (lane != 0) return;
+    const float var = cq / float(M);
+    mean[c] = cm;
+    rstd[c] = rsqrtf(var + p.eps);
+    if (p.renorm) {
+      // Batch Renorm's r and d, from the running statistics before this batch updates them.
+      const float warm = float(renorm_warmup_fraction(p, renorm_step));
+      const float r_max = 1.0f + (p.r_max - 1.0f) * warm, d_max = p.d_max * warm;
+      const float sigma_run = sqrtf(running_var[c] + p.eps);
+      renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / r_max), r_max);
+      renorm[p.C + c] = fminf(fmaxf((cm - running_mean[c]) / sigma_run, -d_max), d_max);
+    }
+    if (running_mean) {
+      running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * cm;
+      running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
+    }
+    store_release(&sync[1 + p.C + c], 1);
+    return;
+  }
+  float m, r;
+  if (pl.stats) {
+    if (threadIdx.x == 0) wait_acquire(&sync[1 + p.C + c], 1);
+    __syncthreads();
+    m = mean[c], r = rstd[c];
+  } else {  // eval: the running statistics, and the channel's first item reports them
+    m = running_mean[c], r = rsqrtf(running_var[c] + p.eps);
+    if (threadIdx.x == 0 && u % pl.S == 0) mean[c] = m, rstd[c] = r;
+  }
+  // gamma * (r * xhat + d) + beta as one scale and shift (r = 1, d = 0 unless Batch Renorm).
+  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
+  const float scale = gamma_at(gamma, c) * rr * r;
+  const float shift = beta_at(beta, c) + gamma_at(gamma, c) * dd - m * scale;
+  NL_UNROLL
+  for (int i = 0; i < kPer; ++i) {
+    const int64_t j = begin + kW * (threadIdx.x + i * int64_t(blockDim.x));
+    if (j >= end) continue;
+    const int64_t off = bn_offset(p, c, j);
+    if (kVec) {
+      for (int l = 0; l < 4; ++l) v[i][l] = v[i][l] * scale + shift;
+      epilogue4(p, e, off, v[i]);
+      store4(y, off, v[i]);
+    } else {
+      store_stream(y + off, epilogue1(p, e, off, v[i][0] * scale + shift));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------- LayerNorm (rows)
@@ -886,23 +910,33 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
                     float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
-  const dim3 grid(unsigned(p.C), kSplit);
-  const bool vec = vec_ok(p, {x, residual, y, mask});
-  Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
-  if (p.training) {
-    if (vec)
-      NL_LAUNCH(batch_norm_stats_kernel<true>, grid, kThreads, kScratch, p, x, scratch.f32());
-    else
-      NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
-  }
-  NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(), running_mean,
-            running_var, mean, rstd, renorm, renorm_step);
-  if (!y) return;  // statistics only (SyncBatchNorm's first phase)
+  const int64_t M = p.N * p.HxW;
+  if (M == 0) return;
+  BnFwdPlan pl;
+  pl.S = ceil_div(M, kBnItem);
+  pl.Q = p.C * pl.S;
+  pl.stats = p.training;
+  pl.normalise = y != nullptr;
+  if (!pl.stats && !pl.normalise) return;
+  // D as the backward's (batch_norm_bwd), the re-read being x alone.
+  const int64_t fit = std::min<int64_t>(bn_resident(), int64_t(l2_budget() / (4.0 * kBnItem) / 2));
+  pl.D = pl.normalise ? std::min(pl.Q, std::max(pl.S, fit)) : pl.Q;
+  const int64_t blocks = pl.stats && pl.normalise ? 2 * pl.Q : pl.Q;
+  if (blocks > INT32_MAX)
+    throw Error("batch_norm forward: " + std::to_string(blocks) + " work items exceed a grid");
+  const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * p.C);
+  Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.Q));
+  int* sync = reinterpret_cast<int*>(scratch.f32());
+  float* part = scratch.f32() + (1 + 2 * p.C);
+  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sync_bytes, stream()));
   const Epilogue e = make_epilogue(p, residual, mask);
-  if (vec)
-    NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
+  const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
+  if (vec_ok(p, {x, residual, y, mask}))
+    NL_LAUNCH(batch_norm_fwd_kernel<true>, unsigned(blocks), kBnThreads, smem, p, pl, x, gamma, beta,
+              running_mean, running_var, renorm_step, e, sync, part, y, mean, rstd, renorm);
   else
-    NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
+    NL_LAUNCH(batch_norm_fwd_kernel<false>, unsigned(blocks), kBnThreads, smem, p, pl, x, gamma, beta,
+              running_mean, running_var, renorm_step, e, sync, part, y, mean, rstd, renorm);
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
@@ -932,10 +966,10 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
   const float ks = keep_scale(p);
   if (vec_ok(p, {x, dy, mask, dx}))
-    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
+    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnThreads, smem, p, pl, x, dy, gamma, mean,
               rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
   else
-    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
+    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnThreads, smem, p, pl, x, dy, gamma, mean,
               rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
 }
 
