@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
 #include "tests/cuda/primitive_kernels.cuh"
 #include "normlab/core/ops.h"
+#include "normlab/core/rng.h"
 #include "normlab/core/tensor.h"
 
 using Catch::Matchers::Contains;
@@ -496,6 +498,50 @@ TEST_CASE("GroupNorm launches statistics and normalising items in one grid", "[c
                                                               {"group_norm_fwd_kernel", 34},
                                                               {"group_norm_bwd_kernel", 17}};
   CHECK(grids == want);
+}
+
+// The norm kernels join partial sums across blocks in a fixed order (pieces, items, channels),
+// whichever block finishes last: BatchNorm and GroupNorm, forward and backward, give the same bits
+// in every thread and block order and at every L2 window (D, the statistics items ahead of the
+// first normalising item). cuemu runs a launch's blocks one after another, so this holds the
+// kernels to orders and plans; arrival order on a GPU is the ticket order here.
+TEST_CASE("the norm kernels' results are bitwise the same in every order and L2 window",
+          "[cuemu][norm][quick]") {
+  const nl::Device cuda = nl::Device::cuda();
+  auto run = [&](bool batch) {
+    nl::Generator gen(11);
+    nl::Tensor x = nl::Tensor::randn({6, 12, 20, 20}, gen).to(cuda).set_requires_grad(true);
+    nl::Tensor gamma = nl::Tensor::uniform({12}, 0.5f, 1.5f, gen).to(cuda).set_requires_grad(true);
+    nl::Tensor beta = nl::Tensor::randn({12}, gen).to(cuda).set_requires_grad(true);
+    nl::Tensor dy = nl::Tensor::randn({6, 12, 20, 20}, gen).to(cuda);
+    nl::NormEpilogue e{.relu = true};
+    nl::Tensor y = batch ? nl::batch_norm(x, gamma, beta, nl::Tensor(), nl::Tensor(), true, 0.1f, 1e-5f, e)
+                         : nl::group_norm(x, 3, gamma, beta, 1e-5f, e);
+    y.backward(dy);
+    std::vector<float> all;
+    for (const nl::Tensor& t : {y, x.grad(), gamma.grad(), beta.grad()}) {
+      const std::vector<float> v = t.to(nl::Device::cpu()).to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  const cuemu::Order before = cuemu::order();
+  for (bool batch : {true, false}) {
+    INFO((batch ? "batch_norm" : "group_norm"));
+    const std::vector<float> want = run(batch);
+    for (auto [order, budget] :
+         {std::pair{cuemu::Order::Reverse, ""}, std::pair{cuemu::Order::Random, ""},
+          std::pair{cuemu::Order::Forward, "65536"}, std::pair{cuemu::Order::Random, "65536"}}) {
+      INFO("order " << int(order) << ", L2 budget '" << budget << "'");
+      cuemu::set_order(order, 17);
+      if (*budget) setenv("NORMLAB_CUDA_L2_BUDGET", budget, 1);
+      const std::vector<float> got = run(batch);
+      unsetenv("NORMLAB_CUDA_L2_BUDGET");
+      cuemu::set_order(before, 0);
+      REQUIRE(got.size() == want.size());
+      CHECK(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0);
+    }
+  }
 }
 
 TEST_CASE("cuemu's device profiles, and an unknown one refused by name", "[cuemu][quick]") {
