@@ -13,7 +13,8 @@
 // CUDNN_BATCHNORM_SPATIAL and CUDNN_BATCHNORM_SPATIAL_PERSISTENT modes. GroupNorm: cuDNN's
 // legacy API has none; the stand-in is BatchNorm (SPATIAL) on the [1, N*G, C/G*H*W, 1] view,
 // the same per-(sample, group) statistics, followed in forward by a per-channel affine kernel
-// (backward times the BatchNorm part only). LayerNorm over (C, H, W):
+// (backward times the BatchNorm part only); the real peer of these rows is PyTorch's own GroupNorm
+// kernels, timed on the same shapes by bench/peer/norm_vs_torch.py. LayerNorm over (C, H, W):
 // cuDNN's backend graph API (CUDNN_LAYER_NORM, bench/cudnn_graph_layernorm.h; its affine is per
 // element), and the BN-view stand-in with G = 1 beside it.
 //

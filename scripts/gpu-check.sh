@@ -162,6 +162,8 @@ if [ $dry_run -eq 1 ]; then
                  (its 30 MB dataset is not carried; CI runs them)
   5 bench-norm   bench_norm_cuda --iters 20 --json bench_norm_cuda.json; outputs vs cuDNN's within 1e-3;
                  measured times beside the model's (bench/gpu_model_norms.json): model_vs_measured.md
+    norm-peer    bench/peer/norm_vs_torch.py --device cuda: the GroupNorm rows against PyTorch's aten
+                 kernels (cuDNN has none), NCHW and channels_last; the table in the logs  (now: on the CPU)
   6 train-step   bench_train_step --device cuda --batches 128,512 --json --profile: images/s, and every
                  launch of one traced step with its device time; bench_conv --device cuda: each
                  convolution alone; both in train_step_profile.md                         (now: from
@@ -351,6 +353,43 @@ EOF
 )"
 else
   record bench-norm FAIL "$(tail_of bench-norm 3)"
+fi
+
+# --- norm-peer --------------------------------------------------------------------------------
+# The GroupNorm rows (GN4, LN over C, H, W) have no cuDNN engine: PyTorch's aten kernels are their
+# peer, NCHW and channels_last, same shapes and timing (bench/peer/norm_vs_torch.py). The dry run
+# runs the same code on the CPU with a batch of 2 (the JSON's form; its times mean nothing).
+torch_py=""
+for py in python3 /usr/bin/python3; do
+  if "$py" -c 'import torch' 2> /dev/null; then
+    torch_py=$py
+    break
+  fi
+done
+if [ $built -eq 0 ] && [ $dry_run -eq 1 ] && [ -n "$torch_py" ]; then
+  if run_part norm-peer 60 "$torch_py" "$repo/bench/peer/norm_vs_torch.py" --device cpu --iters 1 \
+        --json "$logs/norm_vs_torch.json"; then
+    record norm-peer PASS "dry run on the CPU: $(grep -c '/torch:' "$logs/norm-peer.log") rows (logs: norm_vs_torch.json; times mean nothing)"
+  else
+    record norm-peer FAIL "$(tail_of norm-peer 3)"
+  fi
+elif [ $built -eq 0 ]; then
+  record norm-peer SKIP "$([ $dry_run -eq 1 ] && echo 'dry run, and no python3 with PyTorch' || echo 'no build')"
+elif [ -z "$torch_py" ] || ! "$torch_py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2> /dev/null; then
+  record norm-peer SKIP "no python3 with PyTorch and CUDA here"
+elif [ ! -f "$out/bench_norm_cuda.json" ]; then
+  record norm-peer SKIP "no bench_norm_cuda.json from bench-norm to compare with"
+elif run_part norm-peer 90 "$torch_py" "$repo/bench/peer/norm_vs_torch.py" --device cuda --iters 20 \
+      --json "$logs/norm_vs_torch.json" --normlab "$out/bench_norm_cuda.json" --md "$logs/norm_vs_torch.md"; then
+  record norm-peer PASS "$(python3 - "$logs/norm_vs_torch.md" << 'EOF' 2>&1
+import statistics, sys
+r = [float(l.split("|")[4].strip().rstrip("x")) for l in open(sys.argv[1]) if l.startswith(("| GN4", "| LN"))]
+print(f"normlab vs PyTorch's faster layout on {len(r)} GroupNorm rows: median {statistics.median(r):.2f}x, "
+      f"range {min(r):.2f}-{max(r):.2f}x, faster on {sum(x >= 1 for x in r)} (logs: norm_vs_torch.md)" if r else "no rows")
+EOF
+)"
+else
+  record norm-peer FAIL "$(tail_of norm-peer 3)"
 fi
 
 # --- train-step -------------------------------------------------------------------------------
