@@ -149,15 +149,12 @@ TEST_CASE("group_norm forward and backward on medium shapes for G = 1, 4 and C",
   }
 }
 
-// The CUDA GroupNorm cuts planes (n, c) into pieces of at most 128 units (float4 or float) and
-// items of 8 warps' pieces, which straddle groups (kernels/cuda/norm.cu, group_norm_fwd_kernel).
-// A 64 KiB L2 budget puts each normalising item as close behind its groups' statistics items as
-// the deadlock-freedom bound allows. The shapes: 9 x 9 planes (scalar) in groups of 4 straddling
-// items; LayerNorm over 136 samples of 8 x 8 planes (8 groups completed by one item: every warp
-// finishes one); InstanceNorm on 8 x 8 (64 groups an item: each warp finishes 8 in turn); 40 x 41
-// planes, scalar, 13 pieces each, the last one shorter; a batch of 2 with 64 x 48 planes of 6
-// pieces (the spatial split of a small batch).
-TEST_CASE("group_norm with items across groups, many groups an item, and planes cut into pieces",
+// More groups than blocks: the CUDA GroupNorm grid is capped so the groups in flight fit in L2
+// (kernels/cuda/norm.cu, gn_grid) and each block then takes several groups in turn. A budget of
+// 64 KiB makes that happen here on small tensors: 160 and 136 groups on the 132-block floor, 480
+// (InstanceNorm on 8 x 8 planes) on 256 blocks forward and 132 backward; then 40 x 41 planes (scalar, several
+// trips of every loop) and a batch of 2 with 64 x 48 planes, where each block walks a whole large group.
+TEST_CASE("group_norm with more groups than blocks (the L2-capped grid) and few large groups",
           "[ops][norm][medium][quick]") {
   const SmallL2Budget budget;
   for (auto [s, G] :
@@ -182,7 +179,8 @@ TEST_CASE("group_norm with items across groups, many groups an item, and planes 
     require_close(out[1], r.dx, kTol, "dx");
     require_close(out[2], r.dgamma, kTol, "dgamma");
     require_close(out[3], r.dbeta, kTol, "dbeta");
-    // Only gamma and beta want gradients (no dx): statistics items only, every group still finished.
+    // Only gamma and beta want gradients (no dx): a block still has to finish every group it
+    // takes, not stop after the first.
     Tensor g2 = gamma.detach().set_requires_grad(true), b2 = beta.detach().set_requires_grad(true);
     group_norm(x.detach(), G, g2, b2, 1e-5f, e).backward(dy);
     require_close(g2.grad(), r.dgamma, kTol, "dgamma without dx");

@@ -117,15 +117,12 @@ CUEMU_VECTOR_FN void store_vec(V* p, V v) {
 }
 #endif
 
-// Full unrolling of a loop with a compile-time trip count (fragment arrays stay in registers), or
-// none (a short loop whose unrolled copies cost ptxas registers); the host compiler of the emulated
-// build decides for itself.
+// Full unrolling of a loop with a compile-time trip count (fragment arrays stay in registers);
+// the host compiler of the emulated build decides for itself.
 #if defined(__CUDACC__)
 #define NL_UNROLL _Pragma("unroll")
-#define NL_NO_UNROLL _Pragma("unroll 1")
 #else
 #define NL_UNROLL
-#define NL_NO_UNROLL
 #endif
 
 // Warp-level tensor-core and asynchronous-copy instructions, for pipelined GEMM tiles: inline PTX

@@ -1,10 +1,11 @@
 // The normalisation family on the GPU: BatchNorm2d, GroupNorm (G = 1 is LayerNorm over C,H,W,
 // G = C InstanceNorm) and LayerNorm over the last dimension, forward and backward.
 //
-// Every kernel reduces with warp shuffles (and block_sum through shared memory) in a fixed order,
-// partial sums are combined in a fixed order whichever block finishes last, and dgamma/dbeta come
-// from per-(n, c) or per-item partials: no float atomics anywhere, so results are bitwise
-// reproducible. See docs/kernels.md for grid mappings and bytes moved.
+// Every kernel reduces with block_sum (warp shuffles + shared memory) in a fixed order, and
+// dgamma/dbeta come from per-(n, c) partial sums reduced by a second small kernel: no float
+// atomics anywhere, so gradients are bitwise reproducible. Statistics are two-pass (mean, then
+// centred squares) over data the block re-reads from L2/global memory. See docs/kernels.md for
+// grid mappings and bytes moved.
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
@@ -24,349 +25,145 @@ constexpr size_t kScratch = 64 * sizeof(float);  // block_sum2 needs 2 x 32 floa
 }  // namespace
 
 // ---------------------------------------------------------------------------------- GroupNorm
-//
-// GroupNorm (G = 1 is LayerNorm over C, H, W; G = C InstanceNorm), its relatives, and FRN, in one
-// ticket-ordered launch each way, like batch_norm_bwd_kernel. The first design gave each (n, g) to
-// one block, which walked the group three times and, in backward, its channels one after another
-// with two barriers each: LayerNorm at batch 128 is 128 blocks for 132 SMs, each with about one
-// float4 in flight per thread, bound by latency (18-26% of the H200's bandwidth measured).
-//
-// Here the tensor is a sequence of planes (n, c) of HxW elements (the group of plane n*C + c is
-// (n*C + c) / Cg), each cut into pieces of at most 32 lanes x kGnUnits units (a unit is a float4,
-// or one float on the scalar path). A segment of lp lanes (a power of two) reduces one piece with
-// shuffles only, so no barrier depends on the channel count; small planes pack 32 / lp pieces into
-// a warp (8x8 planes: 16 quads, 4 lanes a piece). An item is kGnWarps warps' pieces, about 4,096
-// elements, and may straddle groups.
-//
-// Each piece writes its partials (forward: mean and centred sum of squares; backward: sum of g,
-// g * xhat and, for FRN, the TLU share); a block adds the pieces it holds of each group it touches
-// to that group's counter, and the block that completes a group combines the group's partials in
-// piece order (Chan's pairwise update for the variance: exact two-pass statistics per piece, a
-// fixed order across them), so results do not depend on scheduling. Then it release-stores the
-// group's ready flag, which the normalising items (forward: y; backward: dx) acquire. Tickets put
-// D statistics items ahead of the first normalising item, then alternate, so an item's second read
-// of x (and dy, mask) comes from L2; D is at least one more than the items a group spans, which
-// keeps every statistics item a normalising item waits for at an earlier ticket (no deadlock:
-// see batch_norm_bwd_kernel).
-constexpr int kGnWarps = 8, kGnThreads = 32 * kGnWarps, kGnUnits = 4;
 
-struct GnPlan {
-  int64_t U;       // units per plane: HxW / 4 (float4 path) or HxW
-  int64_t Pp;      // pieces per plane
-  int64_t Lu;      // units per piece; a plane's last piece has U - (Pp - 1) * Lu
-  int lp;          // lanes per piece: a power of two, lp * kGnUnits >= Lu
-  int64_t T;       // pieces: N * C * Pp
-  int64_t items;   // Q: ceil(T / pieces per item)
-  int64_t D;       // statistics items before the first normalising item
-  int64_t NG;      // groups: N * G
-  bool normalise;  // forward: y wanted; backward: dx wanted
-};
-
-__device__ __forceinline__ int64_t gn_item_pieces(const GnPlan& pl) { return kGnWarps * (32 / pl.lp); }
-
-// Ticket t -> a statistics item (is_norm false) or a normalising item u, as bn_bwd_item.
-__device__ __forceinline__ void gn_item(const GnPlan& pl, int64_t t, bool& is_norm, int64_t& u) {
-  const int64_t Q = pl.items, pairs = Q - pl.D;
-  if (!pl.normalise || t < pl.D) {
-    is_norm = false, u = t;
-  } else if (t - pl.D < 2 * pairs) {
-    const int64_t r = t - pl.D;
-    is_norm = r % 2 == 0, u = is_norm ? r / 2 : pl.D + r / 2;
-  } else {
-    is_norm = true, u = pairs + (t - pl.D - 2 * pairs);
-  }
-}
-
-// This lane's piece of item u and where it lies: plane, first unit, units in it (0: no piece).
-struct GnPiece {
-  int64_t gp, plane, first, len;
-};
-__device__ __forceinline__ GnPiece gn_piece(const GnPlan& pl, int64_t u) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  GnPiece s;
-  s.gp = u * gn_item_pieces(pl) + warp * (32 / pl.lp) + lane / pl.lp;
-  if (s.gp >= pl.T) return {s.gp, 0, 0, 0};
-  s.plane = s.gp / pl.Pp;
-  const int64_t k = s.gp % pl.Pp;
-  s.first = k * pl.Lu;
-  s.len = k == pl.Pp - 1 ? pl.U - s.first : pl.Lu;
-  return s;
-}
-
-// Sum over the lp lanes of a piece (aligned segments of a power-of-two size: xor stays inside).
-__device__ __forceinline__ float segment_sum(float v, int lp) {
-  for (int o = lp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The groups item u touches, [g0, g0 + count), and how many of its pieces lie in group g0 + i.
-__device__ __forceinline__ void gn_item_groups(const GnPlan& pl, int64_t Cg, int64_t u, int64_t& g0,
-                                               int64_t& count) {
-  const int64_t f0 = u * gn_item_pieces(pl),
-                f1 = f0 + gn_item_pieces(pl) < pl.T ? f0 + gn_item_pieces(pl) : pl.T;
-  const int64_t per_group = Cg * pl.Pp;
-  g0 = f0 / per_group;
-  count = (f1 - 1) / per_group - g0 + 1;
-}
-__device__ __forceinline__ int64_t gn_pieces_in_group(const GnPlan& pl, int64_t Cg, int64_t u, int64_t g) {
-  const int64_t f0 = u * gn_item_pieces(pl),
-                f1 = f0 + gn_item_pieces(pl) < pl.T ? f0 + gn_item_pieces(pl) : pl.T;
-  const int64_t per_group = Cg * pl.Pp;
-  const int64_t lo = f0 > g * per_group ? f0 : g * per_group,
-                hi = f1 < (g + 1) * per_group ? f1 : (g + 1) * per_group;
-  return hi - lo;
-}
-
-// After a statistics item's partials are written: adds the item's pieces to each touched group's
-// counter (one thread per group, acq_rel) and lists the groups it completed in `done`; returns
-// their number (block-uniform). sync: [0] tickets, [1, 1 + NG) pieces done, [1 + NG, 1 + 2 NG)
-// ready flags. `done` holds up to kGnThreads entries; shared_int[0] is free after the ticket.
-__device__ __forceinline__ int gn_complete_groups(const GnPlan& pl, int64_t Cg, int64_t u, int* sync,
-                                                  int* shared_int, int* done) {
-  int64_t g0, count;
-  gn_item_groups(pl, Cg, u, g0, count);
-  if (threadIdx.x == 0) shared_int[1] = 0;
-  __syncthreads();  // also: every piece's partial of this block is written
-  if (threadIdx.x < count) {
-    const int64_t g = g0 + threadIdx.x;
-    const int n = int(gn_pieces_in_group(pl, Cg, u, g));
-    if (fetch_add_acq_rel(&sync[1 + g], n) + n == Cg * pl.Pp)
-      done[atomicAdd(&shared_int[1], 1)] = int(threadIdx.x);
-  }
-  __syncthreads();
-  return shared_int[1];
-}
-
-// Waits until every group that item u touches has its statistics (thread i for group g0 + i).
-__device__ __forceinline__ void gn_wait_groups(const GnPlan& pl, int64_t Cg, int64_t u, int* sync) {
-  int64_t g0, count;
-  gn_item_groups(pl, Cg, u, g0, count);
-  if (threadIdx.x < count) wait_acquire(&sync[1 + pl.NG + g0 + threadIdx.x], 1);
-  __syncthreads();
-}
-
-// Chan's update: (n, mean, m2) of a set joined with those of another; n == 0 is the empty set.
-__device__ __forceinline__ void chan_join(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
-  if (nb == 0.0f) return;
-  const float nn = n + nb, d = mb - mean;
-  mean += d * (nb / nn);
-  m2 += m2b + d * d * (n * nb / nn);
-  n = nn;
-}
-
+// One block per (n, g): the group's Cg * HxW elements are contiguous. kVec (HxW % 4 == 0,
+// aligned pointers): each thread moves 4 elements per access, all in one channel.
 template <bool kVec>
-__global__ void __launch_bounds__(kGnThreads)
-    group_norm_fwd_kernel(NormParams p, GnPlan pl, const float* x, const float* gamma, const float* beta,
-                          const float* tau, Epilogue e, int* sync, float* part, float* y, float* mean,
-                          float* rstd) {
-  NL_DYN_SHARED(int, shared_int);  // [0] the ticket, [1] groups completed, [2, 2 + kGnThreads) which
-  int* done = shared_int + 2;
-  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
-  __syncthreads();
-  bool is_norm;
-  int64_t u;
-  gn_item(pl, shared_int[0], is_norm, u);
-  constexpr int kW = kVec ? 4 : 1;
-  const int64_t Cg = p.C / p.G, HxW = p.HxW;
-  const GnPiece s = gn_piece(pl, u);
-  const int li = threadIdx.x % 32 % pl.lp;
-  float v[kGnUnits][kW];
-  NL_UNROLL
-  for (int j = 0; j < kGnUnits; ++j) {
-    const int64_t k = li + int64_t(j) * pl.lp;
-    if (k < s.len) {
-      const int64_t off = s.plane * HxW + (s.first + k) * kW;
-      if (kVec)
-        load4(x, off, v[j]);
-      else
-        v[j][0] = x[off];
-    } else {
-      for (int l = 0; l < kW; ++l) v[j][l] = 0.0f;
+__global__ void group_norm_fwd_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
+                                      const float* tau, Epilogue e, float* y, float* mean, float* rstd) {
+  NL_DYN_SHARED(float, scratch);
+  // Groups in turn (gn_grid caps the grid so the groups in flight stay in L2 for the 2nd and 3rd
+  // pass); block_sum's trailing barrier makes scratch safe to reuse for the next group.
+  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
+    const int64_t g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+    const float* xg = x + ng * D;
+    float m = 0.0f;  // RMSNorm (!p.center): no mean, one pass fewer; p is uniform, so is the branch
+    if (p.center) {
+      float s = 0.0f;
+      if (kVec) {
+        for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+          float v[4];
+          load4(xg, i, v);
+          s += (v[0] + v[1]) + (v[2] + v[3]);
+        }
+      } else {
+        for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += xg[i];
+      }
+      m = block_sum(s, scratch) / float(D);
     }
-  }
-  if (!is_norm) {
-    // The piece's exact two-pass statistics from registers (RMSNorm: mean 0, the sum of squares).
-    const float n = float(s.len * kW);
-    float sum = 0.0f;
-    NL_UNROLL
-    for (int j = 0; j < kGnUnits; ++j)
-      if (li + int64_t(j) * pl.lp < s.len)
-        for (int l = 0; l < kW; ++l) sum += v[j][l];
-    sum = segment_sum(sum, pl.lp);
-    const float m = p.center && s.len > 0 ? sum / n : 0.0f;
     float q = 0.0f;
-    NL_UNROLL
-    for (int j = 0; j < kGnUnits; ++j)
-      if (li + int64_t(j) * pl.lp < s.len)
-        for (int l = 0; l < kW; ++l) q += (v[j][l] - m) * (v[j][l] - m);
-    q = segment_sum(q, pl.lp);
-    if (li == 0 && s.len > 0) part[s.gp] = m, part[pl.T + s.gp] = q;
-    const int completed = gn_complete_groups(pl, Cg, u, sync, shared_int, done);
-    int64_t g0, count;
-    gn_item_groups(pl, Cg, u, g0, count);
-    // A warp per completed group: lanes join pieces lane, lane + 32, ... in order, then a fixed
-    // butterfly joins the lanes; lane 0's result is the group's.
-    const int lane = threadIdx.x % 32;
-    for (int i = threadIdx.x / 32; i < completed; i += kGnWarps) {
-      const int64_t g = g0 + done[i], per_group = Cg * pl.Pp;
-      float cn = 0.0f, cm = 0.0f, cq = 0.0f;
-      for (int64_t k = lane; k < per_group; k += 32) {
-        const int64_t gp = g * per_group + k, piece = gp % pl.Pp;
-        const float nb = float((piece == pl.Pp - 1 ? pl.U - piece * pl.Lu : pl.Lu) * kW);
-        chan_join(cn, cm, cq, nb, part[gp], part[pl.T + gp]);
-      }
-      for (int o = 16; o > 0; o >>= 1) {
-        const float on = __shfl_xor_sync(0xffffffffu, cn, o), om = __shfl_xor_sync(0xffffffffu, cm, o),
-                    oq = __shfl_xor_sync(0xffffffffu, cq, o);
-        chan_join(cn, cm, cq, on, om, oq);
-      }
-      if (lane == 0) {
-        mean[g] = cm;
-        rstd[g] = rsqrtf(cq / cn + p.eps);
-        store_release(&sync[1 + pl.NG + g], 1);
-      }
-    }
-    return;
-  }
-  gn_wait_groups(pl, Cg, u, sync);
-  if (s.len == 0) return;
-  const int64_t g = s.plane / Cg, c = s.plane % p.C;
-  const float scale = gamma_at(gamma, c) * rstd[g], shift = beta_at(beta, c) - mean[g] * scale;
-  const float t = p.tlu ? tau[c] : 0.0f;
-  NL_UNROLL
-  for (int j = 0; j < kGnUnits; ++j) {
-    const int64_t k = li + int64_t(j) * pl.lp;
-    if (k >= s.len) continue;
-    const int64_t off = s.plane * HxW + (s.first + k) * kW;
     if (kVec) {
-      for (int l = 0; l < 4; ++l) v[j][l] = v[j][l] * scale + shift;
-      epilogue4(p, e, off, v[j], t);
-      store4(y, off, v[j]);
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        float v[4];
+        load4(xg, i, v);
+        for (int l = 0; l < 4; ++l) q += (v[l] - m) * (v[l] - m);
+      }
     } else {
-      store_stream(y + off, epilogue1(p, e, off, v[j][0] * scale + shift, t));
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) q += (xg[i] - m) * (xg[i] - m);
+    }
+    const float r = rsqrtf(block_sum(q, scratch) / float(D) + p.eps);
+    if (threadIdx.x == 0) mean[ng] = m, rstd[ng] = r;
+    if (kVec) {
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        const int64_t c = g * Cg + i / p.HxW;
+        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+        float v[4];
+        load4(xg, i, v);
+        for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
+        epilogue4(p, e, ng * D + i, v, p.tlu ? tau[c] : 0.0f);
+        store4(y, ng * D + i, v);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        const int64_t c = g * Cg + i / p.HxW;
+        const float scale = gamma_at(gamma, c) * r, shift = beta_at(beta, c) - m * scale;
+        store_stream(y + ng * D + i,
+                     epilogue1(p, e, ng * D + i, xg[i] * scale + shift, p.tlu ? tau[c] : 0.0f));
+      }
     }
   }
 }
 
-// Backward: statistics items sum g (dy through the mask) and g * xhat per piece (kTlu, FRN: also
-// TLU's (mask == 2) * dy); the block completing a group adds each plane's pieces in order into
-// db_nc / ds_nc (/ dt_nc) [N, C] for the dgamma/dbeta kernel, and the gamma-weighted group totals
-// into `totals` for the dx items: dx = rstd * (gamma * g - k1 - xhat * k2), k1 = sum(gamma g) / D
-// (0 without centering: RMSNorm), k2 = sum(gamma g xhat) / D. kTlu is a template parameter with
-// its own kernel, not a branch on p.tlu: the branch cost every GroupNorm backward registers.
+// One block per (n, g): per-channel sums of g and g * xhat (g: dy through the mask) go to
+// db_nc/ds_nc for the dgamma/dbeta kernel, and their gamma-weighted totals give dx in the same
+// block. kTlu (FRN): also TLU's per-channel tau gradient to dt_nc; a template parameter with its
+// own kernel, not a branch on p.tlu, because the branch cost every GroupNorm backward 8 registers
+// (48 -> 56 on sm_90).
 template <bool kVec, bool kTlu>
-__device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const GnPlan& pl, const float* x,
-                                                    const float* dy, const float* gamma, const float* mean,
-                                                    const float* rstd, const uint8_t* mask, float keep_scale,
-                                                    int* sync, float* part, float* totals, float* dx,
+__device__ __forceinline__ void group_norm_bwd_body(const NormParams& p, const float* x, const float* dy,
+                                                    const float* gamma, const float* mean, const float* rstd,
+                                                    const uint8_t* mask, float keep_scale, float* dx,
                                                     float* db_nc, float* ds_nc, float* dt_nc) {
-  NL_DYN_SHARED(int, shared_int);
-  int* done = shared_int + 2;
-  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
-  __syncthreads();
-  bool is_norm;
-  int64_t u;
-  gn_item(pl, shared_int[0], is_norm, u);
-  constexpr int kW = kVec ? 4 : 1;
-  const int64_t Cg = p.C / p.G, HxW = p.HxW;
-  const GnPiece s = gn_piece(pl, u);
-  const int li = threadIdx.x % 32 % pl.lp;
-  const int64_t g = s.len > 0 ? s.plane / Cg : 0;
-  const float m = s.len > 0 ? mean[g] : 0.0f, r = s.len > 0 ? rstd[g] : 0.0f;
-  float gv[kGnUnits][kW], xv[kGnUnits][kW], t = 0.0f;
-  NL_UNROLL
-  for (int j = 0; j < kGnUnits; ++j) {
-    const int64_t k = li + int64_t(j) * pl.lp;
-    if (k < s.len) {
-      const int64_t off = s.plane * HxW + (s.first + k) * kW;
-      if (kTlu && !is_norm)
-        for (int l = 0; l < kW; ++l) t += clamped_dy(dy, mask, keep_scale, off + l);
+  NL_DYN_SHARED(float, scratch);
+  for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // groups in turn, as forward
+    const int64_t n = ng / p.G, g = ng % p.G, Cg = p.C / p.G, D = Cg * p.HxW;
+    const float m = mean[ng], r = rstd[ng];
+    const int64_t base = ng * D;
+    float sum_gg = 0.0f, sum_gg_xhat = 0.0f;  // identical in every thread after each block_sum2
+    for (int64_t ci = 0; ci < Cg; ++ci) {
+      const int64_t c = g * Cg + ci, row = base + ci * p.HxW;
+      float a = 0.0f, b = 0.0f;
       if (kVec) {
-        masked_dy4(dy, mask, keep_scale, off, gv[j]);
-        load4(x, off, xv[j]);
+        for (int64_t i = 4 * threadIdx.x; i < p.HxW; i += 4 * blockDim.x) {
+          float gv[4], xv[4];
+          masked_dy4(dy, mask, keep_scale, row + i, gv);
+          load4(x, row + i, xv);
+          for (int l = 0; l < 4; ++l) a += gv[l], b += gv[l] * (xv[l] - m) * r;
+        }
       } else {
-        gv[j][0] = masked_dy(dy, mask, keep_scale, off);
-        xv[j][0] = x[off];
+        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x) {
+          const float d = masked_dy(dy, mask, keep_scale, row + i);
+          a += d;
+          b += d * (x[row + i] - m) * r;
+        }
+      }
+      block_sum2(a, b, scratch);
+      if (threadIdx.x == 0) db_nc[n * p.C + c] = a, ds_nc[n * p.C + c] = b;
+      if (kTlu) {
+        float t = 0.0f;
+        for (int64_t i = threadIdx.x; i < p.HxW; i += blockDim.x)
+          t += clamped_dy(dy, mask, keep_scale, row + i);
+        t = block_sum(t, scratch);
+        if (threadIdx.x == 0) dt_nc[n * p.C + c] = t;
+      }
+      sum_gg += gamma_at(gamma, c) * a;
+      sum_gg_xhat += gamma_at(gamma, c) * b;
+    }
+    if (!dx) continue;
+    // Without centering no mean flows back: the sum_gg term drops (RMSNorm).
+    const float k1 = p.center ? sum_gg / float(D) : 0.0f, k2 = sum_gg_xhat / float(D);
+    if (kVec) {
+      for (int64_t i = 4 * threadIdx.x; i < D; i += 4 * blockDim.x) {
+        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
+        float gv[4], xv[4];
+        masked_dy4(dy, mask, keep_scale, base + i, gv);
+        load4(x, base + i, xv);
+        for (int l = 0; l < 4; ++l) gv[l] = r * (gc * gv[l] - k1 - (xv[l] - m) * r * k2);
+        store4(dx, base + i, gv);
       }
     } else {
-      for (int l = 0; l < kW; ++l) gv[j][l] = xv[j][l] = 0.0f;
-    }
-  }
-  if (!is_norm) {
-    float a = 0.0f, b = 0.0f;
-    NL_UNROLL
-    for (int j = 0; j < kGnUnits; ++j)
-      if (li + int64_t(j) * pl.lp < s.len)
-        for (int l = 0; l < kW; ++l) a += gv[j][l], b += gv[j][l] * (xv[j][l] - m) * r;
-    a = segment_sum(a, pl.lp);
-    b = segment_sum(b, pl.lp);
-    if (kTlu) t = segment_sum(t, pl.lp);
-    if (li == 0 && s.len > 0) {
-      part[s.gp] = a, part[pl.T + s.gp] = b;
-      if (kTlu) part[2 * pl.T + s.gp] = t;
-    }
-    const int completed = gn_complete_groups(pl, Cg, u, sync, shared_int, done);
-    int64_t g0, count;
-    gn_item_groups(pl, Cg, u, g0, count);
-    const int lane = threadIdx.x % 32;
-    const float D = float(Cg * HxW);
-    for (int i = threadIdx.x / 32; i < completed; i += kGnWarps) {
-      const int64_t gg = g0 + done[i], n = gg / p.G;
-      float sa = 0.0f, sb = 0.0f;  // this lane's planes' gamma-weighted sums, then the group's
-      for (int64_t ci = lane; ci < Cg; ci += 32) {
-        const int64_t plane = gg * Cg + ci, c = plane % p.C;
-        float pa = 0.0f, pb = 0.0f, pt = 0.0f;
-        NL_NO_UNROLL
-        for (int64_t k = 0; k < pl.Pp; ++k) {
-          pa += part[plane * pl.Pp + k], pb += part[pl.T + plane * pl.Pp + k];
-          if (kTlu) pt += part[2 * pl.T + plane * pl.Pp + k];
-        }
-        db_nc[n * p.C + c] = pa, ds_nc[n * p.C + c] = pb;
-        if (kTlu) dt_nc[n * p.C + c] = pt;
-        sa += gamma_at(gamma, c) * pa, sb += gamma_at(gamma, c) * pb;
-      }
-      sa = warp_sum(sa);
-      sb = warp_sum(sb);
-      if (lane == 0) {
-        totals[gg] = p.center ? sa / D : 0.0f, totals[pl.NG + gg] = sb / D;
-        store_release(&sync[1 + pl.NG + gg], 1);
+      for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+        const float gc = gamma_at(gamma, g * Cg + i / p.HxW);
+        const float xhat = (x[base + i] - m) * r;
+        store_stream(dx + base + i, r * (gc * masked_dy(dy, mask, keep_scale, base + i) - k1 - xhat * k2));
       }
     }
-    return;
-  }
-  gn_wait_groups(pl, Cg, u, sync);
-  if (s.len == 0) return;
-  const float k1 = totals[g], k2 = totals[pl.NG + g], gc = gamma_at(gamma, s.plane % p.C);
-  NL_UNROLL
-  for (int j = 0; j < kGnUnits; ++j) {
-    const int64_t k = li + int64_t(j) * pl.lp;
-    if (k >= s.len) continue;
-    const int64_t off = s.plane * HxW + (s.first + k) * kW;
-    for (int l = 0; l < kW; ++l) gv[j][l] = r * (gc * gv[j][l] - k1 - (xv[j][l] - m) * r * k2);
-    if (kVec)
-      store4(dx, off, gv[j]);
-    else
-      store_stream(dx + off, gv[j][0]);
   }
 }
 
 // The two entry points: GroupNorm and its relatives, and FRN (TLU: dt_nc too).
 template <bool kVec>
-__global__ void __launch_bounds__(kGnThreads)
-    group_norm_bwd_kernel(NormParams p, GnPlan pl, const float* x, const float* dy, const float* gamma,
-                          const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
-                          int* sync, float* part, float* totals, float* dx, float* db_nc, float* ds_nc) {
-  group_norm_bwd_body<kVec, false>(p, pl, x, dy, gamma, mean, rstd, mask, keep_scale, sync, part, totals, dx,
-                                   db_nc, ds_nc, nullptr);
+__global__ void group_norm_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
+                                      const float* mean, const float* rstd, const uint8_t* mask,
+                                      float keep_scale, float* dx, float* db_nc, float* ds_nc) {
+  group_norm_bwd_body<kVec, false>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, nullptr);
 }
 template <bool kVec>
-__global__ void __launch_bounds__(kGnThreads)
-    group_norm_tlu_bwd_kernel(NormParams p, GnPlan pl, const float* x, const float* dy, const float* gamma,
-                              const float* mean, const float* rstd, const uint8_t* mask, float keep_scale,
-                              int* sync, float* part, float* totals, float* dx, float* db_nc, float* ds_nc,
-                              float* dt_nc) {
-  group_norm_bwd_body<kVec, true>(p, pl, x, dy, gamma, mean, rstd, mask, keep_scale, sync, part, totals, dx,
-                                  db_nc, ds_nc, dt_nc);
+__global__ void group_norm_tlu_bwd_kernel(NormParams p, const float* x, const float* dy, const float* gamma,
+                                          const float* mean, const float* rstd, const uint8_t* mask,
+                                          float keep_scale, float* dx, float* db_nc, float* ds_nc,
+                                          float* dt_nc) {
+  group_norm_bwd_body<kVec, true>(p, x, dy, gamma, mean, rstd, mask, keep_scale, dx, db_nc, ds_nc, dt_nc);
 }
 
 // dgamma[c] = sum_n ds[n, c], dbeta[c] = sum_n db[n, c]. A block is 32 channels x 32 row lanes:
@@ -404,10 +201,119 @@ __global__ void reduce_over_n_kernel(int64_t N, int64_t C, const float* db_nc, c
 
 // ---------------------------------------------------------------------------------- BatchNorm
 //
+// Forward: a channel's N * HxW elements are split over kSplit blocks (grid C x kSplit): one block
+// per channel left most of a GPU idle at the network's 16-32 channels. Each block writes its
+// partial sums to [2][kSplit][C] scratch (channel fastest: the finishing kernel's lanes, one
+// channel each, read it coalesced); a block does not wait for the others (no grid-wide sync, no
+// atomics): the statistics are finished by a second tiny kernel, and the elementwise pass is a
+// third launch over the same grid. Partials are summed in split order: deterministic. (Forward
+// re-reads only x, which L2 mostly holds; backward re-reads x, dy and the mask and is one
+// ticket-ordered launch instead: batch_norm_bwd_kernel.)
+constexpr int kSplit = 8;
+
 // Element j of channel c's N * HxW: sample j / HxW, position j % HxW. kVec: HxW % 4 == 0, so 4
 // consecutive j share a sample and are contiguous.
 __device__ __forceinline__ int64_t bn_offset(const NormParams& p, int64_t c, int64_t j) {
   return (j / p.HxW) * p.C * p.HxW + c * p.HxW + j % p.HxW;
+}
+
+// The split's share of [0, M): [begin, end), multiples of 4 (kVec needs whole quads).
+__device__ __forceinline__ void bn_split(int64_t M, int64_t& begin, int64_t& end) {
+  const int64_t quads = (M + 3) / 4, per = (quads + kSplit - 1) / kSplit;
+  begin = int64_t(blockIdx.y) * per * 4;
+  begin = begin < M ? begin : M;
+  end = begin + per * 4 < M ? begin + per * 4 : M;
+}
+
+// Pass 1 (training): per (c, split) sum of x, and sum of squares about `shift_mean` = the
+// channel's first element, which keeps the one-pass variance well conditioned.
+template <bool kVec>
+__global__ void batch_norm_stats_kernel(NormParams p, const float* x, float* part) {
+  NL_DYN_SHARED(float, scratch);
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  const float k = x[bn_offset(p, c, 0)];
+  float s = 0.0f, q = 0.0f;
+  if (kVec) {
+    for (int64_t j = begin + 4 * threadIdx.x; j < end; j += 4 * blockDim.x) {
+      float v[4];
+      load4(x, bn_offset(p, c, j), v);
+      for (int l = 0; l < 4; ++l) s += v[l] - k, q += (v[l] - k) * (v[l] - k);
+    }
+  } else {
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      const float d = x[bn_offset(p, c, j)] - k;
+      s += d, q += d * d;
+    }
+  }
+  block_sum2(s, q, scratch);
+  if (threadIdx.x == 0) part[blockIdx.y * p.C + c] = s, part[(kSplit + blockIdx.y) * p.C + c] = q;
+}
+
+// One thread per channel: mean, rstd and the running statistics from the kSplit partials.
+__global__ void batch_norm_finish_kernel(NormParams p, const float* x, const float* part, float* running_mean,
+                                         float* running_var, float* mean, float* rstd, float* renorm,
+                                         const float* renorm_step) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= p.C) return;
+  if (!p.training) {
+    mean[c] = running_mean[c];
+    rstd[c] = rsqrtf(running_var[c] + p.eps);
+    return;
+  }
+  const int64_t M = p.N * p.HxW;
+  float s = 0.0f, q = 0.0f;
+  for (int k = 0; k < kSplit; ++k) s += part[k * p.C + c], q += part[(kSplit + k) * p.C + c];
+  const float shift_mean = s / float(M);
+  const float var = fmaxf(q / float(M) - shift_mean * shift_mean, 0.0f);
+  const float m = x[bn_offset(p, c, 0)] + shift_mean;
+  mean[c] = m;
+  rstd[c] = rsqrtf(var + p.eps);
+  if (p.renorm) {
+    // Batch Renorm's r and d, from the running statistics before this batch updates them.
+    const float warm = float(renorm_warmup_fraction(p, renorm_step));
+    const float r_max = 1.0f + (p.r_max - 1.0f) * warm, d_max = p.d_max * warm;
+    const float sigma_run = sqrtf(running_var[c] + p.eps);
+    renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / r_max), r_max);
+    renorm[p.C + c] = fminf(fmaxf((m - running_mean[c]) / sigma_run, -d_max), d_max);
+  }
+  if (running_mean) {
+    running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * m;
+    running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
+  }
+}
+
+template <bool kVec>
+__global__ void batch_norm_apply_kernel(NormParams p, const float* x, const float* gamma, const float* beta,
+                                        const float* mean, const float* rstd, const float* renorm, Epilogue e,
+                                        float* y) {
+  const int64_t c = blockIdx.x, M = p.N * p.HxW;
+  int64_t begin, end;
+  bn_split(M, begin, end);
+  // gamma * (r * xhat + d) + beta as one scale and shift (r = 1, d = 0 unless Batch Renorm).
+  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
+  const float scale = gamma_at(gamma, c) * rr * rstd[c];
+  const float shift = beta_at(beta, c) + gamma_at(gamma, c) * dd - mean[c] * scale;
+  // Backwards through the split, the reverse of the statistics pass: the x it read last is still
+  // in L2 and is read first (docs/kernels.md, "L2-aware order"). Lanes stay on consecutive
+  // elements, so every request is as coalesced as forwards.
+  if (kVec) {
+    const int64_t quads = (end - begin) / 4;
+    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, begin + 4 * (quads - 1 - q));
+      float v[4];
+      load4(x, off, v);
+      for (int l = 0; l < 4; ++l) v[l] = v[l] * scale + shift;
+      epilogue4(p, e, off, v);
+      store4(y, off, v);
+    }
+  } else {
+    for (int64_t q = threadIdx.x; q < end - begin; q += blockDim.x) {
+      const int64_t off = bn_offset(p, c, end - 1 - q);
+      store_stream(y + off, epilogue1(p, e, off, x[off] * scale + shift));
+    }
+  }
 }
 
 // Backward in one launch, ordered so that the second read of x, dy and the mask comes from L2.
@@ -428,10 +334,10 @@ __device__ __forceinline__ int64_t bn_offset(const NormParams& p, int64_t c, int
 // acquire it. D >= S (items per channel) puts every sums item of a channel at a smaller ticket than
 // the channel's first dx item, so a waiting block waits only on blocks that took their tickets
 // earlier, are resident and never wait themselves: no deadlock, whatever the residency.
-constexpr int kBnThreads = 512;
+constexpr int kBnBwdThreads = 512;
 // Two float4 of each tensor per thread: an item re-reads 4096 * (4 + 4 + 1) = 36 KiB.
 constexpr int kBnQuadsPerThread = 2;
-constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnThreads;
+constexpr int64_t kBnItem = 4 * kBnQuadsPerThread * kBnBwdThreads;
 // Blocks resident at the kernel's launch bounds (2 per SM of the device): the ticket distance D
 // between an item's sums and its dx when the L2 budget allows it (batch_norm_bwd).
 namespace {
@@ -490,7 +396,7 @@ __device__ __forceinline__ void bn_item_visit(const NormParams& p, int64_t c, in
 // sync: [0] the ticket counter, [1, 1 + C) sums items done per channel, [1 + C, 1 + 2C) ready
 // flags; zeroed before the launch. part: [2][Q] per-item sums; totals: [2][C].
 template <bool kVec>
-__global__ void __launch_bounds__(kBnThreads, 2)
+__global__ void __launch_bounds__(kBnBwdThreads, 2)
     batch_norm_bwd_kernel(NormParams p, BnBwdPlan pl, const float* x, const float* dy, const float* gamma,
                           const float* mean, const float* rstd, const float* renorm, const uint8_t* mask,
                           float keep_scale, int* sync, float* part, float* totals, float* dx, float* dgamma,
@@ -552,139 +458,6 @@ __global__ void __launch_bounds__(kBnThreads, 2)
                         else
                           store_stream(dx + off, gv[0]);
                       });
-}
-
-// Forward in one launch, the backward's ticket order (batch_norm_bwd_kernel): statistics items,
-// 4,096 elements of one channel each, write the exact two-pass mean and centred sum of squares of
-// their elements (held in registers); the channel's last statistics item joins them in item order
-// (Chan's update), writes mean, rstd, Batch Renorm's r and d and the running statistics, and
-// release-stores the channel's ready flag; normalising items acquire it and apply scale, shift and
-// the epilogue, re-reading x from L2 D items behind. This replaces three launches (per-split
-// sums, a finishing kernel, the elementwise pass): two launch gaps and the tail of each. Eval mode
-// normalises with the running statistics: normalising items only. Without y (SyncBatchNorm's first
-// phase): statistics items only.
-struct BnFwdPlan {
-  int64_t S, Q, D;  // items per channel, statistics items (C * S), statistics items ahead
-  bool stats, normalise;
-};
-
-// Ticket t -> a statistics item (is_norm false) or a normalising item u in [0, Q).
-__device__ __forceinline__ void bn_fwd_item(const BnFwdPlan& pl, int64_t t, bool& is_norm, int64_t& u) {
-  if (!pl.stats) {
-    is_norm = true, u = t;
-  } else if (!pl.normalise) {
-    is_norm = false, u = t;
-  } else {
-    BnBwdPlan b{pl.S, pl.Q, pl.D, nullptr};
-    bn_bwd_item(b, t, is_norm, u);
-  }
-}
-
-template <bool kVec>
-__global__ void __launch_bounds__(kBnThreads, 2)
-    batch_norm_fwd_kernel(NormParams p, BnFwdPlan pl, const float* x, const float* gamma, const float* beta,
-                          float* running_mean, float* running_var, const float* renorm_step, Epilogue e,
-                          int* sync, float* part, float* y, float* mean, float* rstd, float* renorm) {
-  NL_DYN_SHARED(float, scratch);  // block_sum's 32 floats, then the ticket and the last-item flag
-  int* shared_int = reinterpret_cast<int*>(scratch + 64);
-  if (threadIdx.x == 0) shared_int[0] = atomicAdd(&sync[0], 1);
-  __syncthreads();
-  bool is_norm;
-  int64_t u;
-  bn_fwd_item(pl, shared_int[0], is_norm, u);
-  constexpr int kW = kVec ? 4 : 1, kPer = 4 * kBnQuadsPerThread / kW;  // units per thread
-  const int64_t c = u / pl.S, M = p.N * p.HxW;
-  const int64_t begin = (u % pl.S) * kBnItem, end = begin + kBnItem < M ? begin + kBnItem : M;
-  float v[kPer][kW];
-  NL_UNROLL
-  for (int i = 0; i < kPer; ++i) {
-    const int64_t j = begin + kW * (threadIdx.x + i * int64_t(blockDim.x));
-    if (j < end) {
-      if (kVec)
-        load4(x, bn_offset(p, c, j), v[i]);
-      else
-        v[i][0] = x[bn_offset(p, c, j)];
-    } else {
-      for (int l = 0; l < kW; ++l) v[i][l] = 0.0f;
-    }
-  }
-  if (!is_norm) {
-    const float n = float(end - begin);
-    float s = 0.0f;
-    NL_UNROLL
-    for (int i = 0; i < kPer; ++i)
-      for (int l = 0; l < kW; ++l) s += v[i][l];  // zeros past the end
-    const float m = block_sum(s, scratch) / n;
-    float q = 0.0f;
-    NL_UNROLL
-    for (int i = 0; i < kPer; ++i)
-      if (begin + kW * (threadIdx.x + i * int64_t(blockDim.x)) < end)
-        for (int l = 0; l < kW; ++l) q += (v[i][l] - m) * (v[i][l] - m);
-    q = block_sum(q, scratch);
-    if (threadIdx.x == 0) {
-      part[u] = m, part[pl.Q + u] = q;
-      shared_int[1] = fetch_add_acq_rel(&sync[1 + c], 1) == pl.S - 1;
-    }
-    __syncthreads();
-    if (!shared_int[1] || threadIdx.x >= 32) return;
-    // The channel's last statistics item: warp 0 joins the items in order (lanes take items
-    // lane, lane + 32, ..., then a fixed butterfly), the same whoever is last.
-    const int lane = threadIdx.x;
-    float cn = 0.0f, cm = 0.0f, cq = 0.0f;
-    for (int64_t k = lane; k < pl.S; k += 32) {
-      const int64_t b0 = k * kBnItem, nb = b0 + kBnItem < M ? kBnItem : M - b0;
-      chan_join(cn, cm, cq, float(nb), part[c * pl.S + k], part[pl.Q + c * pl.S + k]);
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float on = __shfl_xor_sync(0xffffffffu, cn, o), om = __shfl_xor_sync(0xffffffffu, cm, o),
-                  oq = __shfl_xor_sync(0xffffffffu, cq, o);
-      chan_join(cn, cm, cq, on, om, oq);
-    }
-    if (lane != 0) return;
-    const float var = cq / float(M);
-    mean[c] = cm;
-    rstd[c] = rsqrtf(var + p.eps);
-    if (p.renorm) {
-      // Batch Renorm's r and d, from the running statistics before this batch updates them.
-      const float warm = float(renorm_warmup_fraction(p, renorm_step));
-      const float r_max = 1.0f + (p.r_max - 1.0f) * warm, d_max = p.d_max * warm;
-      const float sigma_run = sqrtf(running_var[c] + p.eps);
-      renorm[c] = fminf(fmaxf(sqrtf(var + p.eps) / sigma_run, 1.0f / r_max), r_max);
-      renorm[p.C + c] = fminf(fmaxf((cm - running_mean[c]) / sigma_run, -d_max), d_max);
-    }
-    if (running_mean) {
-      running_mean[c] = (1.0f - p.momentum) * running_mean[c] + p.momentum * cm;
-      running_var[c] = (1.0f - p.momentum) * running_var[c] + p.momentum * var * float(M) / float(M - 1);
-    }
-    store_release(&sync[1 + p.C + c], 1);
-    return;
-  }
-  float m, r;
-  if (pl.stats) {
-    if (threadIdx.x == 0) wait_acquire(&sync[1 + p.C + c], 1);
-    __syncthreads();
-    m = mean[c], r = rstd[c];
-  } else {  // eval: the running statistics, and the channel's first item reports them
-    m = running_mean[c], r = rsqrtf(running_var[c] + p.eps);
-    if (threadIdx.x == 0 && u % pl.S == 0) mean[c] = m, rstd[c] = r;
-  }
-  // gamma * (r * xhat + d) + beta as one scale and shift (r = 1, d = 0 unless Batch Renorm).
-  const float rr = p.renorm ? renorm[c] : 1.0f, dd = p.renorm ? renorm[p.C + c] : 0.0f;
-  const float scale = gamma_at(gamma, c) * rr * r;
-  const float shift = beta_at(beta, c) + gamma_at(gamma, c) * dd - m * scale;
-  NL_UNROLL
-  for (int i = 0; i < kPer; ++i) {
-    const int64_t j = begin + kW * (threadIdx.x + i * int64_t(blockDim.x));
-    if (j >= end) continue;
-    const int64_t off = bn_offset(p, c, j);
-    if (kVec) {
-      for (int l = 0; l < 4; ++l) v[i][l] = v[i][l] * scale + shift;
-      epilogue4(p, e, off, v[i]);
-      store4(y, off, v[i]);
-    } else {
-      store_stream(y + off, epilogue1(p, e, off, v[i][0] * scale + shift));
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------- LayerNorm (rows)
@@ -798,11 +571,15 @@ bool vec_ok(const NormParams& p, std::initializer_list<const void*> ptrs) {
 }
 float keep_scale(const NormParams& p) { return p.dropout > 0.0f ? 1.0f / (1.0f - p.dropout) : 1.0f; }
 
-// GroupNorm's pieces and items (group_norm_fwd_kernel). D: as many items as are resident at once
-// while their data and the next D items' fit in the L2 budget, never below one more than the items
-// a group spans (the deadlock-freedom argument); all of them when nothing is normalised.
-// NORMLAB_CUDA_L2_BUDGET (bytes) overrides the budget, half the device's L2 and at most 24 MiB (the
-// H100 design point); it lets the tests interleave the items of small tensors as a large one's are.
+// GroupNorm's grid: one block per (n, g) while the groups in flight fit in half the device's L2
+// (at most 24 MiB, the H100 design point), else fewer blocks taking groups in turn. A block passes
+// over its group 3 times (forward: mean, variance, output; backward: sums per channel, then dx);
+// with every group of a large LayerNorm (G = 1: 128 KiB at 32 x 32 x 32) in flight at once the L2
+// would hold under half of each, and every later pass would go to DRAM (docs/kernels.md, "GPU
+// model"). Never fewer blocks than the device has SMs. Both from the device (device_limits(); under
+// cuemu its profile, so the emulated launch is the real one). NORMLAB_CUDA_L2_BUDGET (bytes)
+// overrides the budget (and lets the tests reach the capped grid on small tensors).
+int64_t min_group_blocks() { return device_limits().sms; }
 double l2_budget() {
   const char* env = std::getenv("NORMLAB_CUDA_L2_BUDGET");
   if (!env || !*env) return std::min(24.0 * (1 << 20), device_limits().l2_bytes / 2);
@@ -812,94 +589,62 @@ double l2_budget() {
     throw Error(std::string("NORMLAB_CUDA_L2_BUDGET must be a positive number of bytes, got '") + env + "'");
   return v;
 }
-// 256-thread blocks resident at once, from the device (under cuemu its profile): three per SM at
-// the backward's 74 registers (sm_80 and sm_90).
-int64_t gn_resident() { return 3 * device_limits().sms; }
-GnPlan gn_plan(const NormParams& p, bool vec, bool normalise, double reread_bytes_per_element) {
-  GnPlan pl{};
-  const int64_t w = vec ? 4 : 1;
-  pl.U = p.HxW / w;
-  pl.Pp = ceil_div(pl.U, 32 * kGnUnits);
-  pl.Lu = ceil_div(pl.U, pl.Pp);
-  pl.lp = 1;
-  while (pl.lp * kGnUnits < pl.Lu) pl.lp *= 2;
-  pl.T = p.N * p.C * pl.Pp;
-  const int64_t per_item = kGnWarps * (32 / pl.lp);
-  pl.items = ceil_div(pl.T, per_item);
-  pl.NG = p.N * p.G;
-  pl.normalise = normalise;
-  const int64_t span = ceil_div(p.C / p.G * pl.Pp, per_item) + 1;
-  const double item_bytes = reread_bytes_per_element * double(per_item * pl.Lu * w);
-  const int64_t fit = std::min<int64_t>(gn_resident(), int64_t(l2_budget() / item_bytes / 2));
-  pl.D = normalise ? std::min(pl.items, std::max(span, fit)) : pl.items;
-  const int64_t blocks = normalise ? 2 * pl.items : pl.items;
-  if (blocks > INT32_MAX || pl.NG > INT32_MAX / 2)
-    throw Error("group_norm: " + std::to_string(blocks) + " work items or " + std::to_string(pl.NG) +
-                " groups exceed a grid");
-  return pl;
+unsigned gn_grid(const NormParams& p, double bytes_per_group) {
+  const int64_t groups = p.N * p.G;
+  const int64_t fit =
+      std::max<int64_t>(min_group_blocks(), int64_t(l2_budget() / std::max(1.0, bytes_per_group)));
+  return unsigned(std::min(groups, fit));
 }
-unsigned gn_blocks(const GnPlan& pl) { return unsigned(pl.normalise ? 2 * pl.items : pl.items); }
-constexpr size_t kGnShared = (2 + kGnThreads) * sizeof(int);
 }  // namespace
 
 void group_norm_fwd(const NormParams& p, const float* x, const float* gamma, const float* beta,
                     const float* tau, const float* residual, float* y, float* mean, float* rstd,
                     uint8_t* mask) {
-  if (p.N * p.C * p.HxW == 0) return;
+  if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
   const Epilogue e = make_epilogue(p, residual, mask);
-  const bool vec = vec_ok(p, {x, residual, y, mask});
-  const GnPlan pl = gn_plan(p, vec, y != nullptr, 4.0);  // re-read: x (the rest streams)
-  const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * pl.NG);
-  Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.T));
-  int* sync = reinterpret_cast<int*>(scratch.f32());
-  float* part = scratch.f32() + (1 + 2 * pl.NG);
-  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sync_bytes, stream()));
-  if (vec)
-    NL_LAUNCH(group_norm_fwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, gamma, beta, tau,
-              e, sync, part, y, mean, rstd);
+  // Re-read: x (the output, mask and residual stream through evict-first).
+  const unsigned grid = gn_grid(p, 4.0 * (p.C / p.G) * p.HxW);
+  if (vec_ok(p, {x, residual, y, mask}))
+    NL_LAUNCH(group_norm_fwd_kernel<true>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
+              rstd);
   else
-    NL_LAUNCH(group_norm_fwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, gamma, beta, tau,
-              e, sync, part, y, mean, rstd);
+    NL_LAUNCH(group_norm_fwd_kernel<false>, grid, kThreads, kScratch, p, x, gamma, beta, tau, e, y, mean,
+              rstd);
 }
 
 void group_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
                     const float* mean, const float* rstd, const uint8_t* mask, float* dx, float* dgamma,
                     float* dbeta, float* dtau) {
-  if (p.N * p.C * p.HxW == 0) return;
+  if (p.N * p.G == 0) return;
   NL_MODEL_OP("group_norm_bwd", norm_flops(p), norm_bwd_bytes(p, mask));
-  const bool vec = vec_ok(p, {x, dy, mask, dx});
-  const GnPlan pl = gn_plan(p, vec, dx != nullptr, mask ? 9.0 : 8.0);  // re-read: x, dy and the mask
-  // sync; piece partials [2 or 3][T]; group totals [2][NG]; db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
-  const int parts = p.tlu ? 3 : 2;
-  const size_t sync_ints = size_t(1 + 2 * pl.NG);
-  Scratch scratch(sizeof(int) * sync_ints +
-                  sizeof(float) * size_t(parts * pl.T + 2 * pl.NG + parts * p.N * p.C));
-  int* sync = reinterpret_cast<int*>(scratch.f32());
-  float* part = scratch.f32() + sync_ints;
-  float* totals = part + parts * pl.T;
-  float* db_nc = totals + 2 * pl.NG;
-  float* ds_nc = db_nc + p.N * p.C;
-  float* dt_nc = p.tlu ? ds_nc + p.N * p.C : nullptr;
-  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sizeof(int) * sync_ints, stream()));
+  // db_nc, ds_nc and (TLU) dt_nc, [N, C] each.
+  Scratch scratch(sizeof(float) * (p.tlu ? 3 : 2) * size_t(p.N * p.C));
+  float* partial = scratch.f32();
+  float* dt_nc = p.tlu ? partial + 2 * p.N * p.C : nullptr;
   const float ks = keep_scale(p);
+  // Re-read: x, dy and the mask.
+  const unsigned grid = gn_grid(p, (mask ? 9.0 : 8.0) * (p.C / p.G) * p.HxW);
+  const bool vec = vec_ok(p, {x, dy, mask, dx});
+  float* db_nc = partial;
+  float* ds_nc = partial + p.N * p.C;
   if (p.tlu && vec)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma,
-              mean, rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
+              ks, dx, db_nc, ds_nc, dt_nc);
   else if (p.tlu)
-    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma,
-              mean, rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc, dt_nc);
+    NL_LAUNCH(group_norm_tlu_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask,
+              ks, dx, db_nc, ds_nc, dt_nc);
   else if (vec)
-    NL_LAUNCH(group_norm_bwd_kernel<true>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma, mean,
-              rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<true>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
+              dx, db_nc, ds_nc);
   else
-    NL_LAUNCH(group_norm_bwd_kernel<false>, gn_blocks(pl), kGnThreads, kGnShared, p, pl, x, dy, gamma, mean,
-              rstd, mask, ks, sync, part, totals, dx, db_nc, ds_nc);
+    NL_LAUNCH(group_norm_bwd_kernel<false>, grid, kThreads, kScratch, p, x, dy, gamma, mean, rstd, mask, ks,
+              dx, db_nc, ds_nc);
   const dim3 reduce_grid(unsigned(ceil_div(p.C, kReduceCols))), reduce_block(kReduceCols, kReduceRows);
   const size_t reduce_smem = 2 * kReduceRows * kReduceCols * sizeof(float);
   if (dgamma || dbeta)
-    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, db_nc, ds_nc, dgamma,
-              dbeta);
+    NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, partial,
+              partial + p.N * p.C, dgamma, dbeta);
   if (p.tlu && dtau)  // dtau[c] = sum_n dt_nc[n, c], in the dbeta slot
     NL_LAUNCH(reduce_over_n_kernel, reduce_grid, reduce_block, reduce_smem, p.N, p.C, dt_nc, dt_nc, nullptr,
               dtau);
@@ -910,33 +655,23 @@ void batch_norm_fwd(const NormParams& p, const float* x, const float* gamma, con
                     float* rstd, float* renorm, const float* renorm_step, uint8_t* mask) {
   if (p.C == 0) return;
   NL_MODEL_OP("batch_norm_fwd", norm_flops(p), norm_fwd_bytes(p, residual));
-  const int64_t M = p.N * p.HxW;
-  if (M == 0) return;
-  BnFwdPlan pl;
-  pl.S = ceil_div(M, kBnItem);
-  pl.Q = p.C * pl.S;
-  pl.stats = p.training;
-  pl.normalise = y != nullptr;
-  if (!pl.stats && !pl.normalise) return;
-  // D as the backward's (batch_norm_bwd), the re-read being x alone.
-  const int64_t fit = std::min<int64_t>(bn_resident(), int64_t(l2_budget() / (4.0 * kBnItem) / 2));
-  pl.D = pl.normalise ? std::min(pl.Q, std::max(pl.S, fit)) : pl.Q;
-  const int64_t blocks = pl.stats && pl.normalise ? 2 * pl.Q : pl.Q;
-  if (blocks > INT32_MAX)
-    throw Error("batch_norm forward: " + std::to_string(blocks) + " work items exceed a grid");
-  const size_t sync_bytes = sizeof(int) * size_t(1 + 2 * p.C);
-  Scratch scratch(sync_bytes + sizeof(float) * size_t(2 * pl.Q));
-  int* sync = reinterpret_cast<int*>(scratch.f32());
-  float* part = scratch.f32() + (1 + 2 * p.C);
-  NL_CUDA_CHECK(cudaMemsetAsync(sync, 0, sync_bytes, stream()));
+  const dim3 grid(unsigned(p.C), kSplit);
+  const bool vec = vec_ok(p, {x, residual, y, mask});
+  Scratch scratch(sizeof(float) * 2 * size_t(p.C) * kSplit);
+  if (p.training) {
+    if (vec)
+      NL_LAUNCH(batch_norm_stats_kernel<true>, grid, kThreads, kScratch, p, x, scratch.f32());
+    else
+      NL_LAUNCH(batch_norm_stats_kernel<false>, grid, kThreads, kScratch, p, x, scratch.f32());
+  }
+  NL_LAUNCH(batch_norm_finish_kernel, unsigned(ceil_div(p.C, 128)), 128, 0, p, x, scratch.f32(), running_mean,
+            running_var, mean, rstd, renorm, renorm_step);
+  if (!y) return;  // statistics only (SyncBatchNorm's first phase)
   const Epilogue e = make_epilogue(p, residual, mask);
-  const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
-  if (vec_ok(p, {x, residual, y, mask}))
-    NL_LAUNCH(batch_norm_fwd_kernel<true>, unsigned(blocks), kBnThreads, smem, p, pl, x, gamma, beta,
-              running_mean, running_var, renorm_step, e, sync, part, y, mean, rstd, renorm);
+  if (vec)
+    NL_LAUNCH(batch_norm_apply_kernel<true>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
   else
-    NL_LAUNCH(batch_norm_fwd_kernel<false>, unsigned(blocks), kBnThreads, smem, p, pl, x, gamma, beta,
-              running_mean, running_var, renorm_step, e, sync, part, y, mean, rstd, renorm);
+    NL_LAUNCH(batch_norm_apply_kernel<false>, grid, kThreads, 0, p, x, gamma, beta, mean, rstd, renorm, e, y);
 }
 
 void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const float* gamma,
@@ -966,10 +701,10 @@ void batch_norm_bwd(const NormParams& p, const float* x, const float* dy, const 
   const size_t smem = 64 * sizeof(float) + 2 * sizeof(int);
   const float ks = keep_scale(p);
   if (vec_ok(p, {x, dy, mask, dx}))
-    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnThreads, smem, p, pl, x, dy, gamma, mean,
+    NL_LAUNCH(batch_norm_bwd_kernel<true>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
               rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
   else
-    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnThreads, smem, p, pl, x, dy, gamma, mean,
+    NL_LAUNCH(batch_norm_bwd_kernel<false>, unsigned(blocks), kBnBwdThreads, smem, p, pl, x, dy, gamma, mean,
               rstd, renorm, mask, ks, sync, part, part + 2 * pl.Q, dx, dgamma, dbeta);
 }
 
