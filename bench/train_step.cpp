@@ -9,6 +9,12 @@
 // median step time gives the rate. `--json` prints one JSON object per line for
 // bench/peer/train_step_vs_torch.py.
 //
+// On the CPU the run first measures the machine's FP32 FMA and bf16 dot peaks on the same threads
+// (bench/cpu_peak.h) and reports each step's convolution GFLOP/s against the FP32 one: the FLOPs
+// are the network's convolutions (forward, backward-weight, and backward-data of every conv but the
+// first, whose input needs no gradient), counted from one forward pass's output shapes; the norms,
+// pooling and elementwise ops are memory-bound and not counted.
+//
 // --profile: after the timed steps, one more step runs under the launch trace (events around
 // every launch on the stream) and every launch is listed: op, kernel, grid x block, its time on
 // the device, the device's idle time before it (the host had not launched it yet), the op's
@@ -28,12 +34,14 @@
 #include <string>
 #include <vector>
 
+#include "cpu_peak.h"
 #include "gpu_datasheet.h"
 #include "normlab/core/kernel/stubs.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/rng.h"
 #include "normlab/core/storage.h"
 #include "normlab/core/threading.h"
+#include "normlab/nn/layers.h"
 #include "normlab/nn/models.h"
 #include "normlab/nn/optim.h"
 
@@ -54,6 +62,30 @@ struct Result {
   std::vector<LaunchRecord> trace;  // --profile: the launches of one more step
   double traced_step_us = 0;
 };
+
+// Convolution FLOPs of one training step per image (see the header), from the output shape of
+// every Conv2d in one forward pass of a single image.
+double conv_flops_per_image(nl::nn::NormRef norm) {
+  Generator init(0), drop(1), data(2);
+  auto net = nl::nn::make_net(norm, init, &drop);
+  double flops = 0;
+  bool first = true;
+  nl::nn::set_output_check([&](const nl::nn::Module& m, const Tensor& out) {
+    const auto* conv = dynamic_cast<const nl::nn::Conv2d*>(&m);
+    if (!conv) return;
+    const double fwd = 2.0 * double(out.numel()) * double(conv->in_channels * conv->kernel * conv->kernel);
+    flops += (first ? 2.0 : 3.0) * fwd;
+    first = false;
+  });
+  try {
+    (void)net->forward(Tensor::randn({1, 3, 32, 32}, data));
+  } catch (...) {
+    nl::nn::set_output_check({});
+    throw;
+  }
+  nl::nn::set_output_check({});
+  return flops;
+}
 
 Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps, bool profile) {
   Generator init(0), drop(1), data(2);
@@ -179,24 +211,36 @@ int main(int argc, char** argv) {
     if (!profile_md.empty() && !profile) throw std::runtime_error("--profile-md needs --profile");
     std::string tables;
     const std::string dev_name = device_description(DeviceType::CUDA);
-    if (!json)
-      std::printf("%-5s %6s %10s %10s %10s   (%s, %d threads, median of %d steps)\n", "norm", "batch",
-                  "img/s", "ms/step", "best ms", device.c_str(), get_num_threads(), steps);
+    const bool cpu = dev.type == DeviceType::CPU;
+    const bench::CpuPeak peak = cpu ? bench::measure_cpu_peak(get_num_threads()) : bench::CpuPeak{};
+    if (!json) {
+      if (cpu) std::printf("# %s\n", peak.describe().c_str());
+      std::printf("%-5s %6s %10s %10s %10s %10s %8s   (%s, %d threads, median of %d steps)\n", "norm",
+                  "batch", "img/s", "ms/step", "best ms", "GFLOP/s", "% peak", device.c_str(),
+                  get_num_threads(), steps);
+    }
     for (const std::string& b : split(batches)) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
         const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps, profile);
         if (profile) tables += profile_table(n, batch, r, bench::datasheet_for(dev_name), dev_name);
         const double ips = double(batch) / r.median_s;
+        const double gflops = ips * conv_flops_per_image(nl::nn::parse_norm(n)) / 1e9;
+        // The share of the machine's FP32 peak (CPU only: the GPU's peaks are the profile's).
+        const double pct = cpu && peak.fp32() > 0 ? 100.0 * gflops / peak.fp32() : 0.0;
         if (json)
           std::printf(
               "{\"framework\":\"normlab\",\"norm\":\"%s\",\"batch\":%lld,\"device\":\"%s\","
-              "\"threads\":%d,\"img_per_s\":%.2f,\"median_ms\":%.3f,\"min_ms\":%.3f}\n",
+              "\"threads\":%d,\"img_per_s\":%.2f,\"median_ms\":%.3f,\"min_ms\":%.3f,\"conv_gflops\":%.2f,"
+              "\"fp32_peak_gflops\":%.1f,\"bf16_peak_gflops\":%.1f,\"pct_of_fp32_peak\":%.2f}\n",
               n.c_str(), (long long)batch, device.c_str(), get_num_threads(), ips, r.median_s * 1e3,
-              r.min_s * 1e3);
+              r.min_s * 1e3, gflops, peak.fp32(), peak.bf16_avx512, pct);
+        else if (cpu)
+          std::printf("%-5s %6lld %10.1f %10.2f %10.2f %10.1f %7.1f%%\n", n.c_str(), (long long)batch, ips,
+                      r.median_s * 1e3, r.min_s * 1e3, gflops, pct);
         else
-          std::printf("%-5s %6lld %10.1f %10.2f %10.2f\n", n.c_str(), (long long)batch, ips, r.median_s * 1e3,
-                      r.min_s * 1e3);
+          std::printf("%-5s %6lld %10.1f %10.2f %10.2f %10.1f %8s\n", n.c_str(), (long long)batch, ips,
+                      r.median_s * 1e3, r.min_s * 1e3, gflops, "-");
         std::fflush(stdout);
       }
     }
