@@ -60,6 +60,7 @@ std::vector<std::string> split(const std::string& s) {
 struct Result {
   double median_s, min_s;
   std::vector<LaunchRecord> trace;  // --profile: the launches of one more step
+  std::vector<OpRecord> ops;        // --profile on the CPU: its kernel calls
   double traced_step_us = 0;
 };
 
@@ -109,9 +110,13 @@ Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup
     if (i >= warmup) t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
-  Result r{t[t.size() / 2], t.front(), {}, 0};
+  Result r{t[t.size() / 2], t.front(), {}, {}, 0};
   if (profile) {
-    launch_trace_begin_stub(device);
+    const bool cpu = device.type == DeviceType::CPU;
+    if (cpu)
+      op_profile_begin();
+    else
+      launch_trace_begin_stub(device);
     const auto t0 = Clock::now();
     opt.zero_grad();
     Tensor loss = nll_loss(net->forward(x), y);
@@ -119,9 +124,71 @@ Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup
     opt.step();
     (void)loss.item();
     r.traced_step_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    r.trace = launch_trace_end_stub(device);
+    if (cpu)
+      r.ops = op_profile_end();
+    else
+      r.trace = launch_trace_end_stub(device);
   }
   return r;
+}
+
+// The CPU's profiled step as a Markdown table: one row per kernel call (layer by its shape), then
+// totals per op. GFLOP/s against the peak measured in this run; GB/s of the call's least bytes.
+std::string cpu_profile_table(const std::string& norm, int64_t batch, const Result& r,
+                              const bench::CpuPeak& peak) {
+  std::ostringstream md;
+  char line[512];
+  std::snprintf(
+      line, sizeof line,
+      "## %s, batch %lld: %zu kernel calls, step %.1f ms\n\n"
+      "| # | op | N C H W K | us | GFLOP/s | %% FP32 peak | GB/s |\n|---|---|---|---|---|---|---|\n",
+      norm.c_str(), (long long)batch, r.ops.size(), r.traced_step_us / 1e3);
+  md << line;
+  struct Total {
+    double us = 0, flops = 0, bytes = 0;
+    int calls = 0;
+  };
+  std::map<std::string, Total> totals;
+  double sum_us = 0;
+  for (size_t i = 0; i < r.ops.size(); ++i) {
+    const OpRecord& o = r.ops[i];
+    const double s = o.us * 1e-6;
+    char shape[128] = "";
+    if (o.cost.shape[0]) {
+      int at = 0;
+      for (int64_t d : o.cost.shape)
+        at += d ? std::snprintf(shape + at, sizeof shape - size_t(at), "%s%lld", at ? " " : "", (long long)d)
+                : std::snprintf(shape + at, sizeof shape - size_t(at), " -");
+    }
+    const double gf = o.cost.flops / s / 1e9, gb = o.cost.bytes / s / 1e9;
+    std::snprintf(line, sizeof line, "| %zu | %s | %s | %.1f | %s | %s | %s |\n", i, o.op, shape, o.us,
+                  o.cost.flops > 0 ? std::to_string(int(gf)).c_str() : "",
+                  o.cost.flops > 0 && peak.fp32() > 0
+                      ? (std::to_string(int(100 * gf / peak.fp32())) + "%").c_str()
+                      : "",
+                  o.cost.bytes > 0 ? std::to_string(int(gb)).c_str() : "");
+    md << line;
+    Total& t = totals[o.op];
+    t.us += o.us, t.flops += o.cost.flops, t.bytes += o.cost.bytes, ++t.calls;
+    sum_us += o.us;
+  }
+  md << "\n| op | calls | ms | share of the step | GFLOP/s | GB/s |\n|---|---|---|---|---|---|\n";
+  std::vector<std::pair<std::string, Total>> sorted(totals.begin(), totals.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.us > b.second.us; });
+  for (const auto& [op, t] : sorted) {
+    const double s = t.us * 1e-6;
+    std::snprintf(line, sizeof line, "| %s | %d | %.2f | %.1f%% | %s | %s |\n", op.c_str(), t.calls,
+                  t.us / 1e3, 100 * t.us / r.traced_step_us,
+                  t.flops > 0 ? std::to_string(int(t.flops / s / 1e9)).c_str() : "",
+                  t.bytes > 0 ? std::to_string(int(t.bytes / s / 1e9)).c_str() : "");
+    md << line;
+  }
+  std::snprintf(line, sizeof line,
+                "| (outside the kernels: autograd, allocation, dispatch) | | %.2f | %.1f%% | | |\n\n",
+                (r.traced_step_us - sum_us) / 1e3, 100 * (r.traced_step_us - sum_us) / r.traced_step_us);
+  md << line;
+  return md.str();
 }
 
 // The traced step as a Markdown table, one row per launch, then totals per kernel class.
@@ -206,8 +273,6 @@ int main(int argc, char** argv) {
       std::printf("bench_train_step: device %s skipped: this build has no CUDA device\n", device.c_str());
       return 0;
     }
-    if (profile && dev.type != DeviceType::CUDA)
-      throw std::runtime_error("--profile traces CUDA launches: use it with --device cuda");
     if (!profile_md.empty() && !profile) throw std::runtime_error("--profile-md needs --profile");
     std::string tables;
     const std::string dev_name = device_description(DeviceType::CUDA);
@@ -223,7 +288,10 @@ int main(int argc, char** argv) {
       for (const std::string& n : split(norms)) {
         const int64_t batch = std::stoll(b);
         const Result r = time_steps(nl::nn::parse_norm(n), batch, dev, warmup, steps, profile);
-        if (profile) tables += profile_table(n, batch, r, bench::datasheet_for(dev_name), dev_name);
+        if (profile && cpu)
+          tables += cpu_profile_table(n, batch, r, peak);
+        else if (profile)
+          tables += profile_table(n, batch, r, bench::datasheet_for(dev_name), dev_name);
         const double ips = double(batch) / r.median_s;
         const double gflops = ips * conv_flops_per_image(nl::nn::parse_norm(n)) / 1e9;
         // The share of the machine's FP32 peak (CPU only: the GPU's peaks are the profile's).
@@ -245,10 +313,15 @@ int main(int argc, char** argv) {
       }
     }
     if (profile) {
-      const std::string doc = "# Launches of one training step, " + dev_name +
-                              "\n\nbench_train_step --profile: one traced step after the timed ones "
-                              "(events around each launch). Peaks are the datasheet's for this GPU.\n\n" +
-                              tables;
+      const std::string doc =
+          cpu ? "# Kernel calls of one training step on the CPU, " + std::to_string(get_num_threads()) +
+                    " threads\n\nbench_train_step --profile: one profiled step after the timed ones (each "
+                    "kernel call timed on the host); " +
+                    peak.describe() + ".\n\n" + tables
+              : "# Launches of one training step, " + dev_name +
+                    "\n\nbench_train_step --profile: one traced step after the timed ones "
+                    "(events around each launch). Peaks are the datasheet's for this GPU.\n\n" +
+                    tables;
       if (profile_md.empty()) {
         std::fputs(doc.c_str(), stdout);
       } else {

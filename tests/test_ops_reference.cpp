@@ -1,6 +1,11 @@
 // Every op's forward against a naive double-precision loop on odd shapes.
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "helpers.h"
 #include "normlab/core/autograd.h"
+#include "normlab/core/dispatch.h"
 #include "normlab/core/ops.h"
 #include "normlab/core/kernel/philox.h"
 #include "reference.h"
@@ -207,5 +212,43 @@ TEST_CASE("dropout keeps exactly the elements whose Philox draw reaches p", "[op
       const bool keep = philox_uniform(123, offset, i) >= p;
       REQUIRE(yv[i] == (keep ? xv[i] * (1.0f / (1.0f - p)) : 0.0f));
     }
+  }
+}
+
+// The CPU op profile (bench_train_step --profile on the CPU) records every kernel call of the
+// profiling thread, in order, with the FLOPs and least bytes its parameters give, and nothing
+// once it is off.
+TEST_CASE("the CPU op profile records each kernel call with its FLOPs and bytes", "[ops][quick]") {
+  const Device cpu = Device::cpu();
+  Generator gen(3);
+  Tensor x = Tensor::randn({2, 3, 8, 8}, gen), w = Tensor::randn({4, 3, 3, 3}, gen);
+  Tensor gamma = Tensor::ones({4}, cpu), beta = Tensor::zeros({4});
+  w.set_requires_grad(true);
+  op_profile_begin();
+  Tensor y = group_norm(conv2d(x, w, Tensor(), 1, 1), 2, gamma, beta);
+  y.backward(Tensor::ones(y.shape(), cpu));
+  const std::vector<OpRecord> ops = op_profile_end();
+  (void)conv2d(x, w, Tensor(), 1, 1);  // after the end: not recorded
+  CHECK(op_profile_end().empty());
+  std::vector<std::string> names;
+  for (const OpRecord& o : ops) names.emplace_back(o.op);
+  REQUIRE(std::count(names.begin(), names.end(), "conv2d_fwd") == 1);
+  REQUIRE(std::count(names.begin(), names.end(), "conv2d_bwd") == 1);
+  REQUIRE(std::count(names.begin(), names.end(), "norm_fwd") == 1);
+  REQUIRE(std::count(names.begin(), names.end(), "norm_bwd") == 1);
+  CHECK(names.front() == "conv2d_fwd");
+  const double fwd = 2.0 * 2 * 4 * 8 * 8 * (3 * 3 * 3);  // 2 N K P Q C R S
+  for (const OpRecord& o : ops) {
+    CAPTURE(o.op);
+    CHECK(o.us >= 0);
+    const std::string op = o.op;
+    if (op == "conv2d_fwd") {
+      CHECK(o.cost.flops == fwd);
+      CHECK(o.cost.bytes == 4.0 * (2 * 3 * 64 + 4 * 27 + 2 * 4 * 64));
+      CHECK(o.cost.shape[4] == 4);
+    }
+    // x needs no gradient: backward-weight only.
+    if (op == "conv2d_bwd") CHECK(o.cost.flops == fwd);
+    if (op == "norm_fwd") CHECK(o.cost.bytes == 4.0 * 2 * (2 * 4 * 64));
   }
 }

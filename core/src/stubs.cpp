@@ -1,6 +1,9 @@
 // Definitions of the stubs declared in normlab/core/kernel/stubs.h.
 #include "normlab/core/kernel/stubs.h"
 
+#include <utility>
+#include <vector>
+
 #define NL_DEFINE_STUB(name) \
   ::nl::DispatchStub<name##_fn> name##_stub { #name }
 
@@ -36,4 +39,25 @@ NL_DEFINE_STUB(nll_loss_fwd);
 NL_DEFINE_STUB(nll_loss_bwd);
 NL_DEFINE_STUB(sgd_step);
 NL_DEFINE_STUB(adam_step);
+}  // namespace nl
+
+namespace nl {
+namespace detail {
+thread_local bool op_profile_on = false;
+namespace {
+thread_local std::vector<OpRecord> op_records;
+}  // namespace
+void op_profile_record(const char* op, double us, const OpCost& cost) {
+  op_records.push_back({op, us, cost});
+}
+}  // namespace detail
+
+void op_profile_begin() {
+  detail::op_records.clear();
+  detail::op_profile_on = true;
+}
+std::vector<OpRecord> op_profile_end() {
+  detail::op_profile_on = false;
+  return std::move(detail::op_records);
+}
 }  // namespace nl

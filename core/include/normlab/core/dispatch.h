@@ -4,6 +4,10 @@
 // which backends were built); self-registering static objects are avoided because static
 // libraries silently drop them.
 #include <array>
+#include <chrono>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "normlab/core/device.h"
 #include "normlab/core/error.h"
@@ -30,6 +34,32 @@ bool conv_tf32();
 void set_conv_algo(ConvAlgo algo);
 ConvAlgo conv_algo();
 
+// The CPU op profile (bench_train_step --profile on the CPU): while on, every CPU kernel this
+// thread calls through a stub is timed, with the FLOPs and the least bytes of the call where its
+// parameters say them (op_cost: convolutions, linear layers, norms, pooling; 0 for the rest). The
+// GPU has its launch trace (launch_trace_begin) instead.
+struct OpCost {
+  double flops = 0, bytes = 0;
+  int64_t shape[5] = {0, 0, 0, 0, 0};  // N C H W K of the call where it has them
+};
+struct OpRecord {
+  const char* op;  // the stub: "conv2d_fwd", "norm_bwd", ...
+  double us;
+  OpCost cost;
+};
+void op_profile_begin();
+std::vector<OpRecord> op_profile_end();
+// The cost of a stub call from its arguments: this default knows nothing; the overloads for the
+// parameter structs (kernel/op_cost.h) are found by argument-dependent lookup.
+template <typename... A>
+OpCost op_cost(const A&...) {
+  return {};
+}
+namespace detail {
+extern thread_local bool op_profile_on;
+void op_profile_record(const char* op, double us, const OpCost& cost);
+}  // namespace detail
+
 template <typename Fn>
 class DispatchStub;
 
@@ -52,10 +82,31 @@ class DispatchStub<R(Args...)> {
     return fn;
   }
 
-  R operator()(Device device, Args... args) const { return get(device)(args...); }
+  R operator()(Device device, Args... args) const {
+    if (device.type == DeviceType::CPU && detail::op_profile_on) return profiled(device, args...);
+    return get(device)(args...);
+  }
   const char* name() const { return name_; }
 
  private:
+  R profiled(Device device, Args... args) const {
+    using Clock = std::chrono::steady_clock;
+    const FnPtr fn = get(device);
+    const OpCost cost = op_cost(args...);
+    const auto t0 = Clock::now();
+    auto record = [&] {
+      detail::op_profile_record(name_, std::chrono::duration<double, std::micro>(Clock::now() - t0).count(),
+                                cost);
+    };
+    if constexpr (std::is_void_v<R>) {
+      fn(args...);
+      record();
+    } else {
+      R r = fn(args...);
+      record();
+      return r;
+    }
+  }
   const char* name_;
   std::array<FnPtr, kNumDeviceTypes> table_{};
 };

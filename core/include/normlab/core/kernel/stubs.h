@@ -150,4 +150,41 @@ NL_DECLARE_STUB(nll_loss_bwd,
 NL_DECLARE_STUB(sgd_step, void(const SgdParams& p, float* param, const float* grad, float* momentum_buf));
 NL_DECLARE_STUB(adam_step, void(const AdamParams& p, float* param, const float* grad, float* m, float* v));
 
+// What a stub call costs, for the CPU op profile (OpCost in dispatch.h): FLOPs of the arithmetic
+// that matters (convolutions, linear layers; norms about 8 a element) and the least bytes any
+// implementation moves (each input read once, each output written once).
+inline OpCost op_cost(const Conv2dParams& p, const float*, const float*, const float*, float*) {
+  const double out = double(p.N * p.K * p.P * p.Q), in = double(p.N * p.C * p.H * p.W),
+               w = double(p.K * p.C * p.R * p.S);
+  return {2.0 * out * double(p.C * p.R * p.S), 4.0 * (in + w + out), {p.N, p.C, p.H, p.W, p.K}};
+}
+inline OpCost op_cost(const Conv2dParams& p, const float*, const float*, const float*, float* dx, float* dw,
+                      float*) {
+  const double out = double(p.N * p.K * p.P * p.Q), in = double(p.N * p.C * p.H * p.W),
+               w = double(p.K * p.C * p.R * p.S), one = 2.0 * out * double(p.C * p.R * p.S);
+  return {one * ((dx ? 1 : 0) + (dw ? 1 : 0)),
+          4.0 * (in + w + out + (dx ? in : 0) + (dw ? w : 0)),
+          {p.N, p.C, p.H, p.W, p.K}};
+}
+inline OpCost op_cost(const LinearParams& p, const float*, const float*, const float*, float*) {
+  return {
+      2.0 * double(p.M * p.K * p.N), 4.0 * double(p.M * p.K + p.N * p.K + p.M * p.N), {p.M, p.K, 1, 1, p.N}};
+}
+inline OpCost op_cost(const NormParams& p, const NormFwdArgs& a) {
+  const double n = double(p.N * p.C * p.HxW);
+  return {8.0 * n, 4.0 * n * (a.residual ? 3 : 2) + (a.mask ? n : 0), {p.N, p.C, p.HxW, 1, 0}};
+}
+inline OpCost op_cost(const NormParams& p, const NormBwdArgs& a) {
+  const double n = double(p.N * p.C * p.HxW);
+  return {8.0 * n, 4.0 * n * (a.dx ? 3 : 2) + (a.mask ? n : 0), {p.N, p.C, p.HxW, 1, 0}};
+}
+inline OpCost op_cost(const Pool2dParams& p, const float*, float*, int32_t*) {
+  const double in = double(p.N * p.C * p.H * p.W), out = double(p.N * p.C * p.P * p.Q);
+  return {in, 4.0 * (in + 2 * out), {p.N, p.C, p.H, p.W, 0}};
+}
+inline OpCost op_cost(const Pool2dParams& p, const float*, const int32_t*, float*) {
+  const double in = double(p.N * p.C * p.H * p.W), out = double(p.N * p.C * p.P * p.Q);
+  return {0, 4.0 * (2 * out + in), {p.N, p.C, p.H, p.W, 0}};
+}
+
 }  // namespace nl
