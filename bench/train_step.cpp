@@ -2,7 +2,7 @@
 // backward, SGD update with momentum and weight decay) for each norm and batch size.
 //
 //   bench_train_step --threads 2 --batches 128,512 --norms bn,gn,ln [--device cpu|cuda] [--json]
-//   bench_train_step --device cuda --profile [--profile-md FILE]
+//   bench_train_step [--device cuda] --profile [--profile-md FILE]
 //
 // Inputs are random but fixed; the first `--warmup` steps are not timed (they fill the caching
 // allocator and the thread pool), then `--steps` steps are timed with a steady clock and the
@@ -23,6 +23,11 @@
 // call. Events around each launch add a few microseconds of host work per launch, so the traced
 // step is slower than the timed ones; kernel times are not affected. Under cuemu (no GPU) the
 // times are the CPU's emulation times: the table's form, not a GPU's numbers.
+//
+// --profile on the CPU: five more steps run under the op profile (nl::op_profile_begin: each
+// kernel call timed on the host) and every call is listed with its median time over the five,
+// its shape, GFLOP/s and share of the measured peak, and GB/s of its least bytes; then the totals
+// per op and the time outside the kernels.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -88,6 +93,8 @@ double conv_flops_per_image(nl::nn::NormRef norm) {
   return flops;
 }
 
+constexpr int kCpuProfileSteps = 5;
+
 Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup, int steps, bool profile) {
   Generator init(0), drop(1), data(2);
   auto net = nl::nn::make_net(norm, init, &drop);
@@ -112,22 +119,41 @@ Result time_steps(nl::nn::NormRef norm, int64_t batch, Device device, int warmup
   std::sort(t.begin(), t.end());
   Result r{t[t.size() / 2], t.front(), {}, {}, 0};
   if (profile) {
+    // The GPU's trace times one step; the CPU's calls are timed on the host, where other jobs
+    // on the machine move single calls: each call's median over kCpuProfileSteps steps.
     const bool cpu = device.type == DeviceType::CPU;
-    if (cpu)
-      op_profile_begin();
-    else
-      launch_trace_begin_stub(device);
-    const auto t0 = Clock::now();
-    opt.zero_grad();
-    Tensor loss = nll_loss(net->forward(x), y);
-    loss.backward();
-    opt.step();
-    (void)loss.item();
-    r.traced_step_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    if (cpu)
-      r.ops = op_profile_end();
-    else
-      r.trace = launch_trace_end_stub(device);
+    const int runs = cpu ? kCpuProfileSteps : 1;
+    std::vector<std::vector<OpRecord>> all;
+    std::vector<double> step_us;
+    for (int k = 0; k < runs; ++k) {
+      if (cpu)
+        op_profile_begin();
+      else
+        launch_trace_begin_stub(device);
+      const auto t0 = Clock::now();
+      opt.zero_grad();
+      Tensor loss = nll_loss(net->forward(x), y);
+      loss.backward();
+      opt.step();
+      (void)loss.item();
+      step_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      if (cpu)
+        all.push_back(op_profile_end());
+      else
+        r.trace = launch_trace_end_stub(device);
+    }
+    std::sort(step_us.begin(), step_us.end());
+    r.traced_step_us = step_us[step_us.size() / 2];
+    if (cpu) {
+      r.ops = all.front();
+      for (size_t i = 0; i < r.ops.size(); ++i) {
+        std::vector<double> us;
+        for (const auto& a : all)
+          if (i < a.size() && std::string(a[i].op) == r.ops[i].op) us.push_back(a[i].us);
+        std::sort(us.begin(), us.end());
+        r.ops[i].us = us[us.size() / 2];
+      }
+    }
   }
   return r;
 }
@@ -140,9 +166,9 @@ std::string cpu_profile_table(const std::string& norm, int64_t batch, const Resu
   char line[512];
   std::snprintf(
       line, sizeof line,
-      "## %s, batch %lld: %zu kernel calls, step %.1f ms\n\n"
+      "## %s, batch %lld: %zu kernel calls, step %.1f ms (medians of %d profiled steps)\n\n"
       "| # | op | N C H W K | us | GFLOP/s | %% FP32 peak | GB/s |\n|---|---|---|---|---|---|---|\n",
-      norm.c_str(), (long long)batch, r.ops.size(), r.traced_step_us / 1e3);
+      norm.c_str(), (long long)batch, r.ops.size(), r.traced_step_us / 1e3, kCpuProfileSteps);
   md << line;
   struct Total {
     double us = 0, flops = 0, bytes = 0;
@@ -262,7 +288,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--json", json, "one JSON object per line instead of a table");
   app.add_flag("--profile", profile,
-               "also trace one step and list every launch with its device time (--device cuda)");
+               "also profile: every launch of one step with its device time (cuda), or every kernel "
+               "call with its median time over five steps (cpu)");
   app.add_option("--profile-md", profile_md,
                  "write the --profile tables to this Markdown file (else stdout)");
   CLI11_PARSE(app, argc, argv);
@@ -315,8 +342,8 @@ int main(int argc, char** argv) {
     if (profile) {
       const std::string doc =
           cpu ? "# Kernel calls of one training step on the CPU, " + std::to_string(get_num_threads()) +
-                    " threads\n\nbench_train_step --profile: one profiled step after the timed ones (each "
-                    "kernel call timed on the host); " +
+                    " threads\n\nbench_train_step --profile: profiled steps after the timed ones (each "
+                    "kernel call timed on the host, its median over the steps); " +
                     peak.describe() + ".\n\n" + tables
               : "# Launches of one training step, " + dev_name +
                     "\n\nbench_train_step --profile: one traced step after the timed ones "
