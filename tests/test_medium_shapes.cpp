@@ -12,6 +12,7 @@
 //   - conv: the 3-channel stem (C*R*S = 27 < one K-step), C*R*S = 315 (no multiple of the
 //     16-wide K-step), 32 output channels (half of a 64-row tile), N*P*Q not a multiple of 64.
 // Tagged [ops], so they run on the CPU, on emulated CUDA in three thread orders and under ASan.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -493,4 +494,42 @@ TEST_CASE("pooling, linear and the loss on medium shapes", "[ops][medium][quick]
   }
   require_close(loss[0], {total / 300.0}, kTol, "nll_loss");
   require_close(loss[1], dl, kTol, "nll_loss dlogits");
+}
+
+// Max pooling where windows tie, as after a ReLU (zeros) and on coarsely rounded values: the
+// output and the gradient go to the first maximum in row-major window order (PyTorch's rule), on
+// 2x2 / stride 2 (the network's pool, with a kernel of its own on the CPU) and on 3x3 / stride 2;
+// odd sizes leave a last row and column outside every window.
+TEST_CASE("max_pool2d picks the first maximum of tied windows, forward and backward",
+          "[ops][pool][medium][quick]") {
+  const int64_t N = 6, C = 16, H = 33, W = 41;  // 20 windows a row: 16 at once, then 4 one by one
+  Generator g(41);
+  std::vector<float> v(size_t(N * C * H * W));
+  for (float& f : v) f = std::max(0.0f, std::round(g.next_normal() * 2.0f) / 2.0f);  // many ties
+  Tensor x = Tensor::from_vector(v, {N, C, H, W}, test_device());
+  for (int64_t k : {int64_t{2}, int64_t{3}}) {
+    CAPTURE(k);
+    const int64_t P = (H - k) / 2 + 1, Q = (W - k) / 2 + 1;
+    Tensor dy = randn({N, C, P, Q}, 42);
+    Tensor xg = x.detach().set_requires_grad(true);
+    Tensor y = max_pool2d(xg, k, 2);
+    y.backward(dy);
+    const std::vector<float> gdy = dy.to_vector();
+    Vec ey, edx(v.size(), 0.0);
+    for (int64_t plane = 0; plane < N * C; ++plane)
+      for (int64_t oh = 0; oh < P; ++oh)
+        for (int64_t ow = 0; ow < Q; ++ow) {
+          int64_t best = plane * H * W + 2 * oh * W + 2 * ow;
+          for (int64_t kh = 0; kh < k; ++kh)
+            for (int64_t kw = 0; kw < k; ++kw) {
+              const int64_t i = plane * H * W + (2 * oh + kh) * W + 2 * ow + kw;
+              if (v[size_t(i)] > v[size_t(best)]) best = i;
+            }
+          ey.push_back(v[size_t(best)]);
+          edx[size_t(best)] += gdy[size_t((plane * P + oh) * Q + ow)];
+        }
+    require_close(y, ey, 0, "y");
+    // Overlapping 3x3 windows add several gradients into one pixel, in float here, in double there.
+    require_close(xg.grad(), edx, k == 2 ? 0.0 : 1e-6, "dx");
+  }
 }
