@@ -49,7 +49,8 @@ class Timer:
     def __init__(self, device, iters):
         self.device, self.iters = device, iters
         if device.type == "cuda":
-            l2 = torch.cuda.get_device_properties(device).L2_cache_size
+            # L2_cache_size is in the device properties of recent PyTorch; 64 MiB covers any GPU's.
+            l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
             self.flush = torch.empty(2 * max(l2, 1 << 20), dtype=torch.uint8, device=device)
 
     def __call__(self, fn):
