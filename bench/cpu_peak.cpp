@@ -14,7 +14,9 @@ namespace {
 
 constexpr int kChains = 24;
 
-// Each returns a value that depends on every chain, so the loop cannot be dropped.
+// One function per instruction set, each with its own target attribute (a shared template would
+// be compiled for one target only). Each returns a value that depends on every chain, so the
+// loop cannot be dropped.
 __attribute__((target("avx2,fma"))) float fma_avx2(long iters) {
   __m256 acc[kChains];
   for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(1.0f + 1e-3f * float(i));
@@ -44,7 +46,7 @@ __attribute__((target("avx512f"))) float fma_avx512(long iters) {
 __attribute__((target("avx512f,avx512bf16"))) float dot_bf16(long iters) {
   __m512 acc[kChains];
   for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(1e-3f * float(i));
-  // Small products: the sums grow by 32 * 1e-6 a step and stay far from overflow.
+  // Small products: each lane grows by 2 * 1e-6 a step (two pairs) and stays far from overflow.
   const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
   const __m512bh b = a;
   for (long n = 0; n < iters; ++n)

@@ -39,9 +39,7 @@ NL_DEFINE_STUB(nll_loss_fwd);
 NL_DEFINE_STUB(nll_loss_bwd);
 NL_DEFINE_STUB(sgd_step);
 NL_DEFINE_STUB(adam_step);
-}  // namespace nl
 
-namespace nl {
 namespace detail {
 thread_local bool op_profile_on = false;
 namespace {

@@ -50,7 +50,7 @@ struct OpRecord {
 void op_profile_begin();
 std::vector<OpRecord> op_profile_end();
 // The cost of a stub call from its arguments: this default knows nothing; the overloads for the
-// parameter structs (kernel/op_cost.h) are found by argument-dependent lookup.
+// parameter structs (end of kernel/stubs.h) are found by argument-dependent lookup.
 template <typename... A>
 OpCost op_cost(const A&...) {
   return {};
